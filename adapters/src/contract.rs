@@ -1,0 +1,150 @@
+//! What an adapter implements, split by role: [`Sender`] for outbound messages and
+//! [`WebhookHandler`] for what a provider posts back (receipts and inbound messages).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::{Content, MessageStatus, ProviderError};
+
+/// One message to hand to a provider. The adapter's account config supplies the sender.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The gateway's id, for logs and for providers that echo a client reference.
+    pub message_id: String,
+    pub to: String,
+    pub content: Content,
+    /// Where the provider should post delivery receipts, when it takes a per-message URL.
+    pub status_callback: Option<String>,
+    /// How long the message may still wait at the provider before it is pointless.
+    pub remaining_ttl: Option<Duration>,
+}
+
+/// The provider took the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub provider_message_id: String,
+    /// The provider's own word for where the message is ("queued").
+    pub provider_status: String,
+}
+
+/// How the dispatcher should treat a failed send. The adapter classifies; the dispatcher
+/// alone decides when to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Try again later (network error, timeout, provider 5xx).
+    Retryable { retry_after: Option<Duration> },
+    /// The provider throttled this route: slow the whole route down, then try again.
+    RateLimited { retry_after: Option<Duration> },
+    /// Retrying cannot help.
+    Permanent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct SendFailure {
+    pub class: FailureClass,
+    #[source]
+    pub error: ProviderError,
+}
+
+impl SendFailure {
+    pub fn permanent(error: ProviderError) -> Self {
+        SendFailure { class: FailureClass::Permanent, error: ProviderError { retryable: false, ..error } }
+    }
+
+    pub fn retryable(error: ProviderError, retry_after: Option<Duration>) -> Self {
+        SendFailure {
+            class: FailureClass::Retryable { retry_after },
+            error: ProviderError { retryable: true, ..error },
+        }
+    }
+
+    pub fn rate_limited(error: ProviderError, retry_after: Option<Duration>) -> Self {
+        SendFailure {
+            class: FailureClass::RateLimited { retry_after },
+            error: ProviderError { retryable: true, ..error },
+        }
+    }
+}
+
+/// Sends canonical messages through one configured provider account.
+#[async_trait]
+pub trait Sender: Send + Sync {
+    /// The route key within the account (the sender number, a messaging service): each
+    /// route has its own rate limit.
+    fn route(&self) -> &str;
+
+    async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure>;
+}
+
+/// A provider's HTTP request to the gateway, as received.
+#[derive(Clone, Debug)]
+pub struct WebhookRequest {
+    /// The public URL the provider called (scheme, host, port, path, query): signatures
+    /// cover what the provider saw, not what a proxy rewrote.
+    pub public_url: String,
+    /// Which of the adapter's hooks was called ("status", "inbound").
+    pub hook: String,
+    /// Header names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    pub body: Bytes,
+}
+
+impl WebhookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// What a webhook meant, in canonical terms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WebhookEvent {
+    Status(StatusReport),
+    Inbound(InboundMessage),
+}
+
+/// A receipt for a message we sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusReport {
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+    pub provider_status: String,
+    pub error: Option<ProviderError>,
+}
+
+/// A message a person sent to one of our addresses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboundMessage {
+    pub provider_message_id: String,
+    pub from: String,
+    pub to: String,
+    pub content: Content,
+}
+
+/// The body the provider expects back on success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookAck {
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong signature: answered with 403.
+    #[error("signature check failed: {0}")]
+    Signature(&'static str),
+    /// A body we cannot understand: answered with 400 and this text.
+    #[error("malformed webhook: {0}")]
+    Malformed(String),
+    #[error("no such webhook hook: {0}")]
+    UnknownHook(String),
+}
+
+/// Verifies and parses one provider account's webhooks.
+pub trait WebhookHandler: Send + Sync {
+    fn handle(&self, request: &WebhookRequest) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError>;
+}
+

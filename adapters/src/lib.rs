@@ -1,0 +1,27 @@
+//! The adapter contract of omnigate and the adapters themselves.
+//!
+//! Adapters translate and transport; the gateway owns durability, ordering, rate limits,
+//! retries, identity and events. An adapter never sees the store, the dispatcher or the
+//! generated gRPC types: it gets a canonical [`Outbound`] message and answers with an
+//! [`Accepted`] provider id or a classified [`SendFailure`]; it turns a provider's webhook
+//! request into canonical [`WebhookEvent`]s.
+//!
+//! # Layout
+//! - [`model`]: the canonical message model (channels, content, statuses, errors).
+//! - [`contract`]: the traits an adapter implements, split by role (send, webhook).
+//! - [`http`]: the shared outbound HTTP client (rustls) and Retry-After parsing.
+//! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
+
+pub mod contract;
+pub mod model;
+
+#[cfg(feature = "twilio")]
+pub mod http;
+#[cfg(feature = "twilio")]
+pub mod twilio;
+
+pub use contract::{
+    Accepted, FailureClass, InboundMessage, Outbound, SendFailure, Sender, StatusReport,
+    WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
+};
+pub use model::{Channel, Content, ErrorCode, Media, MessageStatus, ProviderError, Text};

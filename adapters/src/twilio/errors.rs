@@ -1,0 +1,121 @@
+//! Twilio error codes to canonical classes. Codes and their meaning: Twilio's error
+//! dictionary as summarised in shared/providers (DETAILS.md §1.4).
+
+use std::time::Duration;
+
+use crate::contract::SendFailure;
+use crate::model::{ErrorCode, ProviderError};
+
+use super::PROVIDER;
+use super::wire::ErrorBody;
+
+/// Classifies a non-2xx answer to a create request.
+pub fn classify_http(status: u16, body: &[u8], retry_after: Option<Duration>) -> SendFailure {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|b| b.code);
+    let message = parsed
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| format!("HTTP {status} from Twilio"));
+    let error = |canonical| ProviderError {
+        code: canonical,
+        message: message.clone(),
+        provider: PROVIDER.into(),
+        provider_code: code.map(|c| c.to_string()).unwrap_or_else(|| status.to_string()),
+        retryable: false,
+    };
+    match (status, code) {
+        // 20429 "never processed, always safe to retry"; 21611 the sender's queue is full.
+        (429, _) | (_, Some(20429)) | (_, Some(21611)) => {
+            SendFailure::rate_limited(error(ErrorCode::RateLimited), retry_after)
+        }
+        (500..=599, _) => {
+            SendFailure::retryable(error(ErrorCode::ProviderUnavailable), retry_after)
+        }
+        (401, _) => SendFailure::permanent(error(ErrorCode::Authentication)),
+        (_, Some(c)) => SendFailure::permanent(error(canonical_code(c))),
+        _ => SendFailure::permanent(error(ErrorCode::Rejected)),
+    }
+}
+
+/// A connection error or timeout: Twilio may not have seen the request.
+pub fn classify_transport(err: &reqwest::Error) -> SendFailure {
+    SendFailure::retryable(
+        ProviderError {
+            code: ErrorCode::ProviderUnavailable,
+            message: format!("Twilio unreachable: {err}"),
+            provider: PROVIDER.into(),
+            provider_code: String::new(),
+            retryable: true,
+        },
+        None,
+    )
+}
+
+/// The error a delivery callback reports (`ErrorCode` on failed/undelivered).
+pub fn callback_error(code: Option<&str>, status_word: &str) -> ProviderError {
+    let canonical = code
+        .and_then(|c| c.parse::<u32>().ok())
+        .map(canonical_code)
+        .unwrap_or(ErrorCode::Undeliverable);
+    ProviderError {
+        code: canonical,
+        message: format!("Twilio reported the message {status_word}"),
+        provider: PROVIDER.into(),
+        provider_code: code.unwrap_or_default().to_string(),
+        retryable: false,
+    }
+}
+
+/// Twilio codes to canonical codes.
+pub fn canonical_code(code: u32) -> ErrorCode {
+    match code {
+        20003 => ErrorCode::Authentication,
+        20429 | 21611 => ErrorCode::RateLimited,
+        21211 | 21612 | 21614 | 21635 | 21408 | 21608 => ErrorCode::InvalidRecipient,
+        21610 => ErrorCode::RecipientOptedOut,
+        21617 | 21602 | 21619 => ErrorCode::InvalidContent,
+        30003 | 30004 | 30005 | 30006 | 30008 => ErrorCode::Undeliverable,
+        30001 => ErrorCode::ProviderUnavailable,
+        _ => ErrorCode::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::FailureClass;
+
+    fn body(code: u32, status: u16) -> Vec<u8> {
+        format!(
+            r#"{{"code": {code}, "message": "m", "more_info": "https://www.twilio.com/docs/errors/{code}", "status": {status}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried() {
+        let f = classify_http(429, &body(20429, 429), Some(Duration::from_secs(3)));
+        assert_eq!(f.class, FailureClass::RateLimited { retry_after: Some(Duration::from_secs(3)) });
+        assert_eq!(f.error.provider_code, "20429");
+        let f = classify_http(503, b"<html>oops</html>", None);
+        assert_eq!(f.class, FailureClass::Retryable { retry_after: None });
+        assert_eq!(f.error.provider_code, "503");
+    }
+
+    #[test]
+    fn invalid_recipient_and_opt_out_are_permanent_with_the_code_kept() {
+        for (code, canonical) in [
+            (21211, ErrorCode::InvalidRecipient),
+            (21614, ErrorCode::InvalidRecipient),
+            (21610, ErrorCode::RecipientOptedOut),
+        ] {
+            let f = classify_http(400, &body(code, 400), None);
+            assert_eq!(f.class, FailureClass::Permanent);
+            assert_eq!(f.error.code, canonical);
+            assert_eq!(f.error.provider_code, code.to_string());
+            assert!(!f.error.retryable);
+        }
+        let f = classify_http(401, &body(20003, 401), None);
+        assert_eq!(f.error.code, ErrorCode::Authentication);
+    }
+}

@@ -1,0 +1,26 @@
+//! Twilio Programmable Messaging (SMS and MMS) over the 2010-04-01 REST API.
+//!
+//! # Layout
+//! - [`config`]: one Twilio account as the gateway configures it.
+//! - [`wire`]: the form fields, JSON bodies and status words Twilio speaks.
+//! - [`errors`]: Twilio error codes to canonical classes.
+//! - [`signature`]: the `X-Twilio-Signature` algorithm.
+//! - [`client`]: the [`Sender`](crate::Sender).
+//! - [`webhook`]: status callbacks and inbound messages, verified and parsed.
+//! - `sandbox`: a local server speaking Twilio's wire protocol (feature `sandbox`).
+
+pub mod client;
+pub mod config;
+pub mod errors;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod signature;
+pub mod webhook;
+pub mod wire;
+
+pub use client::TwilioSender;
+pub use config::TwilioAccount;
+pub use webhook::TwilioWebhooks;
+
+/// The provider name on errors.
+pub const PROVIDER: &str = "twilio";

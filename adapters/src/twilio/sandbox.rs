@@ -1,0 +1,348 @@
+//! A local server that speaks Twilio's Messages API: it authenticates like Twilio, validates
+//! requests like Twilio, answers with Twilio-shaped resources and errors, and posts signed
+//! status callbacks. Rules keyed by a `To` prefix inject throttling, server errors, slow
+//! answers, rejections and failed deliveries, so that the gateway can be tried, tested and
+//! benchmarked with no Twilio account.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::signature;
+use super::wire::{ErrorBody, MAX_BODY_CHARS, MAX_MEDIA_URLS};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The account the sandbox accepts (Basic auth user and path segment).
+    pub account_sid: String,
+    /// Basic auth password and the key that signs callbacks.
+    pub auth_token: String,
+    /// Delay before each status callback.
+    #[serde(default = "default_callback_delay_ms")]
+    pub callback_delay_ms: u64,
+    /// Delay before answering every send.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Faults, matched by `To` prefix in order; the first that still applies wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+fn default_callback_delay_ms() -> u64 {
+    50
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub to_prefix: String,
+    pub fault: Fault,
+    /// Apply to this many matching requests, then let them through; unset means always.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Fault {
+    /// HTTP 429, error 20429, with an optional `Retry-After`.
+    Throttle { retry_after_secs: Option<u64> },
+    /// HTTP 500.
+    ServerError,
+    /// Answer only after this long (longer than the client's timeout, it is a timeout).
+    Slow { delay_ms: u64 },
+    /// HTTP 400 with this Twilio error code (21211, 21610, 21614...).
+    Reject { code: u32 },
+    /// Accept, then report `undelivered` with this code (30003, 30005...).
+    Undelivered { code: u32 },
+}
+
+/// One request the sandbox accepted (201).
+#[derive(Clone, Debug)]
+pub struct RecordedSend {
+    pub sid: String,
+    /// The form fields as sent, in order.
+    pub form: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+impl RecordedSend {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+struct Sandbox {
+    config: SandboxConfig,
+    auth_header: String,
+    rule_hits: Vec<AtomicU32>,
+    sent: std::sync::Mutex<Vec<RecordedSend>>,
+    requests: AtomicU64,
+    next_sid: AtomicU64,
+    http: reqwest::Client,
+}
+
+/// A running sandbox. It stops with the runtime that started it.
+#[derive(Clone)]
+pub struct SandboxHandle {
+    pub addr: SocketAddr,
+    inner: Arc<Sandbox>,
+}
+
+impl SandboxHandle {
+    /// The `api_base` to configure a Twilio account with.
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every accepted send so far, in arrival order.
+    pub fn sent(&self) -> Vec<RecordedSend> {
+        self.inner.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn sent_count(&self) -> usize {
+        self.inner.sent.lock().map(|s| s.len()).unwrap_or_default()
+    }
+
+    /// Every send request, accepted or not.
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Posts a signed inbound SMS webhook to `url`, as Twilio would when a person texts `to`.
+    pub async fn deliver_inbound(&self, url: &str, from: &str, to: &str, body: &str) -> reqwest::Result<u16> {
+        let sid = self.inner.new_sid("SM");
+        let params = vec![
+            ("MessageSid".to_string(), sid.clone()),
+            ("SmsSid".to_string(), sid.clone()),
+            ("SmsMessageSid".to_string(), sid),
+            ("AccountSid".to_string(), self.inner.config.account_sid.clone()),
+            ("From".to_string(), from.to_string()),
+            ("To".to_string(), to.to_string()),
+            ("Body".to_string(), body.to_string()),
+            ("NumMedia".to_string(), "0".to_string()),
+            ("NumSegments".to_string(), "1".to_string()),
+            ("ApiVersion".to_string(), "2010-04-01".to_string()),
+        ];
+        self.inner.post_signed(url, &params).await
+    }
+}
+
+/// Binds `addr` (port 0 for any) and serves until the runtime stops.
+pub async fn start(config: SandboxConfig, addr: SocketAddr) -> std::io::Result<SandboxHandle> {
+    let auth_header = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", config.account_sid, config.auth_token))
+    );
+    let inner = Arc::new(Sandbox {
+        rule_hits: config.rules.iter().map(|_| AtomicU32::new(0)).collect(),
+        auth_header,
+        config,
+        sent: std::sync::Mutex::new(Vec::new()),
+        requests: AtomicU64::new(0),
+        next_sid: AtomicU64::new(1),
+        http: crate::http::client(Duration::from_secs(15)),
+    });
+    let app = Router::new()
+        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(create_message))
+        .with_state(inner.clone());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "Twilio sandbox stopped");
+        }
+    });
+    Ok(SandboxHandle { addr, inner })
+}
+
+impl Sandbox {
+    fn new_sid(&self, prefix: &str) -> String {
+        let n = self.next_sid.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        format!("{prefix}{nanos:016x}{n:016x}")
+    }
+
+    /// The first rule matching `to` that has applications left.
+    fn fault_for(&self, to: &str) -> Option<&Fault> {
+        self.config.rules.iter().zip(&self.rule_hits).find_map(|(rule, hits)| {
+            if !to.starts_with(&rule.to_prefix) {
+                return None;
+            }
+            let n = hits.fetch_add(1, Ordering::Relaxed);
+            rule.times.is_none_or(|t| n < t).then_some(&rule.fault)
+        })
+    }
+
+    async fn post_signed(&self, url: &str, params: &[(String, String)]) -> reqwest::Result<u16> {
+        let signature = signature::sign(&self.config.auth_token, url, params);
+        let response = self
+            .http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(params)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
+    async fn report(self: Arc<Self>, callback: String, resource: serde_json::Value, end: Result<(), u32>) {
+        let field = |name: &str| resource[name].as_str().unwrap_or_default().to_string();
+        let sid = field("sid");
+        let mut steps = vec![("sent", None)];
+        steps.push(match end {
+            Ok(()) => ("delivered", None),
+            Err(code) => ("undelivered", Some(code)),
+        });
+        for (status, code) in steps {
+            tokio::time::sleep(Duration::from_millis(self.config.callback_delay_ms)).await;
+            let mut params = vec![
+                ("AccountSid".to_string(), self.config.account_sid.clone()),
+                ("ApiVersion".to_string(), "2010-04-01".to_string()),
+                ("From".to_string(), field("from")),
+                ("MessageSid".to_string(), sid.clone()),
+                ("MessageStatus".to_string(), status.to_string()),
+                ("SmsSid".to_string(), sid.clone()),
+                ("SmsStatus".to_string(), status.to_string()),
+                ("To".to_string(), field("to")),
+            ];
+            if let Some(code) = code {
+                params.push(("ErrorCode".to_string(), code.to_string()));
+            }
+            if let Err(e) = self.post_signed(&callback, &params).await {
+                tracing::warn!(error = %e, sid, status, "sandbox status callback failed");
+            }
+        }
+    }
+}
+
+fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
+    let body = ErrorBody {
+        code: Some(code),
+        message: Some(message.to_string()),
+        more_info: Some(format!("https://www.twilio.com/docs/errors/{code}")),
+        status: Some(status.as_u16()),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn is_e164(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or("");
+    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+async fn create_message(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(account_sid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sandbox.requests.fetch_add(1, Ordering::Relaxed);
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == sandbox.auth_header.as_bytes());
+    if !authorized {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    if account_sid != sandbox.config.account_sid {
+        return twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
+        return twilio_error(StatusCode::BAD_REQUEST, 21601, "Malformed form body");
+    };
+    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let media: Vec<&str> = form.iter().filter(|(k, _)| k == "MediaUrl").map(|(_, v)| v.as_str()).collect();
+    let Some(to) = get("To") else {
+        return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
+    };
+    let from = get("From");
+    let service = get("MessagingServiceSid");
+    if from.is_none() && service.is_none() {
+        return twilio_error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
+    }
+    let text = get("Body").unwrap_or_default();
+    if text.is_empty() && media.is_empty() && get("ContentSid").is_none() {
+        return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
+    }
+    if text.chars().count() > MAX_BODY_CHARS {
+        return twilio_error(StatusCode::BAD_REQUEST, 21617, "The concatenated message body exceeds the 1600 character limit.");
+    }
+    if media.len() > MAX_MEDIA_URLS {
+        return twilio_error(StatusCode::BAD_REQUEST, 21623, "Number of media files exceeds allowed limit.");
+    }
+    if !is_e164(to) {
+        return twilio_error(StatusCode::BAD_REQUEST, 21211, &format!("The 'To' number {to} is not a valid phone number."));
+    }
+    if sandbox.config.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
+    }
+    let mut end = Ok(());
+    match sandbox.fault_for(to) {
+        Some(Fault::Throttle { retry_after_secs }) => {
+            let mut response = twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            if let Some(secs) = retry_after_secs {
+                response.headers_mut().insert(header::RETRY_AFTER, (*secs).into());
+            }
+            return response;
+        }
+        Some(Fault::ServerError) => {
+            return twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error");
+        }
+        Some(Fault::Slow { delay_ms }) => tokio::time::sleep(Duration::from_millis(*delay_ms)).await,
+        Some(Fault::Reject { code }) => {
+            return twilio_error(StatusCode::BAD_REQUEST, *code, "Rejected by sandbox rule");
+        }
+        Some(Fault::Undelivered { code }) => end = Err(*code),
+        None => {}
+    }
+    let sid = sandbox.new_sid(if media.is_empty() { "SM" } else { "MM" });
+    let now = httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "+0000");
+    let segments = text.chars().count().div_ceil(if text.is_ascii() { 153 } else { 67 }).max(1);
+    let resource = json!({
+        "account_sid": sandbox.config.account_sid,
+        "api_version": "2010-04-01",
+        "body": text,
+        "date_created": now,
+        "date_sent": null,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": null,
+        "error_message": null,
+        "from": from,
+        "messaging_service_sid": service,
+        "num_media": media.len().to_string(),
+        "num_segments": if service.is_some() { "0".to_string() } else { segments.to_string() },
+        "price": null,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": if service.is_some() { "accepted" } else { "queued" },
+        "subresource_uris": {
+            "media": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json")
+        },
+        "to": to,
+        "uri": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"),
+    });
+    if let Ok(mut sent) = sandbox.sent.lock() {
+        sent.push(RecordedSend { sid: sid.clone(), form: form.clone(), at: Instant::now() });
+    }
+    if let Some(callback) = get("StatusCallback") {
+        tokio::spawn(sandbox.clone().report(callback.to_string(), resource.clone(), end));
+    }
+    (StatusCode::CREATED, axum::Json(resource)).into_response()
+}
