@@ -1,1 +1,26 @@
-//! omnigate
+//! omnigate: a headless omnichannel messaging gateway. One gRPC API and one canonical
+//! schema; adapters translate to and from each provider; the gateway keeps every accepted
+//! message durable until its provider has it, paces each route, retries what can be
+//! retried, turns receipts into statuses and publishes every change as an event.
+//!
+//! # Layout
+//! - [`config`]: TOML + environment configuration, validated with errors that name the key.
+//! - [`model`]: stored messages, status history, events.
+//! - [`store`]: the durable state (trait + SQLite), with group commit.
+//! - [`accounts`]: configured provider accounts and each channel's default.
+//! - [`dispatch`]: in-memory dispatch, per-route rate limits, retries and backoff.
+//! - [`api`]: the gRPC service and the HTTP ingress (webhooks, health, metrics).
+//! - [`app`]: start-up, recovery and draining shutdown.
+//! - [`telemetry`]: metrics and logs.
+
+pub mod accounts;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod model;
+pub mod store;
+pub mod telemetry;
+
+pub use app::Gateway;
+pub use config::Config;

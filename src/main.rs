@@ -1,1 +1,235 @@
-fn main() {}
+//! The `omnigate` binary: `serve`, `demo`, `send`, `check-config`, `migrate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use omnigate::{Config, Gateway};
+use omnigate_proto::v1 as pb;
+use omnigate_proto::v1::gateway_client::GatewayClient;
+
+#[derive(Parser)]
+#[command(name = "omnigate", version, about = "Headless omnichannel messaging gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway until SIGTERM or Ctrl-C, then drains.
+    Serve {
+        /// The TOML config; without it, built-in defaults and OMNIGATE_* variables.
+        #[arg(long, short, default_value = "config/omnigate.toml")]
+        config: PathBuf,
+    },
+    /// Runs the gateway on the sandbox, sends one SMS and shows it reach DELIVERED.
+    Demo {
+        #[arg(long, short, default_value = "config/omnigate.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = "+14155550100")]
+        to: String,
+    },
+    /// Sends one message through a running gateway's gRPC API.
+    Send {
+        /// The gateway's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
+        addr: String,
+        #[arg(long, value_enum, default_value = "sms")]
+        channel: ChannelArg,
+        #[arg(long)]
+        to: String,
+        /// The text body.
+        #[arg(long)]
+        text: Option<String>,
+        /// A media URL (MMS); --text becomes its caption.
+        #[arg(long)]
+        media_url: Option<String>,
+        #[arg(long, default_value = "")]
+        account: String,
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+        /// Follow the message's events until it is delivered or fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Loads and validates a config, then prints it with secrets redacted.
+    CheckConfig {
+        #[arg(long, short, default_value = "config/omnigate.toml")]
+        config: PathBuf,
+    },
+    /// Creates or upgrades the configured store, then exits.
+    Migrate {
+        #[arg(long, short, default_value = "config/omnigate.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChannelArg {
+    Sms,
+    Whatsapp,
+    Messenger,
+    Instagram,
+    Email,
+}
+
+impl From<ChannelArg> for pb::Channel {
+    fn from(c: ChannelArg) -> Self {
+        match c {
+            ChannelArg::Sms => pb::Channel::Sms,
+            ChannelArg::Whatsapp => pb::Channel::Whatsapp,
+            ChannelArg::Messenger => pb::Channel::Messenger,
+            ChannelArg::Instagram => pb::Channel::Instagram,
+            ChannelArg::Email => pb::Channel::Email,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("omnigate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("omnigate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    let path = path.exists().then_some(path);
+    Ok(Config::load(path)?)
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            omnigate::telemetry::init_logs(&config.log.format, &config.log.level);
+            let gateway = Gateway::start(config).await?;
+            wait_for_signal().await?;
+            tracing::info!("draining");
+            let drained = gateway.shutdown().await?;
+            Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::Demo { config, to } => demo(load(&config)?, to).await,
+        Command::Send { addr, channel, to, text, media_url, account, idempotency_key, wait } => {
+            let content = match (media_url, text) {
+                (Some(url), caption) => pb::content::Kind::Media(pb::Media {
+                    url,
+                    caption: caption.unwrap_or_default(),
+                    ..Default::default()
+                }),
+                (None, Some(body)) => pb::content::Kind::Text(pb::Text { body }),
+                (None, None) => anyhow::bail!("give --text or --media-url"),
+            };
+            let mut client = GatewayClient::connect(addr.clone()).await.with_context(|| format!("connecting to {addr}"))?;
+            let request = pb::SendMessageRequest {
+                idempotency_key,
+                channel: pb::Channel::from(channel) as i32,
+                to,
+                account,
+                content: Some(pb::Content { kind: Some(content) }),
+                ..Default::default()
+            };
+            let message = client.send_message(request).await?.into_inner().message.context("empty answer")?;
+            println!("{} {}", message.id, status_name(message.status));
+            if wait {
+                follow(&mut client, &message.id).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let loaded = load(&config)?;
+            println!("{loaded:#?}");
+            println!("config OK: {} account(s)", loaded.accounts.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let config = load(&config)?;
+            let node = omnigate::app::node_id(&config);
+            let store = omnigate::app::open_store(&config, &node, Default::default())?;
+            store.close().await;
+            println!("store {} is up to date", config.store.url);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
+
+/// Runs the gateway on free ports and a scratch store, sends one message, and prints each
+/// status it passes through.
+async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("omnigate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    config.store.url = format!("sqlite://{}", dir.join("demo.db").display());
+    config.server.grpc_addr = "127.0.0.1:0".parse()?;
+    config.server.http_addr = "127.0.0.1:0".parse()?;
+    config.server.public_url.clear();
+    let gateway = Gateway::start(config).await?;
+    let mut client = GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await?;
+    println!("gateway on {} (gRPC) and {} (HTTP), sandbox providers", gateway.grpc_addr, gateway.http_addr);
+    let request = pb::SendMessageRequest {
+        channel: pb::Channel::Sms as i32,
+        to,
+        content: Some(pb::Content { kind: Some(pb::content::Kind::Text(pb::Text { body: "Hello from omnigate".into() })) }),
+        ..Default::default()
+    };
+    let message = client.send_message(request).await?.into_inner().message.context("empty answer")?;
+    println!("{} {}", message.id, status_name(message.status));
+    let outcome = tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id)).await;
+    gateway.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok(Ok(pb::MessageStatus::Delivered)) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(_)) => Ok(ExitCode::from(3)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => anyhow::bail!("no final status within 30 s"),
+    }
+}
+
+/// Prints the message's status changes until it reaches DELIVERED or a terminal status.
+async fn follow(client: &mut GatewayClient<tonic::transport::Channel>, id: &str) -> anyhow::Result<pb::MessageStatus> {
+    let mut events = client.stream_events(pb::StreamEventsRequest { from_sequence: 0 }).await?.into_inner();
+    while let Some(event) = events.message().await? {
+        let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
+        let Some(message) = change.message.filter(|m| m.id == id) else { continue };
+        let status = pb::MessageStatus::try_from(message.status).unwrap_or_default();
+        let detail = message.error.map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message)).unwrap_or_default();
+        println!("{} {}{detail}", message.id, status_name(message.status));
+        if matches!(
+            status,
+            pb::MessageStatus::Delivered
+                | pb::MessageStatus::Read
+                | pb::MessageStatus::Failed
+                | pb::MessageStatus::Canceled
+                | pb::MessageStatus::Expired
+        ) {
+            return Ok(status);
+        }
+    }
+    anyhow::bail!("the event stream ended")
+}
+
+fn status_name(status: i32) -> &'static str {
+    pb::MessageStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN")
+}

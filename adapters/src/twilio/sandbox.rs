@@ -17,15 +17,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::signature;
 use super::wire::{ErrorBody, MAX_BODY_CHARS, MAX_MEDIA_URLS};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
+    /// Where the sandbox listens; port 0 picks a free one.
+    #[serde(default = "loopback_any")]
+    pub addr: SocketAddr,
     /// The account the sandbox accepts (Basic auth user and path segment).
     pub account_sid: String,
     /// Basic auth password and the key that signs callbacks.
@@ -41,11 +44,15 @@ pub struct SandboxConfig {
     pub rules: Vec<Rule>,
 }
 
+fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 fn default_callback_delay_ms() -> u64 {
     50
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub to_prefix: String,
@@ -55,7 +62,7 @@ pub struct Rule {
     pub times: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Fault {
     /// HTTP 429, error 20429, with an optional `Retry-After`.
@@ -141,8 +148,9 @@ impl SandboxHandle {
     }
 }
 
-/// Binds `addr` (port 0 for any) and serves until the runtime stops.
-pub async fn start(config: SandboxConfig, addr: SocketAddr) -> std::io::Result<SandboxHandle> {
+/// Binds `config.addr` and serves until the runtime stops.
+pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+    let addr = config.addr;
     let auth_header = format!(
         "Basic {}",
         STANDARD.encode(format!("{}:{}", config.account_sid, config.auth_token))

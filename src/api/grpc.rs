@@ -1,0 +1,248 @@
+//! The `omnigate.v1.Gateway` gRPC service.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnigate_proto::v1 as pb;
+use omnigate_proto::v1::gateway_server::Gateway;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, store_status};
+use super::validate;
+use crate::app::AppState;
+use crate::model::{Event, new_id, now_ms};
+use crate::store::{AcceptOutcome, NewMessage};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+const REPLAY_PAGE: usize = 500;
+/// Events a slow stream consumer may fall behind before it reads from the store instead.
+const STREAM_BUFFER: usize = 256;
+const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+pub struct GatewayService {
+    state: Arc<AppState>,
+}
+
+impl GatewayService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        GatewayService { state }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        if !self.state.is_ready() {
+            return Err(Status::unavailable("the gateway is shutting down"));
+        }
+        let req = request.into_inner();
+        let channel = convert::channel_from_pb(req.channel)?;
+        validate::address(channel, &req.to)?;
+        validate::idempotency_key(&req.idempotency_key)?;
+        validate::metadata(req.metadata.iter())?;
+        let content = convert::content_from_pb(req.content.clone())?;
+        validate::content(&content)?;
+        let account = if req.account.is_empty() {
+            self.state.accounts.default_for(channel).ok_or_else(|| {
+                Status::failed_precondition(format!("no account is configured for channel {channel}"))
+            })?
+        } else {
+            self.state
+                .accounts
+                .get(&req.account)
+                .ok_or_else(|| Status::not_found(format!("account {:?} is not configured", req.account)))?
+        };
+        if account.channel != channel {
+            return Err(Status::invalid_argument(format!(
+                "account {:?} serves {}, not {channel}",
+                account.id, account.channel
+            )));
+        }
+        let ttl = match req.ttl {
+            Some(d) if d.seconds < 0 || (d.seconds == 0 && d.nanos <= 0) => {
+                return Err(Status::invalid_argument("ttl must be positive"));
+            }
+            Some(d) => Duration::new(d.seconds as u64, d.nanos.max(0) as u32).min(MAX_TTL),
+            None => self.state.default_ttl,
+        };
+        let now = now_ms();
+        let metadata: BTreeMap<String, String> = req.metadata.into_iter().collect();
+        let new = NewMessage {
+            id: new_id("msg"),
+            fingerprint: fingerprint(channel.as_str(), &account.id, &req.to, &req.conversation_id, &req.content, &metadata, ttl),
+            idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+            channel,
+            account: account.id.clone(),
+            route: account.sender.route().to_string(),
+            from: account.from.clone(),
+            to: req.to,
+            conversation_id: (!req.conversation_id.is_empty()).then_some(req.conversation_id),
+            content,
+            metadata,
+            expires_at: now + ttl.as_millis() as i64,
+            now,
+        };
+        let message = match self.state.store.accept(new).await.map_err(store_status)? {
+            AcceptOutcome::Created(message, job) => {
+                self.state.metrics.accepted(channel.as_str());
+                self.state.outlet.submit(job);
+                message
+            }
+            AcceptOutcome::Existing(message) => message,
+        };
+        Ok(Response::new(pb::SendMessageResponse { message: Some(convert::message_to_pb(&message)) }))
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::GetMessageResponse>, Status> {
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id is required"));
+        }
+        let message = self
+            .state
+            .store
+            .get_message(&id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
+        Ok(Response::new(pb::GetMessageResponse { message: Some(convert::message_to_pb(&message)) }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let req = request.into_inner();
+        if req.conversation_id.is_empty() {
+            return Err(Status::invalid_argument("conversation_id is required"));
+        }
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        let after = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token.parse::<u64>().map_err(|_| Status::invalid_argument("page_token is not one this API gave"))?
+        };
+        let mut page = self
+            .state
+            .store
+            .list_messages(&req.conversation_id, after, size + 1)
+            .await
+            .map_err(store_status)?;
+        let more = page.len() > size;
+        page.truncate(size);
+        let next_page_token = match page.last() {
+            Some((seq, _)) if more => seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: page.iter().map(|(_, m)| convert::message_to_pb(m)).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let from = request.into_inner().from_sequence;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        // Subscribe before replaying, so nothing committed during the replay is missed.
+        let live = self.state.store.subscribe();
+        tokio::spawn(follow(self.state.clone(), from, live, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Replays from the store after `cursor`, then forwards live events, skipping any already
+/// sent; when the live feed overflows, goes back to the store from the last sequence sent.
+async fn follow(
+    state: Arc<AppState>,
+    mut cursor: u64,
+    mut live: broadcast::Receiver<Arc<Event>>,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+) {
+    loop {
+        // Replay.
+        loop {
+            let page = match state.store.events_after(cursor, REPLAY_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(store_status(e))).await;
+                    return;
+                }
+            };
+            let done = page.len() < REPLAY_PAGE;
+            for event in page {
+                cursor = event.sequence;
+                if tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        // Follow.
+        loop {
+            match live.recv().await {
+                Ok(event) if event.sequence <= cursor => continue,
+                Ok(event) => {
+                    cursor = event.sequence;
+                    if tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        live = live.resubscribe();
+    }
+}
+
+/// What makes two requests with one idempotency key the same request.
+fn fingerprint(
+    channel: &str,
+    account: &str,
+    to: &str,
+    conversation_id: &str,
+    content: &Option<pb::Content>,
+    metadata: &BTreeMap<String, String>,
+    ttl: Duration,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [channel, account, to, conversation_id] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(prost::Message::encode_to_vec(content.as_ref().unwrap_or(&pb::Content::default())));
+    for (k, v) in metadata {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    h.update(ttl.as_millis().to_le_bytes());
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

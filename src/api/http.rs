@@ -1,0 +1,100 @@
+//! The HTTP ingress: provider webhooks at `/webhooks/{provider}/{account}/{hook}`, and
+//! `/healthz`, `/readyz`, `/metrics`. A webhook is answered 2xx only after what it reported
+//! is stored, so a provider redelivers anything we could not keep.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use omnigate_adapters::{WebhookError, WebhookEvent, WebhookRequest};
+
+use crate::app::AppState;
+use crate::model::{new_id, now_ms};
+use crate::store::NewInbound;
+
+/// Webhook bodies larger than this are refused before parsing.
+const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/{provider}/{account}/{hook}", post(webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+}
+
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path((provider, account_id, hook)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(account) = state.accounts.get(&account_id).filter(|a| a.provider == provider) else {
+        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}")).into_response();
+    };
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let request = WebhookRequest {
+        public_url: format!("{}{}", state.public_url, path_and_query),
+        hook,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect::<BTreeMap<_, _>>(),
+        body,
+    };
+    let (events, ack) = match account.webhooks.handle(&request) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let (status, result) = match &e {
+                WebhookError::Signature(_) => (StatusCode::FORBIDDEN, "rejected"),
+                WebhookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+                WebhookError::UnknownHook(_) => (StatusCode::NOT_FOUND, "malformed"),
+            };
+            state.metrics.webhook(&account.id, result);
+            tracing::warn!(account = %account.id, error = %e, "webhook refused");
+            return (status, e.to_string()).into_response();
+        }
+    };
+    for event in events {
+        let stored = match event {
+            WebhookEvent::Status(report) => state.store.apply_status(&account.id, report).await.map(|_| ()),
+            WebhookEvent::Inbound(message) => {
+                let inbound = NewInbound {
+                    id: new_id("msg"),
+                    channel: account.channel,
+                    account: account.id.clone(),
+                    message,
+                    now: now_ms(),
+                };
+                state.store.receive(inbound).await.map(|_| ())
+            }
+        };
+        if let Err(e) = stored {
+            state.metrics.webhook(&account.id, "unavailable");
+            tracing::error!(account = %account.id, error = %e, "webhook not stored; the provider will redeliver");
+            return (StatusCode::SERVICE_UNAVAILABLE, "not stored, retry later").into_response();
+        }
+    }
+    state.metrics.webhook(&account.id, "ok");
+    ([(header::CONTENT_TYPE, ack.content_type)], ack.body).into_response()
+}

@@ -1,0 +1,12 @@
+//! The edges: the gRPC API and the HTTP ingress.
+//!
+//! # Layout
+//! - [`convert`]: the one place where proto types and the model convert.
+//! - [`validate`]: request checks that answer INVALID_ARGUMENT with a reason.
+//! - [`grpc`]: the `omnigate.v1.Gateway` service.
+//! - [`http`]: provider webhooks, health, readiness and metrics.
+
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod validate;

@@ -1,0 +1,80 @@
+//! Checks on requests, so that bad input fails at the door with a reason and never reaches a
+//! provider. Each check names the field it rejects.
+
+use omnigate_adapters::{Channel, Content};
+use tonic::Status;
+
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+pub const MAX_METADATA_ENTRIES: usize = 64;
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// E.164: a plus and 8 to 15 digits, the first not zero.
+pub fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else { return false };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+pub fn address(channel: Channel, to: &str) -> Result<(), Status> {
+    if to.is_empty() {
+        return Err(Status::invalid_argument("to is required"));
+    }
+    match channel {
+        Channel::Sms | Channel::Whatsapp if !is_e164(to) => Err(Status::invalid_argument(format!(
+            "to must be an E.164 phone number (+ and 8 to 15 digits) on {channel}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub fn content(content: &Content) -> Result<(), Status> {
+    match content {
+        Content::Text(t) if t.body.trim().is_empty() => Err(Status::invalid_argument("content.text.body is empty")),
+        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => {
+            Err(Status::invalid_argument(format!("content.text.body is over {MAX_BODY_BYTES} bytes")))
+        }
+        Content::Media(m) => {
+            for url in m.urls() {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(Status::invalid_argument(format!("content.media url {url:?} is not an http(s) URL")));
+                }
+            }
+            Ok(())
+        }
+        Content::Text(_) => Ok(()),
+    }
+}
+
+pub fn idempotency_key(key: &str) -> Result<(), Status> {
+    if key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(Status::invalid_argument(format!("idempotency_key is over {MAX_IDEMPOTENCY_KEY} bytes")));
+    }
+    Ok(())
+}
+
+pub fn metadata<'a>(entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Result<(), Status> {
+    if entries.len() > MAX_METADATA_ENTRIES {
+        return Err(Status::invalid_argument(format!("metadata has over {MAX_METADATA_ENTRIES} entries")));
+    }
+    let bytes: usize = entries.map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(Status::invalid_argument(format!("metadata is over {MAX_METADATA_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+14155550100"));
+        assert!(!is_e164("14155550100"));
+        assert!(!is_e164("+0123456789"));
+        assert!(!is_e164("+1415555010a"));
+        assert!(!is_e164("+1234567"));
+    }
+}

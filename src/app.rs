@@ -1,0 +1,216 @@
+//! Start-up and shutdown: builds the store, the accounts, the dispatcher and both servers
+//! from a [`Config`], recovers unfinished work, and drains on the way out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use omnigate_adapters::twilio::sandbox::{self, SandboxHandle};
+use omnigate_proto::v1::gateway_server::GatewayServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::Accounts;
+use crate::api::{grpc::GatewayService, http};
+use crate::config::Config;
+use crate::dispatch::dispatcher::Policy;
+use crate::dispatch::route::AccountRoute;
+use crate::dispatch::{Backoff, Dispatcher, Outlet};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::telemetry::Metrics;
+
+/// Recovery claims the outbox in pages of this many.
+const RECOVERY_PAGE: usize = 1000;
+
+/// What the API handlers share.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub outlet: Outlet,
+    pub accounts: Accounts,
+    pub metrics: Arc<Metrics>,
+    pub public_url: String,
+    pub default_ttl: Duration,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub public_url: String,
+    /// The in-process Twilio sandbox, when the config starts one.
+    pub twilio_sandbox: Option<SandboxHandle>,
+    state: Arc<AppState>,
+    stop_servers: CancellationToken,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<std::io::Result<()>>,
+    dispatcher: Dispatcher,
+    drain_timeout: Duration,
+}
+
+/// Opens the configured store (creating and migrating it).
+pub fn open_store(config: &Config, node_id: &str, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
+    let path = config.sqlite_path();
+    let store = SqliteStore::open(path, node_id, config.lease(), config.store.group_commit_max, metrics)
+        .with_context(|| format!("opening store {path}"))?;
+    Ok(Arc::new(store))
+}
+
+pub fn node_id(config: &Config) -> String {
+    if !config.server.node_id.is_empty() {
+        return config.server.node_id.clone();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}-{}", if host.is_empty() { "omnigate" } else { &host }, std::process::id())
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let metrics = Arc::new(Metrics::default());
+        let twilio_sandbox = match &config.sandbox.twilio {
+            Some(sb) => Some(sandbox::start(sb.clone()).await.context("starting the Twilio sandbox")?),
+            None => None,
+        };
+        let http_listener = TcpListener::bind(config.server.http_addr)
+            .await
+            .with_context(|| format!("binding server.http_addr {}", config.server.http_addr))?;
+        let grpc_listener = TcpListener::bind(config.server.grpc_addr)
+            .await
+            .with_context(|| format!("binding server.grpc_addr {}", config.server.grpc_addr))?;
+        let http_addr = http_listener.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let public_url = if config.server.public_url.is_empty() {
+            format!("http://{http_addr}")
+        } else {
+            config.public_url()
+        };
+
+        let node = node_id(&config);
+        let store = open_store(&config, &node, metrics.clone())?;
+        let sandbox_base = twilio_sandbox.as_ref().map(|s| s.api_base());
+        let accounts = Accounts::build(&config, &public_url, sandbox_base.as_deref())?;
+        let routes: HashMap<String, AccountRoute> = accounts
+            .iter()
+            .map(|a| (a.id.clone(), AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate)))
+            .collect();
+        let d = &config.dispatch;
+        let policy = Policy {
+            backoff: Backoff::try_new(
+                Duration::from_millis(d.backoff_initial_ms),
+                Duration::from_millis(d.backoff_max_ms),
+                d.backoff_jitter,
+            )?,
+            max_attempts: d.max_attempts,
+            max_in_flight: d.max_in_flight,
+        };
+        let dispatcher = Dispatcher::start(store.clone(), routes, policy, metrics.clone());
+        let outlet = dispatcher.outlet();
+        let recovered = recover(store.as_ref(), &outlet, &node, config.lease()).await?;
+        if recovered > 0 {
+            tracing::info!(recovered, "unfinished messages from an earlier run are queued again");
+        }
+
+        let state = Arc::new(AppState {
+            store,
+            outlet,
+            accounts,
+            metrics,
+            public_url: public_url.clone(),
+            default_ttl: Duration::from_secs(d.default_ttl_secs),
+            ready: AtomicBool::new(true),
+        });
+        let stop_servers = CancellationToken::new();
+        let grpc = tokio::spawn(serve_grpc(state.clone(), grpc_listener, stop_servers.clone()));
+        let http = {
+            let stop = stop_servers.clone();
+            let app = http::router(state.clone());
+            tokio::spawn(async move {
+                axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+            })
+        };
+        tracing::info!(%grpc_addr, %http_addr, %public_url, node, "omnigate is serving");
+        Ok(Gateway {
+            grpc_addr,
+            http_addr,
+            public_url,
+            twilio_sandbox,
+            state,
+            stop_servers,
+            grpc,
+            http,
+            dispatcher,
+            drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
+        })
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Drains: refuses new sends, lets in-flight sends finish and record their outcomes,
+    /// stops the servers and flushes the store. Answers whether every in-flight send
+    /// finished within the drain timeout; anything else stays in the store.
+    pub async fn shutdown(self) -> anyhow::Result<bool> {
+        self.state.ready.store(false, Ordering::Release);
+        let drained = self.dispatcher.drain(self.drain_timeout).await;
+        self.stop_servers.cancel();
+        self.grpc.await?.context("gRPC server")?;
+        self.http.await?.context("HTTP server")?;
+        self.state.store.close().await;
+        tracing::info!(drained, "omnigate stopped");
+        Ok(drained)
+    }
+}
+
+async fn recover(store: &dyn Store, outlet: &Outlet, node: &str, lease: Duration) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let jobs = store.claim(node, lease, RECOVERY_PAGE).await.context("recovering the outbox")?;
+        if jobs.is_empty() {
+            return Ok(total);
+        }
+        total += jobs.len();
+        jobs.into_iter().for_each(|job| outlet.submit(job));
+    }
+}
+
+async fn serve_grpc(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<GatewayServer<GatewayService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(omnigate_proto::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let mut builder = tonic::transport::Server::builder();
+    let router = builder.add_service(health_service).add_service(GatewayServer::new(GatewayService::new(state)));
+    let router = match reflection {
+        Ok(reflection) => router.add_service(reflection),
+        Err(e) => {
+            tracing::warn!(error = %e, "gRPC reflection is off");
+            router
+        }
+    };
+    let stopping = {
+        let health = health.clone();
+        async move {
+            stop.cancelled().await;
+            health.set_not_serving::<GatewayServer<GatewayService>>().await;
+        }
+    };
+    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping).await
+}

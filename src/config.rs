@@ -1,0 +1,403 @@
+//! Configuration: built-in defaults, then the TOML file, then `OMNIGATE_` environment
+//! variables (`OMNIGATE_STORE__URL` sets `store.url`), then validation with errors that name
+//! the key. Secrets are written as `env:NAME`, `file:PATH` or a literal, and never logged.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use omnigate_adapters::Channel;
+use omnigate_adapters::twilio::sandbox::SandboxConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub dispatch: DispatchConfig,
+    pub log: LogConfig,
+    /// Provider accounts; each has an `id`, a `type` and that provider's fields.
+    pub accounts: Vec<AccountConfig>,
+    /// Local provider sandboxes, started in-process. Accounts reach them with
+    /// `api_base = "sandbox"`.
+    pub sandbox: SandboxSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where provider webhooks, /healthz, /readyz and /metrics are served.
+    pub http_addr: SocketAddr,
+    /// The base URL providers use to reach `http_addr` (behind a proxy, the public one):
+    /// status callbacks point there and webhook signatures are checked against it. Empty
+    /// means `http://{http_addr}`.
+    pub public_url: String,
+    /// This replica's name on leases; empty means host name and process id.
+    pub node_id: String,
+    /// How long SIGTERM waits for in-flight sends before exiting anyway.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            node_id: String::new(),
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created if missing; WAL mode).
+    pub url: String,
+    /// The most writes one transaction (one fsync) carries.
+    pub group_commit_max: usize,
+    /// How long a replica owns claimed work before another may take it over.
+    pub lease_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: "sqlite://omnigate.db".into(), group_commit_max: 1024, lease_secs: 60 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Sends in flight at once, across all routes.
+    pub max_in_flight: usize,
+    /// Attempts per message, the first included, before it FAILS.
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Random spread of each delay, as a fraction (0.2 = plus or minus 20%).
+    pub backoff_jitter: f64,
+    /// Time-to-live of a message whose request names none.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_in_flight: 512,
+            max_attempts: 10,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 300_000,
+            backoff_jitter: 0.2,
+            default_ttl_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`info`, `omnigate=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSection {
+    pub twilio: Option<SandboxConfig>,
+}
+
+/// Sends per second and burst of one route (account + sender).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AccountConfig {
+    Twilio(TwilioAccountConfig),
+}
+
+impl AccountConfig {
+    pub fn id(&self) -> &str {
+        match self {
+            AccountConfig::Twilio(a) => &a.id,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        match self {
+            AccountConfig::Twilio(_) => Channel::Sms,
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        match self {
+            AccountConfig::Twilio(a) => a.default,
+        }
+    }
+
+    pub fn rate_limit(&self) -> RateLimit {
+        match self {
+            AccountConfig::Twilio(a) => a.rate_limit,
+        }
+    }
+}
+
+/// A Twilio Programmable Messaging account (channel `sms`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioAccountConfig {
+    /// The name clients use in `SendMessageRequest.account`.
+    pub id: String,
+    /// The account used when a request names none for this channel.
+    #[serde(default)]
+    pub default: bool,
+    /// `https://api.twilio.com`, or `sandbox` for the in-process sandbox.
+    #[serde(default = "twilio_api_base")]
+    pub api_base: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    /// Authenticate REST calls with an API key (`SK…`) instead of the auth token.
+    #[serde(default)]
+    pub api_key_sid: Option<String>,
+    #[serde(default)]
+    pub api_key_secret: Option<Secret>,
+    /// The sender number, short code or alphanumeric id; or set `messaging_service_sid`.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// Twilio queues what exceeds a sender's throughput for up to 10 h; the default of one
+    /// send per second matches a US long code.
+    #[serde(default = "long_code_rate")]
+    pub rate_limit: RateLimit,
+    #[serde(default = "ten_thousand")]
+    pub request_timeout_ms: u64,
+}
+
+fn twilio_api_base() -> String {
+    "https://api.twilio.com".into()
+}
+
+fn long_code_rate() -> RateLimit {
+    RateLimit { per_second: 1.0, burst: 1 }
+}
+
+fn ten_thousand() -> u64 {
+    10_000
+}
+
+/// A secret as written in the config: `env:NAME`, `file:PATH`, or the value itself.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
+        if let Some(name) = self.0.strip_prefix("env:") {
+            std::env::var(name).map_err(|_| ConfigError::invalid(key, format!("environment variable {name} is not set")))
+        } else if let Some(path) = self.0.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end().to_string())
+                .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))
+        } else {
+            Ok(self.0.clone())
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config key {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    }
+}
+
+impl Config {
+    /// Defaults, then `path` (if given), then `OMNIGATE_*` variables; validated.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::invalid("--config", format!("{} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("OMNIGATE_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML string with no environment layered on top; for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.store.url.starts_with("sqlite://") {
+            return Err(ConfigError::invalid("store.url", "expected sqlite://PATH"));
+        }
+        if self.store.group_commit_max == 0 {
+            return Err(ConfigError::invalid("store.group_commit_max", "must be at least 1"));
+        }
+        if !self.server.public_url.is_empty() && !self.server.public_url.starts_with("http") {
+            return Err(ConfigError::invalid("server.public_url", "must be an http(s) URL"));
+        }
+        let d = &self.dispatch;
+        if d.max_attempts == 0 {
+            return Err(ConfigError::invalid("dispatch.max_attempts", "must be at least 1"));
+        }
+        if d.max_in_flight == 0 {
+            return Err(ConfigError::invalid("dispatch.max_in_flight", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&d.backoff_jitter) {
+            return Err(ConfigError::invalid("dispatch.backoff_jitter", "must be in [0, 1)"));
+        }
+        if d.backoff_initial_ms == 0 || d.backoff_max_ms < d.backoff_initial_ms {
+            return Err(ConfigError::invalid(
+                "dispatch.backoff_initial_ms",
+                "must be positive and at most dispatch.backoff_max_ms",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::invalid("log.format", "expected text or json"));
+        }
+        let mut ids = HashSet::new();
+        let mut defaults = HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let key = |field: &str| format!("accounts[{i}].{field}");
+            if account.id().is_empty() || !ids.insert(account.id()) {
+                return Err(ConfigError::invalid(key("id"), "must be set and unique"));
+            }
+            if account.is_default() && !defaults.insert(account.channel()) {
+                return Err(ConfigError::invalid(
+                    key("default"),
+                    format!("another account is already the default for {}", account.channel()),
+                ));
+            }
+            let rate = account.rate_limit();
+            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
+                return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be positive"));
+            }
+            match account {
+                AccountConfig::Twilio(t) => {
+                    if t.from.is_some() == t.messaging_service_sid.is_some() {
+                        return Err(ConfigError::invalid(key("from"), "set exactly one of from and messaging_service_sid"));
+                    }
+                    if t.api_base == "sandbox" && self.sandbox.twilio.is_none() {
+                        return Err(ConfigError::invalid(key("api_base"), "is \"sandbox\" but [sandbox.twilio] is not configured"));
+                    }
+                    if t.api_key_sid.is_some() != t.api_key_secret.is_some() {
+                        return Err(ConfigError::invalid(key("api_key_sid"), "api_key_sid and api_key_secret go together"));
+                    }
+                    t.auth_token.resolve(&key("auth_token"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.http_addr)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn sqlite_path(&self) -> &str {
+        self.store.url.trim_start_matches("sqlite://")
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.store.lease_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml(
+            r#"
+            [[accounts]]
+            type = "twilio"
+            id = "a"
+            account_sid = "AC1"
+            auth_token = "t"
+            from = "+15005550006"
+            rate_limit = { per_second = 0 }
+            "#,
+        )
+        .expect_err("zero rate");
+        assert!(err.to_string().contains("accounts[0].rate_limit"), "{err}");
+        let err = Config::from_toml("[store]\nurll = 'x'").expect_err("unknown key");
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let secret = Secret(format!("file:{}", path.display()));
+        assert_eq!(secret.resolve("k").expect("readable"), "s3cret");
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        assert!(Secret("env:OMNIGATE_TEST_SURELY_UNSET".into()).resolve("k").is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let text = include_str!("../config/omnigate.toml");
+        let config = Config::from_toml(text).expect("config/omnigate.toml");
+        assert!(config.accounts.iter().any(|a| a.is_default() && a.channel() == Channel::Sms));
+    }
+}

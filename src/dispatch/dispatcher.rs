@@ -1,0 +1,229 @@
+//! The dispatch loop and the send. Jobs arrive from the acceptor right after commit (and
+//! from recovery at start-up); those not yet due wait in a timer queue; due ones go to
+//! their route's queue, where a worker waits for the route's rate and a free send slot.
+//! Every outcome is written to the store before the job is forgotten.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use omnigate_adapters::{ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::DelayQueue;
+
+use super::backoff::Backoff;
+use super::route::AccountRoute;
+use crate::model::now_ms;
+use crate::store::{Attempt, Job, Store};
+use crate::telemetry::Metrics;
+
+/// How long a route pauses on a throttling answer that says nothing of when to come back.
+const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+pub struct Policy {
+    pub backoff: Backoff,
+    pub max_attempts: u32,
+    pub max_in_flight: usize,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    accounts: HashMap<String, AccountRoute>,
+    policy: Policy,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    outlet: Outlet,
+    stop: CancellationToken,
+    sends: TaskTracker,
+}
+
+/// Where jobs enter the dispatcher. Cheap to clone.
+#[derive(Clone)]
+pub struct Outlet(mpsc::UnboundedSender<Job>);
+
+impl Outlet {
+    /// Queues a committed job. After shutdown the job stays in the store for the next start.
+    pub fn submit(&self, job: Job) {
+        let _ = self.0.send(job);
+    }
+}
+
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    main: tokio::task::JoinHandle<()>,
+}
+
+impl Dispatcher {
+    pub fn start(
+        store: Arc<dyn Store>,
+        accounts: HashMap<String, AccountRoute>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> Dispatcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            accounts,
+            slots: Arc::new(Semaphore::new(policy.max_in_flight)),
+            policy,
+            metrics,
+            outlet: Outlet(tx),
+            stop: CancellationToken::new(),
+            sends: TaskTracker::new(),
+        });
+        let main = tokio::spawn(run(shared.clone(), rx));
+        Dispatcher { shared, main }
+    }
+
+    pub fn outlet(&self) -> Outlet {
+        self.shared.outlet.clone()
+    }
+
+    /// Stops taking work, lets in-flight sends finish and record their outcome (up to
+    /// `timeout`), and answers whether all of them did. Queued work stays in the store.
+    pub async fn drain(self, timeout: Duration) -> bool {
+        self.shared.stop.cancel();
+        let _ = self.main.await;
+        self.shared.sends.close();
+        tokio::time::timeout(timeout, self.shared.sends.wait()).await.is_ok()
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut later: DelayQueue<Job> = DelayQueue::new();
+    let mut routes: HashMap<(String, String), mpsc::UnboundedSender<Job>> = HashMap::new();
+    loop {
+        let job = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            Some(job) = rx.recv() => {
+                let wait = job.due_at - now_ms();
+                if wait > 0 {
+                    later.insert(job, Duration::from_millis(wait as u64));
+                    continue;
+                }
+                job
+            }
+            Some(expired) = later.next() => expired.into_inner(),
+        };
+        let key = (job.account.clone(), job.route.clone());
+        let queue = routes.entry(key).or_insert_with(|| spawn_route(shared.clone(), &job));
+        let _ = queue.send(job);
+    }
+}
+
+fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let (account, route) = (first.account.clone(), first.route.clone());
+    tokio::spawn(async move {
+        let Some(target) = shared.accounts.get(&account) else {
+            tracing::error!(account, "jobs for an unconfigured account stay in the outbox");
+            return;
+        };
+        loop {
+            let job = tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => return,
+                job = rx.recv() => match job { Some(job) => job, None => return },
+            };
+            tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => return,
+                _ = target.ready(&route) => {}
+            }
+            let Ok(slot) = shared.slots.clone().acquire_owned().await else { return };
+            let shared2 = shared.clone();
+            shared.sends.spawn(async move {
+                attempt(&shared2, job).await;
+                drop(slot);
+            });
+        }
+    });
+    tx
+}
+
+async fn attempt(shared: &Shared, mut job: Job) {
+    let Some(target) = shared.accounts.get(&job.account) else { return };
+    let now = now_ms();
+    if now >= job.expires_at {
+        let error = ProviderError::gateway(ErrorCode::Expired, "time-to-live passed before the provider took the message");
+        record(shared, &job, Attempt::Failed { status: MessageStatus::Expired, error }, "expired", 0.0).await;
+        return;
+    }
+    let outbound = Outbound {
+        message_id: job.message_id.clone(),
+        to: job.to.clone(),
+        content: job.content.clone(),
+        status_callback: target.status_callback.clone(),
+        remaining_ttl: Some(Duration::from_millis((job.expires_at - now) as u64)),
+    };
+    shared.metrics.in_flight().inc();
+    let started = Instant::now();
+    let result = target.sender.send(&outbound).await;
+    let seconds = started.elapsed().as_secs_f64();
+    shared.metrics.in_flight().dec();
+    match result {
+        Ok(accepted) => {
+            let sent = Attempt::Sent {
+                provider_message_id: accepted.provider_message_id,
+                provider_status: accepted.provider_status,
+            };
+            record(shared, &job, sent, "sent", seconds).await;
+        }
+        Err(SendFailure { class: FailureClass::Permanent, error }) => {
+            record(shared, &job, Attempt::Failed { status: MessageStatus::Failed, error }, "failed", seconds).await;
+        }
+        Err(SendFailure { class, error }) => {
+            let (retry_after, outcome) = match class {
+                FailureClass::RateLimited { retry_after } => {
+                    target.pause(&job.route, retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
+                    (retry_after, "rate_limited")
+                }
+                FailureClass::Retryable { retry_after } => (retry_after, "retry"),
+                FailureClass::Permanent => (None, "failed"),
+            };
+            job.attempts += 1;
+            if job.attempts >= shared.policy.max_attempts {
+                let error = ProviderError {
+                    code: ErrorCode::AttemptsExhausted,
+                    message: format!("gave up after {} attempts; last: {}", job.attempts, error.message),
+                    retryable: false,
+                    ..error
+                };
+                record(shared, &job, Attempt::Failed { status: MessageStatus::Failed, error }, "failed", seconds).await;
+                return;
+            }
+            let delay = shared.policy.backoff.delay(job.attempts, retry_after, fastrand::f64());
+            job.due_at = now_ms() + delay.as_millis() as i64;
+            if job.due_at >= job.expires_at {
+                let error = ProviderError {
+                    code: ErrorCode::Expired,
+                    message: format!("time-to-live passes before the next attempt; last: {}", error.message),
+                    retryable: false,
+                    ..error
+                };
+                record(shared, &job, Attempt::Failed { status: MessageStatus::Expired, error }, "expired", seconds).await;
+                return;
+            }
+            if record(shared, &job, Attempt::Retry { due_at: job.due_at, error }, outcome, seconds).await {
+                shared.outlet.submit(job);
+            }
+        }
+    }
+}
+
+/// Writes an outcome; answers whether it was stored. An outcome that cannot be stored
+/// leaves the outbox entry, so the message is tried again after a restart (at least once).
+async fn record(shared: &Shared, job: &Job, attempt: Attempt, outcome: &str, seconds: f64) -> bool {
+    shared.metrics.attempt(&job.account, outcome, seconds);
+    match shared.store.record_attempt(&job.message_id, attempt).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(message_id = %job.message_id, error = %e, "could not record a send outcome");
+            false
+        }
+    }
+}

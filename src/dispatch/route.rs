@@ -1,0 +1,71 @@
+//! A route is one provider account and one sender on it. Each route has its own FIFO queue,
+//! its own token bucket (a keyed governor limiter per account, keyed by sender) and a pause
+//! that a provider's throttling answer sets.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+use omnigate_adapters::Sender;
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// What the dispatcher knows of one configured account.
+pub struct AccountRoute {
+    pub sender: Arc<dyn Sender>,
+    /// Where this account's provider posts receipts, when it takes a per-message URL.
+    pub status_callback: Option<String>,
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    pauses: Mutex<HashMap<String, Instant>>,
+}
+
+impl AccountRoute {
+    pub fn new(sender: Arc<dyn Sender>, status_callback: Option<String>, rate: RateLimit) -> Self {
+        AccountRoute { sender, status_callback, limiter: DefaultKeyedRateLimiter::keyed(quota(rate)), pauses: Mutex::new(HashMap::new()) }
+    }
+
+    /// Holds every send on `route` until `for_` has passed.
+    pub fn pause(&self, route: &str, for_: Duration) {
+        let until = Instant::now() + for_;
+        if let Ok(mut pauses) = self.pauses.lock() {
+            let entry = pauses.entry(route.to_string()).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+    }
+
+    /// Waits out a pause, then for a token of this route's rate.
+    pub async fn ready(&self, route: &String) {
+        loop {
+            let until = self.pauses.lock().ok().and_then(|p| p.get(route).copied());
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => break,
+            }
+        }
+        self.limiter.until_key_ready(route).await;
+    }
+}
+
+/// Rates below one per second are kept exact by spacing single tokens.
+fn quota(rate: RateLimit) -> Quota {
+    let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_secs_f64(1.0 / rate.per_second);
+    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX)).allow_burst(burst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_spaces_tokens_by_the_configured_rate() {
+        let q = quota(RateLimit { per_second: 4.0, burst: 2 });
+        assert_eq!(q.replenish_interval(), Duration::from_millis(250));
+        assert_eq!(q.burst_size().get(), 2);
+        let slow = quota(RateLimit { per_second: 0.5, burst: 1 });
+        assert_eq!(slow.replenish_interval(), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,73 @@
+//! The gateway's own records: stored messages, status history and events. Content,
+//! statuses and errors are the adapters' canonical model.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use omnigate_adapters::{Channel, Content, MessageStatus, ProviderError};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// A new id with a readable prefix (`msg_`, `cnv_`), sortable by creation time (UUIDv7).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: MessageStatus,
+    pub at: Millis,
+    /// The provider's word, when a callback caused the change.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider_status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub channel: Channel,
+    pub direction: Direction,
+    pub account: String,
+    pub from: String,
+    pub to: String,
+    pub content: Content,
+    pub status: MessageStatus,
+    pub history: Vec<StatusChange>,
+    pub error: Option<ProviderError>,
+    pub provider_message_id: Option<String>,
+    pub attempts: u32,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Strictly increasing, gap-free in commit order.
+    pub sequence: u64,
+    pub at: Millis,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `previous` is empty on the first status, ACCEPTED.
+    StatusChanged { message: Message, previous: Option<MessageStatus> },
+    Received { message: Message },
+}

@@ -1,0 +1,137 @@
+//! Durable state behind one trait, so that SQLite (embedded) and PostgreSQL (a fleet) serve
+//! the same callers. Every write that changes a message appends its event in the same
+//! transaction; concurrent writes share transactions (group commit).
+//!
+//! # Layout
+//! - [`sqlite`]: the embedded backend (WAL, one writer thread, pooled readers).
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport};
+use tokio::sync::broadcast;
+
+use crate::model::{Event, Message, Millis};
+
+/// An outbound message to accept.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub id: String,
+    pub idempotency_key: Option<String>,
+    /// Identifies the request's content, so a reused key with another request is refused.
+    pub fingerprint: String,
+    pub channel: Channel,
+    pub account: String,
+    /// The rate-limit route within the account (the sender).
+    pub route: String,
+    pub from: String,
+    pub to: String,
+    pub conversation_id: Option<String>,
+    pub content: Content,
+    pub metadata: BTreeMap<String, String>,
+    pub expires_at: Millis,
+    pub now: Millis,
+}
+
+#[derive(Clone, Debug)]
+pub enum AcceptOutcome {
+    /// Stored now; `Job` is the work to hand to the dispatcher.
+    Created(Message, Job),
+    /// The idempotency key was used before with the same request: its first message.
+    Existing(Message),
+}
+
+/// Due work: one message to (re)try.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub message_id: String,
+    pub account: String,
+    pub route: String,
+    pub to: String,
+    pub content: Content,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub expires_at: Millis,
+    pub due_at: Millis,
+}
+
+/// What came of one attempt to hand a message to its provider.
+#[derive(Clone, Debug)]
+pub enum Attempt {
+    Sent { provider_message_id: String, provider_status: String },
+    /// Try again at `due_at` (status QUEUED).
+    Retry { due_at: Millis, error: ProviderError },
+    /// Give up: FAILED or EXPIRED.
+    Failed { status: MessageStatus, error: ProviderError },
+}
+
+/// An inbound message to store, on the account whose webhook received it.
+#[derive(Clone, Debug)]
+pub struct NewInbound {
+    pub id: String,
+    pub channel: Channel,
+    pub account: String,
+    pub message: InboundMessage,
+    pub now: Millis,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("idempotency key {0:?} was already used with a different request")]
+    IdempotencyConflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the store is shut down or its writer could not run this write")]
+    Closed,
+    #[error("commit failed, nothing in this write was stored: {0}")]
+    CommitFailed(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the message, its conversation link, its outbox entry and its ACCEPTED event
+    /// in one transaction; answers after the commit.
+    async fn accept(&self, new: NewMessage) -> Result<AcceptOutcome, StoreError>;
+
+    /// Records the outcome of an attempt and releases or reschedules the outbox entry.
+    async fn record_attempt(&self, message_id: &str, attempt: Attempt) -> Result<Message, StoreError>;
+
+    /// Moves a message forward by a provider receipt. `None` when nothing changed (a
+    /// duplicate or late receipt). A receipt that outruns its send's own commit is kept
+    /// and applied when that commit lands.
+    async fn apply_status(&self, account: &str, report: StatusReport) -> Result<Option<Message>, StoreError>;
+
+    /// Stores an inbound message in its conversation. `None` when it is a redelivery.
+    async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError>;
+
+    async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// A conversation's messages in commit order, after the position `after` (0: start).
+    /// Answers the messages and each one's position.
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, StoreError>;
+
+    async fn events_after(&self, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Events as they commit. A receiver that lags resumes with [`Store::events_after`].
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
+
+    /// Claims up to `limit` pending outbox entries whose lease is free or expired, for
+    /// `owner`, until `lease` from now.
+    async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Flushes pending writes and stops the writer.
+    async fn close(&self);
+}

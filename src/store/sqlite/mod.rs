@@ -1,0 +1,165 @@
+//! The embedded store: one SQLite file in WAL mode. Writes go through one writer thread
+//! that commits them in batches (see [`writer`]); reads use a small pool of connections,
+//! which WAL lets run beside the writer.
+//!
+//! A file belongs to one gateway process at a time; at open, leases left by an earlier
+//! process are void, since that process is gone.
+
+mod ops;
+mod schema;
+mod writer;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omnigate_adapters::StatusReport;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, Store, StoreError};
+use crate::model::{Event, Message};
+use crate::telemetry::Metrics;
+
+const READERS: usize = 4;
+const EVENT_BUFFER: usize = 4096;
+
+pub struct SqliteStore {
+    writes: Mutex<Option<std::sync::mpsc::Sender<writer::WriteFn>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+    events: broadcast::Sender<Arc<Event>>,
+    owner: String,
+    lease: Duration,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the file at `path`. `owner` names this process on
+    /// the leases of the work it accepts.
+    pub fn open(
+        path: &str,
+        owner: &str,
+        lease: Duration,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        conn.execute("UPDATE outbox SET lease_owner = '', lease_until = 0", [])?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                c.busy_timeout(Duration::from_secs(5))?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (writes, handle) = writer::spawn(conn, max_batch, events.clone(), metrics)
+            .map_err(|e| StoreError::CommitFailed(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writes: Mutex::new(Some(writes)),
+            writer_thread: Mutex::new(Some(handle)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            events,
+            owner: owner.to_string(),
+            lease,
+        })
+    }
+
+    /// Runs `f` in the next group commit; answers after that commit.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Vec<Event>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let write: writer::WriteFn = Box::new(move |conn, events| {
+            let result = writer::isolated(conn, events, f);
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply.send(commit.and(result));
+            })
+        });
+        let sender = self.writes.lock().map_err(|_| StoreError::Closed)?.clone();
+        sender.ok_or(StoreError::Closed)?.send(write).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i].lock().map_err(|_| StoreError::Closed)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, new: NewMessage) -> Result<AcceptOutcome, StoreError> {
+        let owner = self.owner.clone();
+        let lease_ms = self.lease.as_millis() as i64;
+        self.write(move |conn, events| ops::accept(conn, events, &new, &owner, lease_ms)).await
+    }
+
+    async fn record_attempt(&self, message_id: &str, attempt: Attempt) -> Result<Message, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |conn, events| ops::record_attempt(conn, events, &id, &attempt)).await
+    }
+
+    async fn apply_status(&self, account: &str, report: StatusReport) -> Result<Option<Message>, StoreError> {
+        let account = account.to_string();
+        self.write(move |conn, events| ops::apply_status(conn, events, &account, &report)).await
+    }
+
+    async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError> {
+        self.write(move |conn, events| ops::receive(conn, events, &inbound)).await
+    }
+
+    async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| ops::get_message(conn, &id)).await
+    }
+
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, StoreError> {
+        let id = conversation_id.to_string();
+        self.read(move |conn| ops::list_messages(conn, &id, after, limit)).await
+    }
+
+    async fn events_after(&self, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.read(move |conn| ops::events_after(conn, sequence, limit)).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let owner = owner.to_string();
+        let lease_ms = lease.as_millis() as i64;
+        self.write(move |conn, _| ops::claim(conn, &owner, lease_ms, limit)).await
+    }
+
+    async fn close(&self) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.take();
+        }
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

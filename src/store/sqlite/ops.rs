@@ -1,0 +1,387 @@
+//! The SQL of each store operation. Every function runs inside the writer's transaction
+//! (writes) or on a reader connection (reads).
+
+use omnigate_adapters::{Channel, MessageStatus, StatusReport};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{Direction, Event, EventKind, Message, StatusChange, new_id, now_ms};
+use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
+
+pub fn accept(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    new: &NewMessage,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<AcceptOutcome, StoreError> {
+    if let Some(key) = &new.idempotency_key {
+        let first: Option<(String, String)> = conn
+            .prepare_cached("SELECT fingerprint, doc FROM messages WHERE idempotency_key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((fingerprint, doc)) = first {
+            if fingerprint != new.fingerprint {
+                return Err(StoreError::IdempotencyConflict(key.clone()));
+            }
+            return Ok(AcceptOutcome::Existing(serde_json::from_str(&doc)?));
+        }
+    }
+    let conversation_id = match &new.conversation_id {
+        Some(id) => {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
+                .exists([id])?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("conversation {id}")));
+            }
+            touch_conversation(conn, id, new.now)?;
+            id.clone()
+        }
+        None => open_conversation(conn, &new.account, new.channel, &new.to, new.now)?,
+    };
+    let message = Message {
+        id: new.id.clone(),
+        conversation_id,
+        channel: new.channel,
+        direction: Direction::Outbound,
+        account: new.account.clone(),
+        from: new.from.clone(),
+        to: new.to.clone(),
+        content: new.content.clone(),
+        status: MessageStatus::Accepted,
+        history: vec![StatusChange {
+            status: MessageStatus::Accepted,
+            at: new.now,
+            provider_status: String::new(),
+        }],
+        error: None,
+        provider_message_id: None,
+        attempts: 0,
+        metadata: new.metadata.clone(),
+        created_at: new.now,
+        updated_at: new.now,
+        expires_at: Some(new.expires_at),
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, account, idempotency_key, fingerprint, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        message.id,
+        message.conversation_id,
+        message.account,
+        new.idempotency_key,
+        new.fingerprint,
+        serde_json::to_string(&message)?
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![message.id, new.route, new.now, owner, new.now + lease_ms])?;
+    append_event(conn, events, EventKind::StatusChanged { message: message.clone(), previous: None })?;
+    let job = Job {
+        message_id: message.id.clone(),
+        account: message.account.clone(),
+        route: new.route.clone(),
+        to: message.to.clone(),
+        content: message.content.clone(),
+        attempts: 0,
+        expires_at: new.expires_at,
+        due_at: new.now,
+    };
+    Ok(AcceptOutcome::Created(message, job))
+}
+
+pub fn record_attempt(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    id: &str,
+    attempt: &Attempt,
+) -> Result<Message, StoreError> {
+    let mut message = load(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+    let now = now_ms();
+    match attempt {
+        Attempt::Sent { provider_message_id, provider_status } => {
+            message.attempts += 1;
+            message.error = None;
+            message.provider_message_id = Some(provider_message_id.clone());
+            if !advance(conn, events, &mut message, MessageStatus::Sent, provider_status, now)? {
+                save(conn, &message)?;
+            }
+            conn.prepare_cached("UPDATE messages SET provider_message_id = ?2 WHERE id = ?1")?
+                .execute(params![id, provider_message_id])?;
+            remove_outbox(conn, id)?;
+            apply_early_receipts(conn, events, &mut message)?;
+        }
+        Attempt::Retry { due_at, error } => {
+            message.attempts += 1;
+            message.error = Some(error.clone());
+            if !advance(conn, events, &mut message, MessageStatus::Queued, "", now)? {
+                save(conn, &message)?;
+            }
+            conn.prepare_cached("UPDATE outbox SET due_at = ?2 WHERE message_id = ?1")?
+                .execute(params![id, due_at])?;
+        }
+        Attempt::Failed { status, error } => {
+            if *status == MessageStatus::Failed {
+                message.attempts += 1;
+            }
+            message.error = Some(error.clone());
+            if !advance(conn, events, &mut message, *status, "", now)? {
+                save(conn, &message)?;
+            }
+            remove_outbox(conn, id)?;
+        }
+    }
+    Ok(message)
+}
+
+pub fn apply_status(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    account: &str,
+    report: &StatusReport,
+) -> Result<Option<Message>, StoreError> {
+    let doc: Option<String> = conn
+        .prepare_cached("SELECT doc FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
+        .query_row([account, &report.provider_message_id], |r| r.get(0))
+        .optional()?;
+    let Some(doc) = doc else {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO early_receipts (account, provider_message_id, status, report)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            account,
+            report.provider_message_id,
+            report.status.as_str(),
+            serde_json::to_string(&EarlyReceipt::from(report))?
+        ])?;
+        return Ok(None);
+    };
+    let mut message: Message = serde_json::from_str(&doc)?;
+    Ok(apply_report(conn, events, &mut message, report)?.then_some(message))
+}
+
+fn apply_report(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    message: &mut Message,
+    report: &StatusReport,
+) -> Result<bool, StoreError> {
+    if !message.status.can_advance_to(report.status) {
+        return Ok(false);
+    }
+    if report.error.is_some() {
+        message.error = report.error.clone();
+    }
+    advance(conn, events, message, report.status, &report.provider_status, now_ms())
+}
+
+fn apply_early_receipts(conn: &Connection, events: &mut Vec<Event>, message: &mut Message) -> Result<(), StoreError> {
+    let Some(pid) = message.provider_message_id.clone() else { return Ok(()) };
+    let early: Vec<String> = conn
+        .prepare_cached("DELETE FROM early_receipts WHERE account = ?1 AND provider_message_id = ?2 RETURNING report")?
+        .query_map([&message.account, &pid], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut reports: Vec<StatusReport> = early
+        .iter()
+        .map(|r| serde_json::from_str::<EarlyReceipt>(r).map(|e| e.into_report(&pid)))
+        .collect::<Result<_, _>>()?;
+    // Apply in the order a message lives through them, whatever order they arrived in.
+    reports.sort_by_key(|r| r.status as u8);
+    for report in &reports {
+        apply_report(conn, events, message, report)?;
+    }
+    Ok(())
+}
+
+/// A receipt parked in `early_receipts`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EarlyReceipt {
+    status: MessageStatus,
+    provider_status: String,
+    error: Option<omnigate_adapters::ProviderError>,
+}
+
+impl From<&StatusReport> for EarlyReceipt {
+    fn from(r: &StatusReport) -> Self {
+        EarlyReceipt { status: r.status, provider_status: r.provider_status.clone(), error: r.error.clone() }
+    }
+}
+
+impl EarlyReceipt {
+    fn into_report(self, provider_message_id: &str) -> StatusReport {
+        StatusReport {
+            provider_message_id: provider_message_id.to_string(),
+            status: self.status,
+            provider_status: self.provider_status,
+            error: self.error,
+        }
+    }
+}
+
+pub fn receive(conn: &Connection, events: &mut Vec<Event>, inbound: &NewInbound) -> Result<Option<Message>, StoreError> {
+    let m = &inbound.message;
+    let seen = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
+        .exists([&inbound.account, &m.provider_message_id])?;
+    if seen {
+        return Ok(None);
+    }
+    let conversation_id = open_conversation(conn, &inbound.account, inbound.channel, &m.from, inbound.now)?;
+    let message = Message {
+        id: inbound.id.clone(),
+        conversation_id,
+        channel: inbound.channel,
+        direction: Direction::Inbound,
+        account: inbound.account.clone(),
+        from: m.from.clone(),
+        to: m.to.clone(),
+        content: m.content.clone(),
+        status: MessageStatus::Received,
+        history: vec![StatusChange { status: MessageStatus::Received, at: inbound.now, provider_status: String::new() }],
+        error: None,
+        provider_message_id: Some(m.provider_message_id.clone()),
+        attempts: 0,
+        metadata: Default::default(),
+        created_at: inbound.now,
+        updated_at: inbound.now,
+        expires_at: None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        message.id,
+        message.conversation_id,
+        message.account,
+        m.provider_message_id,
+        serde_json::to_string(&message)?
+    ])?;
+    append_event(conn, events, EventKind::Received { message: message.clone() })?;
+    Ok(Some(message))
+}
+
+pub fn get_message(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    load(conn, id)
+}
+
+pub fn list_messages(conn: &Connection, conversation_id: &str, after: u64, limit: usize) -> Result<Vec<(u64, Message)>, StoreError> {
+    let rows: Vec<(i64, String)> = conn
+        .prepare_cached("SELECT seq, doc FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
+        .query_map(params![conversation_id, after as i64, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter().map(|(seq, doc)| Ok((seq as u64, serde_json::from_str(&doc)?))).collect()
+}
+
+pub fn events_after(conn: &Connection, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    let rows: Vec<(i64, i64, String)> = conn
+        .prepare_cached("SELECT seq, at, kind FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+        .query_map(params![sequence as i64, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(seq, at, kind)| Ok(Event { sequence: seq as u64, at, kind: serde_json::from_str(&kind)? }))
+        .collect()
+}
+
+pub fn claim(conn: &Connection, owner: &str, lease_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+    let now = now_ms();
+    let claimed: Vec<(String, String, i64)> = conn
+        .prepare_cached(
+            "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
+             WHERE message_id IN (SELECT message_id FROM outbox WHERE lease_until <= ?3 ORDER BY due_at LIMIT ?4)
+             RETURNING message_id, route, due_at",
+        )?
+        .query_map(params![owner, now + lease_ms, now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for (message_id, route, due_at) in claimed {
+        let Some(message) = load(conn, &message_id)? else { continue };
+        jobs.push(Job {
+            message_id,
+            account: message.account,
+            route,
+            to: message.to,
+            content: message.content,
+            attempts: message.attempts,
+            expires_at: message.expires_at.unwrap_or(i64::MAX),
+            due_at,
+        });
+    }
+    jobs.sort_by(|a, b| (a.due_at, &a.message_id).cmp(&(b.due_at, &b.message_id)));
+    Ok(jobs)
+}
+
+fn load(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    let doc: Option<String> = conn
+        .prepare_cached("SELECT doc FROM messages WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn save(conn: &Connection, message: &Message) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE messages SET doc = ?2 WHERE id = ?1")?
+        .execute(params![message.id, serde_json::to_string(message)?])?;
+    Ok(())
+}
+
+/// Moves `message` to `status` if that is forward, saving it and appending the event.
+fn advance(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    message: &mut Message,
+    status: MessageStatus,
+    provider_status: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if !message.status.can_advance_to(status) {
+        return Ok(false);
+    }
+    let previous = message.status;
+    message.status = status;
+    message.updated_at = now;
+    message.history.push(StatusChange { status, at: now, provider_status: provider_status.to_string() });
+    save(conn, message)?;
+    append_event(conn, events, EventKind::StatusChanged { message: message.clone(), previous: Some(previous) })?;
+    Ok(true)
+}
+
+fn remove_outbox(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM outbox WHERE message_id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+fn append_event(conn: &Connection, events: &mut Vec<Event>, kind: EventKind) -> Result<(), StoreError> {
+    let at = now_ms();
+    conn.prepare_cached("INSERT INTO events (at, kind) VALUES (?1, ?2)")?
+        .execute(params![at, serde_json::to_string(&kind)?])?;
+    events.push(Event { sequence: conn.last_insert_rowid() as u64, at, kind });
+    Ok(())
+}
+
+/// The open conversation with `peer` on `account`, or a new one.
+fn open_conversation(conn: &Connection, account: &str, channel: Channel, peer: &str, now: i64) -> Result<String, StoreError> {
+    let open: Option<String> = conn
+        .prepare_cached("SELECT id FROM conversations WHERE account = ?1 AND peer = ?2 AND state = 'open'")?
+        .query_row([account, peer], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = open {
+        touch_conversation(conn, &id, now)?;
+        return Ok(id);
+    }
+    let id = new_id("cnv");
+    conn.prepare_cached(
+        "INSERT INTO conversations (id, account, channel, peer, state, created_at, last_activity_at)
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
+    )?
+    .execute(params![id, account, channel.as_str(), peer, now])?;
+    Ok(id)
+}
+
+fn touch_conversation(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE conversations SET last_activity_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Metrics and logs, named once here. Metrics are Prometheus text on `/metrics`. Logs are
+//! tracing events with fields first and a short sentence last; message bodies and
+//! addresses are never logged.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub account: String,
+    /// sent, retry, rate_limited, failed, expired
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub account: String,
+    /// ok, rejected, malformed, unavailable
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<ChannelLabel, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
+    store_commits: Counter,
+    store_writes: Counter,
+    send_seconds: Histogram,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("omnigate");
+        let accepted = Family::<ChannelLabel, Counter>::default();
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        let store_commits = Counter::default();
+        let store_writes = Counter::default();
+        let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let in_flight = Gauge::default();
+        registry.register("messages_accepted", "Outbound messages durably accepted", accepted.clone());
+        registry.register("send_attempts", "Attempts to hand a message to its provider, by outcome", attempts.clone());
+        registry.register("webhooks", "Provider webhook requests, by result", webhooks.clone());
+        registry.register("store_commits", "Store transactions committed (group commits)", store_commits.clone());
+        registry.register("store_writes", "Store writes committed; writes / commits is the group size", store_writes.clone());
+        registry.register("send_duration_seconds", "Time a provider took to answer a send", send_seconds.clone());
+        registry.register("sends_in_flight", "Sends waiting for their provider's answer", in_flight.clone());
+        Metrics { registry, accepted, attempts, webhooks, store_commits, store_writes, send_seconds, in_flight }
+    }
+}
+
+impl Metrics {
+    pub fn accepted(&self, channel: &str) {
+        self.accepted.get_or_create(&ChannelLabel { channel: channel.to_string() }).inc();
+    }
+
+    pub fn attempt(&self, account: &str, outcome: &str, seconds: f64) {
+        self.attempts
+            .get_or_create(&AttemptLabels { account: account.to_string(), outcome: outcome.to_string() })
+            .inc();
+        self.send_seconds.observe(seconds);
+    }
+
+    pub fn webhook(&self, account: &str, result: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels { account: account.to_string(), result: result.to_string() })
+            .inc();
+    }
+
+    pub fn store_commit(&self, writes: usize) {
+        self.store_commits.inc();
+        self.store_writes.inc_by(writes as u64);
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Installs the log subscriber: `RUST_LOG` wins over the configured level.
+pub fn init_logs(format: &str, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
