@@ -31,7 +31,11 @@ pub struct Accounts {
 
 impl Accounts {
     /// `sandbox_base` is the address of the in-process Twilio sandbox, when one runs.
-    pub fn build(config: &Config, public_url: &str, sandbox_base: Option<&str>) -> Result<Accounts, ConfigError> {
+    pub fn build(
+        config: &Config,
+        public_url: &str,
+        sandbox_base: Option<&str>,
+    ) -> Result<Accounts, ConfigError> {
         let mut by_id = HashMap::new();
         let mut per_channel: HashMap<Channel, Vec<Arc<Account>>> = HashMap::new();
         for (i, account) in config.accounts.iter().enumerate() {
@@ -66,26 +70,40 @@ impl Accounts {
     }
 }
 
-fn build_one(i: usize, account: &AccountConfig, public_url: &str, sandbox_base: Option<&str>) -> Result<Account, ConfigError> {
+fn build_one(
+    i: usize,
+    account: &AccountConfig,
+    public_url: &str,
+    sandbox_base: Option<&str>,
+) -> Result<Account, ConfigError> {
     let key = |field: &str| format!("accounts[{i}].{field}");
     match account {
         AccountConfig::Twilio(t) => {
             let api_base = if t.api_base == "sandbox" {
                 sandbox_base
-                    .ok_or_else(|| ConfigError::invalid(key("api_base"), "the Twilio sandbox is not running"))?
+                    .ok_or_else(|| {
+                        ConfigError::invalid(key("api_base"), "the Twilio sandbox is not running")
+                    })?
                     .to_string()
             } else {
                 t.api_base.clone()
             };
             let auth_token = t.auth_token.resolve(&key("auth_token"))?;
             let api_key = match (&t.api_key_sid, &t.api_key_secret) {
-                (Some(sid), Some(secret)) => Some((sid.clone(), secret.resolve(&key("api_key_secret"))?)),
+                (Some(sid), Some(secret)) => {
+                    Some((sid.clone(), secret.resolve(&key("api_key_secret"))?))
+                }
                 _ => None,
             };
             let sender = match (&t.from, &t.messaging_service_sid) {
                 (Some(from), _) => TwilioSenderId::From(from.clone()),
                 (None, Some(sid)) => TwilioSenderId::MessagingService(sid.clone()),
-                (None, None) => return Err(ConfigError::invalid(key("from"), "set from or messaging_service_sid")),
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        key("from"),
+                        "set from or messaging_service_sid",
+                    ));
+                }
             };
             let from = sender.as_str().to_string();
             let twilio = TwilioAccount {

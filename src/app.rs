@@ -61,10 +61,15 @@ pub struct Gateway {
 }
 
 /// Opens the configured store (creating and migrating it).
-pub fn open_store(config: &Config, node_id: &str, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_store(
+    config: &Config,
+    node_id: &str,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn Store>> {
     let path = config.sqlite_path();
-    let store = SqliteStore::open(path, node_id, config.lease(), config.store.group_commit_max, metrics)
-        .with_context(|| format!("opening store {path}"))?;
+    let store =
+        SqliteStore::open(path, node_id, config.lease(), config.store.group_commit_max, metrics)
+            .with_context(|| format!("opening store {path}"))?;
     Ok(Arc::new(store))
 }
 
@@ -72,7 +77,8 @@ pub fn node_id(config: &Config) -> String {
     if !config.server.node_id.is_empty() {
         return config.server.node_id.clone();
     }
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     format!("{}-{}", if host.is_empty() { "omnigate" } else { &host }, std::process::id())
 }
 
@@ -80,7 +86,9 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::default());
         let twilio_sandbox = match &config.sandbox.twilio {
-            Some(sb) => Some(sandbox::start(sb.clone()).await.context("starting the Twilio sandbox")?),
+            Some(sb) => {
+                Some(sandbox::start(sb.clone()).await.context("starting the Twilio sandbox")?)
+            }
             None => None,
         };
         let http_listener = TcpListener::bind(config.server.http_addr)
@@ -103,7 +111,12 @@ impl Gateway {
         let accounts = Accounts::build(&config, &public_url, sandbox_base.as_deref())?;
         let routes: HashMap<String, AccountRoute> = accounts
             .iter()
-            .map(|a| (a.id.clone(), AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate)))
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate),
+                )
+            })
             .collect();
         let d = &config.dispatch;
         let policy = Policy {
@@ -174,10 +187,16 @@ impl Gateway {
     }
 }
 
-async fn recover(store: &dyn Store, outlet: &Outlet, node: &str, lease: Duration) -> anyhow::Result<usize> {
+async fn recover(
+    store: &dyn Store,
+    outlet: &Outlet,
+    node: &str,
+    lease: Duration,
+) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let jobs = store.claim(node, lease, RECOVERY_PAGE).await.context("recovering the outbox")?;
+        let jobs =
+            store.claim(node, lease, RECOVERY_PAGE).await.context("recovering the outbox")?;
         if jobs.is_empty() {
             return Ok(total);
         }
@@ -197,7 +216,9 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(omnigate_proto::FILE_DESCRIPTOR_SET)
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
-    let router = builder.add_service(health_service).add_service(GatewayServer::new(GatewayService::new(state)));
+    let router = builder
+        .add_service(health_service)
+        .add_service(GatewayServer::new(GatewayService::new(state)));
     let router = match reflection {
         Ok(reflection) => router.add_service(reflection),
         Err(e) => {

@@ -220,7 +220,9 @@ pub struct Secret(String);
 impl Secret {
     pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
         if let Some(name) = self.0.strip_prefix("env:") {
-            std::env::var(name).map_err(|_| ConfigError::invalid(key, format!("environment variable {name} is not set")))
+            std::env::var(name).map_err(|_| {
+                ConfigError::invalid(key, format!("environment variable {name} is not set"))
+            })
         } else if let Some(path) = self.0.strip_prefix("file:") {
             std::fs::read_to_string(path)
                 .map(|s| s.trim_end().to_string())
@@ -257,14 +259,15 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError::invalid("--config", format!("{} does not exist", path.display())));
+                return Err(ConfigError::invalid(
+                    "--config",
+                    format!("{} does not exist", path.display()),
+                ));
             }
             figment = figment.merge(Toml::file(path));
         }
-        let config: Config = figment
-            .merge(Env::prefixed("OMNIGATE_").split("__"))
-            .extract()
-            .map_err(Box::new)?;
+        let config: Config =
+            figment.merge(Env::prefixed("OMNIGATE_").split("__")).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -323,18 +326,30 @@ impl Config {
             }
             let rate = account.rate_limit();
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
-                return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be positive"));
+                return Err(ConfigError::invalid(
+                    key("rate_limit"),
+                    "per_second and burst must be positive",
+                ));
             }
             match account {
                 AccountConfig::Twilio(t) => {
                     if t.from.is_some() == t.messaging_service_sid.is_some() {
-                        return Err(ConfigError::invalid(key("from"), "set exactly one of from and messaging_service_sid"));
+                        return Err(ConfigError::invalid(
+                            key("from"),
+                            "set exactly one of from and messaging_service_sid",
+                        ));
                     }
                     if t.api_base == "sandbox" && self.sandbox.twilio.is_none() {
-                        return Err(ConfigError::invalid(key("api_base"), "is \"sandbox\" but [sandbox.twilio] is not configured"));
+                        return Err(ConfigError::invalid(
+                            key("api_base"),
+                            "is \"sandbox\" but [sandbox.twilio] is not configured",
+                        ));
                     }
                     if t.api_key_sid.is_some() != t.api_key_secret.is_some() {
-                        return Err(ConfigError::invalid(key("api_key_sid"), "api_key_sid and api_key_secret go together"));
+                        return Err(ConfigError::invalid(
+                            key("api_key_sid"),
+                            "api_key_sid and api_key_secret go together",
+                        ));
                     }
                     t.auth_token.resolve(&key("auth_token"))?;
                 }

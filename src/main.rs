@@ -133,7 +133,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(body)) => pb::content::Kind::Text(pb::Text { body }),
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
-            let mut client = GatewayClient::connect(addr.clone()).await.with_context(|| format!("connecting to {addr}"))?;
+            let mut client = GatewayClient::connect(addr.clone())
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
             let request = pb::SendMessageRequest {
                 idempotency_key,
                 channel: pb::Channel::from(channel) as i32,
@@ -142,7 +144,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 content: Some(pb::Content { kind: Some(content) }),
                 ..Default::default()
             };
-            let message = client.send_message(request).await?.into_inner().message.context("empty answer")?;
+            let message =
+                client.send_message(request).await?.into_inner().message.context("empty answer")?;
             println!("{} {}", message.id, status_name(message.status));
             if wait {
                 follow(&mut client, &message.id).await?;
@@ -187,16 +190,23 @@ async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
     config.server.public_url.clear();
     let gateway = Gateway::start(config).await?;
     let mut client = GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await?;
-    println!("gateway on {} (gRPC) and {} (HTTP), sandbox providers", gateway.grpc_addr, gateway.http_addr);
+    println!(
+        "gateway on {} (gRPC) and {} (HTTP), sandbox providers",
+        gateway.grpc_addr, gateway.http_addr
+    );
     let request = pb::SendMessageRequest {
         channel: pb::Channel::Sms as i32,
         to,
-        content: Some(pb::Content { kind: Some(pb::content::Kind::Text(pb::Text { body: "Hello from omnigate".into() })) }),
+        content: Some(pb::Content {
+            kind: Some(pb::content::Kind::Text(pb::Text { body: "Hello from omnigate".into() })),
+        }),
         ..Default::default()
     };
-    let message = client.send_message(request).await?.into_inner().message.context("empty answer")?;
+    let message =
+        client.send_message(request).await?.into_inner().message.context("empty answer")?;
     println!("{} {}", message.id, status_name(message.status));
-    let outcome = tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id)).await;
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id)).await;
     gateway.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
@@ -208,13 +218,20 @@ async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the message's status changes until it reaches DELIVERED or a terminal status.
-async fn follow(client: &mut GatewayClient<tonic::transport::Channel>, id: &str) -> anyhow::Result<pb::MessageStatus> {
-    let mut events = client.stream_events(pb::StreamEventsRequest { from_sequence: 0 }).await?.into_inner();
+async fn follow(
+    client: &mut GatewayClient<tonic::transport::Channel>,
+    id: &str,
+) -> anyhow::Result<pb::MessageStatus> {
+    let mut events =
+        client.stream_events(pb::StreamEventsRequest { from_sequence: 0 }).await?.into_inner();
     while let Some(event) = events.message().await? {
         let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
         let Some(message) = change.message.filter(|m| m.id == id) else { continue };
         let status = pb::MessageStatus::try_from(message.status).unwrap_or_default();
-        let detail = message.error.map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message)).unwrap_or_default();
+        let detail = message
+            .error
+            .map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message))
+            .unwrap_or_default();
         println!("{} {}{detail}", message.id, status_name(message.status));
         if matches!(
             status,

@@ -68,6 +68,11 @@ pub struct Event {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// `previous` is empty on the first status, ACCEPTED.
-    StatusChanged { message: Message, previous: Option<MessageStatus> },
-    Received { message: Message },
+    StatusChanged {
+        message: Message,
+        previous: Option<MessageStatus>,
+    },
+    Received {
+        message: Message,
+    },
 }

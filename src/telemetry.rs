@@ -49,14 +49,47 @@ impl Default for Metrics {
         let store_writes = Counter::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let in_flight = Gauge::default();
-        registry.register("messages_accepted", "Outbound messages durably accepted", accepted.clone());
-        registry.register("send_attempts", "Attempts to hand a message to its provider, by outcome", attempts.clone());
+        registry.register(
+            "messages_accepted",
+            "Outbound messages durably accepted",
+            accepted.clone(),
+        );
+        registry.register(
+            "send_attempts",
+            "Attempts to hand a message to its provider, by outcome",
+            attempts.clone(),
+        );
         registry.register("webhooks", "Provider webhook requests, by result", webhooks.clone());
-        registry.register("store_commits", "Store transactions committed (group commits)", store_commits.clone());
-        registry.register("store_writes", "Store writes committed; writes / commits is the group size", store_writes.clone());
-        registry.register("send_duration_seconds", "Time a provider took to answer a send", send_seconds.clone());
-        registry.register("sends_in_flight", "Sends waiting for their provider's answer", in_flight.clone());
-        Metrics { registry, accepted, attempts, webhooks, store_commits, store_writes, send_seconds, in_flight }
+        registry.register(
+            "store_commits",
+            "Store transactions committed (group commits)",
+            store_commits.clone(),
+        );
+        registry.register(
+            "store_writes",
+            "Store writes committed; writes / commits is the group size",
+            store_writes.clone(),
+        );
+        registry.register(
+            "send_duration_seconds",
+            "Time a provider took to answer a send",
+            send_seconds.clone(),
+        );
+        registry.register(
+            "sends_in_flight",
+            "Sends waiting for their provider's answer",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            attempts,
+            webhooks,
+            store_commits,
+            store_writes,
+            send_seconds,
+            in_flight,
+        }
     }
 }
 
@@ -67,14 +100,20 @@ impl Metrics {
 
     pub fn attempt(&self, account: &str, outcome: &str, seconds: f64) {
         self.attempts
-            .get_or_create(&AttemptLabels { account: account.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&AttemptLabels {
+                account: account.to_string(),
+                outcome: outcome.to_string(),
+            })
             .inc();
         self.send_seconds.observe(seconds);
     }
 
     pub fn webhook(&self, account: &str, result: &str) {
         self.webhooks
-            .get_or_create(&WebhookLabels { account: account.to_string(), result: result.to_string() })
+            .get_or_create(&WebhookLabels {
+                account: account.to_string(),
+                result: result.to_string(),
+            })
             .inc();
     }
 

@@ -52,7 +52,10 @@ pub struct SendFailure {
 
 impl SendFailure {
     pub fn permanent(error: ProviderError) -> Self {
-        SendFailure { class: FailureClass::Permanent, error: ProviderError { retryable: false, ..error } }
+        SendFailure {
+            class: FailureClass::Permanent,
+            error: ProviderError { retryable: false, ..error },
+        }
     }
 
     pub fn retryable(error: ProviderError, retry_after: Option<Duration>) -> Self {
@@ -145,6 +148,8 @@ pub enum WebhookError {
 
 /// Verifies and parses one provider account's webhooks.
 pub trait WebhookHandler: Send + Sync {
-    fn handle(&self, request: &WebhookRequest) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError>;
+    fn handle(
+        &self,
+        request: &WebhookRequest,
+    ) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError>;
 }
-

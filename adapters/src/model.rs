@@ -13,13 +13,8 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
-        Channel::Sms,
-        Channel::Whatsapp,
-        Channel::Messenger,
-        Channel::Instagram,
-        Channel::Email,
-    ];
+    pub const ALL: [Channel; 5] =
+        [Channel::Sms, Channel::Whatsapp, Channel::Messenger, Channel::Instagram, Channel::Email];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,7 +15,9 @@ pub fn channel_from_pb(value: i32) -> Result<Channel, Status> {
         Ok(pb::Channel::Messenger) => Channel::Messenger,
         Ok(pb::Channel::Instagram) => Channel::Instagram,
         Ok(pb::Channel::Email) => Channel::Email,
-        Ok(pb::Channel::Unspecified) => return Err(Status::invalid_argument("channel is required")),
+        Ok(pb::Channel::Unspecified) => {
+            return Err(Status::invalid_argument("channel is required"));
+        }
         Err(_) => return Err(Status::invalid_argument(format!("unknown channel {value}"))),
     })
 }
@@ -97,7 +99,10 @@ fn error_to_pb(e: &ProviderError) -> pb::Error {
 }
 
 pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn message_to_pb(m: &Message) -> pb::Message {
@@ -141,9 +146,9 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
                 previous_status: previous.map(|p| status_to_pb(p) as i32).unwrap_or_default(),
             })
         }
-        EventKind::Received { message } => {
-            pb::event::Kind::MessageReceived(pb::MessageReceived { message: Some(message_to_pb(message)) })
-        }
+        EventKind::Received { message } => pb::event::Kind::MessageReceived(pb::MessageReceived {
+            message: Some(message_to_pb(message)),
+        }),
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
 }

@@ -56,13 +56,14 @@ impl Gateway for GatewayService {
         validate::content(&content)?;
         let account = if req.account.is_empty() {
             self.state.accounts.default_for(channel).ok_or_else(|| {
-                Status::failed_precondition(format!("no account is configured for channel {channel}"))
+                Status::failed_precondition(format!(
+                    "no account is configured for channel {channel}"
+                ))
             })?
         } else {
-            self.state
-                .accounts
-                .get(&req.account)
-                .ok_or_else(|| Status::not_found(format!("account {:?} is not configured", req.account)))?
+            self.state.accounts.get(&req.account).ok_or_else(|| {
+                Status::not_found(format!("account {:?} is not configured", req.account))
+            })?
         };
         if account.channel != channel {
             return Err(Status::invalid_argument(format!(
@@ -81,7 +82,15 @@ impl Gateway for GatewayService {
         let metadata: BTreeMap<String, String> = req.metadata.into_iter().collect();
         let new = NewMessage {
             id: new_id("msg"),
-            fingerprint: fingerprint(channel.as_str(), &account.id, &req.to, &req.conversation_id, &req.content, &metadata, ttl),
+            fingerprint: fingerprint(
+                channel.as_str(),
+                &account.id,
+                &req.to,
+                &req.conversation_id,
+                &req.content,
+                &metadata,
+                ttl,
+            ),
             idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
             channel,
             account: account.id.clone(),
@@ -102,7 +111,9 @@ impl Gateway for GatewayService {
             }
             AcceptOutcome::Existing(message) => message,
         };
-        Ok(Response::new(pb::SendMessageResponse { message: Some(convert::message_to_pb(&message)) }))
+        Ok(Response::new(pb::SendMessageResponse {
+            message: Some(convert::message_to_pb(&message)),
+        }))
     }
 
     async fn get_message(
@@ -120,7 +131,9 @@ impl Gateway for GatewayService {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
-        Ok(Response::new(pb::GetMessageResponse { message: Some(convert::message_to_pb(&message)) }))
+        Ok(Response::new(pb::GetMessageResponse {
+            message: Some(convert::message_to_pb(&message)),
+        }))
     }
 
     async fn list_messages(
@@ -138,7 +151,9 @@ impl Gateway for GatewayService {
         let after = if req.page_token.is_empty() {
             0
         } else {
-            req.page_token.parse::<u64>().map_err(|_| Status::invalid_argument("page_token is not one this API gave"))?
+            req.page_token
+                .parse::<u64>()
+                .map_err(|_| Status::invalid_argument("page_token is not one this API gave"))?
         };
         let mut page = self
             .state

@@ -39,7 +39,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
+        .into_response()
 }
 
 async fn webhook(
@@ -50,7 +51,8 @@ async fn webhook(
     body: Bytes,
 ) -> Response {
     let Some(account) = state.accounts.get(&account_id).filter(|a| a.provider == provider) else {
-        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}")).into_response();
+        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}"))
+            .into_response();
     };
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
     let request = WebhookRequest {
@@ -77,7 +79,9 @@ async fn webhook(
     };
     for event in events {
         let stored = match event {
-            WebhookEvent::Status(report) => state.store.apply_status(&account.id, report).await.map(|_| ()),
+            WebhookEvent::Status(report) => {
+                state.store.apply_status(&account.id, report).await.map(|_| ())
+            }
             WebhookEvent::Inbound(message) => {
                 let inbound = NewInbound {
                     id: new_id("msg"),

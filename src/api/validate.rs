@@ -31,14 +31,18 @@ pub fn address(channel: Channel, to: &str) -> Result<(), Status> {
 
 pub fn content(content: &Content) -> Result<(), Status> {
     match content {
-        Content::Text(t) if t.body.trim().is_empty() => Err(Status::invalid_argument("content.text.body is empty")),
-        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => {
-            Err(Status::invalid_argument(format!("content.text.body is over {MAX_BODY_BYTES} bytes")))
+        Content::Text(t) if t.body.trim().is_empty() => {
+            Err(Status::invalid_argument("content.text.body is empty"))
         }
+        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => Err(Status::invalid_argument(
+            format!("content.text.body is over {MAX_BODY_BYTES} bytes"),
+        )),
         Content::Media(m) => {
             for url in m.urls() {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(Status::invalid_argument(format!("content.media url {url:?} is not an http(s) URL")));
+                    return Err(Status::invalid_argument(format!(
+                        "content.media url {url:?} is not an http(s) URL"
+                    )));
                 }
             }
             Ok(())
@@ -49,18 +53,26 @@ pub fn content(content: &Content) -> Result<(), Status> {
 
 pub fn idempotency_key(key: &str) -> Result<(), Status> {
     if key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(Status::invalid_argument(format!("idempotency_key is over {MAX_IDEMPOTENCY_KEY} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "idempotency_key is over {MAX_IDEMPOTENCY_KEY} bytes"
+        )));
     }
     Ok(())
 }
 
-pub fn metadata<'a>(entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Result<(), Status> {
+pub fn metadata<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), Status> {
     if entries.len() > MAX_METADATA_ENTRIES {
-        return Err(Status::invalid_argument(format!("metadata has over {MAX_METADATA_ENTRIES} entries")));
+        return Err(Status::invalid_argument(format!(
+            "metadata has over {MAX_METADATA_ENTRIES} entries"
+        )));
     }
     let bytes: usize = entries.map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_METADATA_BYTES {
-        return Err(Status::invalid_argument(format!("metadata is over {MAX_METADATA_BYTES} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "metadata is over {MAX_METADATA_BYTES} bytes"
+        )));
     }
     Ok(())
 }

@@ -46,7 +46,9 @@ mod tests {
     fn rejects_bad_policies() {
         assert!(Backoff::try_new(Duration::ZERO, Duration::from_secs(1), 0.1).is_err());
         assert!(Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1), 0.1).is_err());
-        assert!(Backoff::try_new(Duration::from_secs(1), Duration::from_secs(2), f64::NAN).is_err());
+        assert!(
+            Backoff::try_new(Duration::from_secs(1), Duration::from_secs(2), f64::NAN).is_err()
+        );
         assert!(Backoff::try_new(Duration::from_secs(1), Duration::from_secs(2), 1.0).is_err());
     }
 
@@ -55,23 +57,33 @@ mod tests {
     /// undercuts Retry-After.
     #[test]
     fn delays_stay_in_their_band() {
-        let b = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(60), 0.25).expect("valid");
+        let b = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(60), 0.25)
+            .expect("valid");
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..10_000 {
             let attempt = rng.u32(1..80);
             let unit = rng.f64();
             let retry_after = rng.bool().then(|| Duration::from_millis(rng.u64(0..120_000)));
             let d = b.delay(attempt, retry_after, unit);
-            let base = Duration::from_millis(100).saturating_mul(1 << (attempt - 1).min(31)).min(Duration::from_secs(60));
+            let base = Duration::from_millis(100)
+                .saturating_mul(1 << (attempt - 1).min(31))
+                .min(Duration::from_secs(60));
             let low = base.mul_f64(0.75).max(retry_after.unwrap_or_default());
-            let high = base.mul_f64(1.25).min(Duration::from_secs(60)).max(retry_after.unwrap_or_default());
-            assert!(d >= low && d <= high, "attempt {attempt} unit {unit} ra {retry_after:?}: {d:?} not in [{low:?}, {high:?}]");
+            let high = base
+                .mul_f64(1.25)
+                .min(Duration::from_secs(60))
+                .max(retry_after.unwrap_or_default());
+            assert!(
+                d >= low && d <= high,
+                "attempt {attempt} unit {unit} ra {retry_after:?}: {d:?} not in [{low:?}, {high:?}]"
+            );
         }
     }
 
     #[test]
     fn grows_exponentially_without_jitter() {
-        let b = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(10), 0.0).expect("valid");
+        let b =
+            Backoff::try_new(Duration::from_secs(1), Duration::from_secs(10), 0.0).expect("valid");
         let delays: Vec<u64> = (1..=6).map(|a| b.delay(a, None, 0.5).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use omnigate_adapters::{ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure};
+use omnigate_adapters::{
+    ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -149,8 +151,18 @@ async fn attempt(shared: &Shared, mut job: Job) {
     let Some(target) = shared.accounts.get(&job.account) else { return };
     let now = now_ms();
     if now >= job.expires_at {
-        let error = ProviderError::gateway(ErrorCode::Expired, "time-to-live passed before the provider took the message");
-        record(shared, &job, Attempt::Failed { status: MessageStatus::Expired, error }, "expired", 0.0).await;
+        let error = ProviderError::gateway(
+            ErrorCode::Expired,
+            "time-to-live passed before the provider took the message",
+        );
+        record(
+            shared,
+            &job,
+            Attempt::Failed { status: MessageStatus::Expired, error },
+            "expired",
+            0.0,
+        )
+        .await;
         return;
     }
     let outbound = Outbound {
@@ -174,7 +186,14 @@ async fn attempt(shared: &Shared, mut job: Job) {
             record(shared, &job, sent, "sent", seconds).await;
         }
         Err(SendFailure { class: FailureClass::Permanent, error }) => {
-            record(shared, &job, Attempt::Failed { status: MessageStatus::Failed, error }, "failed", seconds).await;
+            record(
+                shared,
+                &job,
+                Attempt::Failed { status: MessageStatus::Failed, error },
+                "failed",
+                seconds,
+            )
+            .await;
         }
         Err(SendFailure { class, error }) => {
             let (retry_after, outcome) = match class {
@@ -189,11 +208,21 @@ async fn attempt(shared: &Shared, mut job: Job) {
             if job.attempts >= shared.policy.max_attempts {
                 let error = ProviderError {
                     code: ErrorCode::AttemptsExhausted,
-                    message: format!("gave up after {} attempts; last: {}", job.attempts, error.message),
+                    message: format!(
+                        "gave up after {} attempts; last: {}",
+                        job.attempts, error.message
+                    ),
                     retryable: false,
                     ..error
                 };
-                record(shared, &job, Attempt::Failed { status: MessageStatus::Failed, error }, "failed", seconds).await;
+                record(
+                    shared,
+                    &job,
+                    Attempt::Failed { status: MessageStatus::Failed, error },
+                    "failed",
+                    seconds,
+                )
+                .await;
                 return;
             }
             let delay = shared.policy.backoff.delay(job.attempts, retry_after, fastrand::f64());
@@ -201,14 +230,26 @@ async fn attempt(shared: &Shared, mut job: Job) {
             if job.due_at >= job.expires_at {
                 let error = ProviderError {
                     code: ErrorCode::Expired,
-                    message: format!("time-to-live passes before the next attempt; last: {}", error.message),
+                    message: format!(
+                        "time-to-live passes before the next attempt; last: {}",
+                        error.message
+                    ),
                     retryable: false,
                     ..error
                 };
-                record(shared, &job, Attempt::Failed { status: MessageStatus::Expired, error }, "expired", seconds).await;
+                record(
+                    shared,
+                    &job,
+                    Attempt::Failed { status: MessageStatus::Expired, error },
+                    "expired",
+                    seconds,
+                )
+                .await;
                 return;
             }
-            if record(shared, &job, Attempt::Retry { due_at: job.due_at, error }, outcome, seconds).await {
+            if record(shared, &job, Attempt::Retry { due_at: job.due_at, error }, outcome, seconds)
+                .await
+            {
                 shared.outlet.submit(job);
             }
         }

@@ -24,7 +24,12 @@ pub struct AccountRoute {
 
 impl AccountRoute {
     pub fn new(sender: Arc<dyn Sender>, status_callback: Option<String>, rate: RateLimit) -> Self {
-        AccountRoute { sender, status_callback, limiter: DefaultKeyedRateLimiter::keyed(quota(rate)), pauses: Mutex::new(HashMap::new()) }
+        AccountRoute {
+            sender,
+            status_callback,
+            limiter: DefaultKeyedRateLimiter::keyed(quota(rate)),
+            pauses: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Holds every send on `route` until `for_` has passed.
@@ -53,7 +58,9 @@ impl AccountRoute {
 fn quota(rate: RateLimit) -> Quota {
     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
     let period = Duration::from_secs_f64(1.0 / rate.per_second);
-    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX)).allow_burst(burst)
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport};
+use omnigate_adapters::{
+    Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport,
+};
 use tokio::sync::broadcast;
 
 use crate::model::{Event, Message, Millis};
@@ -62,11 +64,20 @@ pub struct Job {
 /// What came of one attempt to hand a message to its provider.
 #[derive(Clone, Debug)]
 pub enum Attempt {
-    Sent { provider_message_id: String, provider_status: String },
+    Sent {
+        provider_message_id: String,
+        provider_status: String,
+    },
     /// Try again at `due_at` (status QUEUED).
-    Retry { due_at: Millis, error: ProviderError },
+    Retry {
+        due_at: Millis,
+        error: ProviderError,
+    },
     /// Give up: FAILED or EXPIRED.
-    Failed { status: MessageStatus, error: ProviderError },
+    Failed {
+        status: MessageStatus,
+        error: ProviderError,
+    },
 }
 
 /// An inbound message to store, on the account whose webhook received it.
@@ -102,12 +113,20 @@ pub trait Store: Send + Sync + 'static {
     async fn accept(&self, new: NewMessage) -> Result<AcceptOutcome, StoreError>;
 
     /// Records the outcome of an attempt and releases or reschedules the outbox entry.
-    async fn record_attempt(&self, message_id: &str, attempt: Attempt) -> Result<Message, StoreError>;
+    async fn record_attempt(
+        &self,
+        message_id: &str,
+        attempt: Attempt,
+    ) -> Result<Message, StoreError>;
 
     /// Moves a message forward by a provider receipt. `None` when nothing changed (a
     /// duplicate or late receipt). A receipt that outruns its send's own commit is kept
     /// and applied when that commit lands.
-    async fn apply_status(&self, account: &str, report: StatusReport) -> Result<Option<Message>, StoreError>;
+    async fn apply_status(
+        &self,
+        account: &str,
+        report: StatusReport,
+    ) -> Result<Option<Message>, StoreError>;
 
     /// Stores an inbound message in its conversation. `None` when it is a redelivery.
     async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError>;
@@ -130,7 +149,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` pending outbox entries whose lease is free or expired, for
     /// `owner`, until `lease` from now.
-    async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<Job>, StoreError>;
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
 
     /// Flushes pending writes and stops the writer.
     async fn close(&self);

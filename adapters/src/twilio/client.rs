@@ -32,7 +32,9 @@ impl TwilioSender {
         form.push(("To", message.to.clone()));
         match &self.account.sender {
             TwilioSenderId::From(from) => form.push(("From", from.clone())),
-            TwilioSenderId::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
+            TwilioSenderId::MessagingService(sid) => {
+                form.push(("MessagingServiceSid", sid.clone()))
+            }
         }
         match &message.content {
             Content::Text(text) => {

@@ -13,9 +13,8 @@ use super::wire::ErrorBody;
 pub fn classify_http(status: u16, body: &[u8], retry_after: Option<Duration>) -> SendFailure {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().and_then(|b| b.code);
-    let message = parsed
-        .and_then(|b| b.message)
-        .unwrap_or_else(|| format!("HTTP {status} from Twilio"));
+    let message =
+        parsed.and_then(|b| b.message).unwrap_or_else(|| format!("HTTP {status} from Twilio"));
     let error = |canonical| ProviderError {
         code: canonical,
         message: message.clone(),
@@ -95,7 +94,10 @@ mod tests {
     #[test]
     fn throttling_and_server_errors_are_retried() {
         let f = classify_http(429, &body(20429, 429), Some(Duration::from_secs(3)));
-        assert_eq!(f.class, FailureClass::RateLimited { retry_after: Some(Duration::from_secs(3)) });
+        assert_eq!(
+            f.class,
+            FailureClass::RateLimited { retry_after: Some(Duration::from_secs(3)) }
+        );
         assert_eq!(f.error.provider_code, "20429");
         let f = classify_http(503, b"<html>oops</html>", None);
         assert_eq!(f.class, FailureClass::Retryable { retry_after: None });

@@ -130,7 +130,13 @@ impl SandboxHandle {
     }
 
     /// Posts a signed inbound SMS webhook to `url`, as Twilio would when a person texts `to`.
-    pub async fn deliver_inbound(&self, url: &str, from: &str, to: &str, body: &str) -> reqwest::Result<u16> {
+    pub async fn deliver_inbound(
+        &self,
+        url: &str,
+        from: &str,
+        to: &str,
+        body: &str,
+    ) -> reqwest::Result<u16> {
         let sid = self.inner.new_sid("SM");
         let params = vec![
             ("MessageSid".to_string(), sid.clone()),
@@ -200,17 +206,17 @@ impl Sandbox {
 
     async fn post_signed(&self, url: &str, params: &[(String, String)]) -> reqwest::Result<u16> {
         let signature = signature::sign(&self.config.auth_token, url, params);
-        let response = self
-            .http
-            .post(url)
-            .header("X-Twilio-Signature", signature)
-            .form(params)
-            .send()
-            .await?;
+        let response =
+            self.http.post(url).header("X-Twilio-Signature", signature).form(params).send().await?;
         Ok(response.status().as_u16())
     }
 
-    async fn report(self: Arc<Self>, callback: String, resource: serde_json::Value, end: Result<(), u32>) {
+    async fn report(
+        self: Arc<Self>,
+        callback: String,
+        resource: serde_json::Value,
+        end: Result<(), u32>,
+    ) {
         let field = |name: &str| resource[name].as_str().unwrap_or_default().to_string();
         let sid = field("sid");
         let mut steps = vec![("sent", None)];
@@ -275,7 +281,8 @@ async fn create_message(
         return twilio_error(StatusCode::BAD_REQUEST, 21601, "Malformed form body");
     };
     let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let media: Vec<&str> = form.iter().filter(|(k, _)| k == "MediaUrl").map(|(_, v)| v.as_str()).collect();
+    let media: Vec<&str> =
+        form.iter().filter(|(k, _)| k == "MediaUrl").map(|(_, v)| v.as_str()).collect();
     let Some(to) = get("To") else {
         return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
     };
@@ -289,13 +296,25 @@ async fn create_message(
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     }
     if text.chars().count() > MAX_BODY_CHARS {
-        return twilio_error(StatusCode::BAD_REQUEST, 21617, "The concatenated message body exceeds the 1600 character limit.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21617,
+            "The concatenated message body exceeds the 1600 character limit.",
+        );
     }
     if media.len() > MAX_MEDIA_URLS {
-        return twilio_error(StatusCode::BAD_REQUEST, 21623, "Number of media files exceeds allowed limit.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21623,
+            "Number of media files exceeds allowed limit.",
+        );
     }
     if !is_e164(to) {
-        return twilio_error(StatusCode::BAD_REQUEST, 21211, &format!("The 'To' number {to} is not a valid phone number."));
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21211,
+            &format!("The 'To' number {to} is not a valid phone number."),
+        );
     }
     if sandbox.config.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
@@ -303,7 +322,8 @@ async fn create_message(
     let mut end = Ok(());
     match sandbox.fault_for(to) {
         Some(Fault::Throttle { retry_after_secs }) => {
-            let mut response = twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            let mut response =
+                twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
             if let Some(secs) = retry_after_secs {
                 response.headers_mut().insert(header::RETRY_AFTER, (*secs).into());
             }
@@ -312,7 +332,9 @@ async fn create_message(
         Some(Fault::ServerError) => {
             return twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error");
         }
-        Some(Fault::Slow { delay_ms }) => tokio::time::sleep(Duration::from_millis(*delay_ms)).await,
+        Some(Fault::Slow { delay_ms }) => {
+            tokio::time::sleep(Duration::from_millis(*delay_ms)).await
+        }
         Some(Fault::Reject { code }) => {
             return twilio_error(StatusCode::BAD_REQUEST, *code, "Rejected by sandbox rule");
         }

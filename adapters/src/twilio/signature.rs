@@ -45,7 +45,9 @@ fn url_variants(url: &str) -> Vec<String> {
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once(':') {
-        Some((host, port)) if port == default_port => variants.push(format!("{scheme}://{host}{tail}")),
+        Some((host, port)) if port == default_port => {
+            variants.push(format!("{scheme}://{host}{tail}"))
+        }
         Some(_) => {}
         None => variants.push(format!("{scheme}://{authority}:{default_port}{tail}")),
     }

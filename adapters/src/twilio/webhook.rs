@@ -26,7 +26,10 @@ impl TwilioWebhooks {
 }
 
 impl WebhookHandler for TwilioWebhooks {
-    fn handle(&self, request: &WebhookRequest) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError> {
+    fn handle(
+        &self,
+        request: &WebhookRequest,
+    ) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError> {
         let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body)
             .map_err(|e| WebhookError::Malformed(format!("form body: {e}")))?;
         let signature = request
@@ -40,7 +43,10 @@ impl WebhookHandler for TwilioWebhooks {
             "inbound" => WebhookEvent::Inbound(parse_inbound(&params)?),
             other => return Err(WebhookError::UnknownHook(other.to_string())),
         };
-        let ack = WebhookAck { content_type: "text/xml", body: Bytes::from_static(EMPTY_TWIML.as_bytes()) };
+        let ack = WebhookAck {
+            content_type: "text/xml",
+            body: Bytes::from_static(EMPTY_TWIML.as_bytes()),
+        };
         Ok((vec![event], ack))
     }
 }
@@ -130,7 +136,12 @@ mod tests {
         let h = TwilioWebhooks::new("tok");
         let req = request(
             "status",
-            &[("MessageSid", "SM0123"), ("MessageStatus", "undelivered"), ("ErrorCode", "30003"), ("NewParam", "x")],
+            &[
+                ("MessageSid", "SM0123"),
+                ("MessageStatus", "undelivered"),
+                ("ErrorCode", "30003"),
+                ("NewParam", "x"),
+            ],
             "tok",
         );
         let (events, ack) = h.handle(&req).expect("valid");
@@ -144,7 +155,8 @@ mod tests {
     #[test]
     fn wrong_token_and_missing_fields_are_rejected() {
         let h = TwilioWebhooks::new("tok");
-        let forged = request("status", &[("MessageSid", "SM1"), ("MessageStatus", "delivered")], "other");
+        let forged =
+            request("status", &[("MessageSid", "SM1"), ("MessageStatus", "delivered")], "other");
         assert!(matches!(h.handle(&forged), Err(WebhookError::Signature(_))));
         let incomplete = request("status", &[("MessageStatus", "delivered")], "tok");
         assert!(matches!(h.handle(&incomplete), Err(WebhookError::Malformed(_))));
@@ -156,8 +168,13 @@ mod tests {
         let req = request(
             "inbound",
             &[
-                ("MessageSid", "MM1"), ("From", "+15551230000"), ("To", "+15005550006"), ("Body", "look"),
-                ("NumMedia", "2"), ("MediaUrl0", "https://a/1"), ("MediaContentType0", "image/jpeg"),
+                ("MessageSid", "MM1"),
+                ("From", "+15551230000"),
+                ("To", "+15005550006"),
+                ("Body", "look"),
+                ("NumMedia", "2"),
+                ("MediaUrl0", "https://a/1"),
+                ("MediaContentType0", "image/jpeg"),
                 ("MediaUrl1", "https://a/2"),
             ],
             "tok",

@@ -57,8 +57,10 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, rusqlite::Error>>()?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (writes, handle) = writer::spawn(conn, max_batch, events.clone(), metrics)
-            .map_err(|e| StoreError::CommitFailed(format!("cannot start the writer thread: {e}")))?;
+        let (writes, handle) =
+            writer::spawn(conn, max_batch, events.clone(), metrics).map_err(|e| {
+                StoreError::CommitFailed(format!("cannot start the writer thread: {e}"))
+            })?;
         Ok(SqliteStore {
             writes: Mutex::new(Some(writes)),
             writer_thread: Mutex::new(Some(handle)),
@@ -110,12 +112,20 @@ impl Store for SqliteStore {
         self.write(move |conn, events| ops::accept(conn, events, &new, &owner, lease_ms)).await
     }
 
-    async fn record_attempt(&self, message_id: &str, attempt: Attempt) -> Result<Message, StoreError> {
+    async fn record_attempt(
+        &self,
+        message_id: &str,
+        attempt: Attempt,
+    ) -> Result<Message, StoreError> {
         let id = message_id.to_string();
         self.write(move |conn, events| ops::record_attempt(conn, events, &id, &attempt)).await
     }
 
-    async fn apply_status(&self, account: &str, report: StatusReport) -> Result<Option<Message>, StoreError> {
+    async fn apply_status(
+        &self,
+        account: &str,
+        report: StatusReport,
+    ) -> Result<Option<Message>, StoreError> {
         let account = account.to_string();
         self.write(move |conn, events| ops::apply_status(conn, events, &account, &report)).await
     }
@@ -147,7 +157,12 @@ impl Store for SqliteStore {
         self.events.subscribe()
     }
 
-    async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         let owner = owner.to_string();
         let lease_ms = lease.as_millis() as i64;
         self.write(move |conn, _| ops::claim(conn, &owner, lease_ms, limit)).await

@@ -28,9 +28,8 @@ pub fn accept(
     }
     let conversation_id = match &new.conversation_id {
         Some(id) => {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
-                .exists([id])?;
+            let exists =
+                conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?.exists([id])?;
             if !exists {
                 return Err(StoreError::NotFound(format!("conversation {id}")));
             }
@@ -78,7 +77,11 @@ pub fn accept(
         "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![message.id, new.route, new.now, owner, new.now + lease_ms])?;
-    append_event(conn, events, EventKind::StatusChanged { message: message.clone(), previous: None })?;
+    append_event(
+        conn,
+        events,
+        EventKind::StatusChanged { message: message.clone(), previous: None },
+    )?;
     let job = Job {
         message_id: message.id.clone(),
         account: message.account.clone(),
@@ -98,7 +101,8 @@ pub fn record_attempt(
     id: &str,
     attempt: &Attempt,
 ) -> Result<Message, StoreError> {
-    let mut message = load(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+    let mut message =
+        load(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
     let now = now_ms();
     match attempt {
         Attempt::Sent { provider_message_id, provider_status } => {
@@ -178,7 +182,11 @@ fn apply_report(
     advance(conn, events, message, report.status, &report.provider_status, now_ms())
 }
 
-fn apply_early_receipts(conn: &Connection, events: &mut Vec<Event>, message: &mut Message) -> Result<(), StoreError> {
+fn apply_early_receipts(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    message: &mut Message,
+) -> Result<(), StoreError> {
     let Some(pid) = message.provider_message_id.clone() else { return Ok(()) };
     let early: Vec<String> = conn
         .prepare_cached("DELETE FROM early_receipts WHERE account = ?1 AND provider_message_id = ?2 RETURNING report")?
@@ -206,7 +214,11 @@ struct EarlyReceipt {
 
 impl From<&StatusReport> for EarlyReceipt {
     fn from(r: &StatusReport) -> Self {
-        EarlyReceipt { status: r.status, provider_status: r.provider_status.clone(), error: r.error.clone() }
+        EarlyReceipt {
+            status: r.status,
+            provider_status: r.provider_status.clone(),
+            error: r.error.clone(),
+        }
     }
 }
 
@@ -221,7 +233,11 @@ impl EarlyReceipt {
     }
 }
 
-pub fn receive(conn: &Connection, events: &mut Vec<Event>, inbound: &NewInbound) -> Result<Option<Message>, StoreError> {
+pub fn receive(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    inbound: &NewInbound,
+) -> Result<Option<Message>, StoreError> {
     let m = &inbound.message;
     let seen = conn
         .prepare_cached("SELECT 1 FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
@@ -229,7 +245,8 @@ pub fn receive(conn: &Connection, events: &mut Vec<Event>, inbound: &NewInbound)
     if seen {
         return Ok(None);
     }
-    let conversation_id = open_conversation(conn, &inbound.account, inbound.channel, &m.from, inbound.now)?;
+    let conversation_id =
+        open_conversation(conn, &inbound.account, inbound.channel, &m.from, inbound.now)?;
     let message = Message {
         id: inbound.id.clone(),
         conversation_id,
@@ -240,7 +257,11 @@ pub fn receive(conn: &Connection, events: &mut Vec<Event>, inbound: &NewInbound)
         to: m.to.clone(),
         content: m.content.clone(),
         status: MessageStatus::Received,
-        history: vec![StatusChange { status: MessageStatus::Received, at: inbound.now, provider_status: String::new() }],
+        history: vec![StatusChange {
+            status: MessageStatus::Received,
+            at: inbound.now,
+            provider_status: String::new(),
+        }],
         error: None,
         provider_message_id: Some(m.provider_message_id.clone()),
         attempts: 0,
@@ -267,7 +288,12 @@ pub fn get_message(conn: &Connection, id: &str) -> Result<Option<Message>, Store
     load(conn, id)
 }
 
-pub fn list_messages(conn: &Connection, conversation_id: &str, after: u64, limit: usize) -> Result<Vec<(u64, Message)>, StoreError> {
+pub fn list_messages(
+    conn: &Connection,
+    conversation_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Message)>, StoreError> {
     let rows: Vec<(i64, String)> = conn
         .prepare_cached("SELECT seq, doc FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
         .query_map(params![conversation_id, after as i64, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -275,17 +301,30 @@ pub fn list_messages(conn: &Connection, conversation_id: &str, after: u64, limit
     rows.into_iter().map(|(seq, doc)| Ok((seq as u64, serde_json::from_str(&doc)?))).collect()
 }
 
-pub fn events_after(conn: &Connection, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+pub fn events_after(
+    conn: &Connection,
+    sequence: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
     let rows: Vec<(i64, i64, String)> = conn
         .prepare_cached("SELECT seq, at, kind FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-        .query_map(params![sequence as i64, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![sequence as i64, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     rows.into_iter()
-        .map(|(seq, at, kind)| Ok(Event { sequence: seq as u64, at, kind: serde_json::from_str(&kind)? }))
+        .map(|(seq, at, kind)| {
+            Ok(Event { sequence: seq as u64, at, kind: serde_json::from_str(&kind)? })
+        })
         .collect()
 }
 
-pub fn claim(conn: &Connection, owner: &str, lease_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+pub fn claim(
+    conn: &Connection,
+    owner: &str,
+    lease_ms: i64,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
     let now = now_ms();
     let claimed: Vec<(String, String, i64)> = conn
         .prepare_cached(
@@ -342,9 +381,17 @@ fn advance(
     let previous = message.status;
     message.status = status;
     message.updated_at = now;
-    message.history.push(StatusChange { status, at: now, provider_status: provider_status.to_string() });
+    message.history.push(StatusChange {
+        status,
+        at: now,
+        provider_status: provider_status.to_string(),
+    });
     save(conn, message)?;
-    append_event(conn, events, EventKind::StatusChanged { message: message.clone(), previous: Some(previous) })?;
+    append_event(
+        conn,
+        events,
+        EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
+    )?;
     Ok(true)
 }
 
@@ -353,7 +400,11 @@ fn remove_outbox(conn: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn append_event(conn: &Connection, events: &mut Vec<Event>, kind: EventKind) -> Result<(), StoreError> {
+fn append_event(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    kind: EventKind,
+) -> Result<(), StoreError> {
     let at = now_ms();
     conn.prepare_cached("INSERT INTO events (at, kind) VALUES (?1, ?2)")?
         .execute(params![at, serde_json::to_string(&kind)?])?;
@@ -362,9 +413,17 @@ fn append_event(conn: &Connection, events: &mut Vec<Event>, kind: EventKind) -> 
 }
 
 /// The open conversation with `peer` on `account`, or a new one.
-fn open_conversation(conn: &Connection, account: &str, channel: Channel, peer: &str, now: i64) -> Result<String, StoreError> {
+fn open_conversation(
+    conn: &Connection,
+    account: &str,
+    channel: Channel,
+    peer: &str,
+    now: i64,
+) -> Result<String, StoreError> {
     let open: Option<String> = conn
-        .prepare_cached("SELECT id FROM conversations WHERE account = ?1 AND peer = ?2 AND state = 'open'")?
+        .prepare_cached(
+            "SELECT id FROM conversations WHERE account = ?1 AND peer = ?2 AND state = 'open'",
+        )?
         .query_row([account, peer], |r| r.get(0))
         .optional()?;
     if let Some(id) = open {

@@ -10,8 +10,8 @@ use rusqlite::Connection;
 use tokio::sync::broadcast;
 
 use crate::model::Event;
-use crate::telemetry::Metrics;
 use crate::store::StoreError;
+use crate::telemetry::Metrics;
 
 /// Runs after the commit with its outcome; sends the caller its answer.
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -60,7 +60,9 @@ fn run(
             Err((completions, e)) => {
                 tracing::error!(error = %e, "store commit failed; the batch's writes are lost and reported");
                 let reason = e.to_string();
-                completions.into_iter().for_each(|c| c(Err(StoreError::CommitFailed(reason.clone()))));
+                completions
+                    .into_iter()
+                    .for_each(|c| c(Err(StoreError::CommitFailed(reason.clone()))));
             }
         }
     }
@@ -68,7 +70,11 @@ fn run(
 
 type BatchResult = Result<Vec<Completion>, (Vec<Completion>, rusqlite::Error)>;
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteFn>, appended: &mut Vec<Event>) -> BatchResult {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteFn>,
+    appended: &mut Vec<Event>,
+) -> BatchResult {
     let writes = std::mem::take(batch);
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,

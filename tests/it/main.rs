@@ -1,0 +1,9 @@
+//! Integration tests: the real gateway, on loopback, against the provider sandboxes.
+
+mod api;
+mod crash;
+mod receipts;
+mod retries;
+mod send;
+mod store;
+mod support;

@@ -1,0 +1,145 @@
+//! How provider failures are treated: retried with backoff and Retry-After, failed fast
+//! when permanent, bounded by attempts and time-to-live; and how fast a route may send.
+
+use omnigate_proto::v1 as pb;
+
+use crate::support::{self, statuses, text_request};
+
+#[tokio::test]
+async fn throttling_is_retried_after_the_delay_twilio_asked_for() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550401", fault = { kind = "throttle", retry_after_secs = 1 }, times = 2 }"#)
+        .start()
+        .await;
+    let m = t.send("+14155550401", "patience").await;
+    let m = t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(m.attempts, 3);
+    assert_eq!(t.sandbox().request_count(), 3);
+    assert_eq!(t.sandbox().sent_count(), 1);
+    assert_eq!(
+        statuses(&m),
+        [
+            pb::MessageStatus::Accepted,
+            pb::MessageStatus::Queued,
+            pb::MessageStatus::Sent,
+            pb::MessageStatus::Delivered
+        ]
+    );
+    assert!(m.error.is_none(), "a later success clears the error");
+    // Two 429s with `Retry-After: 1`: the first success cannot come sooner than 2 s later.
+    let accepted = &m.status_history[0].time.expect("time");
+    let sent = &m.status_history[2].time.expect("time");
+    let waited_ms = (sent.seconds - accepted.seconds) * 1000
+        + i64::from(sent.nanos - accepted.nanos) / 1_000_000;
+    assert!(waited_ms >= 2000, "Retry-After honoured: waited only {waited_ms} ms");
+}
+
+#[tokio::test]
+async fn server_errors_and_timeouts_are_retried() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550402", fault = { kind = "server_error" }, times = 2 }"#)
+        .rule(r#"{ to_prefix = "+14155550403", fault = { kind = "slow", delay_ms = 3000 }, times = 1 }"#)
+        .start()
+        .await;
+    let a = t.send("+14155550402", "5xx").await;
+    let b = t.send("+14155550403", "timeout").await;
+    let a = t.wait_for(&a.id, pb::MessageStatus::Delivered).await;
+    let b = t.wait_for(&b.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(a.attempts, 3);
+    assert_eq!(b.attempts, 2, "the timed-out attempt counts");
+}
+
+#[tokio::test]
+async fn permanent_errors_fail_fast_with_the_twilio_code() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550404", fault = { kind = "reject", code = 21211 } }"#)
+        .rule(r#"{ to_prefix = "+14155550405", fault = { kind = "reject", code = 21610 } }"#)
+        .rule(r#"{ to_prefix = "+14155550406", fault = { kind = "reject", code = 21614 } }"#)
+        .start()
+        .await;
+    let cases = [
+        ("+14155550404", pb::ErrorCode::InvalidRecipient, "21211"),
+        ("+14155550405", pb::ErrorCode::RecipientOptedOut, "21610"),
+        ("+14155550406", pb::ErrorCode::InvalidRecipient, "21614"),
+    ];
+    for (to, code, provider_code) in cases {
+        let m = t.send(to, "no").await;
+        let m = t.wait_for(&m.id, pb::MessageStatus::Failed).await;
+        let e = m.error.expect("error");
+        assert_eq!(
+            (e.code, e.provider_code.as_str(), e.provider.as_str()),
+            (code as i32, provider_code, "twilio")
+        );
+        assert!(!e.retryable);
+        assert_eq!(m.attempts, 1);
+    }
+    assert_eq!(t.sandbox().request_count(), 3, "never retried");
+}
+
+#[tokio::test]
+async fn an_undelivered_receipt_fails_the_message_with_its_code() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550407", fault = { kind = "undelivered", code = 30003 } }"#)
+        .start()
+        .await;
+    let m = t.send("+14155550407", "into the void").await;
+    let m = t.wait_for(&m.id, pb::MessageStatus::Failed).await;
+    assert_eq!(
+        statuses(&m),
+        [pb::MessageStatus::Accepted, pb::MessageStatus::Sent, pb::MessageStatus::Failed]
+    );
+    let e = m.error.expect("error");
+    assert_eq!((e.code, e.provider_code.as_str()), (pb::ErrorCode::Undeliverable as i32, "30003"));
+    assert_eq!(m.status_history[2].provider_status, "undelivered");
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550408", fault = { kind = "server_error" } }"#)
+        .start()
+        .await;
+    let m = t.send("+14155550408", "never").await;
+    let m = t.wait_for(&m.id, pb::MessageStatus::Failed).await;
+    assert_eq!(m.attempts, 5);
+    assert_eq!(t.sandbox().request_count(), 5);
+    let e = m.error.expect("error");
+    assert_eq!(e.code, pb::ErrorCode::AttemptsExhausted as i32);
+    assert_eq!(e.provider_code, "20500", "the last provider code is kept");
+}
+
+#[tokio::test]
+async fn a_message_expires_when_its_ttl_runs_out_before_a_retry() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550409", fault = { kind = "throttle", retry_after_secs = 30 } }"#)
+        .start()
+        .await;
+    let mut request = text_request("+14155550409", "too late");
+    request.ttl = Some(prost_types::Duration { seconds: 5, nanos: 0 });
+    let m = t.send_request(request).await.expect("accepted");
+    let m = t.wait_for(&m.id, pb::MessageStatus::Expired).await;
+    assert_eq!(m.error.expect("error").code, pb::ErrorCode::Expired as i32);
+    assert_eq!(t.sandbox().request_count(), 1, "no attempt past the TTL");
+}
+
+#[tokio::test]
+async fn a_route_never_sends_faster_than_its_rate_and_keeps_order() {
+    let mut t = support::gateway().rate(5.0, 1).start().await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(t.send("+14155550410", &format!("n{i}")).await.id);
+    }
+    for id in &ids {
+        t.wait_for(id, pb::MessageStatus::Delivered).await;
+    }
+    let sent = t.sandbox().sent();
+    let bodies: Vec<&str> = sent.iter().map(|s| s.field("Body").expect("body")).collect();
+    assert_eq!(
+        bodies,
+        ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"],
+        "one route sends in order"
+    );
+    // Eight sends at five per second with a burst of one span at least 7 × 200 ms.
+    let span = sent[7].at.duration_since(sent[0].at);
+    assert!(span.as_millis() >= 1300, "8 sends in {span:?}");
+}

@@ -1,0 +1,243 @@
+//! Sending: the request Twilio gets, the statuses the message goes through, idempotency,
+//! validation, and the conversation it lands in.
+
+use omnigate_proto::v1 as pb;
+use tonic::Code;
+
+use crate::support::{self, FROM, statuses, text_request};
+
+#[tokio::test]
+async fn sms_goes_from_accepted_to_delivered() {
+    let mut t = support::gateway().start().await;
+    let m = t.send("+14155550101", "hello").await;
+    assert_eq!(
+        m.status,
+        pb::MessageStatus::Accepted as i32,
+        "answered after commit, before sending"
+    );
+    assert!(m.id.starts_with("msg_"));
+    let m = t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(
+        statuses(&m),
+        [pb::MessageStatus::Accepted, pb::MessageStatus::Sent, pb::MessageStatus::Delivered]
+    );
+    assert_eq!(m.attempts, 1);
+    assert_eq!(m.from, FROM);
+    assert!(m.provider_message_id.starts_with("SM"), "{}", m.provider_message_id);
+    assert_eq!(m.status_history[2].provider_status, "delivered");
+
+    // What Twilio received: the documented CreateMessageRequest fields.
+    let sent = t.sandbox().sent();
+    assert_eq!(sent.len(), 1);
+    let s = &sent[0];
+    assert_eq!(s.field("To"), Some("+14155550101"));
+    assert_eq!(s.field("From"), Some(FROM));
+    assert_eq!(s.field("Body"), Some("hello"));
+    assert_eq!(s.field("StatusCallback"), Some(t.url("/webhooks/twilio/sms/status").as_str()));
+    let validity: u64 = s.field("ValidityPeriod").expect("ValidityPeriod").parse().expect("number");
+    assert!((1..=36_000).contains(&validity));
+}
+
+#[tokio::test]
+async fn mms_carries_every_media_url() {
+    let mut t = support::gateway().start().await;
+    let request = pb::SendMessageRequest {
+        channel: pb::Channel::Sms as i32,
+        to: "+14155550102".into(),
+        content: Some(pb::Content {
+            kind: Some(pb::content::Kind::Media(pb::Media {
+                url: "https://example.com/a.jpg".into(),
+                mime_type: "image/jpeg".into(),
+                caption: "two pictures".into(),
+                extra_urls: vec!["https://example.com/b.jpg".into()],
+            })),
+        }),
+        ..Default::default()
+    };
+    let m = t.send_request(request).await.expect("accepted");
+    let m = t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    assert!(m.provider_message_id.starts_with("MM"), "MMS sids start with MM");
+    let sent = t.sandbox().sent();
+    let urls: Vec<&str> =
+        sent[0].form.iter().filter(|(k, _)| k == "MediaUrl").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(urls, ["https://example.com/a.jpg", "https://example.com/b.jpg"]);
+    assert_eq!(sent[0].field("Body"), Some("two pictures"));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_sends_once() {
+    let mut t = support::gateway().start().await;
+    let mut request = text_request("+14155550103", "once");
+    request.idempotency_key = "order-42-shipped".into();
+    let first = t.send_request(request.clone()).await.expect("accepted");
+    let again = t.send_request(request.clone()).await.expect("same answer");
+    assert_eq!(first.id, again.id);
+    t.wait_for(&first.id, pb::MessageStatus::Delivered).await;
+    let third = t.send_request(request.clone()).await.expect("same answer after delivery");
+    assert_eq!(third.id, first.id);
+    assert_eq!(
+        third.status,
+        pb::MessageStatus::Delivered as i32,
+        "the stored message, as it is now"
+    );
+
+    request.content = Some(pb::Content {
+        kind: Some(pb::content::Kind::Text(pb::Text { body: "other".into() })),
+    });
+    let err = t.send_request(request).await.expect_err("a different request under the same key");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("order-42-shipped"), "{}", err.message());
+    assert_eq!(t.sandbox().sent_count(), 1, "the provider saw one message");
+}
+
+#[tokio::test]
+async fn concurrent_sends_share_commits_and_all_arrive() {
+    let mut t = support::gateway().start().await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut client = t.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = text_request(&format!("+1415556{i:04}"), "burst");
+            client
+                .send_message(r)
+                .await
+                .expect("accepted")
+                .into_inner()
+                .message
+                .expect("message")
+                .id
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("task"));
+    }
+    for id in &ids {
+        t.wait_for(id, pb::MessageStatus::Delivered).await;
+    }
+    assert_eq!(t.sandbox().sent_count(), 200);
+    let metrics = reqwest_get(&t.url("/metrics")).await;
+    let commits = metric(&metrics, "omnigate_store_commits_total");
+    let writes = metric(&metrics, "omnigate_store_writes_total");
+    assert!(writes >= 200.0 * 3.0, "accept, sent and delivered per message: {writes}");
+    assert!(commits < writes, "group commit: {writes} writes in {commits} commits");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_reason() {
+    let mut t = support::gateway().start().await;
+    let cases = [
+        (text_request("4155550100", "x"), Code::InvalidArgument, "E.164"),
+        (text_request("+14155550100", "  "), Code::InvalidArgument, "body is empty"),
+        (
+            pb::SendMessageRequest { content: None, ..text_request("+14155550100", "x") },
+            Code::InvalidArgument,
+            "content",
+        ),
+        (
+            pb::SendMessageRequest { channel: 0, ..text_request("+14155550100", "x") },
+            Code::InvalidArgument,
+            "channel",
+        ),
+        (
+            pb::SendMessageRequest { account: "nope".into(), ..text_request("+14155550100", "x") },
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            pb::SendMessageRequest {
+                channel: pb::Channel::Whatsapp as i32,
+                ..text_request("+14155550100", "x")
+            },
+            Code::FailedPrecondition,
+            "no account",
+        ),
+        (
+            pb::SendMessageRequest {
+                conversation_id: "cnv_missing".into(),
+                ..text_request("+14155550100", "x")
+            },
+            Code::NotFound,
+            "cnv_missing",
+        ),
+    ];
+    for (request, code, reason) in cases {
+        let err = t.send_request(request).await.expect_err("refused");
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(err.message().contains(reason), "{:?} lacks {reason:?}", err.message());
+    }
+    assert_eq!(t.sandbox().request_count(), 0, "nothing reached the provider");
+    let err = t
+        .client
+        .get_message(pb::GetMessageRequest { id: "msg_nope".into() })
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_conversation_lists_its_messages_oldest_first_across_pages() {
+    let mut t = support::gateway().start().await;
+    let first = t.send("+14155550104", "m0").await;
+    let mut ids = vec![first.id.clone()];
+    for i in 1..5 {
+        let m = t.send("+14155550104", &format!("m{i}")).await;
+        assert_eq!(
+            m.conversation_id, first.conversation_id,
+            "same recipient, same account, same conversation"
+        );
+        ids.push(m.id);
+    }
+    let other = t.send("+14155550105", "elsewhere").await;
+    assert_ne!(other.conversation_id, first.conversation_id);
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = t
+            .client
+            .list_messages(pb::ListMessagesRequest {
+                conversation_id: first.conversation_id.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(page.messages.len() <= 2);
+        seen.extend(page.messages.into_iter().map(|m| m.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids);
+    let err = t
+        .client
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: first.conversation_id,
+            page_size: 2,
+            page_token: "x".into(),
+        })
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+pub async fn reqwest_get(url: &str) -> String {
+    omnigate_adapters::http::client(std::time::Duration::from_secs(5))
+        .get(url)
+        .send()
+        .await
+        .expect("reachable")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}

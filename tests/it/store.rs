@@ -1,0 +1,225 @@
+//! The store conformance suite: what every backend must do, run against each one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnigate::model::{EventKind, new_id, now_ms};
+use omnigate::store::sqlite::SqliteStore;
+use omnigate::store::{AcceptOutcome, Attempt, NewInbound, NewMessage, Store, StoreError};
+use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, StatusReport, Text};
+
+fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let path = dir.path().join("conformance.db");
+    Arc::new(
+        SqliteStore::open(
+            path.to_str().expect("utf-8"),
+            "node-a",
+            Duration::from_secs(60),
+            64,
+            Default::default(),
+        )
+        .expect("open"),
+    )
+}
+
+fn new_message(to: &str, key: Option<&str>, body: &str) -> NewMessage {
+    let now = now_ms();
+    NewMessage {
+        id: new_id("msg"),
+        idempotency_key: key.map(str::to_string),
+        fingerprint: format!("fp-{body}"),
+        channel: Channel::Sms,
+        account: "sms".into(),
+        route: "+15005550006".into(),
+        from: "+15005550006".into(),
+        to: to.into(),
+        conversation_id: None,
+        content: Content::Text(Text { body: body.into() }),
+        metadata: BTreeMap::new(),
+        expires_at: now + 60_000,
+        now,
+    }
+}
+
+fn report(pid: &str, status: MessageStatus) -> StatusReport {
+    StatusReport {
+        provider_message_id: pid.into(),
+        status,
+        provider_status: status.as_str().into(),
+        error: None,
+    }
+}
+
+async fn accept(store: &dyn Store, new: NewMessage) -> omnigate::model::Message {
+    match store.accept(new).await.expect("accept") {
+        AcceptOutcome::Created(m, _) => m,
+        AcceptOutcome::Existing(m) => panic!("unexpected existing {}", m.id),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    for (name, case) in CASES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = sqlite(&dir);
+        case(store.clone()).await;
+        store.close().await;
+        eprintln!("sqlite: {name} ok");
+    }
+}
+
+type Case = fn(Arc<dyn Store>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+const CASES: &[(&str, Case)] = &[
+    ("idempotency", |s| Box::pin(idempotency(s))),
+    ("status ranks", |s| Box::pin(status_ranks(s))),
+    ("early receipts", |s| Box::pin(early_receipts(s))),
+    ("leases", |s| Box::pin(leases(s))),
+    ("event sequence", |s| Box::pin(event_sequence(s))),
+    ("conversations", |s| Box::pin(conversations(s))),
+];
+
+async fn idempotency(store: Arc<dyn Store>) {
+    let first = accept(store.as_ref(), new_message("+14155550301", Some("k1"), "a")).await;
+    match store.accept(new_message("+14155550301", Some("k1"), "a")).await.expect("same request") {
+        AcceptOutcome::Existing(m) => assert_eq!(m.id, first.id),
+        AcceptOutcome::Created(..) => panic!("created twice"),
+    }
+    let conflict = store.accept(new_message("+14155550301", Some("k1"), "b")).await;
+    assert!(matches!(conflict, Err(StoreError::IdempotencyConflict(k)) if k == "k1"));
+    // A refused write leaves no trace: the batch it shared still commits.
+    let other = accept(store.as_ref(), new_message("+14155550302", Some("k2"), "c")).await;
+    assert!(store.get_message(&other.id).await.expect("read").is_some());
+}
+
+async fn status_ranks(store: Arc<dyn Store>) {
+    let m = accept(store.as_ref(), new_message("+14155550303", None, "x")).await;
+    let sent =
+        Attempt::Sent { provider_message_id: "SM1".into(), provider_status: "queued".into() };
+    store.record_attempt(&m.id, sent).await.expect("sent");
+    let delivered =
+        store.apply_status("sms", report("SM1", MessageStatus::Delivered)).await.expect("ok");
+    assert_eq!(delivered.expect("advanced").status, MessageStatus::Delivered);
+    for late in [MessageStatus::Sent, MessageStatus::Delivered, MessageStatus::Failed] {
+        assert!(
+            store.apply_status("sms", report("SM1", late)).await.expect("ok").is_none(),
+            "{late:?}"
+        );
+    }
+    let m = store.get_message(&m.id).await.expect("read").expect("exists");
+    let history: Vec<_> = m.history.iter().map(|c| c.status).collect();
+    assert_eq!(history, [MessageStatus::Accepted, MessageStatus::Sent, MessageStatus::Delivered]);
+    assert_eq!(m.attempts, 1);
+}
+
+async fn early_receipts(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .apply_status("sms", report("SM2", MessageStatus::Delivered))
+            .await
+            .expect("kept")
+            .is_none()
+    );
+    assert!(
+        store
+            .apply_status("sms", report("SM2", MessageStatus::Sent))
+            .await
+            .expect("kept")
+            .is_none()
+    );
+    let m = accept(store.as_ref(), new_message("+14155550304", None, "y")).await;
+    let sent =
+        Attempt::Sent { provider_message_id: "SM2".into(), provider_status: "queued".into() };
+    let m = store.record_attempt(&m.id, sent).await.expect("sent");
+    assert_eq!(
+        m.status,
+        MessageStatus::Delivered,
+        "the parked receipt applied on the send's commit"
+    );
+}
+
+async fn leases(store: Arc<dyn Store>) {
+    let a = accept(store.as_ref(), new_message("+14155550305", None, "1")).await;
+    // Accepted work is leased to its acceptor: nobody else claims it.
+    assert!(store.claim("node-b", Duration::from_secs(60), 10).await.expect("claim").is_empty());
+    let retry = Attempt::Retry {
+        due_at: now_ms() + 5_000,
+        error: omnigate_adapters::ProviderError::gateway(
+            omnigate_adapters::ErrorCode::ProviderUnavailable,
+            "503",
+        ),
+    };
+    let queued = store.record_attempt(&a.id, retry).await.expect("retry");
+    assert_eq!((queued.status, queued.attempts), (MessageStatus::Queued, 1));
+    let failed = Attempt::Failed {
+        status: MessageStatus::Failed,
+        error: omnigate_adapters::ProviderError::gateway(
+            omnigate_adapters::ErrorCode::Rejected,
+            "no",
+        ),
+    };
+    store.record_attempt(&a.id, failed).await.expect("failed");
+    let b = accept(store.as_ref(), new_message("+14155550306", None, "2")).await;
+    drop(b);
+    assert!(
+        store.claim("node-b", Duration::ZERO, 10).await.expect("claim").is_empty(),
+        "lease still held"
+    );
+}
+
+async fn event_sequence(store: Arc<dyn Store>) {
+    let mut live = store.subscribe();
+    let mut writers = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            accept(store.as_ref(), new_message(&format!("+1415557{i:04}"), None, "e")).await
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let events = store.events_after(0, 1000).await.expect("events");
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>(), "strictly increasing, gap-free");
+    for expected in 1..=50 {
+        assert_eq!(
+            live.recv().await.expect("live").sequence,
+            expected,
+            "live feed in commit order"
+        );
+    }
+    assert_eq!(store.events_after(48, 10).await.expect("tail").len(), 2);
+}
+
+async fn conversations(store: Arc<dyn Store>) {
+    let out = accept(store.as_ref(), new_message("+14155550307", None, "out")).await;
+    let inbound = NewInbound {
+        id: new_id("msg"),
+        channel: Channel::Sms,
+        account: "sms".into(),
+        message: InboundMessage {
+            provider_message_id: "SMin1".into(),
+            from: "+14155550307".into(),
+            to: "+15005550006".into(),
+            content: Content::Text(Text { body: "reply".into() }),
+        },
+        now: now_ms(),
+    };
+    let reply = store.receive(inbound.clone()).await.expect("stored").expect("new");
+    assert_eq!(reply.conversation_id, out.conversation_id);
+    assert!(
+        store.receive(NewInbound { id: new_id("msg"), ..inbound }).await.expect("ok").is_none(),
+        "redelivery"
+    );
+    let listed = store.list_messages(&out.conversation_id, 0, 10).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>(),
+        [out.id, reply.id.clone()]
+    );
+    let events = store.events_after(0, 100).await.expect("events");
+    assert!(
+        matches!(&events.last().expect("event").kind, EventKind::Received { message } if message.id == reply.id)
+    );
+}

@@ -1,0 +1,191 @@
+//! Builders for a real gateway on loopback with the Twilio sandbox, and a gRPC client.
+
+use std::time::Duration;
+
+use omnigate::{Config, Gateway};
+use omnigate_adapters::twilio::sandbox::SandboxHandle;
+use omnigate_proto::v1 as pb;
+use omnigate_proto::v1::gateway_client::GatewayClient;
+use tonic::transport::Channel;
+
+pub const SID: &str = "AC00000000000000000000000000000000";
+pub const TOKEN: &str = "test-auth-token";
+pub const FROM: &str = "+15005550006";
+
+/// A gateway under test: its own temp store, free ports, a fast retry policy.
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    pub client: GatewayClient<Channel>,
+    /// Holds the store's directory for the test's life.
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Builder {
+    rules: String,
+    rate: String,
+    dispatch: String,
+    callback_delay_ms: u64,
+}
+
+pub fn gateway() -> Builder {
+    Builder {
+        rules: String::new(),
+        rate: "{ per_second = 1000, burst = 1000 }".into(),
+        dispatch:
+            "max_attempts = 5\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\nbackoff_jitter = 0.1"
+                .into(),
+        callback_delay_ms: 10,
+    }
+}
+
+impl Builder {
+    /// A sandbox rule as TOML inline table text.
+    pub fn rule(mut self, rule: &str) -> Self {
+        self.rules.push_str(rule);
+        self.rules.push_str(",\n");
+        self
+    }
+
+    pub fn rate(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate = format!("{{ per_second = {per_second}, burst = {burst} }}");
+        self
+    }
+
+    pub fn callback_delay_ms(mut self, ms: u64) -> Self {
+        self.callback_delay_ms = ms;
+        self
+    }
+
+    pub fn config(&self, dir: &std::path::Path) -> Config {
+        let text = format!(
+            r#"
+[server]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+drain_timeout_secs = 10
+
+[store]
+url = "sqlite://{db}"
+
+[dispatch]
+{dispatch}
+
+[sandbox.twilio]
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+callback_delay_ms = {delay}
+rules = [
+{rules}]
+
+[[accounts]]
+type = "twilio"
+id = "sms"
+default = true
+api_base = "sandbox"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+from = "{FROM}"
+rate_limit = {rate}
+request_timeout_ms = 2000
+"#,
+            db = dir.join("omnigate.db").display(),
+            dispatch = self.dispatch,
+            delay = self.callback_delay_ms,
+            rules = self.rules,
+            rate = self.rate,
+        );
+        Config::from_toml(&text).expect("test config is valid")
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gateway = Gateway::start(self.config(dir.path())).await.expect("gateway starts");
+        let client =
+            GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await.expect("connect");
+        TestGateway { gateway: Some(gateway), client, _dir: dir }
+    }
+}
+
+impl TestGateway {
+    pub fn gw(&self) -> &Gateway {
+        self.gateway.as_ref().expect("running")
+    }
+
+    pub fn sandbox(&self) -> &SandboxHandle {
+        self.gw().twilio_sandbox.as_ref().expect("sandbox configured")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.gw().public_url, path)
+    }
+
+    pub async fn send(&mut self, to: &str, body: &str) -> pb::Message {
+        self.send_request(text_request(to, body)).await.expect("accepted")
+    }
+
+    pub async fn send_request(
+        &mut self,
+        request: pb::SendMessageRequest,
+    ) -> Result<pb::Message, tonic::Status> {
+        Ok(self.client.send_message(request).await?.into_inner().message.expect("message"))
+    }
+
+    pub async fn get(&mut self, id: &str) -> pb::Message {
+        self.client
+            .get_message(pb::GetMessageRequest { id: id.into() })
+            .await
+            .expect("get")
+            .into_inner()
+            .message
+            .expect("message")
+    }
+
+    /// Polls until the message reaches `status`; fails with its last state after 15 s.
+    pub async fn wait_for(&mut self, id: &str, status: pb::MessageStatus) -> pb::Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = self.get(id).await;
+            if m.status == status as i32 {
+                return m;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("message {id} never reached {status:?}; last: {m:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn text_request(to: &str, body: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        channel: pb::Channel::Sms as i32,
+        to: to.into(),
+        content: Some(pb::Content {
+            kind: Some(pb::content::Kind::Text(pb::Text { body: body.into() })),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn statuses(m: &pb::Message) -> Vec<pb::MessageStatus> {
+    m.status_history
+        .iter()
+        .map(|c| pb::MessageStatus::try_from(c.status).expect("known status"))
+        .collect()
+}
+
+/// Posts a form to the gateway signed as Twilio would sign it with `token`.
+pub async fn post_signed(url: &str, params: &[(&str, &str)], token: &str) -> (u16, String) {
+    let owned: Vec<(String, String)> =
+        params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let signature = omnigate_adapters::twilio::signature::sign(token, url, &owned);
+    let response = omnigate_adapters::http::client(Duration::from_secs(10))
+        .post(url)
+        .header("X-Twilio-Signature", signature)
+        .form(&owned)
+        .send()
+        .await
+        .expect("gateway reachable");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
