@@ -1,1 +1,233 @@
-fn main() {}
+//! The load generator: the real gateway (SQLite, group commit, Twilio sandbox over loopback)
+//! against a bare tonic unary echo server measured in the same run on the same machine.
+//!
+//! `cargo bench --bench loadgen` (or `-- --messages 20000 --concurrency 64`). Reports
+//! accepted durable messages/s, end-to-end messages/s (to DELIVERED), p50/p99 accept
+//! latency and peak RSS, each gateway rate also as a ratio of the echo rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use omnigate::{Config, Gateway};
+use omnigate_proto::bench::v1 as echo;
+use omnigate_proto::v1 as pb;
+use omnigate_proto::v1::gateway_client::GatewayClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+struct EchoService;
+
+#[tonic::async_trait]
+impl echo::echo_server::Echo for EchoService {
+    async fn echo(&self, request: Request<echo::EchoRequest>) -> Result<Response<echo::EchoReply>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(echo::EchoReply { id: format!("{}:{}", r.to, r.body.len()) }))
+    }
+}
+
+struct Args {
+    messages: usize,
+    concurrency: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { messages: 20_000, concurrency: 64 };
+    let argv: Vec<String> = std::env::args().collect();
+    for pair in argv.windows(2) {
+        match pair[0].as_str() {
+            "--messages" => a.messages = pair[1].parse().unwrap_or(a.messages),
+            "--concurrency" => a.concurrency = pair[1].parse().unwrap_or(a.concurrency),
+            _ => {}
+        }
+    }
+    a
+}
+
+/// Runs `total` calls over `concurrency` workers; answers the wall time and sorted latencies.
+async fn drive<F, Fut>(total: usize, concurrency: usize, call: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (call, next) = (call.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return latencies;
+                    }
+                    let t = Instant::now();
+                    call(i).await;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    (elapsed, all)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn channels(addr: String, n: usize) -> Vec<Channel> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Endpoint::from_shared(addr.clone()).expect("uri").connect().await.expect("connect"));
+    }
+    out
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn echo_baseline(args: &Args) -> (f64, Duration, Duration) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(echo::echo_server::EchoServer::new(EchoService))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let chans = channels(format!("http://{addr}"), 4).await;
+    let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
+        let mut client = echo::echo_client::EchoClient::new(chans[i % chans.len()].clone());
+        async move {
+            let r = echo::EchoRequest { to: "+14155550100".into(), body: "benchmark message".into() };
+            client.echo(r).await.expect("echo");
+        }
+    })
+    .await;
+    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+fn gateway_config(dir: &std::path::Path) -> Config {
+    Config::from_toml(&format!(
+        r#"
+[server]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+[store]
+url = "sqlite://{}"
+[dispatch]
+max_in_flight = 256
+[log]
+level = "warn"
+[sandbox.twilio]
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "bench"
+callback_delay_ms = 0
+[[accounts]]
+type = "twilio"
+id = "sms"
+api_base = "sandbox"
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "bench"
+from = "+15005550006"
+rate_limit = {{ per_second = 1000000, burst = 100000 }}
+"#,
+        dir.join("bench.db").display()
+    ))
+    .expect("bench config")
+}
+
+struct GatewayRun {
+    accepted_per_s: f64,
+    e2e_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn gateway_run(args: &Args) -> GatewayRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = Gateway::start(gateway_config(dir.path())).await.expect("gateway");
+    let addr = format!("http://{}", gateway.grpc_addr);
+    let mut events = GatewayClient::connect(addr.clone())
+        .await
+        .expect("connect")
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let total = args.messages;
+    let delivered = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(e) = events.message().await.expect("event") {
+            if let Some(pb::event::Kind::MessageStatusChanged(c)) = e.kind {
+                if c.message.is_some_and(|m| m.status == pb::MessageStatus::Delivered as i32) {
+                    n += 1;
+                    if n == total {
+                        return Instant::now();
+                    }
+                }
+            }
+        }
+        Instant::now()
+    });
+    let chans = channels(addr, 4).await;
+    let started = Instant::now();
+    let (elapsed, lat) = drive(total, args.concurrency, move |i| {
+        let mut client = GatewayClient::new(chans[i % chans.len()].clone());
+        async move {
+            let r = pb::SendMessageRequest {
+                channel: pb::Channel::Sms as i32,
+                to: format!("+1415{:07}", i % 10_000_000),
+                content: Some(pb::Content {
+                    kind: Some(pb::content::Kind::Text(pb::Text { body: "benchmark message".into() })),
+                }),
+                ..Default::default()
+            };
+            client.send_message(r).await.expect("accepted");
+        }
+    })
+    .await;
+    let done = delivered.await.expect("delivered");
+    gateway.shutdown().await.expect("shutdown");
+    GatewayRun {
+        accepted_per_s: total as f64 / elapsed.as_secs_f64(),
+        e2e_per_s: total as f64 / done.duration_since(started).as_secs_f64(),
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+    }
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        // Warm both paths once (connections, page cache) before measuring.
+        let warm = Args { messages: 2_000, concurrency: args.concurrency };
+        echo_baseline(&warm).await;
+        gateway_run(&warm).await;
+
+        let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
+        let g = gateway_run(&args).await;
+        println!("omnigate load generator: {} messages, {} concurrent clients, {} cores", args.messages, args.concurrency,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!("| run | rate (/s) | vs echo | p50 | p99 |");
+        println!("|---|---:|---:|---:|---:|");
+        println!("| bare tonic echo (baseline) | {echo_rate:.0} | 1.00 | {echo_p50:.2?} | {echo_p99:.2?} |");
+        println!("| SMS accepted (durable, SQLite) | {:.0} | {:.2} | {:.2?} | {:.2?} |", g.accepted_per_s, g.accepted_per_s / echo_rate, g.p50, g.p99);
+        println!("| SMS end to end (to DELIVERED) | {:.0} | {:.2} | | |", g.e2e_per_s, g.e2e_per_s / echo_rate);
+        println!("peak RSS of the whole run (clients, sandbox and gateway): {:.0} MiB", peak_rss_mib());
+    });
+}

@@ -15,6 +15,10 @@ pub mod errors;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod signature;
+#[cfg(all(test, feature = "sandbox"))]
+mod tests;
+#[cfg(test)]
+mod tests_spec;
 pub mod webhook;
 pub mod wire;
 

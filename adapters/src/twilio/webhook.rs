@@ -185,4 +185,30 @@ mod tests {
         assert_eq!(media.urls().collect::<Vec<_>>(), ["https://a/1", "https://a/2"]);
         assert_eq!(media.caption, "look");
     }
+
+    /// Fuzz-style property: whatever a signed body holds, parsing answers Ok or a clear
+    /// error and never panics.
+    #[test]
+    fn arbitrary_signed_bodies_never_panic() {
+        let h = TwilioWebhooks::new("tok");
+        let names = ["MessageSid", "MessageStatus", "SmsStatus", "ErrorCode", "From", "To", "Body", "NumMedia", "MediaUrl0", "MediaUrl1", "MediaContentType0", "x"];
+        let values = ["", "SM1", "delivered", "failed", "30003", "-1", "99999999999999999999", "2", "\u{0}", "é", "https://a/b", "%ZZ"];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for round in 0..5_000 {
+            let hook = if round % 2 == 0 { "status" } else { "inbound" };
+            let pairs: Vec<(&str, &str)> =
+                (0..next(8)).map(|_| (names[next(names.len())], values[next(values.len())])).collect();
+            let _ = h.handle(&request(hook, &pairs, "tok"));
+            let raw: Vec<u8> = (0..next(64)).map(|_| next(256) as u8).collect();
+            let mut req = request(hook, &[], "tok");
+            req.body = raw.into();
+            let _ = h.handle(&req);
+        }
+    }
 }

@@ -52,11 +52,7 @@ pub fn status_from_twilio(word: &str) -> Option<MessageStatus> {
 mod tests {
     use super::*;
 
-    /// Twilio's official OpenAPI document (Messages excerpt), kept beside the crate.
-    pub(crate) fn spec() -> serde_json::Value {
-        let raw = include_str!("../../spec/twilio/messages-openapi.json");
-        serde_json::from_str(raw).expect("the bundled spec is valid JSON")
-    }
+    use crate::twilio::tests_spec::spec;
 
     #[test]
     fn every_status_word_in_the_spec_maps() {
