@@ -106,7 +106,7 @@ impl Gateway for GatewayService {
         let message = match self.state.store.accept(new).await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {
                 self.state.metrics.accepted(channel.as_str());
-                self.state.outlet.submit(job);
+                self.state.outlet.submit(*job);
                 message
             }
             AcceptOutcome::Existing(message) => message,
@@ -258,6 +258,11 @@ fn fingerprint(
         h.update(v.as_bytes());
     }
     h.update(ttl.as_millis().to_le_bytes());
-    let digest = h.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in h.finalize() {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }

@@ -42,7 +42,7 @@ pub struct NewMessage {
 #[derive(Clone, Debug)]
 pub enum AcceptOutcome {
     /// Stored now; `Job` is the work to hand to the dispatcher.
-    Created(Message, Job),
+    Created(Message, Box<Job>),
     /// The idempotency key was used before with the same request: its first message.
     Existing(Message),
 }
@@ -104,6 +104,14 @@ pub enum StoreError {
     Closed,
     #[error("commit failed, nothing in this write was stored: {0}")]
     CommitFailed(String),
+}
+
+impl StoreError {
+    /// An answer about the request (conflict, missing record), raised before a write
+    /// changes anything; other errors are the database's own.
+    pub fn is_domain(&self) -> bool {
+        matches!(self, StoreError::IdempotencyConflict(_) | StoreError::NotFound(_))
+    }
 }
 
 #[async_trait]

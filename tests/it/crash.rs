@@ -72,6 +72,9 @@ rate_limit = {{ per_second = 1000, burst = 1000 }}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("omnigate did not start");
     }
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::Value;
 
+use super::TwilioSender;
 use super::config::{TwilioAccount, TwilioSenderId};
 use super::sandbox::{self, Fault, Rule, SandboxConfig};
 use super::tests_spec::{resolve, spec};
 use super::wire::MessageResource;
-use super::TwilioSender;
 use crate::contract::{FailureClass, Outbound, Sender};
 use crate::model::{Content, ErrorCode, Media, Text};
 
@@ -65,10 +65,16 @@ fn validate(spec: &Value, schema: &Value, value: &Value, path: &str) {
         Some("string") => {
             let s = value.as_str().unwrap_or_else(|| panic!("{path} should be a string: {value}"));
             if let Some(p) = schema["pattern"].as_str() {
-                assert!(Regex::new(p).expect("spec pattern").is_match(s), "{path} = {s:?} fails {p}");
+                assert!(
+                    Regex::new(p).expect("spec pattern").is_match(s),
+                    "{path} = {s:?} fails {p}"
+                );
             }
             if schema["format"] == "date-time-rfc-2822" {
-                let rfc2822 = Regex::new(r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$").expect("re");
+                let rfc2822 = Regex::new(
+                    r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$",
+                )
+                .expect("re");
                 assert!(rfc2822.is_match(s), "{path} = {s:?} is not RFC 2822");
             }
         }
@@ -77,7 +83,9 @@ fn validate(spec: &Value, schema: &Value, value: &Value, path: &str) {
             let object = value.as_object().unwrap_or_else(|| panic!("{path} should be an object"));
             if let Some(properties) = schema["properties"].as_object() {
                 for (key, v) in object {
-                    let sub = properties.get(key).unwrap_or_else(|| panic!("{path}.{key} is not in the spec"));
+                    let sub = properties
+                        .get(key)
+                        .unwrap_or_else(|| panic!("{path}.{key} is not in the spec"));
                     validate(spec, sub, v, &format!("{path}.{key}"));
                 }
             }
@@ -89,12 +97,16 @@ fn validate(spec: &Value, schema: &Value, value: &Value, path: &str) {
 #[tokio::test]
 async fn every_field_we_send_is_a_documented_request_field() {
     let spec = spec();
-    let request = &spec["paths"][MESSAGES]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+    let request = &spec["paths"][MESSAGES]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+        ["schema"];
     let fields = request["properties"].as_object().expect("CreateMessageRequest properties");
     let sb = sandbox::start(sandbox_config(Vec::new())).await.expect("sandbox");
     let from = sender(sb.api_base(), TwilioSenderId::From("+15005550006".into()));
-    let service = sender(sb.api_base(), TwilioSenderId::MessagingService(format!("MG{}", "a".repeat(32))));
-    from.send(&outbound("+14155550100", Content::Text(Text { body: "hi".into() }))).await.expect("text");
+    let service =
+        sender(sb.api_base(), TwilioSenderId::MessagingService(format!("MG{}", "a".repeat(32))));
+    from.send(&outbound("+14155550100", Content::Text(Text { body: "hi".into() })))
+        .await
+        .expect("text");
     let media = Media {
         url: "https://e.com/a.png".into(),
         mime_type: "image/png".into(),
@@ -106,13 +118,21 @@ async fn every_field_we_send_is_a_documented_request_field() {
     assert_eq!(sent.len(), 2);
     for s in &sent {
         for (name, value) in &s.form {
-            let field = fields.get(name).unwrap_or_else(|| panic!("{name} is not a CreateMessageRequest field"));
+            let field = fields
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not a CreateMessageRequest field"));
             if field["type"] == "integer" {
-                value.parse::<i64>().unwrap_or_else(|_| panic!("{name}={value} should be an integer"));
+                value
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("{name}={value} should be an integer"));
             }
         }
         // "Accepted values are integers from 1 to 36000" (ValidityPeriod description).
-        assert_eq!(s.field("ValidityPeriod"), Some("36000"), "a longer TTL is clamped to Twilio's maximum");
+        assert_eq!(
+            s.field("ValidityPeriod"),
+            Some("36000"),
+            "a longer TTL is clamped to Twilio's maximum"
+        );
     }
     assert!(sent[1].field("MessagingServiceSid").is_some() && sent[1].field("From").is_none());
 }
@@ -126,19 +146,28 @@ async fn sandbox_resources_validate_against_the_message_schema() {
     let url = format!("{}/2010-04-01/Accounts/{SID}/Messages.json", sb.api_base());
     for form in [
         vec![("To", "+14155550100"), ("From", "+15005550006"), ("Body", "hello")],
-        vec![("To", "+14155550100"), ("MessagingServiceSid", "MGaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ("MediaUrl", "https://e.com/a.png")],
+        vec![
+            ("To", "+14155550100"),
+            ("MessagingServiceSid", "MGaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            ("MediaUrl", "https://e.com/a.png"),
+        ],
     ] {
-        let response = http.post(&url).basic_auth(SID, Some("token")).form(&form).send().await.expect("send");
+        let response =
+            http.post(&url).basic_auth(SID, Some("token")).form(&form).send().await.expect("send");
         assert_eq!(response.status().as_u16(), 201, "the spec documents 201 for a create");
         let body: Value = response.json().await.expect("json");
         validate(&spec, schema, &body, "message");
         let documented = schema["properties"].as_object().expect("properties");
         for key in documented.keys() {
-            assert!(body.get(key).is_some(), "the sandbox omits {key}, which Twilio always returns");
+            assert!(
+                body.get(key).is_some(),
+                "the sandbox omits {key}, which Twilio always returns"
+            );
         }
     }
     // Our client reads the spec's own example create response.
-    let example = &spec["paths"][MESSAGES]["post"]["responses"]["201"]["content"]["application/json"]["examples"]["create"]["value"];
+    let example = &spec["paths"][MESSAGES]["post"]["responses"]["201"]["content"]["application/json"]
+        ["examples"]["create"]["value"];
     let parsed: MessageResource = serde_json::from_value(example.clone()).expect("example parses");
     assert!(parsed.sid.starts_with("SM"));
     validate(&spec, schema, example, "example");
@@ -148,12 +177,22 @@ async fn sandbox_resources_validate_against_the_message_schema() {
 async fn sandbox_errors_have_twilios_shape_and_classify() {
     let rules = vec![
         Rule { to_prefix: "+1415555020".into(), fault: Fault::Reject { code: 21610 }, times: None },
-        Rule { to_prefix: "+1415555021".into(), fault: Fault::Throttle { retry_after_secs: Some(2) }, times: None },
+        Rule {
+            to_prefix: "+1415555021".into(),
+            fault: Fault::Throttle { retry_after_secs: Some(2) },
+            times: None,
+        },
     ];
     let sb = sandbox::start(sandbox_config(rules)).await.expect("sandbox");
     let http = crate::http::client(Duration::from_secs(5));
     let url = format!("{}/2010-04-01/Accounts/{SID}/Messages.json", sb.api_base());
-    let wrong = http.post(&url).basic_auth(SID, Some("nope")).form(&[("To", "+14155550100")]).send().await.expect("send");
+    let wrong = http
+        .post(&url)
+        .basic_auth(SID, Some("nope"))
+        .form(&[("To", "+14155550100")])
+        .send()
+        .await
+        .expect("send");
     assert_eq!(wrong.status().as_u16(), 401);
     let body: Value = wrong.json().await.expect("json");
     assert_eq!(body["code"], 20003);
@@ -163,14 +202,29 @@ async fn sandbox_errors_have_twilios_shape_and_classify() {
     let s = sender(sb.api_base(), TwilioSenderId::From("+15005550006".into()));
     let text = || Content::Text(Text { body: "x".into() });
     let opted_out = s.send(&outbound("+14155550200", text())).await.expect_err("21610");
-    assert_eq!((opted_out.class, opted_out.error.code), (FailureClass::Permanent, ErrorCode::RecipientOptedOut));
+    assert_eq!(
+        (opted_out.class, opted_out.error.code),
+        (FailureClass::Permanent, ErrorCode::RecipientOptedOut)
+    );
     let throttled = s.send(&outbound("+14155550210", text())).await.expect_err("429");
-    assert_eq!(throttled.class, FailureClass::RateLimited { retry_after: Some(Duration::from_secs(2)) });
+    assert_eq!(
+        throttled.class,
+        FailureClass::RateLimited { retry_after: Some(Duration::from_secs(2)) }
+    );
     let invalid = s.send(&outbound("not-a-number", text())).await.expect_err("21211");
-    assert_eq!((invalid.error.code, invalid.error.provider_code.as_str()), (ErrorCode::InvalidRecipient, "21211"));
-    let too_long = s.send(&outbound("+14155550100", Content::Text(Text { body: "x".repeat(1601) }))).await;
-    assert_eq!(too_long.expect_err("1601 chars").error.code, ErrorCode::InvalidContent, "refused before sending");
-    let unreachable = sender("http://127.0.0.1:9".into(), TwilioSenderId::From("+15005550006".into()));
+    assert_eq!(
+        (invalid.error.code, invalid.error.provider_code.as_str()),
+        (ErrorCode::InvalidRecipient, "21211")
+    );
+    let too_long =
+        s.send(&outbound("+14155550100", Content::Text(Text { body: "x".repeat(1601) }))).await;
+    assert_eq!(
+        too_long.expect_err("1601 chars").error.code,
+        ErrorCode::InvalidContent,
+        "refused before sending"
+    );
+    let unreachable =
+        sender("http://127.0.0.1:9".into(), TwilioSenderId::From("+15005550006".into()));
     let down = unreachable.send(&outbound("+14155550100", text())).await.expect_err("refused");
     assert_eq!(down.class, FailureClass::Retryable { retry_after: None });
 }

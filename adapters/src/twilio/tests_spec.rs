@@ -8,7 +8,10 @@ pub fn spec() -> serde_json::Value {
 }
 
 /// Resolves a local `$ref` such as `#/components/schemas/message_enum_status`.
-pub fn resolve<'a>(spec: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+pub fn resolve<'a>(
+    spec: &'a serde_json::Value,
+    schema: &'a serde_json::Value,
+) -> &'a serde_json::Value {
     match schema.get("$ref").and_then(|r| r.as_str()) {
         Some(r) => {
             let pointer = r.trim_start_matches('#');

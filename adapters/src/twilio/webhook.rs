@@ -191,8 +191,34 @@ mod tests {
     #[test]
     fn arbitrary_signed_bodies_never_panic() {
         let h = TwilioWebhooks::new("tok");
-        let names = ["MessageSid", "MessageStatus", "SmsStatus", "ErrorCode", "From", "To", "Body", "NumMedia", "MediaUrl0", "MediaUrl1", "MediaContentType0", "x"];
-        let values = ["", "SM1", "delivered", "failed", "30003", "-1", "99999999999999999999", "2", "\u{0}", "é", "https://a/b", "%ZZ"];
+        let names = [
+            "MessageSid",
+            "MessageStatus",
+            "SmsStatus",
+            "ErrorCode",
+            "From",
+            "To",
+            "Body",
+            "NumMedia",
+            "MediaUrl0",
+            "MediaUrl1",
+            "MediaContentType0",
+            "x",
+        ];
+        let values = [
+            "",
+            "SM1",
+            "delivered",
+            "failed",
+            "30003",
+            "-1",
+            "99999999999999999999",
+            "2",
+            "\u{0}",
+            "é",
+            "https://a/b",
+            "%ZZ",
+        ];
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = |n: usize| {
             rng ^= rng << 13;
@@ -202,8 +228,9 @@ mod tests {
         };
         for round in 0..5_000 {
             let hook = if round % 2 == 0 { "status" } else { "inbound" };
-            let pairs: Vec<(&str, &str)> =
-                (0..next(8)).map(|_| (names[next(names.len())], values[next(values.len())])).collect();
+            let pairs: Vec<(&str, &str)> = (0..next(8))
+                .map(|_| (names[next(names.len())], values[next(values.len())]))
+                .collect();
             let _ = h.handle(&request(hook, &pairs, "tok"));
             let raw: Vec<u8> = (0..next(64)).map(|_| next(256) as u8).collect();
             let mut req = request(hook, &[], "tok");

@@ -79,10 +79,12 @@ impl SqliteStore {
     ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
         let write: writer::WriteFn = Box::new(move |conn, events| {
-            let result = writer::isolated(conn, events, f);
-            Box::new(move |commit: Result<(), StoreError>| {
+            let result = f(conn, events);
+            let spoils = matches!(&result, Err(e) if !e.is_domain());
+            let completion: writer::Completion = Box::new(move |commit: Result<(), StoreError>| {
                 let _ = reply.send(commit.and(result));
-            })
+            });
+            (completion, spoils)
         });
         let sender = self.writes.lock().map_err(|_| StoreError::Closed)?.clone();
         sender.ok_or(StoreError::Closed)?.send(write).map_err(|_| StoreError::Closed)?;

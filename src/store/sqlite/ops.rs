@@ -92,7 +92,7 @@ pub fn accept(
         expires_at: new.expires_at,
         due_at: new.now,
     };
-    Ok(AcceptOutcome::Created(message, job))
+    Ok(AcceptOutcome::Created(message, Box::new(job)))
 }
 
 pub fn record_attempt(

@@ -2,6 +2,12 @@
 //! in one transaction (group commit), so that durability costs one fsync per batch. Each
 //! closure runs in its own savepoint, so one failed write does not undo its neighbours.
 //! Replies go out only after the commit, and committed events are then broadcast in order.
+//!
+//! Writes do not get savepoints of their own: those cost a sub-journal copy of every page a
+//! write touches. Instead a write must detect its domain errors (a conflicting idempotency
+//! key, a missing record) before it changes anything; any other error (the database's own)
+//! rolls back the whole batch and every write in it is answered with that error, so nothing
+//! is acknowledged that was not stored.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -15,8 +21,9 @@ use crate::telemetry::Metrics;
 
 /// Runs after the commit with its outcome; sends the caller its answer.
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// One write: runs inside the batch's transaction, pushes the events it appended.
-pub type WriteFn = Box<dyn FnOnce(&Connection, &mut Vec<Event>) -> Completion + Send>;
+/// One write: runs inside the batch's transaction and pushes the events it appended.
+/// Answers its completion, and whether it failed in a way that spoils the batch.
+pub type WriteFn = Box<dyn FnOnce(&Connection, &mut Vec<Event>) -> (Completion, bool) + Send>;
 
 pub fn spawn(
     mut conn: Connection,
@@ -57,18 +64,17 @@ fn run(
                 }
                 completions.into_iter().for_each(|c| c(Ok(())));
             }
-            Err((completions, e)) => {
-                tracing::error!(error = %e, "store commit failed; the batch's writes are lost and reported");
-                let reason = e.to_string();
-                completions
-                    .into_iter()
-                    .for_each(|c| c(Err(StoreError::CommitFailed(reason.clone()))));
+            Err((completions, reason)) => {
+                tracing::error!(error = %reason, "store batch not committed; each of its writes is answered with the error");
+                for c in completions {
+                    c(Err(StoreError::CommitFailed(reason.clone())));
+                }
             }
         }
     }
 }
 
-type BatchResult = Result<Vec<Completion>, (Vec<Completion>, rusqlite::Error)>;
+type BatchResult = Result<Vec<Completion>, (Vec<Completion>, String)>;
 
 fn commit_batch(
     conn: &mut Connection,
@@ -78,43 +84,30 @@ fn commit_batch(
     let writes = std::mem::take(batch);
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => {
-            // Dropping the writes drops their reply channels: each caller learns its write
-            // did not run.
-            drop(writes);
-            return Err((Vec::new(), e));
-        }
+        // Dropping the writes drops their reply channels: each caller learns its write
+        // did not run.
+        Err(e) => return Err((Vec::new(), e.to_string())),
     };
     let mut completions = Vec::with_capacity(writes.len());
+    let mut spoiled = false;
     for write in writes {
-        completions.push(write(&tx, appended));
+        let (completion, spoils) = write(&tx, appended);
+        completions.push(completion);
+        spoiled |= spoils;
+    }
+    if spoiled {
+        appended.clear();
+        let rollback = tx.rollback().err().map(|e| format!(" (rollback: {e})")).unwrap_or_default();
+        return Err((
+            completions,
+            format!("a write in this batch failed, so none was stored{rollback}"),
+        ));
     }
     match tx.commit() {
         Ok(()) => Ok(completions),
         Err(e) => {
             appended.clear();
-            Err((completions, e))
-        }
-    }
-}
-
-/// Runs `f` inside a savepoint, rolling back just its own changes and events on error.
-pub fn isolated<R>(
-    conn: &Connection,
-    events: &mut Vec<Event>,
-    f: impl FnOnce(&Connection, &mut Vec<Event>) -> Result<R, StoreError>,
-) -> Result<R, StoreError> {
-    let mark = events.len();
-    conn.execute_batch("SAVEPOINT write")?;
-    match f(conn, events) {
-        Ok(r) => {
-            conn.execute_batch("RELEASE write")?;
-            Ok(r)
-        }
-        Err(e) => {
-            events.truncate(mark);
-            conn.execute_batch("ROLLBACK TO write; RELEASE write")?;
-            Err(e)
+            Err((completions, e.to_string()))
         }
     }
 }
