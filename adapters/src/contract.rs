@@ -20,6 +20,24 @@ pub struct Outbound {
     pub status_callback: Option<String>,
     /// How long the message may still wait at the provider before it is pointless.
     pub remaining_ttl: Option<Duration>,
+    /// The provider's id of the message this one replies to (quotes).
+    pub reply_to: Option<String>,
+    /// A channel-specific message tag (Messenger `HUMAN_AGENT`).
+    pub tag: Option<String>,
+}
+
+impl Outbound {
+    pub fn new(message_id: impl Into<String>, to: impl Into<String>, content: Content) -> Self {
+        Outbound {
+            message_id: message_id.into(),
+            to: to.into(),
+            content,
+            status_callback: None,
+            remaining_ttl: None,
+            reply_to: None,
+            tag: None,
+        }
+    }
 }
 
 /// The provider took the message.
@@ -81,6 +99,12 @@ pub trait Sender: Send + Sync {
     fn route(&self) -> &str;
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure>;
+
+    /// How long after the person's last message this content may still be sent (Meta's
+    /// customer-service windows); `None`: at any time.
+    fn service_window(&self, _content: &Content, _tag: Option<&str>) -> Option<Duration> {
+        None
+    }
 }
 
 /// A provider's HTTP request to the gateway, as received.
@@ -107,6 +131,13 @@ impl WebhookRequest {
 pub enum WebhookEvent {
     Status(StatusReport),
     Inbound(InboundMessage),
+    /// Every message we sent to `peer` up to `up_to_ms` reached `status` (Messenger's
+    /// delivery and read watermarks).
+    Watermark {
+        peer: String,
+        status: MessageStatus,
+        up_to_ms: i64,
+    },
 }
 
 /// A receipt for a message we sent.
@@ -125,6 +156,8 @@ pub struct InboundMessage {
     pub from: String,
     pub to: String,
     pub content: Content,
+    /// The provider's id of the message this one replies to.
+    pub reply_to: Option<String>,
 }
 
 /// The body the provider expects back on success.
@@ -146,10 +179,21 @@ pub enum WebhookError {
     UnknownHook(String),
 }
 
+/// A verified webhook, in canonical terms.
+#[derive(Debug)]
+pub struct Parsed {
+    pub events: Vec<WebhookEvent>,
+    pub ack: WebhookAck,
+    /// Parts skipped as unknown or malformed; the rest of the batch still counts.
+    pub ignored: usize,
+}
+
 /// Verifies and parses one provider account's webhooks.
 pub trait WebhookHandler: Send + Sync {
-    fn handle(
-        &self,
-        request: &WebhookRequest,
-    ) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError>;
+    fn handle(&self, request: &WebhookRequest) -> Result<Parsed, WebhookError>;
+
+    /// Answers a subscription handshake (a GET with a query string) with the body to echo.
+    fn verify_subscription(&self, _hook: &str, _query: &str) -> Result<String, WebhookError> {
+        Err(WebhookError::UnknownHook("subscription handshake".into()))
+    }
 }

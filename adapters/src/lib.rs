@@ -11,17 +11,24 @@
 //! - [`contract`]: the traits an adapter implements, split by role (send, webhook).
 //! - [`http`]: the shared outbound HTTP client (rustls) and Retry-After parsing.
 //! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
+//! - [`meta`]: WhatsApp, Messenger and Instagram over the Graph API, with its sandbox.
 
 pub mod contract;
 pub mod model;
 
-#[cfg(feature = "twilio")]
+#[cfg(any(feature = "twilio", feature = "meta"))]
 pub mod http;
+#[cfg(feature = "meta")]
+pub mod meta;
 #[cfg(feature = "twilio")]
 pub mod twilio;
 
 pub use contract::{
-    Accepted, FailureClass, InboundMessage, Outbound, SendFailure, Sender, StatusReport,
+    Accepted, FailureClass, InboundMessage, Outbound, Parsed, SendFailure, Sender, StatusReport,
     WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
 };
-pub use model::{Channel, Content, ErrorCode, Media, MessageStatus, ProviderError, Text};
+pub use model::{
+    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media,
+    MediaKind, MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent,
+    TemplateParameter, Text,
+};

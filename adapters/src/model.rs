@@ -33,13 +33,31 @@ impl std::fmt::Display for Channel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Text {
     pub body: String,
+    /// Ask the channel to render a preview of the first link (WhatsApp `preview_url`).
+    #[serde(default)]
+    pub preview_url: bool,
+}
+
+/// What a media item is; `Auto` lets the adapter infer it from the MIME type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    #[default]
+    Auto,
+    Image,
+    Audio,
+    Video,
+    Document,
+    Sticker,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Media {
+    /// Where the provider fetches it; empty when only `provider_media_id` is known.
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub mime_type: String,
@@ -48,19 +66,158 @@ pub struct Media {
     /// Further items where the channel carries several in one message (MMS: ten in all).
     #[serde(default)]
     pub extra_urls: Vec<String>,
+    #[serde(default)]
+    pub kind: MediaKind,
+    /// Shown for documents.
+    #[serde(default)]
+    pub filename: String,
+    /// A provider's own media id (WhatsApp uploads, inbound media).
+    #[serde(default)]
+    pub provider_media_id: String,
 }
 
 impl Media {
     pub fn urls(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.url.as_str()).chain(self.extra_urls.iter().map(String::as_str))
+        std::iter::once(self.url.as_str())
+            .filter(|u| !u.is_empty())
+            .chain(self.extra_urls.iter().map(String::as_str))
     }
+
+    /// The kind, inferred from the MIME type when `Auto`.
+    pub fn resolved_kind(&self) -> MediaKind {
+        if self.kind != MediaKind::Auto {
+            return self.kind;
+        }
+        match self.mime_type.split('/').next().unwrap_or_default() {
+            "image" if self.mime_type == "image/webp" => MediaKind::Sticker,
+            "image" => MediaKind::Image,
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            _ => MediaKind::Document,
+        }
+    }
+}
+
+/// A pre-approved template (WhatsApp), the one kind allowed outside the service window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: String,
+    /// A language and locale code, `en_US`.
+    pub language: String,
+    #[serde(default)]
+    pub components: Vec<TemplateComponent>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateComponent {
+    /// `header`, `body` or `button`.
+    pub kind: String,
+    /// For buttons: `quick_reply` or `url`.
+    #[serde(default)]
+    pub sub_type: String,
+    /// For buttons: the button's position.
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub parameters: Vec<TemplateParameter>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum TemplateParameter {
+    Text(String),
+    /// A quick-reply button's payload.
+    Payload(String),
+    Image {
+        url: String,
+    },
+    Video {
+        url: String,
+    },
+    Document {
+        url: String,
+        filename: String,
+    },
+    Currency {
+        fallback: String,
+        code: String,
+        amount_1000: i64,
+    },
+    DateTime {
+        fallback: String,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interactive {
+    #[serde(default)]
+    pub header: String,
+    pub body: String,
+    #[serde(default)]
+    pub footer: String,
+    pub action: InteractiveAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractiveAction {
+    /// Up to three reply buttons.
+    Buttons(Vec<Choice>),
+    /// A menu opened by `button`, with titled sections of rows.
+    List { button: String, sections: Vec<Section> },
+    /// Chips under the message (Messenger, Instagram); `Choice.id` is the payload.
+    QuickReplies(Vec<Choice>),
+}
+
+impl Default for InteractiveAction {
+    fn default() -> Self {
+        InteractiveAction::Buttons(Vec::new())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub title: String,
+    pub rows: Vec<Choice>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    /// The provider's id of the message reacted to.
+    pub provider_message_id: String,
+    /// Empty removes a reaction.
+    pub emoji: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Content {
     Text(Text),
     Media(Media),
+    Template(Template),
+    Interactive(Interactive),
+    Location(Location),
+    Reaction(Reaction),
+    /// A person's answer to buttons, a list or quick replies (inbound).
+    Choice(Choice),
 }
 
 impl Content {
@@ -69,8 +226,25 @@ impl Content {
         match self {
             Content::Text(_) => "text",
             Content::Media(_) => "media",
+            Content::Template(_) => "template",
+            Content::Interactive(_) => "interactive",
+            Content::Location(_) => "location",
+            Content::Reaction(_) => "reaction",
+            Content::Choice(_) => "choice",
         }
     }
+
+    pub fn text(body: impl Into<String>) -> Content {
+        Content::Text(Text { body: body.into(), preview_url: false })
+    }
+}
+
+/// An error for content a channel cannot carry, naming both.
+pub fn unsupported(content: &Content, channel: Channel) -> ProviderError {
+    ProviderError::gateway(
+        ErrorCode::InvalidContent,
+        format!("{} content cannot be sent on {channel}", content.kind()),
+    )
 }
 
 /// Where a message is in its life. Statuses only move forward; see [`MessageStatus::can_advance_to`].

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::contract::{Accepted, Outbound, SendFailure, Sender};
-use crate::model::{Content, ErrorCode, ProviderError};
+use crate::model::{Channel, Content, ErrorCode, ProviderError, unsupported};
 
 use super::config::{TwilioAccount, TwilioSenderId};
 use super::wire::{self, MessageResource};
@@ -58,8 +58,14 @@ impl TwilioSender {
                 if !media.caption.is_empty() {
                     form.push(("Body", media.caption.clone()));
                 }
+                if urls.is_empty() {
+                    return Err(invalid(
+                        "MMS needs a media URL; Twilio cannot send by media id".into(),
+                    ));
+                }
                 form.extend(urls.into_iter().map(|u| ("MediaUrl", u.to_string())));
             }
+            other => return Err(SendFailure::permanent(unsupported(other, Channel::Sms))),
         }
         if let Some(url) = &message.status_callback {
             form.push(("StatusCallback", url.clone()));

@@ -13,7 +13,7 @@ use super::sandbox::{self, Fault, Rule, SandboxConfig};
 use super::tests_spec::{resolve, spec};
 use super::wire::MessageResource;
 use crate::contract::{FailureClass, Outbound, Sender};
-use crate::model::{Content, ErrorCode, Media, Text};
+use crate::model::{Content, ErrorCode, Media};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/{AccountSid}/Messages.json";
@@ -42,11 +42,9 @@ fn sender(api_base: String, sender: TwilioSenderId) -> TwilioSender {
 
 fn outbound(to: &str, content: Content) -> Outbound {
     Outbound {
-        message_id: "msg_1".into(),
-        to: to.into(),
-        content,
         status_callback: Some("http://127.0.0.1:9/webhooks/twilio/sms/status".into()),
         remaining_ttl: Some(Duration::from_secs(90_000)),
+        ..Outbound::new("msg_1", to, content)
     }
 }
 
@@ -104,14 +102,13 @@ async fn every_field_we_send_is_a_documented_request_field() {
     let from = sender(sb.api_base(), TwilioSenderId::From("+15005550006".into()));
     let service =
         sender(sb.api_base(), TwilioSenderId::MessagingService(format!("MG{}", "a".repeat(32))));
-    from.send(&outbound("+14155550100", Content::Text(Text { body: "hi".into() })))
-        .await
-        .expect("text");
+    from.send(&outbound("+14155550100", Content::text("hi"))).await.expect("text");
     let media = Media {
         url: "https://e.com/a.png".into(),
         mime_type: "image/png".into(),
         caption: "c".into(),
         extra_urls: vec!["https://e.com/b.png".into()],
+        ..Media::default()
     };
     service.send(&outbound("+14155550101", Content::Media(media))).await.expect("mms");
     let sent = sb.sent();
@@ -200,7 +197,7 @@ async fn sandbox_errors_have_twilios_shape_and_classify() {
     assert_eq!(body["status"], 401);
 
     let s = sender(sb.api_base(), TwilioSenderId::From("+15005550006".into()));
-    let text = || Content::Text(Text { body: "x".into() });
+    let text = || Content::text("x");
     let opted_out = s.send(&outbound("+14155550200", text())).await.expect_err("21610");
     assert_eq!(
         (opted_out.class, opted_out.error.code),
@@ -216,8 +213,7 @@ async fn sandbox_errors_have_twilios_shape_and_classify() {
         (invalid.error.code, invalid.error.provider_code.as_str()),
         (ErrorCode::InvalidRecipient, "21211")
     );
-    let too_long =
-        s.send(&outbound("+14155550100", Content::Text(Text { body: "x".repeat(1601) }))).await;
+    let too_long = s.send(&outbound("+14155550100", Content::text("x".repeat(1601)))).await;
     assert_eq!(
         too_long.expect_err("1601 chars").error.code,
         ErrorCode::InvalidContent,

@@ -5,10 +5,10 @@
 use bytes::Bytes;
 
 use crate::contract::{
-    InboundMessage, StatusReport, WebhookAck, WebhookError, WebhookEvent, WebhookHandler,
+    InboundMessage, Parsed, StatusReport, WebhookAck, WebhookError, WebhookEvent, WebhookHandler,
     WebhookRequest,
 };
-use crate::model::{Content, Media, Text};
+use crate::model::{Content, Media};
 
 use super::{errors, signature, wire};
 
@@ -26,10 +26,7 @@ impl TwilioWebhooks {
 }
 
 impl WebhookHandler for TwilioWebhooks {
-    fn handle(
-        &self,
-        request: &WebhookRequest,
-    ) -> Result<(Vec<WebhookEvent>, WebhookAck), WebhookError> {
+    fn handle(&self, request: &WebhookRequest) -> Result<Parsed, WebhookError> {
         let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body)
             .map_err(|e| WebhookError::Malformed(format!("form body: {e}")))?;
         let signature = request
@@ -47,7 +44,7 @@ impl WebhookHandler for TwilioWebhooks {
             content_type: "text/xml",
             body: Bytes::from_static(EMPTY_TWIML.as_bytes()),
         };
-        Ok((vec![event], ack))
+        Ok(Parsed { events: vec![event], ack, ignored: 0 })
     }
 }
 
@@ -88,7 +85,7 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
         .parse()
         .map_err(|_| WebhookError::Malformed("NumMedia is not a number".into()))?;
     let content = if num_media == 0 {
-        Content::Text(Text { body: body.to_string() })
+        Content::text(body)
     } else {
         let mut urls = (0..num_media.min(wire::MAX_MEDIA_URLS))
             .filter_map(|i| param(params, &format!("MediaUrl{i}")).map(str::to_string));
@@ -100,6 +97,7 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
             mime_type: param(params, "MediaContentType0").unwrap_or_default().to_string(),
             caption: body.to_string(),
             extra_urls: urls.collect(),
+            ..Media::default()
         })
     };
     Ok(InboundMessage {
@@ -107,6 +105,7 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
         from: from.to_string(),
         to: to.to_string(),
         content,
+        reply_to: None,
     })
 }
 
@@ -144,7 +143,7 @@ mod tests {
             ],
             "tok",
         );
-        let (events, ack) = h.handle(&req).expect("valid");
+        let Parsed { events, ack, .. } = h.handle(&req).expect("valid");
         let WebhookEvent::Status(s) = &events[0] else { panic!("not a status") };
         assert_eq!(s.status, MessageStatus::Failed);
         let e = s.error.as_ref().expect("error");
@@ -179,7 +178,7 @@ mod tests {
             ],
             "tok",
         );
-        let (events, _) = h.handle(&req).expect("valid");
+        let events = h.handle(&req).expect("valid").events;
         let WebhookEvent::Inbound(m) = &events[0] else { panic!("not inbound") };
         let Content::Media(media) = &m.content else { panic!("not media") };
         assert_eq!(media.urls().collect::<Vec<_>>(), ["https://a/1", "https://a/2"]);

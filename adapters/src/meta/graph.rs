@@ -1,0 +1,102 @@
+//! The Graph API client the three Meta channels share: JSON over HTTPS with a Bearer token,
+//! and Meta's error object and usage headers read the same way for all.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::contract::SendFailure;
+use crate::model::{ErrorCode, ProviderError};
+
+use super::PROVIDER;
+use super::config::MetaAccount;
+use super::errors::{self, GraphError};
+
+pub struct GraphClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl GraphClient {
+    pub fn new(account: &MetaAccount) -> Self {
+        GraphClient {
+            base: format!("{}/{}", account.api_base.trim_end_matches('/'), account.version),
+            token: account.access_token.clone(),
+            http: crate::http::client(account.request_timeout),
+        }
+    }
+
+    /// POSTs `body` to `/{version}/{path}`; answers the JSON of a 2xx, or the classified error.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, SendFailure> {
+        let response = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = crate::http::retry_after(response.headers())
+            .or_else(|| usage_backoff(response.headers()));
+        let bytes = response.bytes().await.map_err(|e| transport(&e))?;
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if (200..300).contains(&status) {
+            return json.ok_or_else(|| {
+                SendFailure::permanent(ProviderError {
+                    code: ErrorCode::Rejected,
+                    message: "unreadable Graph answer; the message may have been sent".into(),
+                    provider: PROVIDER.into(),
+                    provider_code: status.to_string(),
+                    retryable: false,
+                })
+            });
+        }
+        let error = json.as_ref().map(error_object).unwrap_or_else(|| GraphError {
+            code: 0,
+            subcode: None,
+            message: format!("HTTP {status} from the Graph API"),
+            is_transient: false,
+        });
+        Err(errors::classify(status, &error, retry_after))
+    }
+}
+
+/// Reads `{"error": {"message", "type", "code", "error_subcode", "is_transient", ...}}`.
+pub fn error_object(body: &Value) -> GraphError {
+    let e = &body["error"];
+    GraphError {
+        code: e["code"].as_i64().unwrap_or(0),
+        subcode: e["error_subcode"].as_i64(),
+        message: e["message"].as_str().unwrap_or("Graph API error").to_string(),
+        is_transient: e["is_transient"].as_bool().unwrap_or(false),
+    }
+}
+
+/// `X-Business-Use-Case-Usage`: `{"<id>": [{"estimated_time_to_regain_access": minutes}]}`.
+fn usage_backoff(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let raw = headers.get("x-business-use-case-usage")?.to_str().ok()?;
+    let usage: Value = serde_json::from_str(raw).ok()?;
+    let minutes = usage
+        .as_object()?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|u| u["estimated_time_to_regain_access"].as_u64())
+        .max()?;
+    (minutes > 0).then(|| Duration::from_secs(minutes * 60))
+}
+
+fn transport(err: &reqwest::Error) -> SendFailure {
+    SendFailure::retryable(
+        ProviderError {
+            code: ErrorCode::ProviderUnavailable,
+            message: format!("Graph API unreachable: {err}"),
+            provider: PROVIDER.into(),
+            provider_code: String::new(),
+            retryable: true,
+        },
+        None,
+    )
+}

@@ -1,0 +1,249 @@
+//! The Messenger Platform Send API and webhooks, which Instagram messaging shares:
+//! `{"recipient": {"id"}, "messaging_type", "tag", "message": {...}}` out, and `messaging`
+//! events (messages, delivery and read receipts, reactions) in.
+
+use serde_json::{Value, json};
+
+use crate::contract::{InboundMessage, StatusReport, WebhookEvent};
+use crate::model::{
+    Channel, Choice, Content, ErrorCode, InteractiveAction, Media, MediaKind, MessageStatus,
+    ProviderError, Reaction, Text, unsupported,
+};
+
+pub const MAX_QUICK_REPLIES: usize = 13;
+pub const MAX_QUICK_REPLY_TITLE: usize = 20;
+/// Messenger text; Instagram counts 1000 bytes of UTF-8.
+pub const MAX_MESSENGER_TEXT: usize = 2000;
+pub const MAX_INSTAGRAM_TEXT_BYTES: usize = 1000;
+
+fn invalid(message: String) -> ProviderError {
+    ProviderError::gateway(ErrorCode::InvalidContent, message)
+}
+
+/// The Send API body. `tag` sends as MESSAGE_TAG (e.g. HUMAN_AGENT), else as a RESPONSE.
+pub fn encode(
+    channel: Channel,
+    to: &str,
+    content: &Content,
+    tag: Option<&str>,
+) -> Result<Value, ProviderError> {
+    let mut body = json!({ "recipient": { "id": to } });
+    match tag {
+        Some(tag) => {
+            body["messaging_type"] = json!("MESSAGE_TAG");
+            body["tag"] = json!(tag);
+        }
+        None => body["messaging_type"] = json!("RESPONSE"),
+    }
+    let message = match content {
+        Content::Text(t) => {
+            check_text(channel, &t.body)?;
+            json!({ "text": t.body })
+        }
+        Content::Media(m) => {
+            if !m.caption.is_empty() {
+                return Err(invalid(format!(
+                    "{channel} attachments carry no caption; send the text separately"
+                )));
+            }
+            if !m.extra_urls.is_empty() || m.url.is_empty() {
+                return Err(invalid(format!(
+                    "{channel} sends exactly one attachment URL per message"
+                )));
+            }
+            let kind = match m.resolved_kind() {
+                MediaKind::Image | MediaKind::Auto => "image",
+                MediaKind::Audio => "audio",
+                MediaKind::Video => "video",
+                MediaKind::Document => "file",
+                MediaKind::Sticker => {
+                    return Err(invalid(format!("stickers cannot be sent on {channel}")));
+                }
+            };
+            json!({ "attachment": { "type": kind, "payload": { "url": m.url, "is_reusable": true } } })
+        }
+        // Buttons render as quick replies: both ask for one tap that comes back as a payload.
+        Content::Interactive(i) => {
+            let choices = match &i.action {
+                InteractiveAction::QuickReplies(c) | InteractiveAction::Buttons(c) => c,
+                InteractiveAction::List { .. } => {
+                    return Err(invalid(format!("list menus cannot be sent on {channel}")));
+                }
+            };
+            if !i.header.is_empty() || !i.footer.is_empty() {
+                return Err(invalid(format!("{channel} quick replies carry no header or footer")));
+            }
+            if choices.is_empty() || choices.len() > MAX_QUICK_REPLIES {
+                return Err(invalid(format!(
+                    "{channel} takes 1 to {MAX_QUICK_REPLIES} quick replies"
+                )));
+            }
+            if let Some(c) =
+                choices.iter().find(|c| c.title.chars().count() > MAX_QUICK_REPLY_TITLE)
+            {
+                return Err(invalid(format!(
+                    "quick reply title {:?} is over {MAX_QUICK_REPLY_TITLE} characters",
+                    c.title
+                )));
+            }
+            check_text(channel, &i.body)?;
+            let replies: Vec<Value> = choices
+                .iter()
+                .map(|c| json!({ "content_type": "text", "title": c.title, "payload": c.id }))
+                .collect();
+            json!({ "text": i.body, "quick_replies": replies })
+        }
+        Content::Reaction(r) if channel == Channel::Instagram => {
+            // Instagram reacts with a sender action; "love" is the reaction it documents.
+            let reaction = if r.emoji.is_empty() { "unreact" } else { "react" };
+            body["sender_action"] = json!(reaction);
+            body["payload"] = json!({ "message_id": r.provider_message_id, "reaction": "love" });
+            if let Some(o) = body.as_object_mut() {
+                o.remove("messaging_type");
+                o.remove("tag");
+            }
+            if !r.emoji.is_empty() && r.emoji != "\u{2764}\u{fe0f}" && r.emoji != "\u{2764}" {
+                return Err(invalid(
+                    "Instagram reactions are hearts (\u{2764}\u{fe0f}) only".into(),
+                ));
+            }
+            return Ok(body);
+        }
+        _ => return Err(unsupported(content, channel)),
+    };
+    body["message"] = message;
+    Ok(body)
+}
+
+fn check_text(channel: Channel, text: &str) -> Result<(), ProviderError> {
+    let too_long = match channel {
+        Channel::Instagram => text.len() > MAX_INSTAGRAM_TEXT_BYTES,
+        _ => text.chars().count() > MAX_MESSENGER_TEXT,
+    };
+    if too_long {
+        return Err(invalid(format!("text is too long for {channel}")));
+    }
+    Ok(())
+}
+
+/// The message id in a send's answer: `{"recipient_id", "message_id"}`.
+pub fn sent_id(answer: &Value) -> Option<String> {
+    answer["message_id"].as_str().map(str::to_string)
+}
+
+/// One `entry[].messaging[]` event. Answers how many parts were skipped.
+pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
+    let Some(sender) = e["sender"]["id"].as_str() else { return 1 };
+    let recipient = e["recipient"]["id"].as_str().unwrap_or_default();
+    if let Some(m) = e.get("message") {
+        // Echoes of what we sent.
+        if m["is_echo"].as_bool().unwrap_or(false) {
+            return 0;
+        }
+        return match parse_message(m, sender, recipient) {
+            Some(inbound) => {
+                events.push(WebhookEvent::Inbound(inbound));
+                0
+            }
+            None => 1,
+        };
+    }
+    if let Some(d) = e.get("delivery") {
+        for mid in d["mids"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            events.push(status(mid, MessageStatus::Delivered, "delivered"));
+        }
+        if let Some(watermark) = d["watermark"].as_i64() {
+            events.push(WebhookEvent::Watermark {
+                peer: sender.to_string(),
+                status: MessageStatus::Delivered,
+                up_to_ms: watermark,
+            });
+        }
+        return 0;
+    }
+    if let Some(r) = e.get("read") {
+        // Instagram names the message read; Messenger gives a watermark.
+        if let Some(mid) = r["mid"].as_str() {
+            events.push(status(mid, MessageStatus::Read, "read"));
+            return 0;
+        }
+        return match r["watermark"].as_i64() {
+            Some(w) => {
+                events.push(WebhookEvent::Watermark {
+                    peer: sender.to_string(),
+                    status: MessageStatus::Read,
+                    up_to_ms: w,
+                });
+                0
+            }
+            None => 1,
+        };
+    }
+    if let Some(r) = e.get("reaction") {
+        let (Some(mid), Some(ts)) = (r["mid"].as_str(), e["timestamp"].as_i64()) else { return 1 };
+        let emoji = match r["action"].as_str() {
+            Some("unreact") => String::new(),
+            _ => r["emoji"].as_str().unwrap_or("\u{2764}\u{fe0f}").to_string(),
+        };
+        events.push(WebhookEvent::Inbound(InboundMessage {
+            // A reaction has no id of its own: the reacted message, the person and the time.
+            provider_message_id: format!("{mid}:reaction:{sender}:{ts}"),
+            from: sender.to_string(),
+            to: recipient.to_string(),
+            content: Content::Reaction(Reaction { provider_message_id: mid.to_string(), emoji }),
+            reply_to: None,
+        }));
+        return 0;
+    }
+    1
+}
+
+fn status(mid: &str, status: MessageStatus, word: &str) -> WebhookEvent {
+    WebhookEvent::Status(StatusReport {
+        provider_message_id: mid.to_string(),
+        status,
+        provider_status: word.to_string(),
+        error: None,
+    })
+}
+
+fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMessage> {
+    let mid = m["mid"].as_str()?;
+    let content = if let Some(payload) = m["quick_reply"]["payload"].as_str() {
+        Content::Choice(Choice {
+            id: payload.to_string(),
+            title: m["text"].as_str().unwrap_or_default().to_string(),
+            description: String::new(),
+        })
+    } else if let Some(text) = m["text"].as_str() {
+        Content::Text(Text { body: text.to_string(), preview_url: false })
+    } else {
+        let a = m["attachments"].as_array()?.first()?;
+        let kind = match a["type"].as_str()? {
+            "image" => MediaKind::Image,
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            "file" => MediaKind::Document,
+            _ => return None,
+        };
+        let extra_urls = m["attachments"]
+            .as_array()?
+            .iter()
+            .skip(1)
+            .filter_map(|a| a["payload"]["url"].as_str().map(str::to_string))
+            .collect();
+        Content::Media(Media {
+            url: a["payload"]["url"].as_str()?.to_string(),
+            kind,
+            extra_urls,
+            ..Media::default()
+        })
+    };
+    Some(InboundMessage {
+        provider_message_id: mid.to_string(),
+        from: sender.to_string(),
+        to: recipient.to_string(),
+        content,
+        reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
+    })
+}

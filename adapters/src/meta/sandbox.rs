@@ -1,0 +1,461 @@
+//! A local Graph API for WhatsApp, Messenger and Instagram: it authenticates the Bearer
+//! token, validates send bodies as Meta does, answers with real-shaped ids and Graph error
+//! objects, and posts signed webhooks (statuses, receipts, inbound messages) to the URL
+//! registered for each phone number, Page or Instagram account. Rules keyed by a recipient
+//! prefix inject throughput errors, server errors, slow answers, rejections and failed
+//! deliveries.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::signature;
+use crate::model::Channel;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    #[serde(default = "loopback_any")]
+    pub addr: SocketAddr,
+    /// The Bearer token every send must carry.
+    pub access_token: String,
+    /// Signs the webhooks the sandbox posts.
+    pub app_secret: String,
+    #[serde(default = "default_callback_delay_ms")]
+    pub callback_delay_ms: u64,
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Faults by recipient prefix (`to` digits for WhatsApp, `recipient.id` otherwise).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn default_callback_delay_ms() -> u64 {
+    50
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub to_prefix: String,
+    pub fault: Fault,
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Fault {
+    /// HTTP 400 with a Graph error object of this code (130429 throughput, 131056 pair
+    /// rate, 131048 spam rate, 4 application limit, 131047 window, 190 token...).
+    Error {
+        code: i64,
+        subcode: Option<i64>,
+        http_status: Option<u16>,
+    },
+    /// HTTP 500 with code 2 (service temporarily unavailable).
+    ServerError,
+    Slow {
+        delay_ms: u64,
+    },
+    /// Accept, then report `failed` with this code (WhatsApp statuses).
+    Failed {
+        code: i64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordedSend {
+    pub endpoint_id: String,
+    pub body: Value,
+    pub id: String,
+    pub at: Instant,
+}
+
+struct Endpoint {
+    channel: Channel,
+    webhook_url: String,
+}
+
+struct Sandbox {
+    config: SandboxConfig,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    rule_hits: Vec<AtomicU32>,
+    sent: Mutex<Vec<RecordedSend>>,
+    requests: AtomicU64,
+    next_id: AtomicU64,
+    http: reqwest::Client,
+}
+
+#[derive(Clone)]
+pub struct SandboxHandle {
+    pub addr: SocketAddr,
+    inner: Arc<Sandbox>,
+}
+
+pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+    let inner = Arc::new(Sandbox {
+        rule_hits: config.rules.iter().map(|_| AtomicU32::new(0)).collect(),
+        config,
+        endpoints: Mutex::new(HashMap::new()),
+        sent: Mutex::new(Vec::new()),
+        requests: AtomicU64::new(0),
+        next_id: AtomicU64::new(1),
+        http: crate::http::client(Duration::from_secs(15)),
+    });
+    let app =
+        Router::new().route("/{version}/{endpoint}/messages", post(send)).with_state(inner.clone());
+    let listener = tokio::net::TcpListener::bind(inner.config.addr).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "Meta sandbox stopped");
+        }
+    });
+    Ok(SandboxHandle { addr, inner })
+}
+
+impl SandboxHandle {
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Tells the sandbox where an endpoint's webhooks go (the app's callback URL).
+    pub fn register(&self, endpoint_id: &str, channel: Channel, webhook_url: &str) {
+        if let Ok(mut e) = self.inner.endpoints.lock() {
+            e.insert(
+                endpoint_id.to_string(),
+                Endpoint { channel, webhook_url: webhook_url.to_string() },
+            );
+        }
+    }
+
+    pub fn sent(&self) -> Vec<RecordedSend> {
+        self.inner.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Posts `body` to the endpoint's webhook URL, signed; answers the HTTP status.
+    pub async fn post_webhook(&self, endpoint_id: &str, body: &Value) -> reqwest::Result<u16> {
+        let url = self.inner.webhook_url(endpoint_id).unwrap_or_default();
+        self.inner.post_signed(&url, body).await
+    }
+
+    /// A person writes to a WhatsApp number: `message` is the `messages[]` item.
+    pub async fn whatsapp_inbound(
+        &self,
+        phone_number_id: &str,
+        message: Value,
+    ) -> reqwest::Result<u16> {
+        let profile = message["from"].as_str().unwrap_or_default().to_string();
+        let body = whatsapp_envelope(
+            phone_number_id,
+            json!({
+                "contacts": [{ "profile": { "name": "Sandbox User" }, "wa_id": profile }],
+                "messages": [message],
+            }),
+        );
+        self.post_webhook(phone_number_id, &body).await
+    }
+
+    /// A person writes on Messenger (`object` "page") or Instagram ("instagram").
+    pub async fn messaging_inbound(
+        &self,
+        endpoint_id: &str,
+        sender: &str,
+        message: Value,
+    ) -> reqwest::Result<u16> {
+        let object = match self.inner.channel(endpoint_id) {
+            Some(Channel::Instagram) => "instagram",
+            _ => "page",
+        };
+        let body = messaging_envelope(
+            object,
+            endpoint_id,
+            json!({
+                "sender": { "id": sender },
+                "recipient": { "id": endpoint_id },
+                "timestamp": now_ms(),
+                "message": message,
+            }),
+        );
+        self.post_webhook(endpoint_id, &body).await
+    }
+
+    pub fn new_id(&self, channel: Channel) -> String {
+        self.inner.new_id(channel)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn whatsapp_envelope(phone_number_id: &str, value: Value) -> Value {
+    let mut value = value;
+    value["messaging_product"] = json!("whatsapp");
+    value["metadata"] =
+        json!({ "display_phone_number": "15550001234", "phone_number_id": phone_number_id });
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": value }] }]
+    })
+}
+
+pub fn messaging_envelope(object: &str, endpoint_id: &str, event: Value) -> Value {
+    json!({ "object": object, "entry": [{ "id": endpoint_id, "time": now_ms(), "messaging": [event] }] })
+}
+
+impl Sandbox {
+    fn new_id(&self, channel: Channel) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match channel {
+            // Shaped like Meta's: base64 of an opaque blob after a fixed prefix.
+            Channel::Whatsapp => format!("wamid.HBgLMTU1NTAwMDEyMzQVAgARGBI{n:020X}AA=="),
+            _ => format!("m_sandbox{n:016x}{}", now_ms()),
+        }
+    }
+
+    fn webhook_url(&self, endpoint_id: &str) -> Option<String> {
+        self.endpoints.lock().ok()?.get(endpoint_id).map(|e| e.webhook_url.clone())
+    }
+
+    fn channel(&self, endpoint_id: &str) -> Option<Channel> {
+        self.endpoints.lock().ok()?.get(endpoint_id).map(|e| e.channel)
+    }
+
+    fn fault_for(&self, to: &str) -> Option<&Fault> {
+        self.config.rules.iter().zip(&self.rule_hits).find_map(|(rule, hits)| {
+            if !to.starts_with(&rule.to_prefix) {
+                return None;
+            }
+            let n = hits.fetch_add(1, Ordering::Relaxed);
+            rule.times.is_none_or(|t| n < t).then_some(&rule.fault)
+        })
+    }
+
+    async fn post_signed(&self, url: &str, body: &Value) -> reqwest::Result<u16> {
+        let raw = serde_json::to_vec(body).unwrap_or_default();
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature::sign(&self.config.app_secret, &raw))
+            .body(raw)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Posts the receipts a real delivery would produce.
+    async fn report(
+        self: Arc<Self>,
+        endpoint_id: String,
+        channel: Channel,
+        recipient: String,
+        id: String,
+        failed: Option<i64>,
+    ) {
+        let Some(url) = self.webhook_url(&endpoint_id) else { return };
+        let pause = Duration::from_millis(self.config.callback_delay_ms);
+        let bodies: Vec<Value> = match channel {
+            Channel::Whatsapp => {
+                let statuses: Vec<Value> = match failed {
+                    Some(code) => vec![json!({
+                        "id": id, "status": "failed", "timestamp": (now_ms() / 1000).to_string(), "recipient_id": recipient,
+                        "errors": [{ "code": code, "title": "Message failed to send", "message": "Message failed to send",
+                                     "error_data": { "details": "sandbox rule" } }]
+                    })],
+                    None => ["sent", "delivered", "read"]
+                        .iter()
+                        .map(|s| json!({ "id": id, "status": s, "timestamp": (now_ms() / 1000).to_string(), "recipient_id": recipient }))
+                        .collect(),
+                };
+                statuses
+                    .into_iter()
+                    .map(|s| whatsapp_envelope(&endpoint_id, json!({ "statuses": [s] })))
+                    .collect()
+            }
+            Channel::Messenger => vec![
+                messaging_envelope(
+                    "page",
+                    &endpoint_id,
+                    json!({
+                        "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
+                        "delivery": { "mids": [id], "watermark": now_ms() }
+                    }),
+                ),
+                messaging_envelope(
+                    "page",
+                    &endpoint_id,
+                    json!({
+                        "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
+                        "read": { "watermark": now_ms() }
+                    }),
+                ),
+            ],
+            // Instagram has no delivery receipts, only "seen".
+            _ => vec![messaging_envelope(
+                "instagram",
+                &endpoint_id,
+                json!({
+                    "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
+                    "read": { "mid": id }
+                }),
+            )],
+        };
+        for body in bodies {
+            tokio::time::sleep(pause).await;
+            if let Err(e) = self.post_signed(&url, &body).await {
+                tracing::warn!(error = %e, "Meta sandbox webhook failed");
+            }
+        }
+    }
+}
+
+fn graph_error(status: StatusCode, code: i64, subcode: Option<i64>, message: &str) -> Response {
+    let mut error = json!({
+        "message": message,
+        "type": if code == 190 { "OAuthException" } else { "GraphMethodException" },
+        "code": code,
+        "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUv",
+    });
+    if let Some(sub) = subcode {
+        error["error_subcode"] = json!(sub);
+    }
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+/// What a real Graph API refuses, before any fault rule.
+fn validate(channel: Channel, body: &Value) -> Result<String, String> {
+    if channel == Channel::Whatsapp {
+        if body["messaging_product"] != "whatsapp" {
+            return Err("messaging_product must be whatsapp".into());
+        }
+        let to = body["to"].as_str().ok_or("to is required")?;
+        let kind = body["type"].as_str().unwrap_or("text");
+        let object = body.get(kind).ok_or_else(|| format!("the {kind} object is required"))?;
+        let ok = match kind {
+            "text" => object["body"].as_str().is_some_and(|b| !b.is_empty()),
+            "image" | "audio" | "video" | "document" | "sticker" => {
+                object.get("link").or(object.get("id")).is_some()
+            }
+            "template" => object["name"].is_string() && object["language"]["code"].is_string(),
+            "interactive" => object["body"]["text"].is_string() && object["action"].is_object(),
+            "location" => object["latitude"].is_number() && object["longitude"].is_number(),
+            "reaction" => object["message_id"].is_string(),
+            _ => false,
+        };
+        return if ok { Ok(to.to_string()) } else { Err(format!("invalid {kind} object")) };
+    }
+    let to = body["recipient"]["id"].as_str().ok_or("recipient.id is required")?;
+    let message = &body["message"];
+    let ok = body["sender_action"].is_string()
+        || message["text"].as_str().is_some_and(|t| !t.is_empty())
+        || message["attachment"]["payload"]["url"].is_string();
+    if !ok {
+        return Err("message needs text or an attachment".into());
+    }
+    if message["quick_replies"].as_array().is_some_and(|q| q.len() > 13) {
+        return Err("at most 13 quick replies".into());
+    }
+    Ok(to.to_string())
+}
+
+async fn send(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((_version, endpoint_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    sandbox.requests.fetch_add(1, Ordering::Relaxed);
+    let expected = format!("Bearer {}", sandbox.config.access_token);
+    if headers.get(header::AUTHORIZATION).is_none_or(|v| v.as_bytes() != expected.as_bytes()) {
+        return graph_error(StatusCode::UNAUTHORIZED, 190, None, "Invalid OAuth access token.");
+    }
+    let Some(channel) = sandbox.channel(&endpoint_id) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            Some(33),
+            "Unsupported post request. Object does not exist",
+        );
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return graph_error(StatusCode::BAD_REQUEST, 100, None, "Invalid JSON body");
+    };
+    let to = match validate(channel, &body) {
+        Ok(to) => to,
+        Err(reason) => {
+            return graph_error(StatusCode::BAD_REQUEST, 100, None, &format!("(#100) {reason}"));
+        }
+    };
+    if sandbox.config.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
+    }
+    let mut failed = None;
+    match sandbox.fault_for(&to) {
+        Some(Fault::Error { code, subcode, http_status }) => {
+            let status = http_status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            return graph_error(status, *code, *subcode, "Rejected by sandbox rule");
+        }
+        Some(Fault::ServerError) => {
+            return graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                2,
+                None,
+                "Service temporarily unavailable",
+            );
+        }
+        Some(Fault::Slow { delay_ms }) => {
+            tokio::time::sleep(Duration::from_millis(*delay_ms)).await
+        }
+        Some(Fault::Failed { code }) => failed = Some(*code),
+        None => {}
+    }
+    let id = sandbox.new_id(channel);
+    if let Ok(mut sent) = sandbox.sent.lock() {
+        sent.push(RecordedSend {
+            endpoint_id: endpoint_id.clone(),
+            body: body.clone(),
+            id: id.clone(),
+            at: Instant::now(),
+        });
+    }
+    let answer = match channel {
+        Channel::Whatsapp => json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{ "input": to, "wa_id": to.trim_start_matches('+') }],
+            "messages": [{ "id": id }],
+        }),
+        _ => json!({ "recipient_id": to, "message_id": id }),
+    };
+    // A sender action (a reaction) produces no receipts.
+    if body["sender_action"].is_null() {
+        tokio::spawn(sandbox.clone().report(endpoint_id, channel, to, id, failed));
+    }
+    (StatusCode::OK, axum::Json(answer)).into_response()
+}

@@ -1,0 +1,445 @@
+//! The Meta adapters against Meta's own material: send bodies compared with the request
+//! examples of Meta's WhatsApp OpenAPI (extracted to `spec/meta/whatsapp-send-examples.json`),
+//! webhooks parsed from payloads of the documented shape (shared/providers README).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::config::MetaAccount;
+use super::{MetaWebhooks, messenger, signature, whatsapp};
+use crate::contract::{WebhookError, WebhookEvent, WebhookHandler, WebhookRequest};
+use crate::model::*;
+
+const TO: &str = "{{Recipient-Phone-Number}}";
+
+fn examples() -> Value {
+    let raw = include_str!("../../spec/meta/whatsapp-send-examples.json");
+    serde_json::from_str::<Value>(raw).expect("fixture JSON")["examples"].clone()
+}
+
+/// Our body must equal Meta's example; Meta defaults `type` to text and `recipient_type`
+/// to individual, so an example that omits them still matches a body that states them.
+fn assert_matches(name: &str, ours: Value, example: &Value) {
+    let mut ours = ours;
+    for defaulted in ["type", "recipient_type"] {
+        if example.get(defaulted).is_none() {
+            ours.as_object_mut().expect("object").remove(defaulted);
+        }
+    }
+    assert_eq!(&ours, example, "{name}");
+}
+
+#[test]
+fn send_bodies_match_metas_request_examples() {
+    let ex = examples();
+    let media = |kind, url: &str, caption: &str| {
+        Content::Media(Media { url: url.into(), caption: caption.into(), kind, ..Media::default() })
+    };
+    let cases: Vec<(&str, Content, Option<&str>)> = vec![
+        ("Send Text Message", Content::text("text-message-content"), None),
+        (
+            "Send Text Message with Preview URL",
+            Content::Text(Text {
+                body: "Please visit https://youtu.be/hpltvTEiRrY.".into(),
+                preview_url: true,
+            }),
+            None,
+        ),
+        (
+            "Send Reply to Text Message",
+            Content::text("<TEXT_MSG_CONTENT>"),
+            Some("<MSGID_OF_PREV_MSG>"),
+        ),
+        ("Send Image Message by URL", media(MediaKind::Image, "http(s)://image-url", ""), None),
+        (
+            "Send Reply to Image Message by URL",
+            media(MediaKind::Image, "http(s)://image-url", ""),
+            Some("<MSGID_OF_PREV_MSG>"),
+        ),
+        (
+            "Send Image Message by ID",
+            Content::Media(Media {
+                provider_media_id: "<IMAGE_OBJECT_ID>".into(),
+                kind: MediaKind::Image,
+                ..Media::default()
+            }),
+            None,
+        ),
+        (
+            "Send Document Message by URL",
+            media(MediaKind::Document, "<http(s)://document-url>", "<DOCUMENT-CAPTION-TEXT>"),
+            None,
+        ),
+        (
+            "Send Sticker Message by URL",
+            media(MediaKind::Sticker, "<http(s)://sticker-url>", ""),
+            None,
+        ),
+        ("Send Audio Message by URL", media(MediaKind::Audio, "<http(s)://audio-url>", ""), None),
+        (
+            "Send Video Message by URL",
+            media(MediaKind::Video, "<http(s)://video-url>", "<VIDEO_CAPTION_TEXT>"),
+            None,
+        ),
+        (
+            "Send Location Message",
+            Content::Location(Location {
+                latitude: 37.758056,
+                longitude: -122.425332,
+                name: "META HQ".into(),
+                address: "1 Hacker Way, Menlo Park, CA 94025".into(),
+            }),
+            None,
+        ),
+        (
+            "Send Reply with Reaction Message",
+            Content::Reaction(Reaction {
+                provider_message_id: "wamid.HBgLM...".into(),
+                emoji: "\u{1F600}".into(),
+            }),
+            None,
+        ),
+        (
+            "Send List Message",
+            Content::Interactive(Interactive {
+                header: "<HEADER_TEXT>".into(),
+                body: "<BODY_TEXT>".into(),
+                footer: "<FOOTER_TEXT>".into(),
+                action: InteractiveAction::List {
+                    button: "<BUTTON_TEXT>".into(),
+                    sections: (1..=2)
+                        .map(|s| Section {
+                            title: format!("<LIST_SECTION_{s}_TITLE>"),
+                            rows: (1..=2)
+                                .map(|r| Choice {
+                                    id: format!("<LIST_SECTION_{s}_ROW_{r}_ID>"),
+                                    title: format!("<SECTION_{s}_ROW_{r}_TITLE>"),
+                                    description: format!("<SECTION_{s}_ROW_{r}_DESC>"),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                },
+            }),
+            None,
+        ),
+        (
+            "Send Reply Button",
+            Content::Interactive(Interactive {
+                body: "<BUTTON_TEXT>".into(),
+                action: InteractiveAction::Buttons(
+                    (1..=2)
+                        .map(|i| Choice {
+                            id: format!("<UNIQUE_BUTTON_ID_{i}>"),
+                            title: format!("<BUTTON_TITLE_{i}>"),
+                            ..Choice::default()
+                        })
+                        .collect(),
+                ),
+                ..Interactive::default()
+            }),
+            None,
+        ),
+    ];
+    for (name, content, reply_to) in cases {
+        let ours =
+            whatsapp::encode(TO, &content, reply_to).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_matches(name, ours, &ex[name]);
+    }
+}
+
+#[test]
+fn template_bodies_match_metas_example() {
+    let ex = examples();
+    let mut example = ex["Send Message Template Media"].clone();
+    // We send a date's fallback_value only; Meta's example also spells out its parts.
+    example["template"]["components"][1]["parameters"][2]["date_time"] =
+        json!({ "fallback_value": "February 25, 1977" });
+    let content = Content::Template(Template {
+        name: "template-name".into(),
+        language: "language-and-locale-code".into(),
+        components: vec![
+            TemplateComponent {
+                kind: "header".into(),
+                parameters: vec![TemplateParameter::Image {
+                    url: "http(s)://the-image-url".into(),
+                }],
+                ..TemplateComponent::default()
+            },
+            TemplateComponent {
+                kind: "body".into(),
+                parameters: vec![
+                    TemplateParameter::Text("text-string".into()),
+                    TemplateParameter::Currency {
+                        fallback: "$100.99".into(),
+                        code: "USD".into(),
+                        amount_1000: 100_990,
+                    },
+                    TemplateParameter::DateTime { fallback: "February 25, 1977".into() },
+                ],
+                ..TemplateComponent::default()
+            },
+        ],
+    });
+    assert_matches("template", whatsapp::encode(TO, &content, None).expect("template"), &example);
+}
+
+#[test]
+fn kinds_a_channel_cannot_carry_fail_with_kind_and_channel() {
+    let choice = Content::Choice(Choice::default());
+    let e = whatsapp::encode("+1", &choice, None).expect_err("choice is inbound only");
+    assert!(e.message.contains("choice") && e.message.contains("whatsapp"), "{}", e.message);
+    let template = Content::Template(Template::default());
+    let e = messenger::encode(Channel::Messenger, "1", &template, None).expect_err("no templates");
+    assert_eq!(e.code, ErrorCode::InvalidContent);
+    assert!(e.message.contains("template") && e.message.contains("messenger"), "{}", e.message);
+    let loc = Content::Location(Location::default());
+    assert!(
+        messenger::encode(Channel::Instagram, "1", &loc, None)
+            .expect_err("no location")
+            .message
+            .contains("instagram")
+    );
+    let four = Content::Interactive(Interactive {
+        body: "b".into(),
+        action: InteractiveAction::Buttons(
+            (0..4)
+                .map(|i| Choice { id: i.to_string(), title: "t".into(), ..Choice::default() })
+                .collect(),
+        ),
+        ..Interactive::default()
+    });
+    assert!(whatsapp::encode("+1", &four, None).is_err(), "WhatsApp takes three buttons at most");
+    let captioned_audio = Content::Media(Media {
+        url: "https://a".into(),
+        kind: MediaKind::Audio,
+        caption: "c".into(),
+        ..Media::default()
+    });
+    assert!(
+        whatsapp::encode("+1", &captioned_audio, None).is_err(),
+        "never drop a caption silently"
+    );
+}
+
+#[test]
+fn messenger_bodies_follow_the_send_api() {
+    let quick = Content::Interactive(Interactive {
+        body: "Pick one".into(),
+        action: InteractiveAction::QuickReplies(vec![Choice {
+            id: "RED".into(),
+            title: "Red".into(),
+            ..Choice::default()
+        }]),
+        ..Interactive::default()
+    });
+    let body = messenger::encode(Channel::Messenger, "1254459154682919", &quick, None)
+        .expect("quick replies");
+    assert_eq!(
+        body,
+        json!({
+            "recipient": { "id": "1254459154682919" },
+            "messaging_type": "RESPONSE",
+            "message": { "text": "Pick one", "quick_replies": [{ "content_type": "text", "title": "Red", "payload": "RED" }] }
+        })
+    );
+    let image = Content::Media(Media {
+        url: "https://e.com/a.png".into(),
+        mime_type: "image/png".into(),
+        ..Media::default()
+    });
+    let body = messenger::encode(Channel::Instagram, "17841400000", &image, Some("HUMAN_AGENT"))
+        .expect("image");
+    assert_eq!(body["messaging_type"], "MESSAGE_TAG");
+    assert_eq!(body["tag"], "HUMAN_AGENT");
+    assert_eq!(
+        body["message"]["attachment"],
+        json!({ "type": "image", "payload": { "url": "https://e.com/a.png", "is_reusable": true } })
+    );
+    let long = Content::text("é".repeat(501));
+    assert!(
+        messenger::encode(Channel::Instagram, "1", &long, None).is_err(),
+        "Instagram counts 1000 bytes"
+    );
+}
+
+fn account() -> MetaAccount {
+    MetaAccount {
+        channel: Channel::Whatsapp,
+        api_base: String::new(),
+        version: "v23.0".into(),
+        endpoint_id: "106540352242922".into(),
+        access_token: "t".into(),
+        app_secret: "app-secret".into(),
+        verify_token: "verify-me".into(),
+        request_timeout: std::time::Duration::from_secs(1),
+    }
+}
+
+fn signed(body: &Value, secret: &str) -> WebhookRequest {
+    let raw = serde_json::to_vec(body).expect("json");
+    WebhookRequest {
+        public_url: "https://gw/webhooks/meta/wa/events".into(),
+        hook: "events".into(),
+        headers: BTreeMap::from([(
+            "x-hub-signature-256".to_string(),
+            signature::sign(secret, &raw),
+        )]),
+        body: raw.into(),
+    }
+}
+
+#[test]
+fn whatsapp_webhooks_become_canonical_events() {
+    let h = MetaWebhooks::new(&account());
+    let body = super::sandbox::whatsapp_envelope(
+        "106540352242922",
+        json!({
+            "contacts": [{ "profile": { "name": "Kerry" }, "wa_id": "16315551234" }],
+            "messages": [
+                { "from": "16315551234", "id": "wamid.A", "timestamp": "1700000000", "type": "text", "text": { "body": "hi" },
+                  "context": { "from": "15550001234", "id": "wamid.OURS" } },
+                { "from": "16315551234", "id": "wamid.B", "timestamp": "1700000001", "type": "image",
+                  "image": { "id": "1234", "mime_type": "image/jpeg", "sha256": "abc", "caption": "look" } },
+                { "from": "16315551234", "id": "wamid.C", "timestamp": "1700000002", "type": "location",
+                  "location": { "latitude": 1.5, "longitude": 2.5, "name": "Here" } },
+                { "from": "16315551234", "id": "wamid.D", "timestamp": "1700000003", "type": "interactive",
+                  "interactive": { "type": "button_reply", "button_reply": { "id": "yes", "title": "Yes" } } },
+                { "from": "16315551234", "id": "wamid.E", "timestamp": "1700000004", "type": "reaction",
+                  "reaction": { "message_id": "wamid.OURS", "emoji": "\u{1F44D}" } },
+                { "from": "16315551234", "id": "wamid.F", "timestamp": "1700000005", "type": "unsupported",
+                  "errors": [{ "code": 131051, "title": "Message type unknown" }] },
+                { "garbage": true }
+            ],
+            "statuses": [
+                { "id": "wamid.OURS", "status": "failed", "timestamp": "1700000006", "recipient_id": "16315551234",
+                  "errors": [{ "code": 131047, "title": "Re-engagement message", "message": "Re-engagement message" }] },
+                { "id": "wamid.OURS2", "status": "delivered", "timestamp": "1700000007", "recipient_id": "16315551234",
+                  "conversation": { "id": "c" }, "pricing": { "billable": true }, "new_field": 1 }
+            ]
+        }),
+    );
+    let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    assert_eq!(
+        parsed.ignored, 2,
+        "the unsupported message and the garbage one are counted, not fatal"
+    );
+    let inbound: Vec<_> = parsed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            WebhookEvent::Inbound(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inbound.len(), 5);
+    assert_eq!(inbound[0].from, "+16315551234");
+    assert_eq!(inbound[0].reply_to.as_deref(), Some("wamid.OURS"));
+    assert!(
+        matches!(&inbound[1].content, Content::Media(m) if m.provider_media_id == "1234" && m.caption == "look")
+    );
+    assert!(matches!(&inbound[2].content, Content::Location(l) if l.latitude == 1.5));
+    assert!(matches!(&inbound[3].content, Content::Choice(c) if c.id == "yes"));
+    assert!(
+        matches!(&inbound[4].content, Content::Reaction(r) if r.provider_message_id == "wamid.OURS")
+    );
+    let statuses: Vec<_> = parsed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            WebhookEvent::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let failed = statuses[0].error.as_ref().expect("error");
+    assert_eq!((failed.code, failed.provider_code.as_str()), (ErrorCode::OutsideWindow, "131047"));
+    assert_eq!(statuses[1].status, MessageStatus::Delivered);
+}
+
+#[test]
+fn messenger_receipts_and_messages() {
+    let h = MetaWebhooks::new(&MetaAccount { channel: Channel::Messenger, ..account() });
+    let body = json!({ "object": "page", "entry": [
+        { "id": "PAGE", "time": 1, "messaging": [
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 10,
+              "message": { "mid": "m_1", "text": "hello", "reply_to": { "mid": "m_0" } } },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 11,
+              "message": { "mid": "m_2", "text": "Red", "quick_reply": { "payload": "RED" } } },
+            { "sender": { "id": "PAGE" }, "recipient": { "id": "PSID" }, "timestamp": 12,
+              "message": { "mid": "m_3", "text": "echo", "is_echo": true } },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 13,
+              "delivery": { "mids": ["m_ours"], "watermark": 13 } },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 14, "read": { "watermark": 14 } },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 15, "postback_unknown": {} }
+        ] },
+        { "id": "PAGE", "time": 2 }
+    ]});
+    let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    assert_eq!(parsed.ignored, 2);
+    assert!(
+        matches!(&parsed.events[0], WebhookEvent::Inbound(m) if m.reply_to.as_deref() == Some("m_0") && m.from == "PSID")
+    );
+    assert!(
+        matches!(&parsed.events[1], WebhookEvent::Inbound(m) if matches!(&m.content, Content::Choice(c) if c.id == "RED"))
+    );
+    assert!(
+        matches!(&parsed.events[2], WebhookEvent::Status(s) if s.provider_message_id == "m_ours" && s.status == MessageStatus::Delivered)
+    );
+    assert!(matches!(
+        &parsed.events[3],
+        WebhookEvent::Watermark { status: MessageStatus::Delivered, up_to_ms: 13, .. }
+    ));
+    assert!(matches!(
+        &parsed.events[4],
+        WebhookEvent::Watermark { status: MessageStatus::Read, up_to_ms: 14, .. }
+    ));
+}
+
+#[test]
+fn signatures_and_the_handshake_are_checked() {
+    let h = MetaWebhooks::new(&account());
+    let body = json!({ "object": "whatsapp_business_account", "entry": [] });
+    assert!(matches!(h.handle(&signed(&body, "wrong")), Err(WebhookError::Signature(_))));
+    let mut unsigned = signed(&body, "app-secret");
+    unsigned.headers.clear();
+    assert!(matches!(h.handle(&unsigned), Err(WebhookError::Signature(_))));
+    let q = "hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444";
+    assert_eq!(h.verify_subscription("events", q).expect("handshake"), "1158201444");
+    let bad = "hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1";
+    assert!(matches!(h.verify_subscription("events", bad), Err(WebhookError::Signature(_))));
+}
+
+/// Fuzz-style property: any signed bytes get Ok or a clear error, never a panic.
+#[test]
+fn arbitrary_signed_bodies_never_panic() {
+    let h = MetaWebhooks::new(&account());
+    let pieces = [
+        r#"{"object":"page","entry":[{"messaging":[{"sender":{"id":1},"delivery":{"mids":[null]}}]}]}"#,
+        r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"x","from":"1","type":"interactive","interactive":{"type":"nfm_reply"}}]}}]}]}"#,
+        r#"{"object":"instagram","entry":[{"messaging":[{"sender":{"id":"a"},"reaction":{"mid":"m"}}]}]}"#,
+        r#"{"object":"whatsapp_business_account","entry":"no"}"#,
+        r#"{"object":"page","entry":[{"messaging":[{"sender":{"id":"a"},"message":{"mid":"m","attachments":[{"type":"image"}]}}]}]}"#,
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    for round in 0..3_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let base = pieces[(rng % pieces.len() as u64) as usize].as_bytes();
+        let mut bytes = base.to_vec();
+        if round % 3 != 0 && !bytes.is_empty() {
+            let i = (rng >> 8) as usize % bytes.len();
+            bytes[i] = (rng >> 16) as u8;
+        }
+        let req = WebhookRequest {
+            headers: BTreeMap::from([(
+                "x-hub-signature-256".to_string(),
+                signature::sign("app-secret", &bytes),
+            )]),
+            body: bytes.into(),
+            ..signed(&json!({}), "app-secret")
+        };
+        let _ = h.handle(&req);
+    }
+}
