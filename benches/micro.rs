@@ -8,7 +8,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use omnigate::api::convert::message_to_pb;
 use omnigate::model::{Direction, Message, StatusChange};
 use omnigate_adapters::twilio::{TwilioWebhooks, signature};
-use omnigate_adapters::{Channel, Content, MessageStatus, Text, WebhookHandler, WebhookRequest};
+use omnigate_adapters::{Channel, Content, MessageStatus, WebhookHandler, WebhookRequest};
 
 fn callback() -> (String, Vec<(String, String)>) {
     let url = "https://gw.example.com/webhooks/twilio/sms/status".to_string();
@@ -62,7 +62,7 @@ fn conversion(c: &mut Criterion) {
         account: "sms".into(),
         from: "+15005550006".into(),
         to: "+14155550100".into(),
-        content: Content::Text(Text { body: "benchmark message".into() }),
+        content: Content::text("benchmark message"),
         status: MessageStatus::Delivered,
         history: [MessageStatus::Accepted, MessageStatus::Sent, MessageStatus::Delivered]
             .into_iter()
@@ -79,6 +79,8 @@ fn conversion(c: &mut Criterion) {
         created_at: 1_700_000_000_000,
         updated_at: 1_700_000_000_000,
         expires_at: Some(1_700_086_400_000),
+        reply_to_message_id: None,
+        send_options: Default::default(),
     };
     let mut g = c.benchmark_group("message");
     g.throughput(Throughput::Elements(1));

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnigate_adapters::meta::{MetaAccount, MetaSender, MetaWebhooks};
 use omnigate_adapters::twilio::config::TwilioSenderId;
 use omnigate_adapters::twilio::{TwilioAccount, TwilioSender, TwilioWebhooks};
 use omnigate_adapters::{Channel, Sender, WebhookHandler};
@@ -22,6 +23,17 @@ pub struct Account {
     pub webhooks: Arc<dyn WebhookHandler>,
     pub status_callback: Option<String>,
     pub rate: RateLimit,
+    pub pair_rate: Option<RateLimit>,
+    /// For a Meta account on the sandbox: its endpoint id and the webhook URL the sandbox
+    /// must post to.
+    pub sandbox_webhook: Option<(String, String)>,
+}
+
+/// The base URLs of the in-process sandboxes that are running.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxBases {
+    pub twilio: Option<String>,
+    pub meta: Option<String>,
 }
 
 pub struct Accounts {
@@ -34,12 +46,12 @@ impl Accounts {
     pub fn build(
         config: &Config,
         public_url: &str,
-        sandbox_base: Option<&str>,
+        sandboxes: &SandboxBases,
     ) -> Result<Accounts, ConfigError> {
         let mut by_id = HashMap::new();
         let mut per_channel: HashMap<Channel, Vec<Arc<Account>>> = HashMap::new();
         for (i, account) in config.accounts.iter().enumerate() {
-            let built = Arc::new(build_one(i, account, public_url, sandbox_base)?);
+            let built = Arc::new(build_one(i, account, public_url, sandboxes)?);
             per_channel.entry(built.channel).or_default().push(built.clone());
             by_id.insert(built.id.clone(), built);
         }
@@ -70,24 +82,49 @@ impl Accounts {
     }
 }
 
+fn resolve_base(configured: &str, sandbox: Option<&String>, key: String) -> Result<String, ConfigError> {
+    if configured != "sandbox" {
+        return Ok(configured.to_string());
+    }
+    sandbox.cloned().ok_or_else(|| ConfigError::invalid(key, "the sandbox is not running"))
+}
+
 fn build_one(
     i: usize,
     account: &AccountConfig,
     public_url: &str,
-    sandbox_base: Option<&str>,
+    sandboxes: &SandboxBases,
 ) -> Result<Account, ConfigError> {
     let key = |field: &str| format!("accounts[{i}].{field}");
     match account {
-        AccountConfig::Twilio(t) => {
-            let api_base = if t.api_base == "sandbox" {
-                sandbox_base
-                    .ok_or_else(|| {
-                        ConfigError::invalid(key("api_base"), "the Twilio sandbox is not running")
-                    })?
-                    .to_string()
-            } else {
-                t.api_base.clone()
+        AccountConfig::Whatsapp(m) | AccountConfig::Messenger(m) | AccountConfig::Instagram(m) => {
+            let channel = account.channel();
+            let meta = MetaAccount {
+                channel,
+                api_base: resolve_base(&m.api_base, sandboxes.meta.as_ref(), key("api_base"))?,
+                version: m.version.clone(),
+                endpoint_id: m.endpoint_id.clone(),
+                access_token: m.access_token.resolve(&key("access_token"))?,
+                app_secret: m.app_secret.resolve(&key("app_secret"))?,
+                verify_token: m.verify_token.resolve(&key("verify_token"))?,
+                request_timeout: Duration::from_millis(m.request_timeout_ms),
             };
+            let webhook_url = format!("{public_url}/webhooks/meta/{}/events", m.id);
+            Ok(Account {
+                id: m.id.clone(),
+                channel,
+                provider: "meta",
+                from: m.endpoint_id.clone(),
+                webhooks: Arc::new(MetaWebhooks::new(&meta)),
+                sender: Arc::new(MetaSender::new(meta)),
+                status_callback: None,
+                rate: account.rate_limit(),
+                pair_rate: account.pair_rate_limit(),
+                sandbox_webhook: (m.api_base == "sandbox").then(|| (m.endpoint_id.clone(), webhook_url)),
+            })
+        }
+        AccountConfig::Twilio(t) => {
+            let api_base = resolve_base(&t.api_base, sandboxes.twilio.as_ref(), key("api_base"))?;
             let auth_token = t.auth_token.resolve(&key("auth_token"))?;
             let api_key = match (&t.api_key_sid, &t.api_key_secret) {
                 (Some(sid), Some(secret)) => {
@@ -123,6 +160,8 @@ fn build_one(
                 webhooks: Arc::new(TwilioWebhooks::new(auth_token)),
                 status_callback: Some(format!("{public_url}/webhooks/twilio/{}/status", t.id)),
                 rate: t.rate_limit,
+                pair_rate: None,
+                sandbox_webhook: None,
             })
         }
     }

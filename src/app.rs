@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use omnigate_adapters::meta::sandbox::{self as meta_sandbox, SandboxHandle as MetaSandboxHandle};
 use omnigate_adapters::twilio::sandbox::{self, SandboxHandle};
 use omnigate_proto::v1::gateway_server::GatewayServer;
 use tokio::net::TcpListener;
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, SandboxBases};
 use crate::api::{grpc::GatewayService, http};
 use crate::config::Config;
 use crate::dispatch::dispatcher::Policy;
@@ -52,6 +53,8 @@ pub struct Gateway {
     pub public_url: String,
     /// The in-process Twilio sandbox, when the config starts one.
     pub twilio_sandbox: Option<SandboxHandle>,
+    /// The in-process Meta Graph API sandbox, when the config starts one.
+    pub meta_sandbox: Option<MetaSandboxHandle>,
     state: Arc<AppState>,
     stop_servers: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -91,6 +94,10 @@ impl Gateway {
             }
             None => None,
         };
+        let meta_sandbox = match &config.sandbox.meta {
+            Some(sb) => Some(meta_sandbox::start(sb.clone()).await.context("starting the Meta sandbox")?),
+            None => None,
+        };
         let http_listener = TcpListener::bind(config.server.http_addr)
             .await
             .with_context(|| format!("binding server.http_addr {}", config.server.http_addr))?;
@@ -107,14 +114,24 @@ impl Gateway {
 
         let node = node_id(&config);
         let store = open_store(&config, &node, metrics.clone())?;
-        let sandbox_base = twilio_sandbox.as_ref().map(|s| s.api_base());
-        let accounts = Accounts::build(&config, &public_url, sandbox_base.as_deref())?;
+        let bases = SandboxBases {
+            twilio: twilio_sandbox.as_ref().map(|s| s.api_base()),
+            meta: meta_sandbox.as_ref().map(|s| s.api_base()),
+        };
+        let accounts = Accounts::build(&config, &public_url, &bases)?;
+        if let Some(meta) = &meta_sandbox {
+            for account in accounts.iter() {
+                if let Some((endpoint, url)) = &account.sandbox_webhook {
+                    meta.register(endpoint, account.channel, url);
+                }
+            }
+        }
         let routes: HashMap<String, AccountRoute> = accounts
             .iter()
             .map(|a| {
                 (
                     a.id.clone(),
-                    AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate),
+                    AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate, a.pair_rate),
                 )
             })
             .collect();
@@ -159,6 +176,7 @@ impl Gateway {
             http_addr,
             public_url,
             twilio_sandbox,
+            meta_sandbox,
             state,
             stop_servers,
             grpc,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use omnigate_adapters::Channel;
+use omnigate_adapters::meta::sandbox::SandboxConfig as MetaSandboxConfig;
 use omnigate_adapters::twilio::sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +122,8 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSection {
     pub twilio: Option<SandboxConfig>,
+    /// One Graph API sandbox for the WhatsApp, Messenger and Instagram accounts.
+    pub meta: Option<MetaSandboxConfig>,
 }
 
 /// Sends per second and burst of one route (account + sender).
@@ -140,32 +143,95 @@ fn one() -> u32 {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AccountConfig {
     Twilio(TwilioAccountConfig),
+    Whatsapp(MetaAccountConfig),
+    Messenger(MetaAccountConfig),
+    Instagram(MetaAccountConfig),
 }
 
 impl AccountConfig {
     pub fn id(&self) -> &str {
         match self {
             AccountConfig::Twilio(a) => &a.id,
+            AccountConfig::Whatsapp(a) | AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => &a.id,
         }
     }
 
     pub fn channel(&self) -> Channel {
         match self {
             AccountConfig::Twilio(_) => Channel::Sms,
+            AccountConfig::Whatsapp(_) => Channel::Whatsapp,
+            AccountConfig::Messenger(_) => Channel::Messenger,
+            AccountConfig::Instagram(_) => Channel::Instagram,
         }
     }
 
     pub fn is_default(&self) -> bool {
         match self {
             AccountConfig::Twilio(a) => a.default,
+            AccountConfig::Whatsapp(a) | AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => a.default,
         }
     }
 
     pub fn rate_limit(&self) -> RateLimit {
         match self {
             AccountConfig::Twilio(a) => a.rate_limit,
+            AccountConfig::Whatsapp(a) => a.rate_limit.unwrap_or(RateLimit { per_second: 80.0, burst: 80 }),
+            AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => {
+                a.rate_limit.unwrap_or(RateLimit { per_second: 300.0, burst: 300 })
+            }
         }
     }
+
+    /// The per-recipient pace: WhatsApp's pair rate limit, about one message per 6 s.
+    pub fn pair_rate_limit(&self) -> Option<RateLimit> {
+        match self {
+            AccountConfig::Whatsapp(a) => {
+                Some(a.pair_rate_limit.unwrap_or(RateLimit { per_second: 1.0 / 6.0, burst: 1 }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A WhatsApp phone number (`type = "whatsapp"`), Facebook Page (`"messenger"`) or
+/// Instagram professional account (`"instagram"`) on Meta's Graph API.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaAccountConfig {
+    pub id: String,
+    #[serde(default)]
+    pub default: bool,
+    /// `https://graph.facebook.com` (Instagram Login: `https://graph.instagram.com`), or
+    /// `sandbox`.
+    #[serde(default = "graph_api_base")]
+    pub api_base: String,
+    #[serde(default = "graph_version")]
+    pub version: String,
+    /// WhatsApp: the phone number id; Messenger: the Page id; Instagram: the account id.
+    pub endpoint_id: String,
+    /// The system user token (WhatsApp) or Page token (Messenger, Instagram).
+    pub access_token: Secret,
+    /// Verifies `X-Hub-Signature-256` on webhooks.
+    pub app_secret: Secret,
+    /// What the webhook subscription handshake must present.
+    pub verify_token: Secret,
+    /// Default: 80/s for WhatsApp (Meta's default throughput), 300/s for Messenger and
+    /// Instagram text.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// WhatsApp only; default one message per 6 s to the same person.
+    #[serde(default)]
+    pub pair_rate_limit: Option<RateLimit>,
+    #[serde(default = "ten_thousand")]
+    pub request_timeout_ms: u64,
+}
+
+fn graph_api_base() -> String {
+    "https://graph.facebook.com".into()
+}
+
+fn graph_version() -> String {
+    "v23.0".into()
 }
 
 /// A Twilio Programmable Messaging account (channel `sms`).
@@ -324,12 +390,13 @@ impl Config {
                     format!("another account is already the default for {}", account.channel()),
                 ));
             }
-            let rate = account.rate_limit();
-            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
-                return Err(ConfigError::invalid(
-                    key("rate_limit"),
-                    "per_second and burst must be positive",
-                ));
+            let rates = [("rate_limit", Some(account.rate_limit())), ("pair_rate_limit", account.pair_rate_limit())];
+            for (field, rate) in rates {
+                if let Some(rate) = rate
+                    && (!(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0)
+                {
+                    return Err(ConfigError::invalid(key(field), "per_second and burst must be positive"));
+                }
             }
             match account {
                 AccountConfig::Twilio(t) => {
@@ -352,6 +419,17 @@ impl Config {
                         ));
                     }
                     t.auth_token.resolve(&key("auth_token"))?;
+                }
+                AccountConfig::Whatsapp(m) | AccountConfig::Messenger(m) | AccountConfig::Instagram(m) => {
+                    if m.endpoint_id.is_empty() {
+                        return Err(ConfigError::invalid(key("endpoint_id"), "is required"));
+                    }
+                    if m.api_base == "sandbox" && self.sandbox.meta.is_none() {
+                        return Err(ConfigError::invalid(key("api_base"), "is \"sandbox\" but [sandbox.meta] is not configured"));
+                    }
+                    m.access_token.resolve(&key("access_token"))?;
+                    m.app_secret.resolve(&key("app_secret"))?;
+                    m.verify_token.resolve(&key("verify_token"))?;
                 }
             }
         }

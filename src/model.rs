@@ -54,6 +54,29 @@ pub struct Message {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub expires_at: Option<Millis>,
+    /// The omnigate id of the message this one replies to (quotes), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_message_id: Option<String>,
+    /// What the adapter needs to send it that the canonical message does not show.
+    #[serde(default, skip_serializing_if = "SendOptions::is_empty")]
+    pub send_options: SendOptions,
+}
+
+/// Per-message sending details kept for retries and recovery.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOptions {
+    /// The provider's id of the message quoted in a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_provider_id: Option<String>,
+    /// A channel message tag (Messenger `HUMAN_AGENT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl SendOptions {
+    pub fn is_empty(&self) -> bool {
+        self.reply_to_provider_id.is_none() && self.tag.is_none()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

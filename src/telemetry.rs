@@ -33,6 +33,7 @@ pub struct Metrics {
     accepted: Family<ChannelLabel, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     webhooks: Family<WebhookLabels, Counter>,
+    webhook_ignored: Family<WebhookLabels, Counter>,
     store_commits: Counter,
     store_writes: Counter,
     send_seconds: Histogram,
@@ -45,6 +46,7 @@ impl Default for Metrics {
         let accepted = Family::<ChannelLabel, Counter>::default();
         let attempts = Family::<AttemptLabels, Counter>::default();
         let webhooks = Family::<WebhookLabels, Counter>::default();
+        let webhook_ignored = Family::<WebhookLabels, Counter>::default();
         let store_commits = Counter::default();
         let store_writes = Counter::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -60,6 +62,11 @@ impl Default for Metrics {
             attempts.clone(),
         );
         registry.register("webhooks", "Provider webhook requests, by result", webhooks.clone());
+        registry.register(
+            "webhook_parts_ignored",
+            "Webhook parts skipped as unknown or unreadable (the rest of the batch is kept)",
+            webhook_ignored.clone(),
+        );
         registry.register(
             "store_commits",
             "Store transactions committed (group commits)",
@@ -85,6 +92,7 @@ impl Default for Metrics {
             accepted,
             attempts,
             webhooks,
+            webhook_ignored,
             store_commits,
             store_writes,
             send_seconds,
@@ -115,6 +123,12 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    pub fn webhook_ignored(&self, account: &str, parts: usize) {
+        self.webhook_ignored
+            .get_or_create(&WebhookLabels { account: account.to_string(), result: "ignored".to_string() })
+            .inc_by(parts as u64);
     }
 
     pub fn store_commit(&self, writes: usize) {

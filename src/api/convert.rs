@@ -1,7 +1,10 @@
 //! Proto to model and back, and store errors to gRPC statuses. Nothing else in the gateway
 //! sees the generated types' field layout.
 
-use omnigate_adapters::{Channel, Content, ErrorCode, Media, MessageStatus, ProviderError, Text};
+use omnigate_adapters::{
+    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media, MediaKind,
+    MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent, TemplateParameter, Text,
+};
 use omnigate_proto::v1 as pb;
 use tonic::Status;
 
@@ -32,28 +35,186 @@ pub fn channel_to_pb(channel: Channel) -> pb::Channel {
     }
 }
 
+/// Proto content to the model. Reactions name an omnigate message id here; the caller
+/// swaps in the provider's id.
 pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> {
-    match content.and_then(|c| c.kind) {
-        Some(pb::content::Kind::Text(t)) => Ok(Content::Text(Text { body: t.body })),
-        Some(pb::content::Kind::Media(m)) => Ok(Content::Media(Media {
+    use pb::content::Kind;
+    Ok(match content.and_then(|c| c.kind) {
+        Some(Kind::Text(t)) => Content::Text(Text { body: t.body, preview_url: t.preview_url }),
+        Some(Kind::Media(m)) => Content::Media(Media {
+            kind: match pb::MediaKind::try_from(m.kind) {
+                Ok(pb::MediaKind::Image) => MediaKind::Image,
+                Ok(pb::MediaKind::Audio) => MediaKind::Audio,
+                Ok(pb::MediaKind::Video) => MediaKind::Video,
+                Ok(pb::MediaKind::Document) => MediaKind::Document,
+                Ok(pb::MediaKind::Sticker) => MediaKind::Sticker,
+                Ok(pb::MediaKind::Auto) => MediaKind::Auto,
+                Err(_) => return Err(Status::invalid_argument(format!("unknown content.media.kind {}", m.kind))),
+            },
             url: m.url,
             mime_type: m.mime_type,
             caption: m.caption,
             extra_urls: m.extra_urls,
-        })),
-        None => Err(Status::invalid_argument("content is required (text or media)")),
-    }
+            filename: m.filename,
+            provider_media_id: m.provider_media_id,
+        }),
+        Some(Kind::Template(t)) => Content::Template(Template {
+            name: t.name,
+            language: t.language,
+            components: t
+                .components
+                .into_iter()
+                .map(|c| {
+                    Ok(TemplateComponent {
+                        kind: c.r#type,
+                        sub_type: c.sub_type,
+                        index: c.index,
+                        parameters: c.parameters.into_iter().map(parameter_from_pb).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, Status>>()?,
+        }),
+        Some(Kind::Interactive(i)) => Content::Interactive(Interactive {
+            header: i.header,
+            body: i.body,
+            footer: i.footer,
+            action: match i.action {
+                Some(pb::interactive::Action::Buttons(c)) => InteractiveAction::Buttons(choices(c.choices)),
+                Some(pb::interactive::Action::QuickReplies(c)) => InteractiveAction::QuickReplies(choices(c.choices)),
+                Some(pb::interactive::Action::List(l)) => InteractiveAction::List {
+                    button: l.button,
+                    sections: l
+                        .sections
+                        .into_iter()
+                        .map(|s| Section { title: s.title, rows: choices(s.rows) })
+                        .collect(),
+                },
+                None => return Err(Status::invalid_argument("content.interactive needs buttons, list or quick_replies")),
+            },
+        }),
+        Some(Kind::Location(l)) => Content::Location(Location {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name,
+            address: l.address,
+        }),
+        Some(Kind::Reaction(r)) => Content::Reaction(Reaction { provider_message_id: r.message_id, emoji: r.emoji }),
+        Some(Kind::Choice(_)) => {
+            return Err(Status::invalid_argument("content.choice is what a person answers; it cannot be sent"));
+        }
+        None => return Err(Status::invalid_argument("content is required")),
+    })
+}
+
+fn choices(c: Vec<pb::Choice>) -> Vec<Choice> {
+    c.into_iter().map(|c| Choice { id: c.id, title: c.title, description: c.description }).collect()
+}
+
+fn choices_to_pb(c: &[Choice]) -> Vec<pb::Choice> {
+    c.iter().map(|c| pb::Choice { id: c.id.clone(), title: c.title.clone(), description: c.description.clone() }).collect()
+}
+
+fn parameter_from_pb(p: pb::TemplateParameter) -> Result<TemplateParameter, Status> {
+    use pb::template_parameter::Kind;
+    Ok(match p.kind {
+        Some(Kind::Text(t)) => TemplateParameter::Text(t),
+        Some(Kind::Payload(p)) => TemplateParameter::Payload(p),
+        Some(Kind::ImageUrl(url)) => TemplateParameter::Image { url },
+        Some(Kind::VideoUrl(url)) => TemplateParameter::Video { url },
+        Some(Kind::Document(d)) => TemplateParameter::Document { url: d.url, filename: d.filename },
+        Some(Kind::Currency(c)) => {
+            TemplateParameter::Currency { fallback: c.fallback_value, code: c.code, amount_1000: c.amount_1000 }
+        }
+        Some(Kind::DateTime(fallback)) => TemplateParameter::DateTime { fallback },
+        None => return Err(Status::invalid_argument("a template parameter is empty")),
+    })
+}
+
+fn parameter_to_pb(p: &TemplateParameter) -> pb::TemplateParameter {
+    use pb::template_parameter::Kind;
+    let kind = match p {
+        TemplateParameter::Text(t) => Kind::Text(t.clone()),
+        TemplateParameter::Payload(p) => Kind::Payload(p.clone()),
+        TemplateParameter::Image { url } => Kind::ImageUrl(url.clone()),
+        TemplateParameter::Video { url } => Kind::VideoUrl(url.clone()),
+        TemplateParameter::Document { url, filename } => {
+            Kind::Document(pb::TemplateDocument { url: url.clone(), filename: filename.clone() })
+        }
+        TemplateParameter::Currency { fallback, code, amount_1000 } => Kind::Currency(pb::TemplateCurrency {
+            fallback_value: fallback.clone(),
+            code: code.clone(),
+            amount_1000: *amount_1000,
+        }),
+        TemplateParameter::DateTime { fallback } => Kind::DateTime(fallback.clone()),
+    };
+    pb::TemplateParameter { kind: Some(kind) }
 }
 
 fn content_to_pb(content: &Content) -> pb::Content {
+    use pb::content::Kind;
     let kind = match content {
-        Content::Text(t) => pb::content::Kind::Text(pb::Text { body: t.body.clone() }),
-        Content::Media(m) => pb::content::Kind::Media(pb::Media {
+        Content::Text(t) => Kind::Text(pb::Text { body: t.body.clone(), preview_url: t.preview_url }),
+        Content::Media(m) => Kind::Media(pb::Media {
             url: m.url.clone(),
             mime_type: m.mime_type.clone(),
             caption: m.caption.clone(),
             extra_urls: m.extra_urls.clone(),
+            kind: match m.kind {
+                MediaKind::Auto => pb::MediaKind::Auto,
+                MediaKind::Image => pb::MediaKind::Image,
+                MediaKind::Audio => pb::MediaKind::Audio,
+                MediaKind::Video => pb::MediaKind::Video,
+                MediaKind::Document => pb::MediaKind::Document,
+                MediaKind::Sticker => pb::MediaKind::Sticker,
+            } as i32,
+            filename: m.filename.clone(),
+            provider_media_id: m.provider_media_id.clone(),
         }),
+        Content::Template(t) => Kind::Template(pb::Template {
+            name: t.name.clone(),
+            language: t.language.clone(),
+            components: t
+                .components
+                .iter()
+                .map(|c| pb::TemplateComponent {
+                    r#type: c.kind.clone(),
+                    sub_type: c.sub_type.clone(),
+                    index: c.index,
+                    parameters: c.parameters.iter().map(parameter_to_pb).collect(),
+                })
+                .collect(),
+        }),
+        Content::Interactive(i) => Kind::Interactive(pb::Interactive {
+            header: i.header.clone(),
+            body: i.body.clone(),
+            footer: i.footer.clone(),
+            action: Some(match &i.action {
+                InteractiveAction::Buttons(c) => pb::interactive::Action::Buttons(pb::Choices { choices: choices_to_pb(c) }),
+                InteractiveAction::QuickReplies(c) => {
+                    pb::interactive::Action::QuickReplies(pb::Choices { choices: choices_to_pb(c) })
+                }
+                InteractiveAction::List { button, sections } => pb::interactive::Action::List(pb::ListMenu {
+                    button: button.clone(),
+                    sections: sections
+                        .iter()
+                        .map(|s| pb::ListSection { title: s.title.clone(), rows: choices_to_pb(&s.rows) })
+                        .collect(),
+                }),
+            }),
+        }),
+        Content::Location(l) => Kind::Location(pb::Location {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name.clone(),
+            address: l.address.clone(),
+        }),
+        // Stored reactions hold the provider's id of the reacted message.
+        Content::Reaction(r) => {
+            Kind::Reaction(pb::Reaction { message_id: r.provider_message_id.clone(), emoji: r.emoji.clone() })
+        }
+        Content::Choice(c) => {
+            Kind::Choice(pb::Choice { id: c.id.clone(), title: c.title.clone(), description: c.description.clone() })
+        }
     };
     pb::Content { kind: Some(kind) }
 }
@@ -135,6 +296,7 @@ pub fn message_to_pb(m: &Message) -> pb::Message {
         created_at: Some(timestamp(m.created_at)),
         updated_at: Some(timestamp(m.updated_at)),
         expires_at: m.expires_at.map(timestamp),
+        reply_to_message_id: m.reply_to_message_id.clone().unwrap_or_default(),
     }
 }
 

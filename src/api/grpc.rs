@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, store_status};
 use super::validate;
 use crate::app::AppState;
-use crate::model::{Event, new_id, now_ms};
+use crate::model::{Event, SendOptions, new_id, now_ms};
+use omnigate_adapters::Content;
 use crate::store::{AcceptOutcome, NewMessage};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -36,6 +37,22 @@ impl GatewayService {
     }
 }
 
+impl GatewayService {
+    /// The provider's id of an omnigate message, for replies and reactions that quote it.
+    async fn provider_id_of(&self, id: &str, field: &str) -> Result<String, Status> {
+        let message = self
+            .state
+            .store
+            .get_message(id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("{field}: message {id} not found")))?;
+        message.provider_message_id.ok_or_else(|| {
+            Status::failed_precondition(format!("{field}: message {id} has no provider id yet (it was not sent)"))
+        })
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -52,8 +69,16 @@ impl Gateway for GatewayService {
         validate::address(channel, &req.to)?;
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;
-        let content = convert::content_from_pb(req.content.clone())?;
+        let mut content = convert::content_from_pb(req.content.clone())?;
         validate::content(&content)?;
+        if let Content::Reaction(r) = &mut content {
+            r.provider_message_id = self.provider_id_of(&r.provider_message_id, "content.reaction.message_id").await?;
+        }
+        let reply_to_provider_id = match req.reply_to_message_id.as_str() {
+            "" => None,
+            id => Some(self.provider_id_of(id, "reply_to_message_id").await?),
+        };
+        let tag = (!req.message_tag.is_empty()).then(|| req.message_tag.clone());
         let account = if req.account.is_empty() {
             self.state.accounts.default_for(channel).ok_or_else(|| {
                 Status::failed_precondition(format!(
@@ -80,17 +105,27 @@ impl Gateway for GatewayService {
         };
         let now = now_ms();
         let metadata: BTreeMap<String, String> = req.metadata.into_iter().collect();
+        let window_ms =
+            account.sender.service_window(&content, tag.as_deref()).map(|w| w.as_millis() as i64);
         let new = NewMessage {
             id: new_id("msg"),
             fingerprint: fingerprint(
-                channel.as_str(),
-                &account.id,
-                &req.to,
-                &req.conversation_id,
+                [
+                    channel.as_str(),
+                    &account.id,
+                    &req.to,
+                    &req.conversation_id,
+                    &req.reply_to_message_id,
+                    &req.message_tag,
+                ],
                 &req.content,
                 &metadata,
                 ttl,
             ),
+            reply_to_message_id: (!req.reply_to_message_id.is_empty())
+                .then(|| req.reply_to_message_id.clone()),
+            send_options: SendOptions { reply_to_provider_id, tag },
+            window_ms,
             idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
             channel,
             account: account.id.clone(),
@@ -106,7 +141,9 @@ impl Gateway for GatewayService {
         let message = match self.state.store.accept(new).await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {
                 self.state.metrics.accepted(channel.as_str());
-                self.state.outlet.submit(*job);
+                if let Some(job) = job {
+                    self.state.outlet.submit(*job);
+                }
                 message
             }
             AcceptOutcome::Existing(message) => message,
@@ -237,16 +274,13 @@ async fn follow(
 
 /// What makes two requests with one idempotency key the same request.
 fn fingerprint(
-    channel: &str,
-    account: &str,
-    to: &str,
-    conversation_id: &str,
+    parts: [&str; 6],
     content: &Option<pb::Content>,
     metadata: &BTreeMap<String, String>,
     ttl: Duration,
 ) -> String {
     let mut h = Sha256::new();
-    for part in [channel, account, to, conversation_id] {
+    for part in parts {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }

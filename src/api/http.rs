@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use omnigate_adapters::{WebhookError, WebhookEvent, WebhookRequest};
+use omnigate_adapters::{Parsed, WebhookError, WebhookEvent, WebhookRequest};
 
 use crate::app::AppState;
 use crate::model::{new_id, now_ms};
@@ -25,7 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/webhooks/{provider}/{account}/{hook}", post(webhook))
+        .route("/webhooks/{provider}/{account}/{hook}", post(webhook).get(handshake))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)
 }
@@ -41,6 +41,29 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
         .into_response()
+}
+
+/// A provider's subscription handshake (Meta's `hub.challenge`).
+async fn handshake(
+    State(state): State<Arc<AppState>>,
+    Path((provider, account_id, hook)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Response {
+    let Some(account) = state.accounts.get(&account_id).filter(|a| a.provider == provider) else {
+        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}")).into_response();
+    };
+    match account.webhooks.verify_subscription(&hook, uri.query().unwrap_or_default()) {
+        Ok(challenge) => (StatusCode::OK, challenge).into_response(),
+        Err(e) => (refusal_status(&e), e.to_string()).into_response(),
+    }
+}
+
+fn refusal_status(e: &WebhookError) -> StatusCode {
+    match e {
+        WebhookError::Signature(_) => StatusCode::FORBIDDEN,
+        WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
+        WebhookError::UnknownHook(_) => StatusCode::NOT_FOUND,
+    }
 }
 
 async fn webhook(
@@ -64,21 +87,25 @@ async fn webhook(
             .collect::<BTreeMap<_, _>>(),
         body,
     };
-    let (events, ack) = match account.webhooks.handle(&request) {
+    let Parsed { events, ack, ignored } = match account.webhooks.handle(&request) {
         Ok(parsed) => parsed,
         Err(e) => {
-            let (status, result) = match &e {
-                WebhookError::Signature(_) => (StatusCode::FORBIDDEN, "rejected"),
-                WebhookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
-                WebhookError::UnknownHook(_) => (StatusCode::NOT_FOUND, "malformed"),
-            };
+            let status = refusal_status(&e);
+            let result = if status == StatusCode::FORBIDDEN { "rejected" } else { "malformed" };
             state.metrics.webhook(&account.id, result);
             tracing::warn!(account = %account.id, error = %e, "webhook refused");
             return (status, e.to_string()).into_response();
         }
     };
+    if ignored > 0 {
+        state.metrics.webhook_ignored(&account.id, ignored);
+        tracing::debug!(account = %account.id, ignored, "webhook parts skipped as unknown or unreadable");
+    }
     for event in events {
         let stored = match event {
+            WebhookEvent::Watermark { peer, status, up_to_ms } => {
+                state.store.apply_watermark(&account.id, &peer, status, up_to_ms).await.map(|_| ())
+            }
             WebhookEvent::Status(report) => {
                 state.store.apply_status(&account.id, report).await.map(|_| ())
             }

@@ -25,29 +25,45 @@ pub fn address(channel: Channel, to: &str) -> Result<(), Status> {
         Channel::Sms | Channel::Whatsapp if !is_e164(to) => Err(Status::invalid_argument(format!(
             "to must be an E.164 phone number (+ and 8 to 15 digits) on {channel}"
         ))),
+        Channel::Messenger | Channel::Instagram if !to.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(Status::invalid_argument(format!("to must be a {channel} user id (PSID or IGSID, digits)")))
+        }
         _ => Ok(()),
     }
 }
 
 pub fn content(content: &Content) -> Result<(), Status> {
+    let bad = |reason: String| Err(Status::invalid_argument(reason));
     match content {
-        Content::Text(t) if t.body.trim().is_empty() => {
-            Err(Status::invalid_argument("content.text.body is empty"))
-        }
-        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => Err(Status::invalid_argument(
-            format!("content.text.body is over {MAX_BODY_BYTES} bytes"),
-        )),
-        Content::Media(m) => {
-            for url in m.urls() {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(Status::invalid_argument(format!(
-                        "content.media url {url:?} is not an http(s) URL"
-                    )));
-                }
-            }
-            Ok(())
-        }
+        Content::Text(t) if t.body.trim().is_empty() => bad("content.text.body is empty".into()),
+        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => bad(format!("content.text.body is over {MAX_BODY_BYTES} bytes")),
         Content::Text(_) => Ok(()),
+        Content::Media(m) => {
+            if m.url.is_empty() && m.provider_media_id.is_empty() {
+                return bad("content.media needs a url or a provider_media_id".into());
+            }
+            match m.urls().find(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+                Some(url) => bad(format!("content.media url {url:?} is not an http(s) URL")),
+                None => Ok(()),
+            }
+        }
+        Content::Template(t) if t.name.is_empty() || t.language.is_empty() => {
+            bad("content.template needs a name and a language".into())
+        }
+        Content::Template(_) => Ok(()),
+        Content::Interactive(i) if i.body.trim().is_empty() => bad("content.interactive.body is empty".into()),
+        Content::Interactive(_) => Ok(()),
+        Content::Location(l)
+            if !(l.latitude.is_finite() && l.longitude.is_finite())
+                || l.latitude.abs() > 90.0
+                || l.longitude.abs() > 180.0 =>
+        {
+            bad("content.location needs a latitude in [-90, 90] and a longitude in [-180, 180]".into())
+        }
+        Content::Location(_) => Ok(()),
+        Content::Reaction(r) if r.provider_message_id.is_empty() => bad("content.reaction.message_id is required".into()),
+        Content::Reaction(_) => Ok(()),
+        Content::Choice(_) => bad("content.choice cannot be sent".into()),
     }
 }
 

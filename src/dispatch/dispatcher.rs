@@ -131,6 +131,14 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
                 _ = shared.stop.cancelled() => return,
                 job = rx.recv() => match job { Some(job) => job, None => return },
             };
+            // A recipient still inside its pair limit waits in the timer queue, not here,
+            // so the route keeps moving for everyone else.
+            if let Some(wait) = target.pair_wait(&job.to) {
+                let mut job = job;
+                job.due_at = now_ms() + wait.as_millis() as i64 + 1;
+                shared.outlet.submit(job);
+                continue;
+            }
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
@@ -171,6 +179,8 @@ async fn attempt(shared: &Shared, mut job: Job) {
         content: job.content.clone(),
         status_callback: target.status_callback.clone(),
         remaining_ttl: Some(Duration::from_millis((job.expires_at - now) as u64)),
+        reply_to: job.send_options.reply_to_provider_id.clone(),
+        tag: job.send_options.tag.clone(),
     };
     shared.metrics.in_flight().inc();
     let started = Instant::now();

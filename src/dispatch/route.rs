@@ -19,17 +19,34 @@ pub struct AccountRoute {
     /// Where this account's provider posts receipts, when it takes a per-message URL.
     pub status_callback: Option<String>,
     pub limiter: DefaultKeyedRateLimiter<String>,
+    /// A per-recipient pace (WhatsApp's pair rate limit), keyed by recipient.
+    pair: Option<DefaultKeyedRateLimiter<String>>,
     pauses: Mutex<HashMap<String, Instant>>,
 }
 
 impl AccountRoute {
-    pub fn new(sender: Arc<dyn Sender>, status_callback: Option<String>, rate: RateLimit) -> Self {
+    pub fn new(
+        sender: Arc<dyn Sender>,
+        status_callback: Option<String>,
+        rate: RateLimit,
+        pair: Option<RateLimit>,
+    ) -> Self {
         AccountRoute {
             sender,
             status_callback,
             limiter: DefaultKeyedRateLimiter::keyed(quota(rate)),
+            pair: pair.map(|p| DefaultKeyedRateLimiter::keyed(quota(p))),
             pauses: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long until `recipient` may get another message, when a pair limit holds it back.
+    /// An answer of `None` spends the recipient's token.
+    pub fn pair_wait(&self, recipient: &String) -> Option<Duration> {
+        let pair = self.pair.as_ref()?;
+        let clock = governor::clock::DefaultClock::default();
+        let not_until = pair.check_key(recipient).err()?;
+        Some(not_until.wait_time_from(governor::clock::Clock::now(&clock)))
     }
 
     /// Holds every send on `route` until `for_` has passed.

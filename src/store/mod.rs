@@ -17,7 +17,7 @@ use omnigate_adapters::{
 };
 use tokio::sync::broadcast;
 
-use crate::model::{Event, Message, Millis};
+use crate::model::{Event, Message, Millis, SendOptions};
 
 /// An outbound message to accept.
 #[derive(Clone, Debug)]
@@ -37,12 +37,18 @@ pub struct NewMessage {
     pub metadata: BTreeMap<String, String>,
     pub expires_at: Millis,
     pub now: Millis,
+    pub reply_to_message_id: Option<String>,
+    pub send_options: SendOptions,
+    /// The content may only go out this long after the person's last inbound message
+    /// (Meta's service windows); outside it the message fails at once with OUTSIDE_WINDOW.
+    pub window_ms: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]
 pub enum AcceptOutcome {
-    /// Stored now; `Job` is the work to hand to the dispatcher.
-    Created(Message, Box<Job>),
+    /// Stored now; `Job` is the work to hand to the dispatcher, none when the message
+    /// failed at once (outside its service window).
+    Created(Message, Option<Box<Job>>),
     /// The idempotency key was used before with the same request: its first message.
     Existing(Message),
 }
@@ -59,6 +65,7 @@ pub struct Job {
     pub attempts: u32,
     pub expires_at: Millis,
     pub due_at: Millis,
+    pub send_options: SendOptions,
 }
 
 /// What came of one attempt to hand a message to its provider.
@@ -136,8 +143,19 @@ pub trait Store: Send + Sync + 'static {
         report: StatusReport,
     ) -> Result<Option<Message>, StoreError>;
 
-    /// Stores an inbound message in its conversation. `None` when it is a redelivery.
+    /// Stores an inbound message in its conversation and opens the sender's service
+    /// window. `None` when it is a redelivery.
     async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError>;
+
+    /// Moves every outbound message to `peer` on `account` created up to `up_to` forward
+    /// to `status` (Messenger's watermarks). Answers the messages that moved.
+    async fn apply_watermark(
+        &self,
+        account: &str,
+        peer: &str,
+        status: MessageStatus,
+        up_to: Millis,
+    ) -> Result<Vec<Message>, StoreError>;
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError>;
 

@@ -50,6 +50,7 @@ async fn mms_carries_every_media_url() {
                 mime_type: "image/jpeg".into(),
                 caption: "two pictures".into(),
                 extra_urls: vec!["https://example.com/b.jpg".into()],
+                ..Default::default()
             })),
         }),
         ..Default::default()
@@ -82,7 +83,7 @@ async fn the_same_idempotency_key_sends_once() {
     );
 
     request.content = Some(pb::Content {
-        kind: Some(pb::content::Kind::Text(pb::Text { body: "other".into() })),
+        kind: Some(pb::content::Kind::Text(pb::Text { body: "other".into(), preview_url: false })),
     });
     let err = t.send_request(request).await.expect_err("a different request under the same key");
     assert_eq!(err.code(), Code::AlreadyExists);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use omnigate::model::{EventKind, new_id, now_ms};
 use omnigate::store::sqlite::SqliteStore;
 use omnigate::store::{AcceptOutcome, Attempt, NewInbound, NewMessage, Store, StoreError};
-use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, StatusReport, Text};
+use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, StatusReport};
 
 fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let path = dir.path().join("conformance.db");
@@ -35,10 +35,13 @@ fn new_message(to: &str, key: Option<&str>, body: &str) -> NewMessage {
         from: "+15005550006".into(),
         to: to.into(),
         conversation_id: None,
-        content: Content::Text(Text { body: body.into() }),
+        content: Content::text(body),
         metadata: BTreeMap::new(),
         expires_at: now + 60_000,
         now,
+        reply_to_message_id: None,
+        send_options: Default::default(),
+        window_ms: None,
     }
 }
 
@@ -203,7 +206,8 @@ async fn conversations(store: Arc<dyn Store>) {
             provider_message_id: "SMin1".into(),
             from: "+14155550307".into(),
             to: "+15005550006".into(),
-            content: Content::Text(Text { body: "reply".into() }),
+            content: Content::text("reply"),
+            reply_to: None,
         },
         now: now_ms(),
     };

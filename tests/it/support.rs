@@ -161,7 +161,7 @@ pub fn text_request(to: &str, body: &str) -> pb::SendMessageRequest {
         channel: pb::Channel::Sms as i32,
         to: to.into(),
         content: Some(pb::Content {
-            kind: Some(pb::content::Kind::Text(pb::Text { body: body.into() })),
+            kind: Some(pb::content::Kind::Text(pb::Text { body: body.into(), preview_url: false })),
         }),
         ..Default::default()
     }

@@ -136,6 +136,17 @@ impl Store for SqliteStore {
         self.write(move |conn, events| ops::receive(conn, events, &inbound)).await
     }
 
+    async fn apply_watermark(
+        &self,
+        account: &str,
+        peer: &str,
+        status: omnigate_adapters::MessageStatus,
+        up_to: crate::model::Millis,
+    ) -> Result<Vec<Message>, StoreError> {
+        let (account, peer) = (account.to_string(), peer.to_string());
+        self.write(move |conn, events| ops::apply_watermark(conn, events, &account, &peer, status, up_to)).await
+    }
+
     async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_string();
         self.read(move |conn| ops::get_message(conn, &id)).await

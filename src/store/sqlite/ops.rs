@@ -38,7 +38,17 @@ pub fn accept(
         }
         None => open_conversation(conn, &new.account, new.channel, &new.to, new.now)?,
     };
-    let message = Message {
+    let outside_window = match new.window_ms {
+        Some(window) => {
+            let last: Option<i64> = conn
+                .prepare_cached("SELECT last_inbound_at FROM windows WHERE account = ?1 AND peer = ?2")?
+                .query_row([&new.account, &new.to], |r| r.get(0))
+                .optional()?;
+            last.is_none_or(|at| new.now - at > window)
+        }
+        None => false,
+    };
+    let mut message = Message {
         id: new.id.clone(),
         conversation_id,
         channel: new.channel,
@@ -60,7 +70,22 @@ pub fn accept(
         created_at: new.now,
         updated_at: new.now,
         expires_at: Some(new.expires_at),
+        reply_to_message_id: new.reply_to_message_id.clone(),
+        send_options: new.send_options.clone(),
     };
+    if outside_window {
+        let hours = new.window_ms.unwrap_or_default() / 3_600_000;
+        message.status = MessageStatus::Failed;
+        message.history.push(StatusChange { status: MessageStatus::Failed, at: new.now, provider_status: String::new() });
+        message.error = Some(omnigate_adapters::ProviderError::gateway(
+            omnigate_adapters::ErrorCode::OutsideWindow,
+            format!(
+                "{} content needs the person to have written within the last {hours} h on {}; send a template instead",
+                message.content.kind(),
+                message.channel
+            ),
+        ));
+    }
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, account, idempotency_key, fingerprint, doc)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -73,15 +98,18 @@ pub fn accept(
         new.fingerprint,
         serde_json::to_string(&message)?
     ])?;
-    conn.prepare_cached(
-        "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![message.id, new.route, new.now, owner, new.now + lease_ms])?;
     append_event(
         conn,
         events,
         EventKind::StatusChanged { message: message.clone(), previous: None },
     )?;
+    if outside_window {
+        return Ok(AcceptOutcome::Created(message, None));
+    }
+    conn.prepare_cached(
+        "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![message.id, new.route, new.now, owner, new.now + lease_ms])?;
     let job = Job {
         message_id: message.id.clone(),
         account: message.account.clone(),
@@ -91,8 +119,9 @@ pub fn accept(
         attempts: 0,
         expires_at: new.expires_at,
         due_at: new.now,
+        send_options: new.send_options.clone(),
     };
-    Ok(AcceptOutcome::Created(message, Box::new(job)))
+    Ok(AcceptOutcome::Created(message, Some(Box::new(job))))
 }
 
 pub fn record_attempt(
@@ -247,6 +276,18 @@ pub fn receive(
     }
     let conversation_id =
         open_conversation(conn, &inbound.account, inbound.channel, &m.from, inbound.now)?;
+    conn.prepare_cached(
+        "INSERT INTO windows (account, peer, last_inbound_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = max(last_inbound_at, excluded.last_inbound_at)",
+    )?
+    .execute(params![inbound.account, m.from, inbound.now])?;
+    let reply_to_message_id = match &m.reply_to {
+        Some(pid) => conn
+            .prepare_cached("SELECT id FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
+            .query_row([&inbound.account, pid], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
     let message = Message {
         id: inbound.id.clone(),
         conversation_id,
@@ -269,6 +310,8 @@ pub fn receive(
         created_at: inbound.now,
         updated_at: inbound.now,
         expires_at: None,
+        reply_to_message_id,
+        send_options: Default::default(),
     };
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -282,6 +325,38 @@ pub fn receive(
     ])?;
     append_event(conn, events, EventKind::Received { message: message.clone() })?;
     Ok(Some(message))
+}
+
+/// How far back a watermark looks: receipts concern recent messages.
+const WATERMARK_SCAN: i64 = 200;
+
+pub fn apply_watermark(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    account: &str,
+    peer: &str,
+    status: MessageStatus,
+    up_to: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let docs: Vec<String> = conn
+        .prepare_cached(
+            "SELECT m.doc FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE c.account = ?1 AND c.peer = ?2 ORDER BY m.seq DESC LIMIT ?3",
+        )?
+        .query_map(params![account, peer, WATERMARK_SCAN], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut moved = Vec::new();
+    for doc in docs {
+        let mut message: Message = serde_json::from_str(&doc)?;
+        if message.direction != Direction::Outbound || message.created_at > up_to || message.provider_message_id.is_none() {
+            continue;
+        }
+        let word = if status == MessageStatus::Read { "read" } else { "delivered" };
+        if advance(conn, events, &mut message, status, word, now_ms())? {
+            moved.push(message);
+        }
+    }
+    Ok(moved)
 }
 
 pub fn get_message(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
@@ -346,6 +421,7 @@ pub fn claim(
             attempts: message.attempts,
             expires_at: message.expires_at.unwrap_or(i64::MAX),
             due_at,
+            send_options: message.send_options,
         });
     }
     jobs.sort_by(|a, b| (a.due_at, &a.message_id).cmp(&(b.due_at, &b.message_id)));

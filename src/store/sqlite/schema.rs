@@ -54,6 +54,14 @@ CREATE TABLE events (
     at INTEGER NOT NULL,
     kind TEXT NOT NULL
 );
+"#, r#"
+-- When each person last wrote to each account: Meta's service windows start there.
+CREATE TABLE windows (
+    account TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    last_inbound_at INTEGER NOT NULL,
+    PRIMARY KEY (account, peer)
+);
 "#];
 
 /// Applies every migration this file has not seen; answers the resulting version.
