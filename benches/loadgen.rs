@@ -190,7 +190,10 @@ fn sms(i: usize) -> pb::SendMessageRequest {
         channel: pb::Channel::Sms as i32,
         to: format!("+1415{:07}", i % 10_000_000),
         content: Some(pb::Content {
-            kind: Some(pb::content::Kind::Text(pb::Text { body: "benchmark message".into(), preview_url: false })),
+            kind: Some(pb::content::Kind::Text(pb::Text {
+                body: "benchmark message".into(),
+                preview_url: false,
+            })),
         }),
         ..Default::default()
     }

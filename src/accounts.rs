@@ -82,7 +82,11 @@ impl Accounts {
     }
 }
 
-fn resolve_base(configured: &str, sandbox: Option<&String>, key: String) -> Result<String, ConfigError> {
+fn resolve_base(
+    configured: &str,
+    sandbox: Option<&String>,
+    key: String,
+) -> Result<String, ConfigError> {
     if configured != "sandbox" {
         return Ok(configured.to_string());
     }
@@ -120,7 +124,8 @@ fn build_one(
                 status_callback: None,
                 rate: account.rate_limit(),
                 pair_rate: account.pair_rate_limit(),
-                sandbox_webhook: (m.api_base == "sandbox").then(|| (m.endpoint_id.clone(), webhook_url)),
+                sandbox_webhook: (m.api_base == "sandbox")
+                    .then(|| (m.endpoint_id.clone(), webhook_url)),
             })
         }
         AccountConfig::Twilio(t) => {

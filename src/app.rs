@@ -95,7 +95,9 @@ impl Gateway {
             None => None,
         };
         let meta_sandbox = match &config.sandbox.meta {
-            Some(sb) => Some(meta_sandbox::start(sb.clone()).await.context("starting the Meta sandbox")?),
+            Some(sb) => {
+                Some(meta_sandbox::start(sb.clone()).await.context("starting the Meta sandbox")?)
+            }
             None => None,
         };
         let http_listener = TcpListener::bind(config.server.http_addr)
@@ -131,7 +133,12 @@ impl Gateway {
             .map(|a| {
                 (
                     a.id.clone(),
-                    AccountRoute::new(a.sender.clone(), a.status_callback.clone(), a.rate, a.pair_rate),
+                    AccountRoute::new(
+                        a.sender.clone(),
+                        a.status_callback.clone(),
+                        a.rate,
+                        a.pair_rate,
+                    ),
                 )
             })
             .collect();

@@ -152,7 +152,9 @@ impl AccountConfig {
     pub fn id(&self) -> &str {
         match self {
             AccountConfig::Twilio(a) => &a.id,
-            AccountConfig::Whatsapp(a) | AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => &a.id,
+            AccountConfig::Whatsapp(a)
+            | AccountConfig::Messenger(a)
+            | AccountConfig::Instagram(a) => &a.id,
         }
     }
 
@@ -168,14 +170,18 @@ impl AccountConfig {
     pub fn is_default(&self) -> bool {
         match self {
             AccountConfig::Twilio(a) => a.default,
-            AccountConfig::Whatsapp(a) | AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => a.default,
+            AccountConfig::Whatsapp(a)
+            | AccountConfig::Messenger(a)
+            | AccountConfig::Instagram(a) => a.default,
         }
     }
 
     pub fn rate_limit(&self) -> RateLimit {
         match self {
             AccountConfig::Twilio(a) => a.rate_limit,
-            AccountConfig::Whatsapp(a) => a.rate_limit.unwrap_or(RateLimit { per_second: 80.0, burst: 80 }),
+            AccountConfig::Whatsapp(a) => {
+                a.rate_limit.unwrap_or(RateLimit { per_second: 80.0, burst: 80 })
+            }
             AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => {
                 a.rate_limit.unwrap_or(RateLimit { per_second: 300.0, burst: 300 })
             }
@@ -390,12 +396,18 @@ impl Config {
                     format!("another account is already the default for {}", account.channel()),
                 ));
             }
-            let rates = [("rate_limit", Some(account.rate_limit())), ("pair_rate_limit", account.pair_rate_limit())];
+            let rates = [
+                ("rate_limit", Some(account.rate_limit())),
+                ("pair_rate_limit", account.pair_rate_limit()),
+            ];
             for (field, rate) in rates {
                 if let Some(rate) = rate
                     && (!(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0)
                 {
-                    return Err(ConfigError::invalid(key(field), "per_second and burst must be positive"));
+                    return Err(ConfigError::invalid(
+                        key(field),
+                        "per_second and burst must be positive",
+                    ));
                 }
             }
             match account {
@@ -420,12 +432,17 @@ impl Config {
                     }
                     t.auth_token.resolve(&key("auth_token"))?;
                 }
-                AccountConfig::Whatsapp(m) | AccountConfig::Messenger(m) | AccountConfig::Instagram(m) => {
+                AccountConfig::Whatsapp(m)
+                | AccountConfig::Messenger(m)
+                | AccountConfig::Instagram(m) => {
                     if m.endpoint_id.is_empty() {
                         return Err(ConfigError::invalid(key("endpoint_id"), "is required"));
                     }
                     if m.api_base == "sandbox" && self.sandbox.meta.is_none() {
-                        return Err(ConfigError::invalid(key("api_base"), "is \"sandbox\" but [sandbox.meta] is not configured"));
+                        return Err(ConfigError::invalid(
+                            key("api_base"),
+                            "is \"sandbox\" but [sandbox.meta] is not configured",
+                        ));
                     }
                     m.access_token.resolve(&key("access_token"))?;
                     m.app_secret.resolve(&key("app_secret"))?;

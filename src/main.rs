@@ -130,7 +130,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     caption: caption.unwrap_or_default(),
                     ..Default::default()
                 }),
-                (None, Some(body)) => pb::content::Kind::Text(pb::Text { body, preview_url: false }),
+                (None, Some(body)) => {
+                    pb::content::Kind::Text(pb::Text { body, preview_url: false })
+                }
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
             let mut client = GatewayClient::connect(addr.clone())
@@ -198,7 +200,10 @@ async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
         channel: pb::Channel::Sms as i32,
         to,
         content: Some(pb::Content {
-            kind: Some(pb::content::Kind::Text(pb::Text { body: "Hello from omnigate".into(), preview_url: false })),
+            kind: Some(pb::content::Kind::Text(pb::Text {
+                body: "Hello from omnigate".into(),
+                preview_url: false,
+            })),
         }),
         ..Default::default()
     };

@@ -127,7 +127,10 @@ impl Metrics {
 
     pub fn webhook_ignored(&self, account: &str, parts: usize) {
         self.webhook_ignored
-            .get_or_create(&WebhookLabels { account: account.to_string(), result: "ignored".to_string() })
+            .get_or_create(&WebhookLabels {
+                account: account.to_string(),
+                result: "ignored".to_string(),
+            })
             .inc_by(parts as u64);
     }
 

@@ -2,8 +2,9 @@
 //! sees the generated types' field layout.
 
 use omnigate_adapters::{
-    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media, MediaKind,
-    MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent, TemplateParameter, Text,
+    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media,
+    MediaKind, MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent,
+    TemplateParameter, Text,
 };
 use omnigate_proto::v1 as pb;
 use tonic::Status;
@@ -49,7 +50,12 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                 Ok(pb::MediaKind::Document) => MediaKind::Document,
                 Ok(pb::MediaKind::Sticker) => MediaKind::Sticker,
                 Ok(pb::MediaKind::Auto) => MediaKind::Auto,
-                Err(_) => return Err(Status::invalid_argument(format!("unknown content.media.kind {}", m.kind))),
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown content.media.kind {}",
+                        m.kind
+                    )));
+                }
             },
             url: m.url,
             mime_type: m.mime_type,
@@ -69,7 +75,11 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                         kind: c.r#type,
                         sub_type: c.sub_type,
                         index: c.index,
-                        parameters: c.parameters.into_iter().map(parameter_from_pb).collect::<Result<_, _>>()?,
+                        parameters: c
+                            .parameters
+                            .into_iter()
+                            .map(parameter_from_pb)
+                            .collect::<Result<_, _>>()?,
                     })
                 })
                 .collect::<Result<_, Status>>()?,
@@ -79,8 +89,12 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
             body: i.body,
             footer: i.footer,
             action: match i.action {
-                Some(pb::interactive::Action::Buttons(c)) => InteractiveAction::Buttons(choices(c.choices)),
-                Some(pb::interactive::Action::QuickReplies(c)) => InteractiveAction::QuickReplies(choices(c.choices)),
+                Some(pb::interactive::Action::Buttons(c)) => {
+                    InteractiveAction::Buttons(choices(c.choices))
+                }
+                Some(pb::interactive::Action::QuickReplies(c)) => {
+                    InteractiveAction::QuickReplies(choices(c.choices))
+                }
                 Some(pb::interactive::Action::List(l)) => InteractiveAction::List {
                     button: l.button,
                     sections: l
@@ -89,7 +103,11 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                         .map(|s| Section { title: s.title, rows: choices(s.rows) })
                         .collect(),
                 },
-                None => return Err(Status::invalid_argument("content.interactive needs buttons, list or quick_replies")),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "content.interactive needs buttons, list or quick_replies",
+                    ));
+                }
             },
         }),
         Some(Kind::Location(l)) => Content::Location(Location {
@@ -98,9 +116,13 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
             name: l.name,
             address: l.address,
         }),
-        Some(Kind::Reaction(r)) => Content::Reaction(Reaction { provider_message_id: r.message_id, emoji: r.emoji }),
+        Some(Kind::Reaction(r)) => {
+            Content::Reaction(Reaction { provider_message_id: r.message_id, emoji: r.emoji })
+        }
         Some(Kind::Choice(_)) => {
-            return Err(Status::invalid_argument("content.choice is what a person answers; it cannot be sent"));
+            return Err(Status::invalid_argument(
+                "content.choice is what a person answers; it cannot be sent",
+            ));
         }
         None => return Err(Status::invalid_argument("content is required")),
     })
@@ -111,7 +133,13 @@ fn choices(c: Vec<pb::Choice>) -> Vec<Choice> {
 }
 
 fn choices_to_pb(c: &[Choice]) -> Vec<pb::Choice> {
-    c.iter().map(|c| pb::Choice { id: c.id.clone(), title: c.title.clone(), description: c.description.clone() }).collect()
+    c.iter()
+        .map(|c| pb::Choice {
+            id: c.id.clone(),
+            title: c.title.clone(),
+            description: c.description.clone(),
+        })
+        .collect()
 }
 
 fn parameter_from_pb(p: pb::TemplateParameter) -> Result<TemplateParameter, Status> {
@@ -122,9 +150,11 @@ fn parameter_from_pb(p: pb::TemplateParameter) -> Result<TemplateParameter, Stat
         Some(Kind::ImageUrl(url)) => TemplateParameter::Image { url },
         Some(Kind::VideoUrl(url)) => TemplateParameter::Video { url },
         Some(Kind::Document(d)) => TemplateParameter::Document { url: d.url, filename: d.filename },
-        Some(Kind::Currency(c)) => {
-            TemplateParameter::Currency { fallback: c.fallback_value, code: c.code, amount_1000: c.amount_1000 }
-        }
+        Some(Kind::Currency(c)) => TemplateParameter::Currency {
+            fallback: c.fallback_value,
+            code: c.code,
+            amount_1000: c.amount_1000,
+        },
         Some(Kind::DateTime(fallback)) => TemplateParameter::DateTime { fallback },
         None => return Err(Status::invalid_argument("a template parameter is empty")),
     })
@@ -140,11 +170,13 @@ fn parameter_to_pb(p: &TemplateParameter) -> pb::TemplateParameter {
         TemplateParameter::Document { url, filename } => {
             Kind::Document(pb::TemplateDocument { url: url.clone(), filename: filename.clone() })
         }
-        TemplateParameter::Currency { fallback, code, amount_1000 } => Kind::Currency(pb::TemplateCurrency {
-            fallback_value: fallback.clone(),
-            code: code.clone(),
-            amount_1000: *amount_1000,
-        }),
+        TemplateParameter::Currency { fallback, code, amount_1000 } => {
+            Kind::Currency(pb::TemplateCurrency {
+                fallback_value: fallback.clone(),
+                code: code.clone(),
+                amount_1000: *amount_1000,
+            })
+        }
         TemplateParameter::DateTime { fallback } => Kind::DateTime(fallback.clone()),
     };
     pb::TemplateParameter { kind: Some(kind) }
@@ -153,7 +185,9 @@ fn parameter_to_pb(p: &TemplateParameter) -> pb::TemplateParameter {
 fn content_to_pb(content: &Content) -> pb::Content {
     use pb::content::Kind;
     let kind = match content {
-        Content::Text(t) => Kind::Text(pb::Text { body: t.body.clone(), preview_url: t.preview_url }),
+        Content::Text(t) => {
+            Kind::Text(pb::Text { body: t.body.clone(), preview_url: t.preview_url })
+        }
         Content::Media(m) => Kind::Media(pb::Media {
             url: m.url.clone(),
             mime_type: m.mime_type.clone(),
@@ -189,17 +223,24 @@ fn content_to_pb(content: &Content) -> pb::Content {
             body: i.body.clone(),
             footer: i.footer.clone(),
             action: Some(match &i.action {
-                InteractiveAction::Buttons(c) => pb::interactive::Action::Buttons(pb::Choices { choices: choices_to_pb(c) }),
+                InteractiveAction::Buttons(c) => {
+                    pb::interactive::Action::Buttons(pb::Choices { choices: choices_to_pb(c) })
+                }
                 InteractiveAction::QuickReplies(c) => {
                     pb::interactive::Action::QuickReplies(pb::Choices { choices: choices_to_pb(c) })
                 }
-                InteractiveAction::List { button, sections } => pb::interactive::Action::List(pb::ListMenu {
-                    button: button.clone(),
-                    sections: sections
-                        .iter()
-                        .map(|s| pb::ListSection { title: s.title.clone(), rows: choices_to_pb(&s.rows) })
-                        .collect(),
-                }),
+                InteractiveAction::List { button, sections } => {
+                    pb::interactive::Action::List(pb::ListMenu {
+                        button: button.clone(),
+                        sections: sections
+                            .iter()
+                            .map(|s| pb::ListSection {
+                                title: s.title.clone(),
+                                rows: choices_to_pb(&s.rows),
+                            })
+                            .collect(),
+                    })
+                }
             }),
         }),
         Content::Location(l) => Kind::Location(pb::Location {
@@ -209,12 +250,15 @@ fn content_to_pb(content: &Content) -> pb::Content {
             address: l.address.clone(),
         }),
         // Stored reactions hold the provider's id of the reacted message.
-        Content::Reaction(r) => {
-            Kind::Reaction(pb::Reaction { message_id: r.provider_message_id.clone(), emoji: r.emoji.clone() })
-        }
-        Content::Choice(c) => {
-            Kind::Choice(pb::Choice { id: c.id.clone(), title: c.title.clone(), description: c.description.clone() })
-        }
+        Content::Reaction(r) => Kind::Reaction(pb::Reaction {
+            message_id: r.provider_message_id.clone(),
+            emoji: r.emoji.clone(),
+        }),
+        Content::Choice(c) => Kind::Choice(pb::Choice {
+            id: c.id.clone(),
+            title: c.title.clone(),
+            description: c.description.clone(),
+        }),
     };
     pb::Content { kind: Some(kind) }
 }

@@ -17,8 +17,8 @@ use super::convert::{self, store_status};
 use super::validate;
 use crate::app::AppState;
 use crate::model::{Event, SendOptions, new_id, now_ms};
-use omnigate_adapters::Content;
 use crate::store::{AcceptOutcome, NewMessage};
+use omnigate_adapters::Content;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -48,7 +48,9 @@ impl GatewayService {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("{field}: message {id} not found")))?;
         message.provider_message_id.ok_or_else(|| {
-            Status::failed_precondition(format!("{field}: message {id} has no provider id yet (it was not sent)"))
+            Status::failed_precondition(format!(
+                "{field}: message {id} has no provider id yet (it was not sent)"
+            ))
         })
     }
 }
@@ -72,7 +74,8 @@ impl Gateway for GatewayService {
         let mut content = convert::content_from_pb(req.content.clone())?;
         validate::content(&content)?;
         if let Content::Reaction(r) = &mut content {
-            r.provider_message_id = self.provider_id_of(&r.provider_message_id, "content.reaction.message_id").await?;
+            r.provider_message_id =
+                self.provider_id_of(&r.provider_message_id, "content.reaction.message_id").await?;
         }
         let reply_to_provider_id = match req.reply_to_message_id.as_str() {
             "" => None,

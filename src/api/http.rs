@@ -50,7 +50,8 @@ async fn handshake(
     uri: Uri,
 ) -> Response {
     let Some(account) = state.accounts.get(&account_id).filter(|a| a.provider == provider) else {
-        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}")).into_response();
+        return (StatusCode::NOT_FOUND, format!("no {provider} account {account_id:?}"))
+            .into_response();
     };
     match account.webhooks.verify_subscription(&hook, uri.query().unwrap_or_default()) {
         Ok(challenge) => (StatusCode::OK, challenge).into_response(),

@@ -26,7 +26,9 @@ pub fn address(channel: Channel, to: &str) -> Result<(), Status> {
             "to must be an E.164 phone number (+ and 8 to 15 digits) on {channel}"
         ))),
         Channel::Messenger | Channel::Instagram if !to.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(Status::invalid_argument(format!("to must be a {channel} user id (PSID or IGSID, digits)")))
+            Err(Status::invalid_argument(format!(
+                "to must be a {channel} user id (PSID or IGSID, digits)"
+            )))
         }
         _ => Ok(()),
     }
@@ -36,7 +38,9 @@ pub fn content(content: &Content) -> Result<(), Status> {
     let bad = |reason: String| Err(Status::invalid_argument(reason));
     match content {
         Content::Text(t) if t.body.trim().is_empty() => bad("content.text.body is empty".into()),
-        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => bad(format!("content.text.body is over {MAX_BODY_BYTES} bytes")),
+        Content::Text(t) if t.body.len() > MAX_BODY_BYTES => {
+            bad(format!("content.text.body is over {MAX_BODY_BYTES} bytes"))
+        }
         Content::Text(_) => Ok(()),
         Content::Media(m) => {
             if m.url.is_empty() && m.provider_media_id.is_empty() {
@@ -51,17 +55,22 @@ pub fn content(content: &Content) -> Result<(), Status> {
             bad("content.template needs a name and a language".into())
         }
         Content::Template(_) => Ok(()),
-        Content::Interactive(i) if i.body.trim().is_empty() => bad("content.interactive.body is empty".into()),
+        Content::Interactive(i) if i.body.trim().is_empty() => {
+            bad("content.interactive.body is empty".into())
+        }
         Content::Interactive(_) => Ok(()),
         Content::Location(l)
             if !(l.latitude.is_finite() && l.longitude.is_finite())
                 || l.latitude.abs() > 90.0
                 || l.longitude.abs() > 180.0 =>
         {
-            bad("content.location needs a latitude in [-90, 90] and a longitude in [-180, 180]".into())
+            bad("content.location needs a latitude in [-90, 90] and a longitude in [-180, 180]"
+                .into())
         }
         Content::Location(_) => Ok(()),
-        Content::Reaction(r) if r.provider_message_id.is_empty() => bad("content.reaction.message_id is required".into()),
+        Content::Reaction(r) if r.provider_message_id.is_empty() => {
+            bad("content.reaction.message_id is required".into())
+        }
         Content::Reaction(_) => Ok(()),
         Content::Choice(_) => bad("content.choice cannot be sent".into()),
     }

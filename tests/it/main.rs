@@ -2,6 +2,7 @@
 
 mod api;
 mod crash;
+mod meta;
 mod receipts;
 mod retries;
 mod send;

@@ -147,8 +147,8 @@ async fn bad_requests_are_refused_with_a_reason() {
         ),
         (
             pb::SendMessageRequest {
-                channel: pb::Channel::Whatsapp as i32,
-                ..text_request("+14155550100", "x")
+                channel: pb::Channel::Email as i32,
+                ..text_request("ann@example.com", "x")
             },
             Code::FailedPrecondition,
             "no account",

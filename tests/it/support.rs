@@ -20,7 +20,14 @@ pub struct TestGateway {
     pub _dir: tempfile::TempDir,
 }
 
+pub const WA_NUMBER_ID: &str = "106540352242922";
+pub const PAGE_ID: &str = "112233445566778";
+pub const IG_ID: &str = "17841400000000000";
+pub const META_SECRET: &str = "test-app-secret";
+
 pub struct Builder {
+    meta_rules: String,
+    pair_rate: String,
     rules: String,
     rate: String,
     dispatch: String,
@@ -29,6 +36,8 @@ pub struct Builder {
 
 pub fn gateway() -> Builder {
     Builder {
+        meta_rules: String::new(),
+        pair_rate: "{ per_second = 100, burst = 100 }".into(),
         rules: String::new(),
         rate: "{ per_second = 1000, burst = 1000 }".into(),
         dispatch:
@@ -43,6 +52,18 @@ impl Builder {
     pub fn rule(mut self, rule: &str) -> Self {
         self.rules.push_str(rule);
         self.rules.push_str(",\n");
+        self
+    }
+
+    /// A Meta sandbox rule as TOML inline table text.
+    pub fn meta_rule(mut self, rule: &str) -> Self {
+        self.meta_rules.push_str(rule);
+        self.meta_rules.push_str(",\n");
+        self
+    }
+
+    pub fn pair_rate(mut self, per_second: f64) -> Self {
+        self.pair_rate = format!("{{ per_second = {per_second}, burst = 1 }}");
         self
     }
 
@@ -87,12 +108,50 @@ auth_token = "{TOKEN}"
 from = "{FROM}"
 rate_limit = {rate}
 request_timeout_ms = 2000
+
+[sandbox.meta]
+access_token = "meta-token"
+app_secret = "{META_SECRET}"
+callback_delay_ms = {delay}
+rules = [
+{meta_rules}]
+
+[[accounts]]
+type = "whatsapp"
+id = "wa"
+api_base = "sandbox"
+endpoint_id = "{WA_NUMBER_ID}"
+access_token = "meta-token"
+app_secret = "{META_SECRET}"
+verify_token = "verify-me"
+pair_rate_limit = {pair_rate}
+request_timeout_ms = 2000
+
+[[accounts]]
+type = "messenger"
+id = "fb"
+api_base = "sandbox"
+endpoint_id = "{PAGE_ID}"
+access_token = "meta-token"
+app_secret = "{META_SECRET}"
+verify_token = "verify-me"
+
+[[accounts]]
+type = "instagram"
+id = "ig"
+api_base = "sandbox"
+endpoint_id = "{IG_ID}"
+access_token = "meta-token"
+app_secret = "{META_SECRET}"
+verify_token = "verify-me"
 "#,
             db = dir.join("omnigate.db").display(),
             dispatch = self.dispatch,
             delay = self.callback_delay_ms,
             rules = self.rules,
             rate = self.rate,
+            meta_rules = self.meta_rules,
+            pair_rate = self.pair_rate,
         );
         Config::from_toml(&text).expect("test config is valid")
     }
@@ -113,6 +172,10 @@ impl TestGateway {
 
     pub fn sandbox(&self) -> &SandboxHandle {
         self.gw().twilio_sandbox.as_ref().expect("sandbox configured")
+    }
+
+    pub fn meta(&self) -> &omnigate_adapters::meta::sandbox::SandboxHandle {
+        self.gw().meta_sandbox.as_ref().expect("meta sandbox configured")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -140,12 +203,15 @@ impl TestGateway {
             .expect("message")
     }
 
-    /// Polls until the message reaches `status`; fails with its last state after 15 s.
+    /// Polls until the message has reached `status` (it may have moved on since); fails with
+    /// its last state after 15 s.
     pub async fn wait_for(&mut self, id: &str, status: pb::MessageStatus) -> pb::Message {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let m = self.get(id).await;
-            if m.status == status as i32 {
+            if m.status == status as i32
+                || m.status_history.iter().any(|c| c.status == status as i32)
+            {
                 return m;
             }
             if tokio::time::Instant::now() > deadline {
@@ -165,6 +231,19 @@ pub fn text_request(to: &str, body: &str) -> pb::SendMessageRequest {
         }),
         ..Default::default()
     }
+}
+
+pub fn request(channel: pb::Channel, to: &str, kind: pb::content::Kind) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        channel: channel as i32,
+        to: to.into(),
+        content: Some(pb::Content { kind: Some(kind) }),
+        ..Default::default()
+    }
+}
+
+pub fn text(body: &str) -> pb::content::Kind {
+    pb::content::Kind::Text(pb::Text { body: body.into(), preview_url: false })
 }
 
 pub fn statuses(m: &pb::Message) -> Vec<pb::MessageStatus> {

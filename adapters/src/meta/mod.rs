@@ -5,7 +5,7 @@
 //! - [`config`]: one Meta account (a WhatsApp phone number, a Page, an Instagram account).
 //! - [`graph`]: the shared Graph API client and its error object.
 //! - [`errors`]: Graph error codes to canonical classes.
-//! - [`signature`]: `X-Hub-Signature-256`.
+//! - [`signature`]: the `X-Hub-Signature-256` webhook signature.
 //! - [`whatsapp`]: the WhatsApp wire format, both directions.
 //! - [`messenger`]: the Messenger and Instagram Send API and webhooks.
 //! - [`client`]: the [`Sender`](crate::Sender) for all three.

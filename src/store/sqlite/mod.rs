@@ -144,7 +144,10 @@ impl Store for SqliteStore {
         up_to: crate::model::Millis,
     ) -> Result<Vec<Message>, StoreError> {
         let (account, peer) = (account.to_string(), peer.to_string());
-        self.write(move |conn, events| ops::apply_watermark(conn, events, &account, &peer, status, up_to)).await
+        self.write(move |conn, events| {
+            ops::apply_watermark(conn, events, &account, &peer, status, up_to)
+        })
+        .await
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError> {

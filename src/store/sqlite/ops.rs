@@ -41,7 +41,9 @@ pub fn accept(
     let outside_window = match new.window_ms {
         Some(window) => {
             let last: Option<i64> = conn
-                .prepare_cached("SELECT last_inbound_at FROM windows WHERE account = ?1 AND peer = ?2")?
+                .prepare_cached(
+                    "SELECT last_inbound_at FROM windows WHERE account = ?1 AND peer = ?2",
+                )?
                 .query_row([&new.account, &new.to], |r| r.get(0))
                 .optional()?;
             last.is_none_or(|at| new.now - at > window)
@@ -76,7 +78,11 @@ pub fn accept(
     if outside_window {
         let hours = new.window_ms.unwrap_or_default() / 3_600_000;
         message.status = MessageStatus::Failed;
-        message.history.push(StatusChange { status: MessageStatus::Failed, at: new.now, provider_status: String::new() });
+        message.history.push(StatusChange {
+            status: MessageStatus::Failed,
+            at: new.now,
+            provider_status: String::new(),
+        });
         message.error = Some(omnigate_adapters::ProviderError::gateway(
             omnigate_adapters::ErrorCode::OutsideWindow,
             format!(
@@ -283,7 +289,9 @@ pub fn receive(
     .execute(params![inbound.account, m.from, inbound.now])?;
     let reply_to_message_id = match &m.reply_to {
         Some(pid) => conn
-            .prepare_cached("SELECT id FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
+            .prepare_cached(
+                "SELECT id FROM messages WHERE account = ?1 AND provider_message_id = ?2",
+            )?
             .query_row([&inbound.account, pid], |r| r.get(0))
             .optional()?,
         None => None,
@@ -348,7 +356,10 @@ pub fn apply_watermark(
     let mut moved = Vec::new();
     for doc in docs {
         let mut message: Message = serde_json::from_str(&doc)?;
-        if message.direction != Direction::Outbound || message.created_at > up_to || message.provider_message_id.is_none() {
+        if message.direction != Direction::Outbound
+            || message.created_at > up_to
+            || message.provider_message_id.is_none()
+        {
             continue;
         }
         let word = if status == MessageStatus::Read { "read" } else { "delivered" };

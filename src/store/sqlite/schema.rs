@@ -4,7 +4,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE conversations (
     id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -54,7 +55,8 @@ CREATE TABLE events (
     at INTEGER NOT NULL,
     kind TEXT NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 -- When each person last wrote to each account: Meta's service windows start there.
 CREATE TABLE windows (
     account TEXT NOT NULL,
@@ -62,7 +64,8 @@ CREATE TABLE windows (
     last_inbound_at INTEGER NOT NULL,
     PRIMARY KEY (account, peer)
 );
-"#];
+"#,
+];
 
 /// Applies every migration this file has not seen; answers the resulting version.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
