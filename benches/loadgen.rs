@@ -153,6 +153,19 @@ account_sid = "AC00000000000000000000000000000000"
 auth_token = "bench"
 from = "+15005550006"
 rate_limit = {{ per_second = {per_second}, burst = {per_second} }}
+[sandbox.meta]
+access_token = "bench"
+app_secret = "bench"
+callback_delay_ms = 0
+[[accounts]]
+type = "whatsapp"
+id = "wa"
+api_base = "sandbox"
+endpoint_id = "106540352242922"
+access_token = "bench"
+app_secret = "bench"
+verify_token = "bench"
+rate_limit = {{ per_second = {per_second}, burst = {per_second} }}
 "#,
         dir.join("bench.db").display()
     ))
@@ -199,9 +212,25 @@ fn sms(i: usize) -> pb::SendMessageRequest {
     }
 }
 
+/// A WhatsApp template (allowed outside the service window) to a distinct person each.
+fn whatsapp(i: usize) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        channel: pb::Channel::Whatsapp as i32,
+        to: format!("+1631{:07}", i % 10_000_000),
+        content: Some(pb::Content {
+            kind: Some(pb::content::Kind::Template(pb::Template {
+                name: "order_update".into(),
+                language: "en_US".into(),
+                components: vec![],
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Sends with an unpaced route: every message goes through the sandbox and both of its
 /// status callbacks, and counts when its DELIVERED event is streamed.
-async fn gateway_run(args: &Args) -> GatewayRun {
+async fn gateway_run(args: &Args, request: fn(usize) -> pb::SendMessageRequest) -> GatewayRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 1_000_000)).await.expect("gateway");
     let addr = format!("http://{}", gateway.grpc_addr);
@@ -232,7 +261,7 @@ async fn gateway_run(args: &Args) -> GatewayRun {
     let (elapsed, lat) = drive(total, args.concurrency, move |i| {
         let mut client = GatewayClient::new(chans[i % chans.len()].clone());
         async move {
-            client.send_message(sms(i)).await.expect("accepted");
+            client.send_message(request(i)).await.expect("accepted");
         }
     })
     .await;
@@ -268,11 +297,12 @@ fn main() {
         // Warm both paths once (connections, page cache) before measuring.
         let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None };
         echo_baseline(&warm).await;
-        gateway_run(&warm).await;
+        gateway_run(&warm, sms).await;
 
         let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
         let (accept_rate, accept_p50, accept_p99) = accept_run(&args).await;
-        let g = gateway_run(&args).await;
+        let g = gateway_run(&args, sms).await;
+        let w = gateway_run(&args, whatsapp).await;
         println!("omnigate load generator: {} messages, {} concurrent clients, {} cores", args.messages, args.concurrency,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         println!("| run | rate (/s) | vs echo | p50 | p99 |");
@@ -281,7 +311,9 @@ fn main() {
         println!("| SMS accepted, route paced (durable, SQLite) | {accept_rate:.0} | {:.2} | {accept_p50:.2?} | {accept_p99:.2?} |", accept_rate / echo_rate);
         println!("| SMS accepted while delivering | {:.0} | {:.2} | {:.2?} | {:.2?} |", g.accepted_per_s, g.accepted_per_s / echo_rate, g.p50, g.p99);
         println!("| SMS end to end (to DELIVERED) | {:.0} | {:.2} | | |", g.e2e_per_s, g.e2e_per_s / echo_rate);
-        println!("store writes per commit (group commit batch): {:.1}", g.group);
+        println!("| WhatsApp accepted while delivering | {:.0} | {:.2} | {:.2?} | {:.2?} |", w.accepted_per_s, w.accepted_per_s / echo_rate, w.p50, w.p99);
+        println!("| WhatsApp end to end (to DELIVERED) | {:.0} | {:.2} | | |", w.e2e_per_s, w.e2e_per_s / echo_rate);
+        println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp", g.group, w.group);
         println!("peak RSS of the whole run (clients, sandbox and gateway): {:.0} MiB", peak_rss_mib());
     });
 }
