@@ -504,10 +504,25 @@ mod tests {
         assert!(Secret("env:OMNIGATE_TEST_SURELY_UNSET".into()).resolve("k").is_err());
     }
 
+    fn toml_shape(text: &str) -> Result<Config, figment::Error> {
+        Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)).extract()
+    }
+
     #[test]
     fn the_shipped_config_is_valid() {
         let text = include_str!("../config/omnigate.toml");
         let config = Config::from_toml(text).expect("config/omnigate.toml");
         assert!(config.accounts.iter().any(|a| a.is_default() && a.channel() == Channel::Sms));
+        for channel in [Channel::Whatsapp, Channel::Messenger, Channel::Instagram] {
+            assert!(config.accounts.iter().any(|a| a.channel() == channel), "{channel}");
+        }
+        for example in [
+            include_str!("../config/twilio.example.toml"),
+            include_str!("../config/meta.example.toml"),
+        ] {
+            // Secrets come from the environment there; only the shape is checked here.
+            let parsed: Result<Config, _> = toml_shape(example);
+            assert!(parsed.is_ok(), "{parsed:?}");
+        }
     }
 }
