@@ -504,8 +504,11 @@ mod tests {
         assert!(Secret("env:OMNIGATE_TEST_SURELY_UNSET".into()).resolve("k").is_err());
     }
 
-    fn toml_shape(text: &str) -> Result<Config, figment::Error> {
-        Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)).extract()
+    fn toml_shape(text: &str) -> Result<Config, Box<figment::Error>> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)
     }
 
     #[test]
