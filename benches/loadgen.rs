@@ -237,7 +237,7 @@ async fn gateway_run(args: &Args, request: fn(usize) -> pb::SendMessageRequest) 
     let mut events = GatewayClient::connect(addr.clone())
         .await
         .expect("connect")
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0 })
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
         .await
         .expect("stream")
         .into_inner();

@@ -80,6 +80,7 @@ fn conversion(c: &mut Criterion) {
         updated_at: 1_700_000_000_000,
         expires_at: Some(1_700_086_400_000),
         reply_to_message_id: None,
+        contact_id: "ctc_01a204aa5b94708cba7eeffdc77d1d18".into(),
         send_options: Default::default(),
     };
     let mut g = c.benchmark_group("message");

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`config`]: TOML + environment configuration, validated with errors that name the key.
-//! - [`model`]: stored messages, status history, events.
+//! - [`model`]: stored messages, contacts, conversations, events.
+//! - [`contacts`]: identity normalisation (E.164, email, Meta ids).
 //! - [`store`]: the durable state (trait + SQLite), with group commit.
 //! - [`accounts`]: configured provider accounts and each channel's default.
 //! - [`dispatch`]: in-memory dispatch, per-route rate limits, retries and backoff.
@@ -17,6 +18,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod contacts;
 pub mod dispatch;
 pub mod model;
 pub mod store;

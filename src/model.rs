@@ -57,6 +57,9 @@ pub struct Message {
     /// The omnigate id of the message this one replies to (quotes), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_message_id: Option<String>,
+    /// The person on the other side; empty only in records from before contacts existed.
+    #[serde(default)]
+    pub contact_id: String,
     /// What the adapter needs to send it that the canonical message does not show.
     #[serde(default, skip_serializing_if = "SendOptions::is_empty")]
     pub send_options: SendOptions,
@@ -91,11 +94,67 @@ pub struct Event {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// `previous` is empty on the first status, ACCEPTED.
-    StatusChanged {
-        message: Message,
-        previous: Option<MessageStatus>,
-    },
-    Received {
-        message: Message,
-    },
+    StatusChanged { message: Message, previous: Option<MessageStatus> },
+    Received { message: Message },
+    ConversationOpened { conversation: Conversation },
+    ConversationClosed { conversation: Conversation },
+    ContactMerged { contact: Contact, merged_contact_id: String },
+    ContactForgotten { contact_id: String },
+}
+
+impl EventKind {
+    /// The name clients filter on in `StreamEvents.kinds`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::StatusChanged { .. } => "message_status_changed",
+            EventKind::Received { .. } => "message_received",
+            EventKind::ConversationOpened { .. } => "conversation_opened",
+            EventKind::ConversationClosed { .. } => "conversation_closed",
+            EventKind::ContactMerged { .. } => "contact_merged",
+            EventKind::ContactForgotten { .. } => "contact_forgotten",
+        }
+    }
+}
+
+/// A channel address, normalised (see [`crate::contacts::normalize`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    pub channel: Channel,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: String,
+    pub display_name: String,
+    pub identities: Vec<Identity>,
+    pub preferences: Vec<Channel>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationState {
+    Open,
+    Closed,
+}
+
+impl ConversationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationState::Open => "open",
+            ConversationState::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub contact_id: String,
+    pub channels: Vec<Channel>,
+    pub state: ConversationState,
+    pub created_at: Millis,
+    pub last_activity_at: Millis,
 }

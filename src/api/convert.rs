@@ -9,7 +9,10 @@ use omnigate_adapters::{
 use omnigate_proto::v1 as pb;
 use tonic::Status;
 
-use crate::model::{Direction, Event, EventKind, Message, Millis};
+use crate::contacts::normalize;
+use crate::model::{
+    Contact, Conversation, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
+};
 use crate::store::StoreError;
 
 pub fn channel_from_pb(value: i32) -> Result<Channel, Status> {
@@ -341,6 +344,7 @@ pub fn message_to_pb(m: &Message) -> pb::Message {
         updated_at: Some(timestamp(m.updated_at)),
         expires_at: m.expires_at.map(timestamp),
         reply_to_message_id: m.reply_to_message_id.clone().unwrap_or_default(),
+        contact_id: m.contact_id.clone(),
     }
 }
 
@@ -355,8 +359,62 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         EventKind::Received { message } => pb::event::Kind::MessageReceived(pb::MessageReceived {
             message: Some(message_to_pb(message)),
         }),
+        EventKind::ConversationOpened { conversation } => pb::event::Kind::ConversationOpened(
+            pb::ConversationOpened { conversation: Some(conversation_to_pb(conversation)) },
+        ),
+        EventKind::ConversationClosed { conversation } => pb::event::Kind::ConversationClosed(
+            pb::ConversationClosed { conversation: Some(conversation_to_pb(conversation)) },
+        ),
+        EventKind::ContactMerged { contact, merged_contact_id } => {
+            pb::event::Kind::ContactMerged(pb::ContactMerged {
+                contact: Some(contact_to_pb(contact)),
+                merged_contact_id: merged_contact_id.clone(),
+            })
+        }
+        EventKind::ContactForgotten { contact_id } => {
+            pb::event::Kind::ContactForgotten(pb::ContactForgotten { contact_id: contact_id.clone() })
+        }
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
+}
+
+pub fn identity_from_pb(identity: Option<pb::Identity>) -> Result<Identity, Status> {
+    let identity = identity.ok_or_else(|| Status::invalid_argument("identity is required"))?;
+    let channel = channel_from_pb(identity.channel)?;
+    normalize(channel, &identity.address).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn identity_to_pb(i: &Identity) -> pb::Identity {
+    pb::Identity { channel: channel_to_pb(i.channel) as i32, address: i.address.clone() }
+}
+
+pub fn contact_to_pb(c: &Contact) -> pb::Contact {
+    pb::Contact {
+        id: c.id.clone(),
+        display_name: c.display_name.clone(),
+        identities: c.identities.iter().map(identity_to_pb).collect(),
+        channel_preferences: c.preferences.iter().map(|p| channel_to_pb(*p) as i32).collect(),
+        created_at: Some(timestamp(c.created_at)),
+        updated_at: Some(timestamp(c.updated_at)),
+    }
+}
+
+pub fn conversation_to_pb(c: &Conversation) -> pb::Conversation {
+    pb::Conversation {
+        id: c.id.clone(),
+        contact_id: c.contact_id.clone(),
+        channels: c.channels.iter().map(|ch| channel_to_pb(*ch) as i32).collect(),
+        state: match c.state {
+            ConversationState::Open => pb::ConversationState::Open,
+            ConversationState::Closed => pb::ConversationState::Closed,
+        } as i32,
+        created_at: Some(timestamp(c.created_at)),
+        last_activity_at: Some(timestamp(c.last_activity_at)),
+    }
+}
+
+pub fn millis(t: &prost_types::Timestamp) -> Millis {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
 /// Store errors as gRPC statuses, with the reason in the message.
@@ -364,6 +422,8 @@ pub fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::IdempotencyConflict(_) => Status::already_exists(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        StoreError::IdentityTaken { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
         StoreError::Closed => Status::unavailable(e.to_string()),
         StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::CommitFailed(_) => {
             tracing::error!(error = %e, "store failure");

@@ -14,8 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, store_status};
-use super::validate;
+use super::{people, validate};
 use crate::app::AppState;
+use crate::contacts::normalize;
 use crate::model::{Event, SendOptions, new_id, now_ms};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
@@ -68,7 +69,7 @@ impl Gateway for GatewayService {
         }
         let req = request.into_inner();
         let channel = convert::channel_from_pb(req.channel)?;
-        validate::address(channel, &req.to)?;
+        let to = normalize(channel, &req.to).map_err(|e| Status::invalid_argument(format!("to: {e}")))?.address;
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;
         let mut content = convert::content_from_pb(req.content.clone())?;
@@ -116,7 +117,7 @@ impl Gateway for GatewayService {
                 [
                     channel.as_str(),
                     &account.id,
-                    &req.to,
+                    &to,
                     &req.conversation_id,
                     &req.reply_to_message_id,
                     &req.message_tag,
@@ -134,7 +135,7 @@ impl Gateway for GatewayService {
             account: account.id.clone(),
             route: account.sender.route().to_string(),
             from: account.from.clone(),
-            to: req.to,
+            to,
             conversation_id: (!req.conversation_id.is_empty()).then_some(req.conversation_id),
             content,
             metadata,
@@ -213,17 +214,76 @@ impl Gateway for GatewayService {
         }))
     }
 
+    async fn upsert_contact(&self, r: Request<pb::UpsertContactRequest>) -> Result<Response<pb::Contact>, Status> {
+        people::upsert_contact(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_contact(&self, r: Request<pb::GetContactRequest>) -> Result<Response<pb::Contact>, Status> {
+        people::get_contact(&self.state, &r.into_inner().id).await.map(Response::new)
+    }
+
+    async fn find_contact(&self, r: Request<pb::FindContactRequest>) -> Result<Response<pb::Contact>, Status> {
+        people::find_contact(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn link_identity(&self, r: Request<pb::LinkIdentityRequest>) -> Result<Response<pb::Contact>, Status> {
+        people::link_identity(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn merge_contacts(&self, r: Request<pb::MergeContactsRequest>) -> Result<Response<pb::Contact>, Status> {
+        people::merge_contacts(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn forget_contact(
+        &self,
+        r: Request<pb::ForgetContactRequest>,
+    ) -> Result<Response<pb::ForgetContactResponse>, Status> {
+        people::forget_contact(&self.state, &r.into_inner().contact_id).await.map(Response::new)
+    }
+
+    async fn get_conversation(
+        &self,
+        r: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        people::get_conversation(&self.state, &r.into_inner().id).await.map(Response::new)
+    }
+
+    async fn list_conversations(
+        &self,
+        r: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        people::list_conversations(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn close_conversation(
+        &self,
+        r: Request<pb::CloseConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        people::close_conversation(&self.state, &r.into_inner().id).await.map(Response::new)
+    }
+
     type StreamEventsStream = EventStream;
 
     async fn stream_events(
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let from = request.into_inner().from_sequence;
+        let req = request.into_inner();
+        const KINDS: [&str; 6] = [
+            "message_status_changed",
+            "message_received",
+            "conversation_opened",
+            "conversation_closed",
+            "contact_merged",
+            "contact_forgotten",
+        ];
+        if let Some(unknown) = req.kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+            return Err(Status::invalid_argument(format!("unknown event kind {unknown:?}; known: {KINDS:?}")));
+        }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Subscribe before replaying, so nothing committed during the replay is missed.
         let live = self.state.store.subscribe();
-        tokio::spawn(follow(self.state.clone(), from, live, tx));
+        tokio::spawn(follow(self.state.clone(), req.from_sequence, req.kinds, live, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -233,9 +293,11 @@ impl Gateway for GatewayService {
 async fn follow(
     state: Arc<AppState>,
     mut cursor: u64,
+    kinds: Vec<String>,
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: mpsc::Sender<Result<pb::Event, Status>>,
 ) {
+    let wanted = |e: &Event| kinds.is_empty() || kinds.iter().any(|k| k == e.kind.name());
     loop {
         // Replay.
         loop {
@@ -249,7 +311,7 @@ async fn follow(
             let done = page.len() < REPLAY_PAGE;
             for event in page {
                 cursor = event.sequence;
-                if tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                if wanted(&event) && tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
                     return;
                 }
             }
@@ -263,7 +325,7 @@ async fn follow(
                 Ok(event) if event.sequence <= cursor => continue,
                 Ok(event) => {
                     cursor = event.sequence;
-                    if tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                    if wanted(&event) && tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
                         return;
                     }
                 }

@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use omnigate_adapters::{Parsed, WebhookError, WebhookEvent, WebhookRequest};
 
 use crate::app::AppState;
-use crate::model::{new_id, now_ms};
+use crate::contacts::normalize;
+use crate::model::{Identity, new_id, now_ms};
 use crate::store::NewInbound;
 
 /// Webhook bodies larger than this are refused before parsing.
@@ -111,8 +112,12 @@ async fn webhook(
                 state.store.apply_status(&account.id, report).await.map(|_| ())
             }
             WebhookEvent::Inbound(message) => {
+                // A sender the rules cannot normalise (an alphanumeric SMS sender) is kept as given.
+                let from = normalize(account.channel, &message.from)
+                    .unwrap_or_else(|_| Identity { channel: account.channel, address: message.from.clone() });
                 let inbound = NewInbound {
                     id: new_id("msg"),
+                    from,
                     channel: account.channel,
                     account: account.id.clone(),
                     message,

@@ -5,8 +5,10 @@
 //! - [`validate`]: request checks that answer INVALID_ARGUMENT with a reason.
 //! - [`grpc`]: the `omnigate.v1.Gateway` service.
 //! - [`http`]: provider webhooks, health, readiness and metrics.
+//! - [`people`]: the contact and conversation RPCs.
 
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod people;
 pub mod validate;

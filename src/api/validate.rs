@@ -1,38 +1,13 @@
 //! Checks on requests, so that bad input fails at the door with a reason and never reaches a
 //! provider. Each check names the field it rejects.
 
-use omnigate_adapters::{Channel, Content};
+use omnigate_adapters::Content;
 use tonic::Status;
 
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// E.164: a plus and 8 to 15 digits, the first not zero.
-pub fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else { return false };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
-}
-
-pub fn address(channel: Channel, to: &str) -> Result<(), Status> {
-    if to.is_empty() {
-        return Err(Status::invalid_argument("to is required"));
-    }
-    match channel {
-        Channel::Sms | Channel::Whatsapp if !is_e164(to) => Err(Status::invalid_argument(format!(
-            "to must be an E.164 phone number (+ and 8 to 15 digits) on {channel}"
-        ))),
-        Channel::Messenger | Channel::Instagram if !to.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(Status::invalid_argument(format!(
-                "to must be a {channel} user id (PSID or IGSID, digits)"
-            )))
-        }
-        _ => Ok(()),
-    }
-}
 
 pub fn content(content: &Content) -> Result<(), Status> {
     let bad = |reason: String| Err(Status::invalid_argument(reason));
@@ -100,18 +75,4 @@ pub fn metadata<'a>(
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn e164() {
-        assert!(is_e164("+14155550100"));
-        assert!(!is_e164("14155550100"));
-        assert!(!is_e164("+0123456789"));
-        assert!(!is_e164("+1415555010a"));
-        assert!(!is_e164("+1234567"));
-    }
 }

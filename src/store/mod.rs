@@ -17,7 +17,7 @@ use omnigate_adapters::{
 };
 use tokio::sync::broadcast;
 
-use crate::model::{Event, Message, Millis, SendOptions};
+use crate::model::{Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions};
 
 /// An outbound message to accept.
 #[derive(Clone, Debug)]
@@ -87,12 +87,35 @@ pub enum Attempt {
     },
 }
 
+/// A contact to create (no id) or update. Identities are added, never taken from another
+/// contact.
+#[derive(Clone, Debug, Default)]
+pub struct ContactUpdate {
+    pub id: Option<String>,
+    pub display_name: Option<String>,
+    pub identities: Vec<Identity>,
+    /// Replaces the preferences when not empty.
+    pub preferences: Vec<Channel>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ConversationFilter {
+    pub contact_id: Option<String>,
+    pub state: Option<ConversationState>,
+    pub updated_since: Option<Millis>,
+    /// Continue after this (last_activity_at, id).
+    pub after: Option<(Millis, String)>,
+    pub limit: usize,
+}
+
 /// An inbound message to store, on the account whose webhook received it.
 #[derive(Clone, Debug)]
 pub struct NewInbound {
     pub id: String,
     pub channel: Channel,
     pub account: String,
+    /// The sender, normalised.
+    pub from: Identity,
     pub message: InboundMessage,
     pub now: Millis,
 }
@@ -103,6 +126,10 @@ pub enum StoreError {
     IdempotencyConflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("identity {identity} belongs to contact {contact_id}; merge the contacts to move it")]
+    IdentityTaken { identity: String, contact_id: String },
+    #[error("{0}")]
+    Invalid(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored record is unreadable: {0}")]
@@ -117,7 +144,13 @@ impl StoreError {
     /// An answer about the request (conflict, missing record), raised before a write
     /// changes anything; other errors are the database's own.
     pub fn is_domain(&self) -> bool {
-        matches!(self, StoreError::IdempotencyConflict(_) | StoreError::NotFound(_))
+        matches!(
+            self,
+            StoreError::IdempotencyConflict(_)
+                | StoreError::NotFound(_)
+                | StoreError::IdentityTaken { .. }
+                | StoreError::Invalid(_)
+        )
     }
 }
 
@@ -181,6 +214,26 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError>;
+
+    async fn upsert_contact(&self, update: ContactUpdate) -> Result<Contact, StoreError>;
+
+    /// A contact by id; a merged contact answers as the contact it was merged into.
+    async fn get_contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+
+    async fn find_contact(&self, identity: Identity) -> Result<Option<Contact>, StoreError>;
+
+    /// Moves identities, conversations and messages of `from` into `into`; idempotent.
+    async fn merge_contacts(&self, into: &str, from: &str) -> Result<Contact, StoreError>;
+
+    /// Erases the contact's personal data: identities, name, message content and addresses,
+    /// also in the event log. Answers how many messages were erased.
+    async fn forget_contact(&self, id: &str) -> Result<u64, StoreError>;
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
+
+    async fn list_conversations(&self, filter: ConversationFilter) -> Result<Vec<Conversation>, StoreError>;
+
+    async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError>;
 
     /// Flushes pending writes and stops the writer.
     async fn close(&self);

@@ -32,7 +32,7 @@ async fn person_writes(t: &mut support::TestGateway, id: &str, body: &str) -> pb
 async fn inbound_by_provider_id(t: &mut support::TestGateway, provider_id: &str) -> pb::Message {
     let mut events = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0 })
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
         .await
         .expect("s")
         .into_inner();

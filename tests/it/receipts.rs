@@ -77,7 +77,7 @@ async fn inbound_sms_joins_the_conversation_and_is_streamed_once() {
     t.wait_for(&out.id, pb::MessageStatus::Delivered).await;
     let mut events = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0 })
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
         .await
         .expect("stream")
         .into_inner();
@@ -141,7 +141,7 @@ async fn events_resume_from_a_cursor_without_gaps_or_repeats() {
     t.wait_for(&a.id, pb::MessageStatus::Delivered).await;
     let mut stream = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0 })
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
         .await
         .expect("s")
         .into_inner();
@@ -155,7 +155,7 @@ async fn events_resume_from_a_cursor_without_gaps_or_repeats() {
     let b = t.send("+14155550208", "b").await;
     let mut stream = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 2 })
+        .stream_events(pb::StreamEventsRequest { from_sequence: 2, ..Default::default() })
         .await
         .expect("s")
         .into_inner();

@@ -6,6 +6,7 @@
 //! process are void, since that process is gone.
 
 mod ops;
+mod people;
 mod schema;
 mod writer;
 
@@ -18,11 +19,15 @@ use omnigate_adapters::StatusReport;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, Store, StoreError};
-use crate::model::{Event, Message};
+use super::{
+    AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Job, NewInbound, NewMessage, Store, StoreError,
+};
+use crate::model::{Contact, Conversation, Event, Identity, Message, now_ms};
 use crate::telemetry::Metrics;
 
 const READERS: usize = 4;
+/// A conversation quiet for longer than this is closed when the person comes back.
+pub const DEFAULT_INACTIVITY: Duration = Duration::from_secs(7 * 86_400);
 const EVENT_BUFFER: usize = 4096;
 
 pub struct SqliteStore {
@@ -33,6 +38,7 @@ pub struct SqliteStore {
     events: broadcast::Sender<Arc<Event>>,
     owner: String,
     lease: Duration,
+    inactivity_ms: i64,
 }
 
 impl SqliteStore {
@@ -69,7 +75,14 @@ impl SqliteStore {
             events,
             owner: owner.to_string(),
             lease,
+            inactivity_ms: DEFAULT_INACTIVITY.as_millis() as i64,
         })
+    }
+
+    /// How long a conversation may be quiet before the next message opens a new one.
+    pub fn with_inactivity(mut self, inactivity: Duration) -> Self {
+        self.inactivity_ms = inactivity.as_millis() as i64;
+        self
     }
 
     /// Runs `f` in the next group commit; answers after that commit.
@@ -82,7 +95,8 @@ impl SqliteStore {
             let result = f(conn, events);
             let spoils = matches!(&result, Err(e) if !e.is_domain());
             let completion: writer::Completion = Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply.send(commit.and(result));
+                // A write that failed answers with its own error, not the batch's.
+                let _ = reply.send(result.and_then(|r| commit.map(|()| r)));
             });
             (completion, spoils)
         });
@@ -111,7 +125,8 @@ impl Store for SqliteStore {
     async fn accept(&self, new: NewMessage) -> Result<AcceptOutcome, StoreError> {
         let owner = self.owner.clone();
         let lease_ms = self.lease.as_millis() as i64;
-        self.write(move |conn, events| ops::accept(conn, events, &new, &owner, lease_ms)).await
+        let inactivity = self.inactivity_ms;
+        self.write(move |conn, events| ops::accept(conn, events, &new, &owner, lease_ms, inactivity)).await
     }
 
     async fn record_attempt(
@@ -133,7 +148,8 @@ impl Store for SqliteStore {
     }
 
     async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError> {
-        self.write(move |conn, events| ops::receive(conn, events, &inbound)).await
+        let inactivity = self.inactivity_ms;
+        self.write(move |conn, events| ops::receive(conn, events, &inbound, inactivity)).await
     }
 
     async fn apply_watermark(
@@ -182,6 +198,47 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         let lease_ms = lease.as_millis() as i64;
         self.write(move |conn, _| ops::claim(conn, &owner, lease_ms, limit)).await
+    }
+
+    async fn upsert_contact(&self, update: ContactUpdate) -> Result<Contact, StoreError> {
+        self.write(move |conn, _| people::upsert_contact(conn, &update, now_ms())).await
+    }
+
+    async fn get_contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| people::load_contact(conn, &id)).await
+    }
+
+    async fn find_contact(&self, identity: Identity) -> Result<Option<Contact>, StoreError> {
+        self.read(move |conn| match people::owner_of(conn, &identity)? {
+            Some(id) => people::load_contact(conn, &id),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn merge_contacts(&self, into: &str, from: &str) -> Result<Contact, StoreError> {
+        let (into, from) = (into.to_string(), from.to_string());
+        self.write(move |conn, events| people::merge_contacts(conn, events, &into, &from, now_ms())).await
+    }
+
+    async fn forget_contact(&self, id: &str) -> Result<u64, StoreError> {
+        let id = id.to_string();
+        self.write(move |conn, events| people::forget_contact(conn, events, &id, now_ms())).await
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| people::load_conversation(conn, &id)).await
+    }
+
+    async fn list_conversations(&self, filter: ConversationFilter) -> Result<Vec<Conversation>, StoreError> {
+        self.read(move |conn| people::list_conversations(conn, &filter)).await
+    }
+
+    async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError> {
+        let id = id.to_string();
+        self.write(move |conn, events| people::close(conn, events, &id)).await
     }
 
     async fn close(&self) {

@@ -1,10 +1,11 @@
 //! The SQL of each store operation. Every function runs inside the writer's transaction
 //! (writes) or on a reader connection (reads).
 
-use omnigate_adapters::{Channel, MessageStatus, StatusReport};
+use omnigate_adapters::{MessageStatus, StatusReport};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::model::{Direction, Event, EventKind, Message, StatusChange, new_id, now_ms};
+use super::people;
+use crate::model::{Direction, Event, EventKind, Identity, Message, StatusChange, now_ms};
 use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
 
 pub fn accept(
@@ -13,6 +14,7 @@ pub fn accept(
     new: &NewMessage,
     owner: &str,
     lease_ms: i64,
+    inactivity_ms: i64,
 ) -> Result<AcceptOutcome, StoreError> {
     if let Some(key) = &new.idempotency_key {
         let first: Option<(String, String)> = conn
@@ -26,17 +28,22 @@ pub fn accept(
             return Ok(AcceptOutcome::Existing(serde_json::from_str(&doc)?));
         }
     }
+    let identity = Identity { channel: new.channel, address: new.to.clone() };
+    let contact_id = people::resolve_contact(conn, &identity, new.now)?;
     let conversation_id = match &new.conversation_id {
         Some(id) => {
-            let exists =
-                conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?.exists([id])?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("conversation {id}")));
+            let c = people::load_conversation(conn, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
+            if c.contact_id != contact_id {
+                return Err(StoreError::Invalid(format!(
+                    "conversation {id} is with another contact than {} on {}",
+                    new.to, new.channel
+                )));
             }
-            touch_conversation(conn, id, new.now)?;
+            people::touch(conn, &c, new.channel, new.now)?;
             id.clone()
         }
-        None => open_conversation(conn, &new.account, new.channel, &new.to, new.now)?,
+        None => people::thread(conn, events, &contact_id, &new.account, new.channel, &new.to, new.now, inactivity_ms)?,
     };
     let outside_window = match new.window_ms {
         Some(window) => {
@@ -73,6 +80,7 @@ pub fn accept(
         updated_at: new.now,
         expires_at: Some(new.expires_at),
         reply_to_message_id: new.reply_to_message_id.clone(),
+        contact_id: contact_id.clone(),
         send_options: new.send_options.clone(),
     };
     if outside_window {
@@ -93,8 +101,8 @@ pub fn accept(
         ));
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, account, idempotency_key, fingerprint, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO messages (id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         message.id,
@@ -102,7 +110,8 @@ pub fn accept(
         message.account,
         new.idempotency_key,
         new.fingerprint,
-        serde_json::to_string(&message)?
+        serde_json::to_string(&message)?,
+        contact_id
     ])?;
     append_event(
         conn,
@@ -272,6 +281,7 @@ pub fn receive(
     conn: &Connection,
     events: &mut Vec<Event>,
     inbound: &NewInbound,
+    inactivity_ms: i64,
 ) -> Result<Option<Message>, StoreError> {
     let m = &inbound.message;
     let seen = conn
@@ -280,13 +290,22 @@ pub fn receive(
     if seen {
         return Ok(None);
     }
-    let conversation_id =
-        open_conversation(conn, &inbound.account, inbound.channel, &m.from, inbound.now)?;
+    let contact_id = people::resolve_contact(conn, &inbound.from, inbound.now)?;
+    let conversation_id = people::thread(
+        conn,
+        events,
+        &contact_id,
+        &inbound.account,
+        inbound.channel,
+        &inbound.from.address,
+        inbound.now,
+        inactivity_ms,
+    )?;
     conn.prepare_cached(
         "INSERT INTO windows (account, peer, last_inbound_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = max(last_inbound_at, excluded.last_inbound_at)",
     )?
-    .execute(params![inbound.account, m.from, inbound.now])?;
+    .execute(params![inbound.account, inbound.from.address, inbound.now])?;
     let reply_to_message_id = match &m.reply_to {
         Some(pid) => conn
             .prepare_cached(
@@ -302,7 +321,7 @@ pub fn receive(
         channel: inbound.channel,
         direction: Direction::Inbound,
         account: inbound.account.clone(),
-        from: m.from.clone(),
+        from: inbound.from.address.clone(),
         to: m.to.clone(),
         content: m.content.clone(),
         status: MessageStatus::Received,
@@ -319,17 +338,20 @@ pub fn receive(
         updated_at: inbound.now,
         expires_at: None,
         reply_to_message_id,
+        contact_id: contact_id.clone(),
         send_options: Default::default(),
     };
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc, contact_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         message.id,
         message.conversation_id,
         message.account,
         m.provider_message_id,
-        serde_json::to_string(&message)?
+        serde_json::to_string(&message)?,
+        contact_id
     ])?;
     append_event(conn, events, EventKind::Received { message: message.clone() })?;
     Ok(Some(message))
@@ -348,8 +370,8 @@ pub fn apply_watermark(
 ) -> Result<Vec<Message>, StoreError> {
     let docs: Vec<String> = conn
         .prepare_cached(
-            "SELECT m.doc FROM messages m JOIN conversations c ON c.id = m.conversation_id
-             WHERE c.account = ?1 AND c.peer = ?2 ORDER BY m.seq DESC LIMIT ?3",
+            "SELECT m.doc FROM messages m JOIN identities i ON i.contact_id = m.contact_id
+             WHERE m.account = ?1 AND i.address = ?2 ORDER BY m.seq DESC LIMIT ?3",
         )?
         .query_map(params![account, peer, WATERMARK_SCAN], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -487,47 +509,60 @@ fn remove_outbox(conn: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn append_event(
-    conn: &Connection,
-    events: &mut Vec<Event>,
-    kind: EventKind,
-) -> Result<(), StoreError> {
+pub fn append_event(conn: &Connection, events: &mut Vec<Event>, kind: EventKind) -> Result<(), StoreError> {
     let at = now_ms();
-    conn.prepare_cached("INSERT INTO events (at, kind) VALUES (?1, ?2)")?
-        .execute(params![at, serde_json::to_string(&kind)?])?;
+    let contact_id = match &kind {
+        EventKind::StatusChanged { message, .. } | EventKind::Received { message } => message.contact_id.as_str(),
+        EventKind::ConversationOpened { conversation } | EventKind::ConversationClosed { conversation } => {
+            conversation.contact_id.as_str()
+        }
+        EventKind::ContactMerged { contact, .. } => contact.id.as_str(),
+        EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
+    };
+    conn.prepare_cached("INSERT INTO events (at, kind, contact_id) VALUES (?1, ?2, ?3)")?
+        .execute(params![at, serde_json::to_string(&kind)?, contact_id])?;
     events.push(Event { sequence: conn.last_insert_rowid() as u64, at, kind });
     Ok(())
 }
 
-/// The open conversation with `peer` on `account`, or a new one.
-fn open_conversation(
-    conn: &Connection,
-    account: &str,
-    channel: Channel,
-    peer: &str,
-    now: i64,
-) -> Result<String, StoreError> {
-    let open: Option<String> = conn
-        .prepare_cached(
-            "SELECT id FROM conversations WHERE account = ?1 AND peer = ?2 AND state = 'open'",
-        )?
-        .query_row([account, peer], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = open {
-        touch_conversation(conn, &id, now)?;
-        return Ok(id);
+/// What an erased message keeps: its id, timing, statuses, channel and account.
+fn erase(message: &mut Message) {
+    message.content = omnigate_adapters::Content::text("[erased]");
+    match message.direction {
+        Direction::Outbound => message.to.clear(),
+        Direction::Inbound => message.from.clear(),
     }
-    let id = new_id("cnv");
-    conn.prepare_cached(
-        "INSERT INTO conversations (id, account, channel, peer, state, created_at, last_activity_at)
-         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
-    )?
-    .execute(params![id, account, channel.as_str(), peer, now])?;
-    Ok(id)
+    message.metadata.clear();
+    message.send_options = Default::default();
 }
 
-fn touch_conversation(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE conversations SET last_activity_at = ?2 WHERE id = ?1")?
-        .execute(params![id, now])?;
-    Ok(())
+/// Erases a contact's messages, and the copies of them in the event log.
+pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64, StoreError> {
+    let docs: Vec<(String, String)> = conn
+        .prepare_cached("SELECT id, doc FROM messages WHERE contact_id = ?1")?
+        .query_map([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let count = docs.len() as u64;
+    for (_, doc) in docs {
+        let mut m: Message = serde_json::from_str(&doc)?;
+        erase(&mut m);
+        save(conn, &m)?;
+    }
+    let logged: Vec<(i64, String)> = conn
+        .prepare_cached("SELECT seq, kind FROM events WHERE contact_id = ?1")?
+        .query_map([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, kind) in logged {
+        let mut kind: EventKind = serde_json::from_str(&kind)?;
+        match &mut kind {
+            EventKind::StatusChanged { message, .. } | EventKind::Received { message } => erase(message),
+            EventKind::ContactMerged { contact, .. } => {
+                contact.display_name.clear();
+                contact.identities.clear();
+            }
+            _ => continue,
+        }
+        conn.prepare_cached("UPDATE events SET kind = ?2 WHERE seq = ?1")?.execute(params![seq, serde_json::to_string(&kind)?])?;
+    }
+    Ok(count)
 }

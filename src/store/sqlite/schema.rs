@@ -65,6 +65,30 @@ CREATE TABLE windows (
     PRIMARY KEY (account, peer)
 );
 "#,
+    r#"
+-- One person across channels: a contact holds identities (channel + normalised address).
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    merged_into TEXT,
+    forgotten INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE identities (
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    contact_id TEXT NOT NULL REFERENCES contacts (id),
+    PRIMARY KEY (channel, address)
+);
+CREATE INDEX identities_contact ON identities (contact_id);
+ALTER TABLE conversations ADD COLUMN contact_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN channels TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX conversations_contact ON conversations (contact_id, state, last_activity_at);
+ALTER TABLE messages ADD COLUMN contact_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX messages_contact ON messages (contact_id, seq);
+-- Which person an event concerns, so that forgetting them can scrub the log too.
+ALTER TABLE events ADD COLUMN contact_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX events_contact ON events (contact_id) WHERE contact_id != '';
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.

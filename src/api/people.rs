@@ -1,0 +1,137 @@
+//! The contact and conversation RPCs: requests checked and converted, then handed to the
+//! store, whose rules (an identity belongs to one contact; merging is explicit) they expose.
+
+use omnigate_proto::v1 as pb;
+use tonic::Status;
+
+use super::convert::{self, store_status};
+use crate::app::AppState;
+use crate::model::ConversationState;
+use crate::store::{ContactUpdate, ConversationFilter};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() { Err(Status::invalid_argument(format!("{field} is required"))) } else { Ok(value) }
+}
+
+pub async fn upsert_contact(state: &AppState, r: pb::UpsertContactRequest) -> Result<pb::Contact, Status> {
+    let identities = r
+        .identities
+        .into_iter()
+        .map(|i| convert::identity_from_pb(Some(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let preferences = r
+        .channel_preferences
+        .into_iter()
+        .map(convert::channel_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
+    let update = ContactUpdate {
+        id: (!r.id.is_empty()).then_some(r.id),
+        display_name: (!r.display_name.is_empty()).then_some(r.display_name),
+        identities,
+        preferences,
+    };
+    let contact = state.store.upsert_contact(update).await.map_err(store_status)?;
+    Ok(convert::contact_to_pb(&contact))
+}
+
+pub async fn get_contact(state: &AppState, id: &str) -> Result<pb::Contact, Status> {
+    let contact = state
+        .store
+        .get_contact(required(id, "id")?)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("contact {id} not found")))?;
+    Ok(convert::contact_to_pb(&contact))
+}
+
+pub async fn find_contact(state: &AppState, r: pb::FindContactRequest) -> Result<pb::Contact, Status> {
+    let identity = convert::identity_from_pb(r.identity)?;
+    let contact = state
+        .store
+        .find_contact(identity.clone())
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("no contact has {}:{}", identity.channel, identity.address)))?;
+    Ok(convert::contact_to_pb(&contact))
+}
+
+pub async fn link_identity(state: &AppState, r: pb::LinkIdentityRequest) -> Result<pb::Contact, Status> {
+    let update = ContactUpdate {
+        id: Some(required(&r.contact_id, "contact_id")?.to_string()),
+        identities: vec![convert::identity_from_pb(r.identity)?],
+        ..ContactUpdate::default()
+    };
+    let contact = state.store.upsert_contact(update).await.map_err(store_status)?;
+    Ok(convert::contact_to_pb(&contact))
+}
+
+pub async fn merge_contacts(state: &AppState, r: pb::MergeContactsRequest) -> Result<pb::Contact, Status> {
+    let into = required(&r.into_contact_id, "into_contact_id")?;
+    let from = required(&r.from_contact_id, "from_contact_id")?;
+    let contact = state.store.merge_contacts(into, from).await.map_err(store_status)?;
+    Ok(convert::contact_to_pb(&contact))
+}
+
+pub async fn forget_contact(state: &AppState, id: &str) -> Result<pb::ForgetContactResponse, Status> {
+    let erased = state.store.forget_contact(required(id, "contact_id")?).await.map_err(store_status)?;
+    Ok(pb::ForgetContactResponse { messages_erased: erased })
+}
+
+pub async fn get_conversation(state: &AppState, id: &str) -> Result<pb::Conversation, Status> {
+    let c = state
+        .store
+        .get_conversation(required(id, "id")?)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("conversation {id} not found")))?;
+    Ok(convert::conversation_to_pb(&c))
+}
+
+pub async fn close_conversation(state: &AppState, id: &str) -> Result<pb::Conversation, Status> {
+    let c = state.store.close_conversation(required(id, "id")?).await.map_err(store_status)?;
+    Ok(convert::conversation_to_pb(&c))
+}
+
+pub async fn list_conversations(
+    state: &AppState,
+    r: pb::ListConversationsRequest,
+) -> Result<pb::ListConversationsResponse, Status> {
+    let size = match r.page_size {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    } as usize;
+    let after = if r.page_token.is_empty() {
+        None
+    } else {
+        let bad = || Status::invalid_argument("page_token is not one this API gave");
+        let (at, id) = r.page_token.split_once('/').ok_or_else(bad)?;
+        Some((at.parse::<i64>().map_err(|_| bad())?, id.to_string()))
+    };
+    let state_filter = match pb::ConversationState::try_from(r.state) {
+        Ok(pb::ConversationState::Unspecified) => None,
+        Ok(pb::ConversationState::Open) => Some(ConversationState::Open),
+        Ok(pb::ConversationState::Closed) => Some(ConversationState::Closed),
+        Err(_) => return Err(Status::invalid_argument(format!("unknown state {}", r.state))),
+    };
+    let filter = ConversationFilter {
+        contact_id: (!r.contact_id.is_empty()).then_some(r.contact_id),
+        state: state_filter,
+        updated_since: r.updated_since.as_ref().map(convert::millis),
+        after,
+        limit: size + 1,
+    };
+    let mut page = state.store.list_conversations(filter).await.map_err(store_status)?;
+    let more = page.len() > size;
+    page.truncate(size);
+    let next_page_token = match page.last() {
+        Some(c) if more => format!("{}/{}", c.last_activity_at, c.id),
+        _ => String::new(),
+    };
+    Ok(pb::ListConversationsResponse {
+        conversations: page.iter().map(convert::conversation_to_pb).collect(),
+        next_page_token,
+    })
+}
