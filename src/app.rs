@@ -72,7 +72,8 @@ pub fn open_store(
     let path = config.sqlite_path();
     let store =
         SqliteStore::open(path, node_id, config.lease(), config.store.group_commit_max, metrics)
-            .with_context(|| format!("opening store {path}"))?;
+            .with_context(|| format!("opening store {path}"))?
+            .with_inactivity(Duration::from_secs(config.conversations.inactivity_timeout_secs));
     Ok(Arc::new(store))
 }
 

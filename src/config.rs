@@ -21,6 +21,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
+    pub conversations: ConversationsConfig,
     /// Provider accounts; each has an `id`, a `type` and that provider's fields.
     pub accounts: Vec<AccountConfig>,
     /// Local provider sandboxes, started in-process. Accounts reach them with
@@ -100,6 +101,20 @@ impl Default for DispatchConfig {
             backoff_jitter: 0.2,
             default_ttl_secs: 86_400,
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsConfig {
+    /// A contact's open conversation that has been quiet this long is closed when they
+    /// (or we) write again, and a new one opens.
+    pub inactivity_timeout_secs: u64,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        ConversationsConfig { inactivity_timeout_secs: 7 * 86_400 }
     }
 }
 
@@ -379,6 +394,9 @@ impl Config {
                 "dispatch.backoff_initial_ms",
                 "must be positive and at most dispatch.backoff_max_ms",
             ));
+        }
+        if self.conversations.inactivity_timeout_secs == 0 {
+            return Err(ConfigError::invalid("conversations.inactivity_timeout_secs", "must be at least 1"));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "expected text or json"));

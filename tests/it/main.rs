@@ -3,6 +3,7 @@
 mod api;
 mod crash;
 mod meta;
+mod omnichannel;
 mod receipts;
 mod retries;
 mod send;

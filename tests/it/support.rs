@@ -26,6 +26,7 @@ pub const IG_ID: &str = "17841400000000000";
 pub const META_SECRET: &str = "test-app-secret";
 
 pub struct Builder {
+    inactivity_secs: u64,
     meta_rules: String,
     pair_rate: String,
     rules: String,
@@ -36,6 +37,7 @@ pub struct Builder {
 
 pub fn gateway() -> Builder {
     Builder {
+        inactivity_secs: 3600,
         meta_rules: String::new(),
         pair_rate: "{ per_second = 100, burst = 100 }".into(),
         rules: String::new(),
@@ -59,6 +61,11 @@ impl Builder {
     pub fn meta_rule(mut self, rule: &str) -> Self {
         self.meta_rules.push_str(rule);
         self.meta_rules.push_str(",\n");
+        self
+    }
+
+    pub fn inactivity_secs(mut self, secs: u64) -> Self {
+        self.inactivity_secs = secs;
         self
     }
 
@@ -90,6 +97,9 @@ url = "sqlite://{db}"
 
 [dispatch]
 {dispatch}
+
+[conversations]
+inactivity_timeout_secs = {inactivity}
 
 [sandbox.twilio]
 account_sid = "{SID}"
@@ -151,6 +161,7 @@ verify_token = "verify-me"
             rules = self.rules,
             rate = self.rate,
             meta_rules = self.meta_rules,
+            inactivity = self.inactivity_secs,
             pair_rate = self.pair_rate,
         );
         Config::from_toml(&text).expect("test config is valid")
