@@ -25,6 +25,7 @@ use crate::dispatch::{Backoff, Dispatcher, Outlet};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
+use crate::webhooks::Deliveries;
 
 /// Recovery claims the outbox in pages of this many.
 const RECOVERY_PAGE: usize = 1000;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub public_url: String,
     pub default_ttl: Duration,
+    pub deliveries: Arc<Deliveries>,
     ready: AtomicBool,
 }
 
@@ -160,7 +162,20 @@ impl Gateway {
             tracing::info!(recovered, "unfinished messages from an earlier run are queued again");
         }
 
+        let deliveries = Deliveries::new(
+            store.clone(),
+            config
+                .webhooks
+                .retry_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs_f64(*s))
+                .collect(),
+            Duration::from_millis(config.webhooks.timeout_ms),
+        );
+        configured_webhooks(store.as_ref(), &config).await?;
+        deliveries.resume().await.context("starting webhook deliveries")?;
         let state = Arc::new(AppState {
+            deliveries,
             store,
             outlet,
             accounts,
@@ -204,6 +219,7 @@ impl Gateway {
     pub async fn shutdown(self) -> anyhow::Result<bool> {
         self.state.ready.store(false, Ordering::Release);
         let drained = self.dispatcher.drain(self.drain_timeout).await;
+        self.state.deliveries.shutdown().await;
         self.stop_servers.cancel();
         self.grpc.await?.context("gRPC server")?;
         self.http.await?.context("HTTP server")?;
@@ -211,6 +227,28 @@ impl Gateway {
         tracing::info!(drained, "omnigate stopped");
         Ok(drained)
     }
+}
+
+/// Creates the config file's subscriptions that do not exist yet (by URL), from now on.
+async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+    let existing = store.list_webhooks().await?;
+    for (i, sub) in config.webhooks.subscriptions.iter().enumerate() {
+        if existing.iter().any(|w| w.url == sub.url) {
+            continue;
+        }
+        let webhook = crate::model::Webhook {
+            id: crate::model::new_id("whk"),
+            url: sub.url.clone(),
+            secret: sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?,
+            kinds: sub.kinds.clone(),
+            active: true,
+            cursor: store.last_sequence().await?,
+            dead_letters: 0,
+            last_error: String::new(),
+        };
+        store.save_webhook(webhook).await?;
+    }
+    Ok(())
 }
 
 async fn recover(

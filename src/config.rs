@@ -22,6 +22,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
     pub conversations: ConversationsConfig,
+    pub webhooks: WebhooksConfig,
     /// Provider accounts; each has an `id`, a `type` and that provider's fields.
     pub accounts: Vec<AccountConfig>,
     /// Local provider sandboxes, started in-process. Accounts reach them with
@@ -102,6 +103,39 @@ impl Default for DispatchConfig {
             default_ttl_secs: 86_400,
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Delays before each retry after the first attempt (seconds); the default is the
+    /// Standard Webhooks reference schedule, about 28 hours in all.
+    pub retry_schedule_secs: Vec<f64>,
+    /// Per delivery attempt.
+    pub timeout_ms: u64,
+    /// Subscriptions created at start-up when no subscription has their URL yet.
+    pub subscriptions: Vec<WebhookSubscription>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_schedule_secs: crate::webhooks::DEFAULT_SCHEDULE_SECS.to_vec(),
+            timeout_ms: 15_000,
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSubscription {
+    pub url: String,
+    /// `whsec_` + base64; `env:`/`file:` as for every secret.
+    pub secret: Secret,
+    /// Event kinds; empty: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -395,8 +429,23 @@ impl Config {
                 "must be positive and at most dispatch.backoff_max_ms",
             ));
         }
+        if self.webhooks.retry_schedule_secs.iter().any(|s| !s.is_finite() || *s < 0.0) {
+            return Err(ConfigError::invalid(
+                "webhooks.retry_schedule_secs",
+                "delays must be finite and not negative",
+            ));
+        }
+        for (i, sub) in self.webhooks.subscriptions.iter().enumerate() {
+            let secret = sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?;
+            crate::webhooks::sign::key(&secret).map_err(|e| {
+                ConfigError::invalid(format!("webhooks.subscriptions[{i}].secret"), e)
+            })?;
+        }
         if self.conversations.inactivity_timeout_secs == 0 {
-            return Err(ConfigError::invalid("conversations.inactivity_timeout_secs", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "conversations.inactivity_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "expected text or json"));

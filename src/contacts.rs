@@ -25,16 +25,26 @@ pub fn normalize(channel: Channel, address: &str) -> Result<Identity, InvalidIde
                 trimmed.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
             let digits = match compact.strip_prefix('+') {
                 Some(d) => d.to_string(),
-                None => compact.strip_prefix("00").ok_or_else(|| bad("needs a leading + and country code (E.164)"))?.to_string(),
+                None => compact
+                    .strip_prefix("00")
+                    .ok_or_else(|| bad("needs a leading + and country code (E.164)"))?
+                    .to_string(),
             };
-            if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+            if !(8..=15).contains(&digits.len())
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || digits.starts_with('0')
+            {
                 return Err(bad("is not an E.164 number (+ and 8 to 15 digits)"));
             }
             format!("+{digits}")
         }
         Channel::Email => {
             let (local, domain) = trimmed.rsplit_once('@').ok_or_else(|| bad("has no @"))?;
-            if local.is_empty() || domain.is_empty() || !domain.contains('.') || trimmed.chars().any(char::is_whitespace) {
+            if local.is_empty()
+                || domain.is_empty()
+                || !domain.contains('.')
+                || trimmed.chars().any(char::is_whitespace)
+            {
                 return Err(bad("is not an email address"));
             }
             trimmed.to_lowercase()
@@ -69,11 +79,17 @@ mod tests {
         for raw in ["+1 (415) 555-0100", "+14155550100", "0014155550100", " +1.415.555.0100 "] {
             assert_eq!(normalize(Channel::Sms, raw).expect(raw).address, "+14155550100", "{raw}");
         }
-        assert_eq!(normalize(Channel::Email, " Ann.Lee@Example.COM ").expect("email").address, "ann.lee@example.com");
+        assert_eq!(
+            normalize(Channel::Email, " Ann.Lee@Example.COM ").expect("email").address,
+            "ann.lee@example.com"
+        );
         assert!(normalize(Channel::Sms, "4155550100").is_err());
         assert!(normalize(Channel::Email, "ann@localhost").is_err());
         assert!(normalize(Channel::Messenger, "12ab").is_err());
         let id = normalize(Channel::Whatsapp, "+14155550100").expect("wa");
-        assert_eq!(phone_sibling(&id), Some(Identity { channel: Channel::Sms, address: "+14155550100".into() }));
+        assert_eq!(
+            phone_sibling(&id),
+            Some(Identity { channel: Channel::Sms, address: "+14155550100".into() })
+        );
     }
 }

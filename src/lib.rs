@@ -12,6 +12,7 @@
 //! - [`dispatch`]: in-memory dispatch, per-route rate limits, retries and backoff.
 //! - [`api`]: the gRPC service and the HTTP ingress (webhooks, health, metrics).
 //! - [`app`]: start-up, recovery and draining shutdown.
+//! - [`webhooks`]: CRM webhooks (Standard Webhooks), per-subscription ordered delivery.
 //! - [`telemetry`]: metrics and logs.
 
 pub mod accounts;
@@ -23,6 +24,7 @@ pub mod dispatch;
 pub mod model;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::Gateway;
 pub use config::Config;

@@ -227,8 +227,10 @@ async fn follow(
     client: &mut GatewayClient<tonic::transport::Channel>,
     id: &str,
 ) -> anyhow::Result<pb::MessageStatus> {
-    let mut events =
-        client.stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() }).await?.into_inner();
+    let mut events = client
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
+        .await?
+        .into_inner();
     while let Some(event) = events.message().await? {
         let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
         let Some(message) = change.message.filter(|m| m.id == id) else { continue };

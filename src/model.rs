@@ -94,12 +94,26 @@ pub struct Event {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// `previous` is empty on the first status, ACCEPTED.
-    StatusChanged { message: Message, previous: Option<MessageStatus> },
-    Received { message: Message },
-    ConversationOpened { conversation: Conversation },
-    ConversationClosed { conversation: Conversation },
-    ContactMerged { contact: Contact, merged_contact_id: String },
-    ContactForgotten { contact_id: String },
+    StatusChanged {
+        message: Message,
+        previous: Option<MessageStatus>,
+    },
+    Received {
+        message: Message,
+    },
+    ConversationOpened {
+        conversation: Conversation,
+    },
+    ConversationClosed {
+        conversation: Conversation,
+    },
+    ContactMerged {
+        contact: Contact,
+        merged_contact_id: String,
+    },
+    ContactForgotten {
+        contact_id: String,
+    },
 }
 
 impl EventKind {
@@ -157,4 +171,21 @@ pub struct Conversation {
     pub state: ConversationState,
     pub created_at: Millis,
     pub last_activity_at: Millis,
+}
+
+/// A CRM webhook subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    /// `whsec_` + base64 of the HMAC key.
+    pub secret: String,
+    /// Event kind names delivered; empty: all.
+    pub kinds: Vec<String>,
+    /// False once the receiver answered 410 Gone.
+    pub active: bool,
+    /// The last sequence handled (delivered or dead-lettered).
+    pub cursor: u64,
+    pub dead_letters: u64,
+    pub last_error: String,
 }

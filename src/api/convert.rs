@@ -11,7 +11,8 @@ use tonic::Status;
 
 use crate::contacts::normalize;
 use crate::model::{
-    Contact, Conversation, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
+    Contact, Conversation, ConversationState, Direction, Event, EventKind, Identity, Message,
+    Millis,
 };
 use crate::store::StoreError;
 
@@ -306,8 +307,8 @@ fn error_to_pb(e: &ProviderError) -> pb::Error {
     }
 }
 
-pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn timestamp(ms: Millis) -> omnigate_proto::pbjson_types::Timestamp {
+    omnigate_proto::pbjson_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
@@ -359,12 +360,16 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         EventKind::Received { message } => pb::event::Kind::MessageReceived(pb::MessageReceived {
             message: Some(message_to_pb(message)),
         }),
-        EventKind::ConversationOpened { conversation } => pb::event::Kind::ConversationOpened(
-            pb::ConversationOpened { conversation: Some(conversation_to_pb(conversation)) },
-        ),
-        EventKind::ConversationClosed { conversation } => pb::event::Kind::ConversationClosed(
-            pb::ConversationClosed { conversation: Some(conversation_to_pb(conversation)) },
-        ),
+        EventKind::ConversationOpened { conversation } => {
+            pb::event::Kind::ConversationOpened(pb::ConversationOpened {
+                conversation: Some(conversation_to_pb(conversation)),
+            })
+        }
+        EventKind::ConversationClosed { conversation } => {
+            pb::event::Kind::ConversationClosed(pb::ConversationClosed {
+                conversation: Some(conversation_to_pb(conversation)),
+            })
+        }
         EventKind::ContactMerged { contact, merged_contact_id } => {
             pb::event::Kind::ContactMerged(pb::ContactMerged {
                 contact: Some(contact_to_pb(contact)),
@@ -372,7 +377,9 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
             })
         }
         EventKind::ContactForgotten { contact_id } => {
-            pb::event::Kind::ContactForgotten(pb::ContactForgotten { contact_id: contact_id.clone() })
+            pb::event::Kind::ContactForgotten(pb::ContactForgotten {
+                contact_id: contact_id.clone(),
+            })
         }
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
@@ -413,7 +420,7 @@ pub fn conversation_to_pb(c: &Conversation) -> pb::Conversation {
     }
 }
 
-pub fn millis(t: &prost_types::Timestamp) -> Millis {
+pub fn millis(t: &omnigate_proto::pbjson_types::Timestamp) -> Millis {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, store_status};
-use super::{people, validate};
+use super::{people, validate, webhooks};
 use crate::app::AppState;
 use crate::contacts::normalize;
 use crate::model::{Event, SendOptions, new_id, now_ms};
@@ -69,7 +69,9 @@ impl Gateway for GatewayService {
         }
         let req = request.into_inner();
         let channel = convert::channel_from_pb(req.channel)?;
-        let to = normalize(channel, &req.to).map_err(|e| Status::invalid_argument(format!("to: {e}")))?.address;
+        let to = normalize(channel, &req.to)
+            .map_err(|e| Status::invalid_argument(format!("to: {e}")))?
+            .address;
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;
         let mut content = convert::content_from_pb(req.content.clone())?;
@@ -214,23 +216,38 @@ impl Gateway for GatewayService {
         }))
     }
 
-    async fn upsert_contact(&self, r: Request<pb::UpsertContactRequest>) -> Result<Response<pb::Contact>, Status> {
+    async fn upsert_contact(
+        &self,
+        r: Request<pb::UpsertContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
         people::upsert_contact(&self.state, r.into_inner()).await.map(Response::new)
     }
 
-    async fn get_contact(&self, r: Request<pb::GetContactRequest>) -> Result<Response<pb::Contact>, Status> {
+    async fn get_contact(
+        &self,
+        r: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
         people::get_contact(&self.state, &r.into_inner().id).await.map(Response::new)
     }
 
-    async fn find_contact(&self, r: Request<pb::FindContactRequest>) -> Result<Response<pb::Contact>, Status> {
+    async fn find_contact(
+        &self,
+        r: Request<pb::FindContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
         people::find_contact(&self.state, r.into_inner()).await.map(Response::new)
     }
 
-    async fn link_identity(&self, r: Request<pb::LinkIdentityRequest>) -> Result<Response<pb::Contact>, Status> {
+    async fn link_identity(
+        &self,
+        r: Request<pb::LinkIdentityRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
         people::link_identity(&self.state, r.into_inner()).await.map(Response::new)
     }
 
-    async fn merge_contacts(&self, r: Request<pb::MergeContactsRequest>) -> Result<Response<pb::Contact>, Status> {
+    async fn merge_contacts(
+        &self,
+        r: Request<pb::MergeContactsRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
         people::merge_contacts(&self.state, r.into_inner()).await.map(Response::new)
     }
 
@@ -262,6 +279,34 @@ impl Gateway for GatewayService {
         people::close_conversation(&self.state, &r.into_inner().id).await.map(Response::new)
     }
 
+    async fn create_webhook(
+        &self,
+        r: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        webhooks::create(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_webhooks(
+        &self,
+        _: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        webhooks::list(&self.state).await.map(Response::new)
+    }
+
+    async fn delete_webhook(
+        &self,
+        r: Request<pb::DeleteWebhookRequest>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        webhooks::delete(&self.state, &r.into_inner().id).await.map(Response::new)
+    }
+
+    async fn replay_webhook(
+        &self,
+        r: Request<pb::ReplayWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        webhooks::replay(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     type StreamEventsStream = EventStream;
 
     async fn stream_events(
@@ -269,17 +314,7 @@ impl Gateway for GatewayService {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let req = request.into_inner();
-        const KINDS: [&str; 6] = [
-            "message_status_changed",
-            "message_received",
-            "conversation_opened",
-            "conversation_closed",
-            "contact_merged",
-            "contact_forgotten",
-        ];
-        if let Some(unknown) = req.kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
-            return Err(Status::invalid_argument(format!("unknown event kind {unknown:?}; known: {KINDS:?}")));
-        }
+        webhooks::check_kinds(&req.kinds)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         // Subscribe before replaying, so nothing committed during the replay is missed.
         let live = self.state.store.subscribe();

@@ -113,8 +113,10 @@ async fn webhook(
             }
             WebhookEvent::Inbound(message) => {
                 // A sender the rules cannot normalise (an alphanumeric SMS sender) is kept as given.
-                let from = normalize(account.channel, &message.from)
-                    .unwrap_or_else(|_| Identity { channel: account.channel, address: message.from.clone() });
+                let from = normalize(account.channel, &message.from).unwrap_or_else(|_| Identity {
+                    channel: account.channel,
+                    address: message.from.clone(),
+                });
                 let inbound = NewInbound {
                     id: new_id("msg"),
                     from,

@@ -6,9 +6,11 @@
 //! - [`grpc`]: the `omnigate.v1.Gateway` service.
 //! - [`http`]: provider webhooks, health, readiness and metrics.
 //! - [`people`]: the contact and conversation RPCs.
+//! - [`webhooks`]: the webhook subscription RPCs.
 
 pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod people;
 pub mod validate;
+pub mod webhooks;

@@ -13,10 +13,17 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() { Err(Status::invalid_argument(format!("{field} is required"))) } else { Ok(value) }
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
 }
 
-pub async fn upsert_contact(state: &AppState, r: pb::UpsertContactRequest) -> Result<pb::Contact, Status> {
+pub async fn upsert_contact(
+    state: &AppState,
+    r: pb::UpsertContactRequest,
+) -> Result<pb::Contact, Status> {
     let identities = r
         .identities
         .into_iter()
@@ -47,18 +54,26 @@ pub async fn get_contact(state: &AppState, id: &str) -> Result<pb::Contact, Stat
     Ok(convert::contact_to_pb(&contact))
 }
 
-pub async fn find_contact(state: &AppState, r: pb::FindContactRequest) -> Result<pb::Contact, Status> {
+pub async fn find_contact(
+    state: &AppState,
+    r: pb::FindContactRequest,
+) -> Result<pb::Contact, Status> {
     let identity = convert::identity_from_pb(r.identity)?;
     let contact = state
         .store
         .find_contact(identity.clone())
         .await
         .map_err(store_status)?
-        .ok_or_else(|| Status::not_found(format!("no contact has {}:{}", identity.channel, identity.address)))?;
+        .ok_or_else(|| {
+            Status::not_found(format!("no contact has {}:{}", identity.channel, identity.address))
+        })?;
     Ok(convert::contact_to_pb(&contact))
 }
 
-pub async fn link_identity(state: &AppState, r: pb::LinkIdentityRequest) -> Result<pb::Contact, Status> {
+pub async fn link_identity(
+    state: &AppState,
+    r: pb::LinkIdentityRequest,
+) -> Result<pb::Contact, Status> {
     let update = ContactUpdate {
         id: Some(required(&r.contact_id, "contact_id")?.to_string()),
         identities: vec![convert::identity_from_pb(r.identity)?],
@@ -68,15 +83,22 @@ pub async fn link_identity(state: &AppState, r: pb::LinkIdentityRequest) -> Resu
     Ok(convert::contact_to_pb(&contact))
 }
 
-pub async fn merge_contacts(state: &AppState, r: pb::MergeContactsRequest) -> Result<pb::Contact, Status> {
+pub async fn merge_contacts(
+    state: &AppState,
+    r: pb::MergeContactsRequest,
+) -> Result<pb::Contact, Status> {
     let into = required(&r.into_contact_id, "into_contact_id")?;
     let from = required(&r.from_contact_id, "from_contact_id")?;
     let contact = state.store.merge_contacts(into, from).await.map_err(store_status)?;
     Ok(convert::contact_to_pb(&contact))
 }
 
-pub async fn forget_contact(state: &AppState, id: &str) -> Result<pb::ForgetContactResponse, Status> {
-    let erased = state.store.forget_contact(required(id, "contact_id")?).await.map_err(store_status)?;
+pub async fn forget_contact(
+    state: &AppState,
+    id: &str,
+) -> Result<pb::ForgetContactResponse, Status> {
+    let erased =
+        state.store.forget_contact(required(id, "contact_id")?).await.map_err(store_status)?;
     Ok(pb::ForgetContactResponse { messages_erased: erased })
 }
 

@@ -17,7 +17,10 @@ use omnigate_adapters::{
 };
 use tokio::sync::broadcast;
 
-use crate::model::{Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions};
+use crate::model::{
+    Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions,
+    Webhook,
+};
 
 /// An outbound message to accept.
 #[derive(Clone, Debug)]
@@ -203,6 +206,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn events_after(&self, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
 
+    /// The newest event's sequence (0 for an empty log).
+    async fn last_sequence(&self) -> Result<u64, StoreError>;
+
     /// Events as they commit. A receiver that lags resumes with [`Store::events_after`].
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
 
@@ -231,9 +237,28 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
 
-    async fn list_conversations(&self, filter: ConversationFilter) -> Result<Vec<Conversation>, StoreError>;
+    async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+    ) -> Result<Vec<Conversation>, StoreError>;
 
     async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError>;
+
+    /// Creates or replaces a webhook subscription.
+    async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError>;
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+
+    /// Answers whether it existed.
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records that `sequence` was given up on, and moves the cursor past it.
+    async fn dead_letter(
+        &self,
+        webhook: Webhook,
+        sequence: u64,
+        error: &str,
+    ) -> Result<Webhook, StoreError>;
 
     /// Flushes pending writes and stops the writer.
     async fn close(&self);

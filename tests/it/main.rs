@@ -9,3 +9,4 @@ mod retries;
 mod send;
 mod store;
 mod support;
+mod webhooks;

@@ -16,13 +16,22 @@ fn identity(channel: pb::Channel, address: &str) -> pb::Identity {
 async fn wait_received(t: &mut support::TestGateway, provider_id: &str) -> pb::Message {
     let mut events = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["message_received".into()] })
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 0,
+            kinds: vec!["message_received".into()],
+        })
         .await
         .expect("stream")
         .into_inner();
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("in time").expect("ok").expect("event");
-        let Some(pb::event::Kind::MessageReceived(r)) = e.kind else { panic!("the filter lets only message_received through") };
+        let e = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("event");
+        let Some(pb::event::Kind::MessageReceived(r)) = e.kind else {
+            panic!("the filter lets only message_received through")
+        };
         let m = r.message.expect("message");
         if m.provider_message_id == provider_id {
             return m;
@@ -48,18 +57,32 @@ async fn a_whatsapp_reply_to_an_sms_lands_in_the_same_conversation() {
     assert_eq!(reply.contact_id, sms.contact_id, "one phone number, one person");
     assert_eq!(reply.conversation_id, sms.conversation_id, "one conversation across channels");
     // The window is open now: answer on WhatsApp in the same conversation.
-    let answer = t.send_request(request(pb::Channel::Whatsapp, "+14155550601", text("glad to help"))).await.expect("ok");
+    let answer = t
+        .send_request(request(pb::Channel::Whatsapp, "+14155550601", text("glad to help")))
+        .await
+        .expect("ok");
     assert_eq!(answer.conversation_id, sms.conversation_id);
     let history = t
         .client
-        .list_messages(pb::ListMessagesRequest { conversation_id: sms.conversation_id.clone(), ..Default::default() })
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: sms.conversation_id.clone(),
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner()
         .messages;
     let channels: Vec<i32> = history.iter().map(|m| m.channel).collect();
-    assert_eq!(channels, [pb::Channel::Sms as i32, pb::Channel::Whatsapp as i32, pb::Channel::Whatsapp as i32]);
-    let c = t.client.get_conversation(pb::GetConversationRequest { id: sms.conversation_id.clone() }).await.expect("get").into_inner();
+    assert_eq!(
+        channels,
+        [pb::Channel::Sms as i32, pb::Channel::Whatsapp as i32, pb::Channel::Whatsapp as i32]
+    );
+    let c = t
+        .client
+        .get_conversation(pb::GetConversationRequest { id: sms.conversation_id.clone() })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(c.channels, [pb::Channel::Sms as i32, pb::Channel::Whatsapp as i32]);
     assert_eq!(c.contact_id, sms.contact_id);
 }
@@ -71,7 +94,10 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
         .client
         .upsert_contact(pb::UpsertContactRequest {
             display_name: "Ann".into(),
-            identities: vec![identity(pb::Channel::Email, "Ann@Example.COM"), identity(pb::Channel::Sms, "+1 415 555 0602")],
+            identities: vec![
+                identity(pb::Channel::Email, "Ann@Example.COM"),
+                identity(pb::Channel::Sms, "+1 415 555 0602"),
+            ],
             channel_preferences: vec![pb::Channel::Whatsapp as i32, pb::Channel::Sms as i32],
             ..Default::default()
         })
@@ -82,19 +108,31 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
     assert_eq!(ann.identities[0].address, "ann@example.com");
     let found = t
         .client
-        .find_contact(pb::FindContactRequest { identity: Some(identity(pb::Channel::Sms, "+14155550602")) })
+        .find_contact(pb::FindContactRequest {
+            identity: Some(identity(pb::Channel::Sms, "+14155550602")),
+        })
         .await
         .expect("found")
         .into_inner();
     assert_eq!(found.id, ann.id);
 
     // Someone writes from Messenger: an unknown address makes a new contact.
-    t.meta().messaging_inbound(support::PAGE_ID, "998877", json!({ "mid": "m_ann", "text": "it's Ann" })).await.expect("post");
+    t.meta()
+        .messaging_inbound(
+            support::PAGE_ID,
+            "998877",
+            json!({ "mid": "m_ann", "text": "it's Ann" }),
+        )
+        .await
+        .expect("post");
     let fb = wait_received(&mut t, "m_ann").await;
     assert_ne!(fb.contact_id, ann.id);
     let steal = t
         .client
-        .link_identity(pb::LinkIdentityRequest { contact_id: ann.id.clone(), identity: Some(identity(pb::Channel::Messenger, "998877")) })
+        .link_identity(pb::LinkIdentityRequest {
+            contact_id: ann.id.clone(),
+            identity: Some(identity(pb::Channel::Messenger, "998877")),
+        })
         .await
         .expect_err("never a silent steal");
     assert_eq!(steal.code(), Code::FailedPrecondition);
@@ -102,25 +140,39 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
 
     let merged = t
         .client
-        .merge_contacts(pb::MergeContactsRequest { into_contact_id: ann.id.clone(), from_contact_id: fb.contact_id.clone() })
+        .merge_contacts(pb::MergeContactsRequest {
+            into_contact_id: ann.id.clone(),
+            from_contact_id: fb.contact_id.clone(),
+        })
         .await
         .expect("merged")
         .into_inner();
     assert_eq!(merged.identities.len(), 3);
     let again = t
         .client
-        .merge_contacts(pb::MergeContactsRequest { into_contact_id: ann.id.clone(), from_contact_id: fb.contact_id.clone() })
+        .merge_contacts(pb::MergeContactsRequest {
+            into_contact_id: ann.id.clone(),
+            from_contact_id: fb.contact_id.clone(),
+        })
         .await
         .expect("idempotent")
         .into_inner();
     assert_eq!(again.identities.len(), 3);
-    let old = t.client.get_contact(pb::GetContactRequest { id: fb.contact_id.clone() }).await.expect("get").into_inner();
+    let old = t
+        .client
+        .get_contact(pb::GetContactRequest { id: fb.contact_id.clone() })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(old.id, ann.id, "a merged contact answers as the one it joined");
     let moved = t.get(&fb.id).await;
     assert_eq!(moved.contact_id, ann.id, "history moves with the merge");
     let convs = t
         .client
-        .list_conversations(pb::ListConversationsRequest { contact_id: ann.id.clone(), ..Default::default() })
+        .list_conversations(pb::ListConversationsRequest {
+            contact_id: ann.id.clone(),
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner()
@@ -128,11 +180,18 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
     assert!(convs.iter().any(|c| c.id == fb.conversation_id), "conversations move with the merge");
     let mut merges = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["contact_merged".into()] })
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 0,
+            kinds: vec!["contact_merged".into()],
+        })
         .await
         .expect("stream")
         .into_inner();
-    let e = tokio::time::timeout(Duration::from_secs(5), merges.message()).await.expect("in time").expect("ok").expect("event");
+    let e = tokio::time::timeout(Duration::from_secs(5), merges.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("event");
     let Some(pb::event::Kind::ContactMerged(m)) = e.kind else { panic!("a merge event") };
     assert_eq!(m.merged_contact_id, fb.contact_id);
     let bad = t
@@ -157,19 +216,29 @@ async fn forgetting_a_contact_erases_messages_and_events() {
     assert_eq!(erased.messages_erased, 1);
     let after = t.get(&m.id).await;
     assert_eq!(after.to, "");
-    assert!(matches!(after.content.and_then(|c| c.kind), Some(pb::content::Kind::Text(ref x)) if x.body == "[erased]"));
+    assert!(
+        matches!(after.content.and_then(|c| c.kind), Some(pb::content::Kind::Text(ref x)) if x.body == "[erased]")
+    );
     assert_eq!(after.status, pb::MessageStatus::Delivered as i32, "anonymous facts stay");
-    let mut events = t.client.stream_events(pb::StreamEventsRequest::default()).await.expect("s").into_inner();
+    let mut events =
+        t.client.stream_events(pb::StreamEventsRequest::default()).await.expect("s").into_inner();
     let mut forgotten = false;
-    while let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_millis(500), events.message()).await {
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(500), events.message()).await
+    {
         let text = format!("{e:?}");
-        assert!(!text.contains("secret plans") && !text.contains("+14155550603"), "the event log keeps {text}");
+        assert!(
+            !text.contains("secret plans") && !text.contains("+14155550603"),
+            "the event log keeps {text}"
+        );
         forgotten |= matches!(e.kind, Some(pb::event::Kind::ContactForgotten(_)));
     }
     assert!(forgotten);
     let gone = t
         .client
-        .find_contact(pb::FindContactRequest { identity: Some(identity(pb::Channel::Sms, "+14155550603")) })
+        .find_contact(pb::FindContactRequest {
+            identity: Some(identity(pb::Channel::Sms, "+14155550603")),
+        })
         .await
         .expect_err("no identity left");
     assert_eq!(gone.code(), Code::NotFound);
@@ -197,7 +266,10 @@ async fn conversations_close_explicitly_and_after_inactivity() {
     assert_eq!(fourth.conversation_id, first.conversation_id);
     let mut other = support::text_request("+14155550699", "x");
     other.conversation_id = first.conversation_id.clone();
-    assert_eq!(t.send_request(other).await.expect_err("another person").code(), Code::InvalidArgument);
+    assert_eq!(
+        t.send_request(other).await.expect_err("another person").code(),
+        Code::InvalidArgument
+    );
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let fifth = t.send("+14155550604", "after a pause").await;
@@ -218,7 +290,11 @@ async fn conversations_close_explicitly_and_after_inactivity() {
     assert!(open.next_page_token.is_empty(), "the stale one was closed");
     let all = t
         .client
-        .list_conversations(pb::ListConversationsRequest { contact_id: first.contact_id.clone(), page_size: 2, ..Default::default() })
+        .list_conversations(pb::ListConversationsRequest {
+            contact_id: first.contact_id.clone(),
+            page_size: 2,
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner();

@@ -115,7 +115,7 @@ async fn a_message_expires_when_its_ttl_runs_out_before_a_retry() {
         .start()
         .await;
     let mut request = text_request("+14155550409", "too late");
-    request.ttl = Some(prost_types::Duration { seconds: 5, nanos: 0 });
+    request.ttl = Some(omnigate_proto::pbjson_types::Duration { seconds: 5, nanos: 0 });
     let m = t.send_request(request).await.expect("accepted");
     let m = t.wait_for(&m.id, pb::MessageStatus::Expired).await;
     assert_eq!(m.error.expect("error").code, pb::ErrorCode::Expired as i32);

@@ -101,6 +101,10 @@ url = "sqlite://{db}"
 [conversations]
 inactivity_timeout_secs = {inactivity}
 
+[webhooks]
+retry_schedule_secs = [0.05, 0.05, 0.05]
+timeout_ms = 2000
+
 [sandbox.twilio]
 account_sid = "{SID}"
 auth_token = "{TOKEN}"

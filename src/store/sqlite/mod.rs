@@ -20,9 +20,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Job, NewInbound, NewMessage, Store, StoreError,
+    AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Job, NewInbound, NewMessage, Store,
+    StoreError,
 };
-use crate::model::{Contact, Conversation, Event, Identity, Message, now_ms};
+use crate::model::{Contact, Conversation, Event, Identity, Message, Webhook, now_ms};
 use crate::telemetry::Metrics;
 
 const READERS: usize = 4;
@@ -126,7 +127,10 @@ impl Store for SqliteStore {
         let owner = self.owner.clone();
         let lease_ms = self.lease.as_millis() as i64;
         let inactivity = self.inactivity_ms;
-        self.write(move |conn, events| ops::accept(conn, events, &new, &owner, lease_ms, inactivity)).await
+        self.write(move |conn, events| {
+            ops::accept(conn, events, &new, &owner, lease_ms, inactivity)
+        })
+        .await
     }
 
     async fn record_attempt(
@@ -185,6 +189,15 @@ impl Store for SqliteStore {
         self.read(move |conn| ops::events_after(conn, sequence, limit)).await
     }
 
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))?
+                as u64)
+        })
+        .await
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
@@ -219,7 +232,8 @@ impl Store for SqliteStore {
 
     async fn merge_contacts(&self, into: &str, from: &str) -> Result<Contact, StoreError> {
         let (into, from) = (into.to_string(), from.to_string());
-        self.write(move |conn, events| people::merge_contacts(conn, events, &into, &from, now_ms())).await
+        self.write(move |conn, events| people::merge_contacts(conn, events, &into, &from, now_ms()))
+            .await
     }
 
     async fn forget_contact(&self, id: &str) -> Result<u64, StoreError> {
@@ -232,13 +246,66 @@ impl Store for SqliteStore {
         self.read(move |conn| people::load_conversation(conn, &id)).await
     }
 
-    async fn list_conversations(&self, filter: ConversationFilter) -> Result<Vec<Conversation>, StoreError> {
+    async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+    ) -> Result<Vec<Conversation>, StoreError> {
         self.read(move |conn| people::list_conversations(conn, &filter)).await
     }
 
     async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         let id = id.to_string();
         self.write(move |conn, events| people::close(conn, events, &id)).await
+    }
+
+    async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError> {
+        self.write(move |conn, _| {
+            conn.prepare_cached("INSERT INTO webhooks (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc")?
+                .execute(rusqlite::params![webhook.id, serde_json::to_string(&webhook)?])?;
+            Ok(webhook)
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.read(|conn| {
+            let docs: Vec<String> = conn
+                .prepare_cached("SELECT doc FROM webhooks ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.write(move |conn, _| {
+            Ok(conn.prepare_cached("DELETE FROM webhooks WHERE id = ?1")?.execute([&id])? > 0)
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        mut webhook: Webhook,
+        sequence: u64,
+        error: &str,
+    ) -> Result<Webhook, StoreError> {
+        let error = error.to_string();
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO webhook_dead_letters (webhook_id, sequence, error, at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![webhook.id, sequence as i64, error, now_ms()])?;
+            webhook.dead_letters += 1;
+            webhook.cursor = webhook.cursor.max(sequence);
+            webhook.last_error = error;
+            conn.prepare_cached("UPDATE webhooks SET doc = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![webhook.id, serde_json::to_string(&webhook)?])?;
+            Ok(webhook)
+        })
+        .await
     }
 
     async fn close(&self) {

@@ -43,7 +43,18 @@ pub fn accept(
             people::touch(conn, &c, new.channel, new.now)?;
             id.clone()
         }
-        None => people::thread(conn, events, &contact_id, &new.account, new.channel, &new.to, new.now, inactivity_ms)?,
+        None => people::thread(
+            conn,
+            events,
+            &people::Party {
+                contact_id: &contact_id,
+                account: &new.account,
+                channel: new.channel,
+                address: &new.to,
+            },
+            new.now,
+            inactivity_ms,
+        )?,
     };
     let outside_window = match new.window_ms {
         Some(window) => {
@@ -294,10 +305,12 @@ pub fn receive(
     let conversation_id = people::thread(
         conn,
         events,
-        &contact_id,
-        &inbound.account,
-        inbound.channel,
-        &inbound.from.address,
+        &people::Party {
+            contact_id: &contact_id,
+            account: &inbound.account,
+            channel: inbound.channel,
+            address: &inbound.from.address,
+        },
         inbound.now,
         inactivity_ms,
     )?;
@@ -509,13 +522,18 @@ fn remove_outbox(conn: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn append_event(conn: &Connection, events: &mut Vec<Event>, kind: EventKind) -> Result<(), StoreError> {
+pub fn append_event(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    kind: EventKind,
+) -> Result<(), StoreError> {
     let at = now_ms();
     let contact_id = match &kind {
-        EventKind::StatusChanged { message, .. } | EventKind::Received { message } => message.contact_id.as_str(),
-        EventKind::ConversationOpened { conversation } | EventKind::ConversationClosed { conversation } => {
-            conversation.contact_id.as_str()
+        EventKind::StatusChanged { message, .. } | EventKind::Received { message } => {
+            message.contact_id.as_str()
         }
+        EventKind::ConversationOpened { conversation }
+        | EventKind::ConversationClosed { conversation } => conversation.contact_id.as_str(),
         EventKind::ContactMerged { contact, .. } => contact.id.as_str(),
         EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
     };
@@ -555,14 +573,17 @@ pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64
     for (seq, kind) in logged {
         let mut kind: EventKind = serde_json::from_str(&kind)?;
         match &mut kind {
-            EventKind::StatusChanged { message, .. } | EventKind::Received { message } => erase(message),
+            EventKind::StatusChanged { message, .. } | EventKind::Received { message } => {
+                erase(message)
+            }
             EventKind::ContactMerged { contact, .. } => {
                 contact.display_name.clear();
                 contact.identities.clear();
             }
             _ => continue,
         }
-        conn.prepare_cached("UPDATE events SET kind = ?2 WHERE seq = ?1")?.execute(params![seq, serde_json::to_string(&kind)?])?;
+        conn.prepare_cached("UPDATE events SET kind = ?2 WHERE seq = ?1")?
+            .execute(params![seq, serde_json::to_string(&kind)?])?;
     }
     Ok(count)
 }

@@ -6,7 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ops::{append_event, scrub_contact_messages};
 use crate::contacts::phone_sibling;
-use crate::model::{Contact, Conversation, ConversationState, Event, EventKind, Identity, Millis, new_id};
+use crate::model::{
+    Contact, Conversation, ConversationState, Event, EventKind, Identity, Millis, new_id,
+};
 use crate::store::{ContactUpdate, ConversationFilter, StoreError};
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -75,14 +77,20 @@ pub fn owner_of(conn: &Connection, identity: &Identity) -> Result<Option<String>
 }
 
 fn attach(conn: &Connection, identity: &Identity, contact_id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO identities (channel, address, contact_id) VALUES (?1, ?2, ?3)")?
-        .execute(params![identity.channel.as_str(), identity.address, contact_id])?;
+    conn.prepare_cached(
+        "INSERT INTO identities (channel, address, contact_id) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![identity.channel.as_str(), identity.address, contact_id])?;
     Ok(())
 }
 
 /// The contact an address belongs to, created when the address is new. A new phone
 /// identity joins the contact that already has the same number on the other phone channel.
-pub fn resolve_contact(conn: &Connection, identity: &Identity, now: Millis) -> Result<String, StoreError> {
+pub fn resolve_contact(
+    conn: &Connection,
+    identity: &Identity,
+    now: Millis,
+) -> Result<String, StoreError> {
     if let Some(id) = owner_of(conn, identity)? {
         return Ok(id);
     }
@@ -106,20 +114,33 @@ pub fn resolve_contact(conn: &Connection, identity: &Identity, now: Millis) -> R
 }
 
 /// Checks that no identity belongs to a contact other than `contact_id` (which may be new).
-fn check_free(conn: &Connection, identities: &[Identity], contact_id: Option<&str>) -> Result<(), StoreError> {
+fn check_free(
+    conn: &Connection,
+    identities: &[Identity],
+    contact_id: Option<&str>,
+) -> Result<(), StoreError> {
     for identity in identities {
         if let Some(owner) = owner_of(conn, identity)?
             && Some(owner.as_str()) != contact_id
         {
-            return Err(StoreError::IdentityTaken { identity: format!("{}:{}", identity.channel, identity.address), contact_id: owner });
+            return Err(StoreError::IdentityTaken {
+                identity: format!("{}:{}", identity.channel, identity.address),
+                contact_id: owner,
+            });
         }
     }
     Ok(())
 }
 
-pub fn upsert_contact(conn: &Connection, update: &ContactUpdate, now: Millis) -> Result<Contact, StoreError> {
+pub fn upsert_contact(
+    conn: &Connection,
+    update: &ContactUpdate,
+    now: Millis,
+) -> Result<Contact, StoreError> {
     let mut contact = match &update.id {
-        Some(id) => load_contact(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("contact {id}")))?,
+        Some(id) => {
+            load_contact(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("contact {id}")))?
+        }
         None => Contact {
             id: new_id("ctc"),
             display_name: String::new(),
@@ -143,18 +164,29 @@ pub fn upsert_contact(conn: &Connection, update: &ContactUpdate, now: Millis) ->
             attach(conn, identity, &contact.id)?;
         }
     }
-    load_contact(conn, &contact.id)?.ok_or_else(|| StoreError::NotFound(format!("contact {}", contact.id)))
+    load_contact(conn, &contact.id)?
+        .ok_or_else(|| StoreError::NotFound(format!("contact {}", contact.id)))
 }
 
-pub fn merge_contacts(conn: &Connection, events: &mut Vec<Event>, into: &str, from: &str, now: Millis) -> Result<Contact, StoreError> {
-    let target = load_contact(conn, into)?.ok_or_else(|| StoreError::NotFound(format!("contact {into}")))?;
-    let source = load_contact(conn, from)?.ok_or_else(|| StoreError::NotFound(format!("contact {from}")))?;
+pub fn merge_contacts(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    into: &str,
+    from: &str,
+    now: Millis,
+) -> Result<Contact, StoreError> {
+    let target =
+        load_contact(conn, into)?.ok_or_else(|| StoreError::NotFound(format!("contact {into}")))?;
+    let source =
+        load_contact(conn, from)?.ok_or_else(|| StoreError::NotFound(format!("contact {from}")))?;
     // Merging again, or merging a contact into itself, changes nothing.
     if source.id == target.id {
         return Ok(target);
     }
-    conn.prepare_cached("UPDATE identities SET contact_id = ?1 WHERE contact_id = ?2")?.execute([&target.id, &source.id])?;
-    conn.prepare_cached("UPDATE conversations SET contact_id = ?1 WHERE contact_id = ?2")?.execute([&target.id, &source.id])?;
+    conn.prepare_cached("UPDATE identities SET contact_id = ?1 WHERE contact_id = ?2")?
+        .execute([&target.id, &source.id])?;
+    conn.prepare_cached("UPDATE conversations SET contact_id = ?1 WHERE contact_id = ?2")?
+        .execute([&target.id, &source.id])?;
     let moved: Vec<(String, String)> = conn
         .prepare_cached("SELECT id, doc FROM messages WHERE contact_id = ?1")?
         .query_map([&source.id], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -165,26 +197,39 @@ pub fn merge_contacts(conn: &Connection, events: &mut Vec<Event>, into: &str, fr
         conn.prepare_cached("UPDATE messages SET contact_id = ?2, doc = ?3 WHERE id = ?1")?
             .execute(params![id, target.id, serde_json::to_string(&m)?])?;
     }
-    conn.prepare_cached("UPDATE contacts SET merged_into = ?1 WHERE id = ?2")?.execute([&target.id, &source.id])?;
+    conn.prepare_cached("UPDATE contacts SET merged_into = ?1 WHERE id = ?2")?
+        .execute([&target.id, &source.id])?;
     let mut merged = target;
     if merged.display_name.is_empty() {
         merged.display_name = source.display_name;
     }
     merged.updated_at = now;
     save_contact(conn, &merged)?;
-    let merged = load_contact(conn, &merged.id)?.ok_or_else(|| StoreError::NotFound(format!("contact {into}")))?;
-    append_event(conn, events, EventKind::ContactMerged { contact: merged.clone(), merged_contact_id: source.id })?;
+    let merged = load_contact(conn, &merged.id)?
+        .ok_or_else(|| StoreError::NotFound(format!("contact {into}")))?;
+    append_event(
+        conn,
+        events,
+        EventKind::ContactMerged { contact: merged.clone(), merged_contact_id: source.id },
+    )?;
     Ok(merged)
 }
 
-pub fn forget_contact(conn: &Connection, events: &mut Vec<Event>, id: &str, now: Millis) -> Result<u64, StoreError> {
-    let contact = load_contact(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("contact {id}")))?;
+pub fn forget_contact(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    id: &str,
+    now: Millis,
+) -> Result<u64, StoreError> {
+    let contact =
+        load_contact(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("contact {id}")))?;
     for identity in &contact.identities {
         conn.prepare_cached("DELETE FROM windows WHERE peer = ?1")?.execute([&identity.address])?;
     }
     conn.prepare_cached("DELETE FROM identities WHERE contact_id = ?1")?.execute([&contact.id])?;
     let erased = scrub_contact_messages(conn, &contact.id)?;
-    let blank = Contact { display_name: String::new(), identities: Vec::new(), updated_at: now, ..contact };
+    let blank =
+        Contact { display_name: String::new(), identities: Vec::new(), updated_at: now, ..contact };
     save_contact(conn, &blank)?;
     conn.prepare_cached("UPDATE contacts SET forgotten = 1 WHERE id = ?1")?.execute([&blank.id])?;
     append_event(conn, events, EventKind::ContactForgotten { contact_id: blank.id })?;
@@ -193,11 +238,15 @@ pub fn forget_contact(conn: &Connection, events: &mut Vec<Event>, id: &str, now:
 
 // Conversations.
 
-fn conversation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64, i64)> {
+fn conversation_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, i64, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn to_conversation(row: (String, String, String, String, i64, i64)) -> Result<Conversation, StoreError> {
+fn to_conversation(
+    row: (String, String, String, String, i64, i64),
+) -> Result<Conversation, StoreError> {
     let (id, contact_id, channels, state, created_at, last_activity_at) = row;
     Ok(Conversation {
         id,
@@ -219,18 +268,25 @@ pub fn load_conversation(conn: &Connection, id: &str) -> Result<Option<Conversat
     row.map(to_conversation).transpose()
 }
 
+/// Who a message is with, as threading needs it.
+pub struct Party<'a> {
+    pub contact_id: &'a str,
+    pub account: &'a str,
+    pub channel: Channel,
+    pub address: &'a str,
+}
+
 /// The contact's open conversation if it was active within `inactivity_ms`, else a new one
-/// (an older open one is closed). Records `channel` and the activity.
+/// (an older open one is closed). Records the channel and the activity.
 pub fn thread(
     conn: &Connection,
     events: &mut Vec<Event>,
-    contact_id: &str,
-    account: &str,
-    channel: Channel,
-    peer: &str,
+    party: &Party<'_>,
     now: Millis,
     inactivity_ms: Millis,
 ) -> Result<String, StoreError> {
+    let (contact_id, account, channel, peer) =
+        (party.contact_id, party.account, party.channel, party.address);
     let open = conn
         .prepare_cached(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = ?1 AND state = 'open'
@@ -269,7 +325,12 @@ pub fn thread(
 }
 
 /// Records activity on an explicitly named conversation.
-pub fn touch(conn: &Connection, c: &Conversation, channel: Channel, now: Millis) -> Result<(), StoreError> {
+pub fn touch(
+    conn: &Connection,
+    c: &Conversation,
+    channel: Channel,
+    now: Millis,
+) -> Result<(), StoreError> {
     let mut channels = c.channels.clone();
     if !channels.contains(&channel) {
         channels.push(channel);
@@ -279,18 +340,27 @@ pub fn touch(conn: &Connection, c: &Conversation, channel: Channel, now: Millis)
     Ok(())
 }
 
-pub fn close(conn: &Connection, events: &mut Vec<Event>, id: &str) -> Result<Conversation, StoreError> {
-    let mut c = load_conversation(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
+pub fn close(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    id: &str,
+) -> Result<Conversation, StoreError> {
+    let mut c = load_conversation(conn, id)?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
     if c.state == ConversationState::Closed {
         return Ok(c);
     }
-    conn.prepare_cached("UPDATE conversations SET state = 'closed' WHERE id = ?1")?.execute([id])?;
+    conn.prepare_cached("UPDATE conversations SET state = 'closed' WHERE id = ?1")?
+        .execute([id])?;
     c.state = ConversationState::Closed;
     append_event(conn, events, EventKind::ConversationClosed { conversation: c.clone() })?;
     Ok(c)
 }
 
-pub fn list_conversations(conn: &Connection, f: &ConversationFilter) -> Result<Vec<Conversation>, StoreError> {
+pub fn list_conversations(
+    conn: &Connection,
+    f: &ConversationFilter,
+) -> Result<Vec<Conversation>, StoreError> {
     // Newest activity first; the page token is (last_activity_at, id) of the last one shown.
     let (after_at, after_id) = f.after.clone().unwrap_or((i64::MAX, String::new()));
     let rows = conn

@@ -89,6 +89,21 @@ CREATE INDEX messages_contact ON messages (contact_id, seq);
 ALTER TABLE events ADD COLUMN contact_id TEXT NOT NULL DEFAULT '';
 CREATE INDEX events_contact ON events (contact_id) WHERE contact_id != '';
 "#,
+    r#"
+-- CRM webhook subscriptions, each with its delivery cursor in the event log.
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+-- Events a subscription gave up on after its last retry.
+CREATE TABLE webhook_dead_letters (
+    webhook_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (webhook_id, sequence)
+);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.

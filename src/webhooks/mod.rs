@@ -1,0 +1,80 @@
+//! CRM webhooks: every event, delivered to each subscription as a Standard Webhook, in
+//! sequence order, retried on a schedule, dead-lettered after the last attempt, and stopped
+//! by 410 Gone. One worker per subscription follows the event log from its cursor, so a
+//! restart resumes where delivery stopped.
+//!
+//! # Layout
+//! - [`sign`]: secrets and signatures.
+//! - [`worker`]: one subscription's delivery loop.
+
+pub mod sign;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::Webhook;
+use crate::store::Store;
+
+/// The Standard Webhooks reference schedule after the first attempt: 5 s, 5 min, 30 min,
+/// 2 h, 5 h, 10 h, 10 h (about 28 h in all), each with jitter.
+pub const DEFAULT_SCHEDULE_SECS: [f64; 7] = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0];
+
+pub struct Deliveries {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    schedule: Vec<Duration>,
+    workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
+}
+
+impl Deliveries {
+    pub fn new(store: Arc<dyn Store>, schedule: Vec<Duration>, timeout: Duration) -> Arc<Self> {
+        Arc::new(Deliveries {
+            store,
+            http: omnigate_adapters::http::client(timeout),
+            schedule,
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts a worker for every active subscription.
+    pub async fn resume(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        for webhook in self.store.list_webhooks().await? {
+            if webhook.active {
+                self.run(webhook).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// (Re)starts `webhook`'s worker from its cursor, after the previous one has stopped.
+    pub async fn run(self: &Arc<Self>, webhook: Webhook) {
+        self.stop(&webhook.id).await;
+        let stop = CancellationToken::new();
+        let id = webhook.id.clone();
+        let handle = tokio::spawn(worker::run(self.clone(), webhook, stop.clone()));
+        self.workers.lock().await.insert(id, (stop, handle));
+    }
+
+    /// Stops a worker and waits until it has written its last cursor.
+    pub async fn stop(&self, id: &str) {
+        let running = self.workers.lock().await.remove(id);
+        if let Some((stop, handle)) = running {
+            stop.cancel();
+            let _ = handle.await;
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = self.workers.lock().await.drain().collect();
+        for (_, (stop, handle)) in all {
+            stop.cancel();
+            let _ = handle.await;
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! One subscription's delivery loop: read events after the cursor, deliver each in order
+//! with retries, move the cursor, wait for the next commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnigate_proto::pbjson_types::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::{Deliveries, sign};
+use crate::api::convert::event_to_pb;
+use crate::model::{Event, Webhook};
+
+const PAGE: usize = 100;
+
+enum Outcome {
+    Delivered,
+    /// 410: the receiver wants no more.
+    Gone,
+    GaveUp(String),
+    Stopped,
+}
+
+pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: CancellationToken) {
+    let key = match sign::key(&webhook.secret) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(webhook = %webhook.id, error = %e, "webhook secret unusable; not delivering");
+            return;
+        }
+    };
+    let store = deliveries.store.clone();
+    let mut live = store.subscribe();
+    loop {
+        let page = match store.events_after(webhook.cursor, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(webhook = %webhook.id, error = %e, "cannot read the event log; retrying");
+                if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if page.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                // New commits (or a lagging feed) mean there may be more to read.
+                _ = live.recv() => continue,
+            }
+        }
+        let before = webhook.cursor;
+        for event in page {
+            let wanted =
+                webhook.kinds.is_empty() || webhook.kinds.iter().any(|k| k == event.kind.name());
+            if !wanted {
+                webhook.cursor = event.sequence;
+                continue;
+            }
+            match deliver(&deliveries, &webhook, &key, &event, &stop).await {
+                Outcome::Delivered => {
+                    webhook.cursor = event.sequence;
+                    webhook.last_error.clear();
+                }
+                Outcome::Gone => {
+                    webhook.active = false;
+                    webhook.last_error = format!("410 Gone at event {}; disabled", event.sequence);
+                    save(&deliveries, &webhook).await;
+                    return;
+                }
+                Outcome::GaveUp(error) => {
+                    match store.dead_letter(webhook.clone(), event.sequence, &error).await {
+                        Ok(w) => webhook = w,
+                        Err(e) => {
+                            tracing::error!(webhook = %webhook.id, error = %e, "cannot record a dead letter");
+                            return;
+                        }
+                    }
+                }
+                Outcome::Stopped => {
+                    save(&deliveries, &webhook).await;
+                    return;
+                }
+            }
+        }
+        if webhook.cursor != before {
+            save(&deliveries, &webhook).await;
+        }
+    }
+}
+
+async fn save(deliveries: &Deliveries, webhook: &Webhook) {
+    if let Err(e) = deliveries.store.save_webhook(webhook.clone()).await {
+        tracing::error!(webhook = %webhook.id, error = %e, "cannot save the webhook cursor; events may be sent again");
+    }
+}
+
+/// Answers true when stopped.
+async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// The body: `{"type", "timestamp", "data"}` with the event as proto3 JSON.
+pub fn body(event: &Event) -> Vec<u8> {
+    let at = Timestamp {
+        seconds: event.at.div_euclid(1000),
+        nanos: (event.at.rem_euclid(1000) * 1_000_000) as i32,
+    };
+    let payload = serde_json::json!({
+        "type": event.kind.name(),
+        "timestamp": at,
+        "data": event_to_pb(event),
+    });
+    serde_json::to_vec(&payload).unwrap_or_default()
+}
+
+async fn deliver(
+    deliveries: &Deliveries,
+    webhook: &Webhook,
+    key: &[u8],
+    event: &Event,
+    stop: &CancellationToken,
+) -> Outcome {
+    // Stable across retries, so receivers deduplicate.
+    let id = format!("evt_{}", event.sequence);
+    let body = body(event);
+    let mut last_error = String::new();
+    let delays = std::iter::once(Duration::ZERO).chain(deliveries.schedule.iter().copied());
+    let mut wait = Duration::ZERO;
+    for delay in delays {
+        let jittered = delay.mul_f64(0.9 + 0.2 * fastrand::f64()).max(wait);
+        if sleep_or_stop(stop, jittered).await {
+            return Outcome::Stopped;
+        }
+        let timestamp = crate::model::now_ms() / 1000;
+        let response = deliveries
+            .http
+            .post(&webhook.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sign::signature(key, &id, timestamp, &body))
+            .body(body.clone())
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => return Outcome::Delivered,
+            Ok(r) if r.status().as_u16() == 410 => return Outcome::Gone,
+            Ok(r) => {
+                // 429, 502 and 504 ask us to slow down; honour Retry-After when given.
+                wait = omnigate_adapters::http::retry_after(r.headers()).unwrap_or(Duration::ZERO);
+                last_error = format!("HTTP {} from {}", r.status().as_u16(), webhook.url);
+            }
+            Err(e) => {
+                wait = Duration::ZERO;
+                last_error = format!("{} unreachable: {e}", webhook.url);
+            }
+        }
+        tracing::debug!(webhook = %webhook.id, sequence = event.sequence, error = %last_error, "webhook attempt failed");
+    }
+    Outcome::GaveUp(last_error)
+}

@@ -1,0 +1,230 @@
+//! CRM webhooks against a test receiver that verifies Standard Webhooks signatures the way
+//! any receiver library does, and fails on demand.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use omnigate_proto::v1 as pb;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::support;
+
+/// (webhook-id, webhook-timestamp, webhook-signature, body) of one request.
+type Delivery = (String, String, String, Vec<u8>);
+
+#[derive(Default)]
+struct Receiver {
+    /// Answer 500 to this many requests first.
+    fail_first: AtomicU32,
+    /// Answer this status to everything, when set.
+    always: Mutex<Option<u16>>,
+    got: Mutex<Vec<Delivery>>,
+}
+
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if let Ok(mut got) = r.got.lock() {
+        got.push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), body.to_vec()));
+    }
+    if let Some(code) = r.always.lock().ok().and_then(|a| *a) {
+        return StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    if r.fail_first.load(Ordering::SeqCst) > 0 {
+        r.fail_first.fetch_sub(1, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn receiver() -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver::default());
+    let app =
+        axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (r, url)
+}
+
+/// Verification as the Standard Webhooks specification describes it.
+fn verify(secret: &str, id: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+    let key = STANDARD.decode(secret.trim_start_matches("whsec_")).expect("secret");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    let fresh =
+        timestamp.parse::<i64>().is_ok_and(|t| (omnigate::model::now_ms() / 1000 - t).abs() < 300);
+    fresh && signature.split(' ').any(|s| s == expected)
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn events_arrive_signed_in_order_after_retries() {
+    let mut t = support::gateway().start().await;
+    let (rx, url) = receiver().await;
+    rx.fail_first.store(2, Ordering::SeqCst);
+    let hook = t
+        .client
+        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
+        .await
+        .expect("created")
+        .into_inner();
+    assert!(hook.secret.starts_with("whsec_"));
+    let m = t.send("+14155550701", "tell the CRM").await;
+    t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    // conversation_opened, ACCEPTED, SENT, DELIVERED.
+    until("four distinct events", || {
+        let got = rx.got.lock().expect("lock");
+        let mut ids: Vec<&String> = got.iter().map(|g| &g.0).collect();
+        ids.dedup();
+        ids.len() >= 4
+    })
+    .await;
+    let got = rx.got.lock().expect("lock").clone();
+    assert_eq!(got[0].0, got[1].0, "a retry keeps its webhook-id");
+    assert_eq!(got[1].0, got[2].0);
+    let mut sequences = Vec::new();
+    for (id, ts, sig, body) in &got {
+        assert!(verify(&hook.secret, id, ts, sig, body), "signature of {id}");
+        let v: Value = serde_json::from_slice(body).expect("json");
+        let seq: u64 = v["data"]["sequence"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or(v["data"]["sequence"].as_u64())
+            .expect("seq");
+        assert_eq!(id, &format!("evt_{seq}"));
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        assert!(
+            ts.len() >= 20
+                && ts.as_bytes()[10] == b'T'
+                && (ts.ends_with('Z') || ts.ends_with("+00:00")),
+            "RFC 3339 timestamp {ts}"
+        );
+        sequences.push((seq, v["type"].as_str().expect("type").to_string()));
+    }
+    sequences.dedup();
+    assert!(sequences.windows(2).all(|w| w[0].0 < w[1].0), "in order: {sequences:?}");
+    assert_eq!(sequences[0].1, "conversation_opened");
+    assert_eq!(sequences[1].1, "message_status_changed");
+    let v: Value = serde_json::from_slice(&got.last().expect("one").3).expect("json");
+    assert_eq!(
+        v["data"]["messageStatusChanged"]["message"]["id"],
+        m.id.as_str(),
+        "proto3 JSON field names"
+    );
+}
+
+#[tokio::test]
+async fn last_attempt_dead_letters_then_replay_redelivers_and_410_disables() {
+    let mut t = support::gateway().start().await;
+    let (rx, url) = receiver().await;
+    *rx.always.lock().expect("lock") = Some(503);
+    let hook = t
+        .client
+        .create_webhook(pb::CreateWebhookRequest {
+            url,
+            kinds: vec!["message_received".into(), "conversation_opened".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("created")
+        .into_inner();
+    t.send("+14155550702", "x").await;
+    until("four attempts at the first event", || rx.got.lock().expect("lock").len() >= 4).await;
+    let mut listed = pb::Webhook::default();
+    for _ in 0..200 {
+        listed = t
+            .client
+            .list_webhooks(pb::ListWebhooksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .webhooks
+            .remove(0);
+        if listed.dead_letters > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed.dead_letters, 1);
+    assert!(listed.last_error.contains("503"), "{}", listed.last_error);
+    assert_eq!(listed.secret, "", "the secret is shown once");
+    assert_eq!(
+        rx.got.lock().expect("lock").len(),
+        4,
+        "one attempt and three retries, then no more"
+    );
+
+    *rx.always.lock().expect("lock") = None;
+    rx.got.lock().expect("lock").clear();
+    t.client
+        .replay_webhook(pb::ReplayWebhookRequest { id: hook.id.clone(), from_sequence: 0 })
+        .await
+        .expect("replay");
+    until("the replayed event", || !rx.got.lock().expect("lock").is_empty()).await;
+    let v: Value = serde_json::from_slice(&rx.got.lock().expect("lock")[0].3).expect("json");
+    assert_eq!(v["type"], "conversation_opened", "only the kinds asked for");
+
+    *rx.always.lock().expect("lock") = Some(410);
+    t.send("+14155550703", "y").await;
+    let mut state = 0;
+    for _ in 0..200 {
+        state = t
+            .client
+            .list_webhooks(pb::ListWebhooksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .webhooks[0]
+            .state;
+        if state == pb::WebhookState::Disabled as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, pb::WebhookState::Disabled as i32, "410 Gone disables the subscription");
+    t.client
+        .delete_webhook(pb::DeleteWebhookRequest { id: hook.id.clone() })
+        .await
+        .expect("deleted");
+    assert!(
+        t.client
+            .list_webhooks(pb::ListWebhooksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .webhooks
+            .is_empty()
+    );
+    let bad = t
+        .client
+        .create_webhook(pb::CreateWebhookRequest {
+            url: "http://x/".into(),
+            secret: "plain".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad secret");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
