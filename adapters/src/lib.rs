@@ -10,11 +10,14 @@
 //! - [`model`]: the canonical message model (channels, content, statuses, errors).
 //! - [`contract`]: the traits an adapter implements, split by role (send, webhook).
 //! - [`http`]: the shared outbound HTTP client (rustls) and Retry-After parsing.
+//! - `sandbox_rules`: fault rules every sandbox shares (feature `sandbox`).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
 //! - [`meta`]: WhatsApp, Messenger and Instagram over the Graph API, with its sandbox.
 
 pub mod contract;
 pub mod model;
+#[cfg(feature = "sandbox")]
+pub mod sandbox_rules;
 
 #[cfg(any(feature = "twilio", feature = "meta"))]
 pub mod http;

@@ -215,46 +215,33 @@ async fn attempt(shared: &Shared, mut job: Job) {
                 FailureClass::Permanent => (None, "failed"),
             };
             job.attempts += 1;
-            if job.attempts >= shared.policy.max_attempts {
-                let error = ProviderError {
-                    code: ErrorCode::AttemptsExhausted,
-                    message: format!(
-                        "gave up after {} attempts; last: {}",
-                        job.attempts, error.message
-                    ),
-                    retryable: false,
-                    ..error
-                };
-                record(
-                    shared,
-                    &job,
-                    Attempt::Failed { status: MessageStatus::Failed, error },
-                    "failed",
-                    seconds,
-                )
-                .await;
-                return;
-            }
             let delay = shared.policy.backoff.delay(job.attempts, retry_after, fastrand::f64());
             job.due_at = now_ms() + delay.as_millis() as i64;
-            if job.due_at >= job.expires_at {
+            let give_up = if job.attempts >= shared.policy.max_attempts {
+                Some((
+                    MessageStatus::Failed,
+                    ErrorCode::AttemptsExhausted,
+                    format!("gave up after {} attempts", job.attempts),
+                ))
+            } else if job.due_at >= job.expires_at {
+                Some((
+                    MessageStatus::Expired,
+                    ErrorCode::Expired,
+                    "time-to-live passes before the next attempt".into(),
+                ))
+            } else {
+                None
+            };
+            if let Some((status, code, why)) = give_up {
+                // The last provider error stays, code and all, under the reason we stopped.
                 let error = ProviderError {
-                    code: ErrorCode::Expired,
-                    message: format!(
-                        "time-to-live passes before the next attempt; last: {}",
-                        error.message
-                    ),
+                    code,
+                    message: format!("{why}; last: {}", error.message),
                     retryable: false,
                     ..error
                 };
-                record(
-                    shared,
-                    &job,
-                    Attempt::Failed { status: MessageStatus::Expired, error },
-                    "expired",
-                    seconds,
-                )
-                .await;
+                record(shared, &job, Attempt::Failed { status, error }, status.as_str(), seconds)
+                    .await;
                 return;
             }
             if record(shared, &job, Attempt::Retry { due_at: job.due_at, error }, outcome, seconds)

@@ -26,29 +26,7 @@ async fn person_writes(t: &mut support::TestGateway, id: &str, body: &str) -> pb
         .await
         .expect("post");
     assert_eq!(code, 200);
-    inbound_by_provider_id(t, id).await
-}
-
-async fn inbound_by_provider_id(t: &mut support::TestGateway, provider_id: &str) -> pb::Message {
-    let mut events = t
-        .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
-        .await
-        .expect("s")
-        .into_inner();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.message())
-            .await
-            .expect("in time")
-            .expect("ok")
-            .expect("event");
-        if let Some(pb::event::Kind::MessageReceived(r)) = e.kind {
-            let m = r.message.expect("message");
-            if m.provider_message_id == provider_id {
-                return m;
-            }
-        }
-    }
+    t.received(id).await
 }
 
 fn last_body(t: &support::TestGateway) -> Value {
@@ -336,7 +314,7 @@ async fn messenger_window_tags_quick_replies_and_watermarks() {
         .await
         .expect("post");
     assert_eq!(code, 200);
-    let inbound = inbound_by_provider_id(&mut t, "m_in1").await;
+    let inbound = t.received("m_in1").await;
     assert_eq!(inbound.channel, pb::Channel::Messenger as i32);
 
     let quick = pb::content::Kind::Interactive(pb::Interactive {
@@ -386,7 +364,7 @@ async fn instagram_has_read_receipts_only() {
         .messaging_inbound(IG_ID, igsid, json!({ "mid": "ig_in1", "text": "hey" }))
         .await
         .expect("post");
-    inbound_by_provider_id(&mut t, "ig_in1").await;
+    t.received("ig_in1").await;
     let m = t
         .send_request(request(pb::Channel::Instagram, igsid, text("hello")))
         .await
@@ -426,7 +404,7 @@ async fn inbound_kinds_signatures_handshake_and_redeliveries() {
     assert_eq!(t.meta().post_webhook(WA_NUMBER_ID, &batch).await.expect("post"), 200);
     // Meta redelivers the same batch: nothing is stored twice.
     assert_eq!(t.meta().post_webhook(WA_NUMBER_ID, &batch).await.expect("post"), 200);
-    let ctx = inbound_by_provider_id(&mut t, "wamid.CTX").await;
+    let ctx = t.received("wamid.CTX").await;
     assert_eq!(ctx.reply_to_message_id, reply.id, "the quoted message is ours, by omnigate id");
     let list = t
         .client

@@ -13,32 +13,6 @@ fn identity(channel: pb::Channel, address: &str) -> pb::Identity {
     pb::Identity { channel: channel as i32, address: address.into() }
 }
 
-async fn wait_received(t: &mut support::TestGateway, provider_id: &str) -> pb::Message {
-    let mut events = t
-        .client
-        .stream_events(pb::StreamEventsRequest {
-            from_sequence: 0,
-            kinds: vec!["message_received".into()],
-        })
-        .await
-        .expect("stream")
-        .into_inner();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.message())
-            .await
-            .expect("in time")
-            .expect("ok")
-            .expect("event");
-        let Some(pb::event::Kind::MessageReceived(r)) = e.kind else {
-            panic!("the filter lets only message_received through")
-        };
-        let m = r.message.expect("message");
-        if m.provider_message_id == provider_id {
-            return m;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_whatsapp_reply_to_an_sms_lands_in_the_same_conversation() {
     let mut t = support::gateway().start().await;
@@ -53,7 +27,7 @@ async fn a_whatsapp_reply_to_an_sms_lands_in_the_same_conversation() {
         .await
         .expect("post");
     assert_eq!(code, 200);
-    let reply = wait_received(&mut t, "wamid.X1").await;
+    let reply = t.received("wamid.X1").await;
     assert_eq!(reply.contact_id, sms.contact_id, "one phone number, one person");
     assert_eq!(reply.conversation_id, sms.conversation_id, "one conversation across channels");
     // The window is open now: answer on WhatsApp in the same conversation.
@@ -125,7 +99,7 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
         )
         .await
         .expect("post");
-    let fb = wait_received(&mut t, "m_ann").await;
+    let fb = t.received("m_ann").await;
     assert_ne!(fb.contact_id, ann.id);
     let steal = t
         .client

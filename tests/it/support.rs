@@ -189,6 +189,24 @@ impl TestGateway {
         self.gw().twilio_sandbox.as_ref().expect("sandbox configured")
     }
 
+    /// Follows the event stream until the inbound message with this provider id arrives.
+    pub async fn received(&mut self, provider_id: &str) -> pb::Message {
+        let request =
+            pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["message_received".into()] };
+        let mut events = self.client.stream_events(request).await.expect("stream").into_inner();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), events.message()).await;
+            let event = next.expect("in time").expect("stream ok").expect("stream open");
+            let Some(pb::event::Kind::MessageReceived(r)) = event.kind else {
+                panic!("the filter lets only message_received through")
+            };
+            let m = r.message.expect("message");
+            if m.provider_message_id == provider_id {
+                return m;
+            }
+        }
+    }
+
     pub fn meta(&self) -> &omnigate_adapters::meta::sandbox::SandboxHandle {
         self.gw().meta_sandbox.as_ref().expect("meta sandbox configured")
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,17 +22,18 @@ use serde_json::{Value, json};
 
 use super::signature;
 use crate::model::Channel;
+use crate::sandbox_rules::RuleSet;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
-    #[serde(default = "loopback_any")]
+    #[serde(default = "crate::sandbox_rules::loopback_any")]
     pub addr: SocketAddr,
     /// The Bearer token every send must carry.
     pub access_token: String,
     /// Signs the webhooks the sandbox posts.
     pub app_secret: String,
-    #[serde(default = "default_callback_delay_ms")]
+    #[serde(default = "crate::sandbox_rules::default_callback_delay_ms")]
     pub callback_delay_ms: u64,
     #[serde(default)]
     pub latency_ms: u64,
@@ -41,22 +42,8 @@ pub struct SandboxConfig {
     pub rules: Vec<Rule>,
 }
 
-fn loopback_any() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn default_callback_delay_ms() -> u64 {
-    50
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub to_prefix: String,
-    pub fault: Fault,
-    #[serde(default)]
-    pub times: Option<u32>,
-}
+/// A fault rule of this sandbox.
+pub type Rule = crate::sandbox_rules::Rule<Fault>;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
@@ -95,7 +82,7 @@ struct Endpoint {
 struct Sandbox {
     config: SandboxConfig,
     endpoints: Mutex<HashMap<String, Endpoint>>,
-    rule_hits: Vec<AtomicU32>,
+    rules: RuleSet<Fault>,
     sent: Mutex<Vec<RecordedSend>>,
     requests: AtomicU64,
     next_id: AtomicU64,
@@ -110,7 +97,7 @@ pub struct SandboxHandle {
 
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let inner = Arc::new(Sandbox {
-        rule_hits: config.rules.iter().map(|_| AtomicU32::new(0)).collect(),
+        rules: RuleSet::new(config.rules.clone()),
         config,
         endpoints: Mutex::new(HashMap::new()),
         sent: Mutex::new(Vec::new()),
@@ -243,16 +230,6 @@ impl Sandbox {
 
     fn channel(&self, endpoint_id: &str) -> Option<Channel> {
         self.endpoints.lock().ok()?.get(endpoint_id).map(|e| e.channel)
-    }
-
-    fn fault_for(&self, to: &str) -> Option<&Fault> {
-        self.config.rules.iter().zip(&self.rule_hits).find_map(|(rule, hits)| {
-            if !to.starts_with(&rule.to_prefix) {
-                return None;
-            }
-            let n = hits.fetch_add(1, Ordering::Relaxed);
-            rule.times.is_none_or(|t| n < t).then_some(&rule.fault)
-        })
     }
 
     async fn post_signed(&self, url: &str, body: &Value) -> reqwest::Result<u16> {
@@ -415,7 +392,7 @@ async fn send(
         tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
     }
     let mut failed = None;
-    match sandbox.fault_for(&to) {
+    match sandbox.rules.fault_for(&to) {
         Some(Fault::Error { code, subcode, http_status }) => {
             let status = http_status
                 .and_then(|s| StatusCode::from_u16(s).ok())

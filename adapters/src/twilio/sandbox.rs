@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -22,19 +22,20 @@ use serde_json::json;
 
 use super::signature;
 use super::wire::{ErrorBody, MAX_BODY_CHARS, MAX_MEDIA_URLS};
+use crate::sandbox_rules::RuleSet;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Where the sandbox listens; port 0 picks a free one.
-    #[serde(default = "loopback_any")]
+    #[serde(default = "crate::sandbox_rules::loopback_any")]
     pub addr: SocketAddr,
     /// The account the sandbox accepts (Basic auth user and path segment).
     pub account_sid: String,
     /// Basic auth password and the key that signs callbacks.
     pub auth_token: String,
     /// Delay before each status callback.
-    #[serde(default = "default_callback_delay_ms")]
+    #[serde(default = "crate::sandbox_rules::default_callback_delay_ms")]
     pub callback_delay_ms: u64,
     /// Delay before answering every send.
     #[serde(default)]
@@ -44,23 +45,8 @@ pub struct SandboxConfig {
     pub rules: Vec<Rule>,
 }
 
-fn loopback_any() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn default_callback_delay_ms() -> u64 {
-    50
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub to_prefix: String,
-    pub fault: Fault,
-    /// Apply to this many matching requests, then let them through; unset means always.
-    #[serde(default)]
-    pub times: Option<u32>,
-}
+/// A fault rule of this sandbox.
+pub type Rule = crate::sandbox_rules::Rule<Fault>;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
@@ -95,7 +81,7 @@ impl RecordedSend {
 struct Sandbox {
     config: SandboxConfig,
     auth_header: String,
-    rule_hits: Vec<AtomicU32>,
+    rules: RuleSet<Fault>,
     sent: std::sync::Mutex<Vec<RecordedSend>>,
     requests: AtomicU64,
     next_sid: AtomicU64,
@@ -162,7 +148,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         STANDARD.encode(format!("{}:{}", config.account_sid, config.auth_token))
     );
     let inner = Arc::new(Sandbox {
-        rule_hits: config.rules.iter().map(|_| AtomicU32::new(0)).collect(),
+        rules: RuleSet::new(config.rules.clone()),
         auth_header,
         config,
         sent: std::sync::Mutex::new(Vec::new()),
@@ -191,17 +177,6 @@ impl Sandbox {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
         format!("{prefix}{nanos:016x}{n:016x}")
-    }
-
-    /// The first rule matching `to` that has applications left.
-    fn fault_for(&self, to: &str) -> Option<&Fault> {
-        self.config.rules.iter().zip(&self.rule_hits).find_map(|(rule, hits)| {
-            if !to.starts_with(&rule.to_prefix) {
-                return None;
-            }
-            let n = hits.fetch_add(1, Ordering::Relaxed);
-            rule.times.is_none_or(|t| n < t).then_some(&rule.fault)
-        })
     }
 
     async fn post_signed(&self, url: &str, params: &[(String, String)]) -> reqwest::Result<u16> {
@@ -320,7 +295,7 @@ async fn create_message(
         tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
     }
     let mut end = Ok(());
-    match sandbox.fault_for(to) {
+    match sandbox.rules.fault_for(to) {
         Some(Fault::Throttle { retry_after_secs }) => {
             let mut response =
                 twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");

@@ -1,0 +1,50 @@
+//! What every provider sandbox shares: fault rules matched by recipient prefix, each
+//! applying to a number of requests or to all, and the defaults of their configs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// A fault for requests to recipients starting with `to_prefix`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule<F> {
+    pub to_prefix: String,
+    pub fault: F,
+    /// Apply to this many matching requests, then let them through; unset means always.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// Rules in order, each counting how often it matched.
+pub struct RuleSet<F> {
+    rules: Vec<Rule<F>>,
+    hits: Vec<AtomicU32>,
+}
+
+impl<F> RuleSet<F> {
+    pub fn new(rules: Vec<Rule<F>>) -> Self {
+        let hits = rules.iter().map(|_| AtomicU32::new(0)).collect();
+        RuleSet { rules, hits }
+    }
+
+    /// The first rule matching `to` that has applications left.
+    pub fn fault_for(&self, to: &str) -> Option<&F> {
+        self.rules.iter().zip(&self.hits).find_map(|(rule, hits)| {
+            if !to.starts_with(&rule.to_prefix) {
+                return None;
+            }
+            let n = hits.fetch_add(1, Ordering::Relaxed);
+            rule.times.is_none_or(|t| n < t).then_some(&rule.fault)
+        })
+    }
+}
+
+pub fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn default_callback_delay_ms() -> u64 {
+    50
+}
