@@ -82,6 +82,7 @@ fn conversion(c: &mut Criterion) {
         reply_to_message_id: None,
         contact_id: "ctc_01a204aa5b94708cba7eeffdc77d1d18".into(),
         send_options: Default::default(),
+        channel_attempts: Vec::new(),
     };
     let mut g = c.benchmark_group("message");
     g.throughput(Throughput::Elements(1));

@@ -63,6 +63,31 @@ pub struct Message {
     /// What the adapter needs to send it that the canonical message does not show.
     #[serde(default, skip_serializing_if = "SendOptions::is_empty")]
     pub send_options: SendOptions,
+    /// Earlier channels it fell back from, first tried first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_attempts: Vec<ChannelAttempt>,
+}
+
+/// Where a message can go: a channel, the account on it, and the person's address there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub channel: Channel,
+    pub account: String,
+    /// The rate-limit route within the account (the sender).
+    pub route: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// A channel a message was tried on before it fell back to the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelAttempt {
+    pub channel: Channel,
+    pub account: String,
+    pub to: String,
+    pub status: MessageStatus,
+    pub error: Option<ProviderError>,
+    pub provider_message_id: Option<String>,
 }
 
 /// Per-message sending details kept for retries and recovery.
@@ -74,11 +99,14 @@ pub struct SendOptions {
     /// A channel message tag (Messenger `HUMAN_AGENT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Where to go next after a permanent failure, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Route>,
 }
 
 impl SendOptions {
     pub fn is_empty(&self) -> bool {
-        self.reply_to_provider_id.is_none() && self.tag.is_none()
+        self.reply_to_provider_id.is_none() && self.tag.is_none() && self.fallbacks.is_empty()
     }
 }
 

@@ -100,6 +100,12 @@ pub trait Sender: Send + Sync {
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure>;
 
+    /// Whether this account can carry the message at all (content kind, sizes), checked
+    /// without sending; lets the gateway pick a channel that can.
+    fn check(&self, _message: &Outbound) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// How long after the person's last message this content may still be sent (Meta's
     /// customer-service windows); `None`: at any time.
     fn service_window(&self, _content: &Content, _tag: Option<&str>) -> Option<Duration> {

@@ -346,6 +346,18 @@ pub fn message_to_pb(m: &Message) -> pb::Message {
         expires_at: m.expires_at.map(timestamp),
         reply_to_message_id: m.reply_to_message_id.clone().unwrap_or_default(),
         contact_id: m.contact_id.clone(),
+        channel_attempts: m
+            .channel_attempts
+            .iter()
+            .map(|a| pb::ChannelAttempt {
+                channel: channel_to_pb(a.channel) as i32,
+                account: a.account.clone(),
+                to: a.to.clone(),
+                status: status_to_pb(a.status) as i32,
+                error: a.error.as_ref().map(error_to_pb),
+                provider_message_id: a.provider_message_id.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -14,9 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, store_status};
-use super::{people, validate, webhooks};
+use super::{people, routing, validate, webhooks};
 use crate::app::AppState;
-use crate::contacts::normalize;
 use crate::model::{Event, SendOptions, new_id, now_ms};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
@@ -68,10 +67,6 @@ impl Gateway for GatewayService {
             return Err(Status::unavailable("the gateway is shutting down"));
         }
         let req = request.into_inner();
-        let channel = convert::channel_from_pb(req.channel)?;
-        let to = normalize(channel, &req.to)
-            .map_err(|e| Status::invalid_argument(format!("to: {e}")))?
-            .address;
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;
         let mut content = convert::content_from_pb(req.content.clone())?;
@@ -85,23 +80,11 @@ impl Gateway for GatewayService {
             id => Some(self.provider_id_of(id, "reply_to_message_id").await?),
         };
         let tag = (!req.message_tag.is_empty()).then(|| req.message_tag.clone());
-        let account = if req.account.is_empty() {
-            self.state.accounts.default_for(channel).ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "no account is configured for channel {channel}"
-                ))
-            })?
-        } else {
-            self.state.accounts.get(&req.account).ok_or_else(|| {
-                Status::not_found(format!("account {:?} is not configured", req.account))
-            })?
-        };
-        if account.channel != channel {
-            return Err(Status::invalid_argument(format!(
-                "account {:?} serves {}, not {channel}",
-                account.id, account.channel
-            )));
-        }
+        let routing::Plan { first, fallbacks } =
+            routing::plan(&self.state, &req, &content, tag.as_deref()).await?;
+        let account = self.state.accounts.get(&first.account).ok_or_else(|| {
+            Status::internal(format!("planned account {} vanished", first.account))
+        })?;
         let ttl = match req.ttl {
             Some(d) if d.seconds < 0 || (d.seconds == 0 && d.nanos <= 0) => {
                 return Err(Status::invalid_argument("ttl must be positive"));
@@ -110,34 +93,22 @@ impl Gateway for GatewayService {
             None => self.state.default_ttl,
         };
         let now = now_ms();
-        let metadata: BTreeMap<String, String> = req.metadata.into_iter().collect();
+        let metadata: BTreeMap<String, String> = req.metadata.clone().into_iter().collect();
         let window_ms =
             account.sender.service_window(&content, tag.as_deref()).map(|w| w.as_millis() as i64);
         let new = NewMessage {
             id: new_id("msg"),
-            fingerprint: fingerprint(
-                [
-                    channel.as_str(),
-                    &account.id,
-                    &to,
-                    &req.conversation_id,
-                    &req.reply_to_message_id,
-                    &req.message_tag,
-                ],
-                &req.content,
-                &metadata,
-                ttl,
-            ),
+            fingerprint: fingerprint(&req, &metadata, ttl),
             reply_to_message_id: (!req.reply_to_message_id.is_empty())
                 .then(|| req.reply_to_message_id.clone()),
-            send_options: SendOptions { reply_to_provider_id, tag },
+            send_options: SendOptions { reply_to_provider_id, tag, fallbacks },
             window_ms,
-            idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
-            channel,
-            account: account.id.clone(),
-            route: account.sender.route().to_string(),
-            from: account.from.clone(),
-            to,
+            idempotency_key: (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone()),
+            channel: first.channel,
+            account: first.account,
+            route: first.route,
+            from: first.from,
+            to: first.to,
             conversation_id: (!req.conversation_id.is_empty()).then_some(req.conversation_id),
             content,
             metadata,
@@ -146,7 +117,7 @@ impl Gateway for GatewayService {
         };
         let message = match self.state.store.accept(new).await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {
-                self.state.metrics.accepted(channel.as_str());
+                self.state.metrics.accepted(message.channel.as_str());
                 if let Some(job) = job {
                     self.state.outlet.submit(*job);
                 }
@@ -372,19 +343,21 @@ async fn follow(
     }
 }
 
-/// What makes two requests with one idempotency key the same request.
+/// What makes two requests with one idempotency key the same request: every field but the
+/// key itself, metadata in key order.
 fn fingerprint(
-    parts: [&str; 6],
-    content: &Option<pb::Content>,
+    req: &pb::SendMessageRequest,
     metadata: &BTreeMap<String, String>,
     ttl: Duration,
 ) -> String {
     let mut h = Sha256::new();
-    for part in parts {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    h.update(prost::Message::encode_to_vec(content.as_ref().unwrap_or(&pb::Content::default())));
+    let canonical = pb::SendMessageRequest {
+        idempotency_key: String::new(),
+        metadata: Default::default(),
+        ttl: None,
+        ..req.clone()
+    };
+    h.update(prost::Message::encode_to_vec(&canonical));
     for (k, v) in metadata {
         h.update((k.len() as u64).to_le_bytes());
         h.update(k.as_bytes());

@@ -109,7 +109,12 @@ async fn webhook(
                 state.store.apply_watermark(&account.id, &peer, status, up_to_ms).await.map(|_| ())
             }
             WebhookEvent::Status(report) => {
-                state.store.apply_status(&account.id, report).await.map(|_| ())
+                state.store.apply_status(&account.id, report).await.map(|(_, fallback)| {
+                    // A failed delivery moved the message to its next channel.
+                    if let Some(next) = fallback {
+                        state.outlet.submit(next);
+                    }
+                })
             }
             WebhookEvent::Inbound(message) => {
                 // A sender the rules cannot normalise (an alphanumeric SMS sender) is kept as given.

@@ -6,11 +6,13 @@
 //! - [`grpc`]: the `omnigate.v1.Gateway` service.
 //! - [`http`]: provider webhooks, health, readiness and metrics.
 //! - [`people`]: the contact and conversation RPCs.
+//! - [`routing`]: which channel, account and address a message goes to, and its fallbacks.
 //! - [`webhooks`]: the webhook subscription RPCs.
 
 pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod people;
+pub mod routing;
 pub mod validate;
 pub mod webhooks;

@@ -258,7 +258,13 @@ async fn attempt(shared: &Shared, mut job: Job) {
 async fn record(shared: &Shared, job: &Job, attempt: Attempt, outcome: &str, seconds: f64) -> bool {
     shared.metrics.attempt(&job.account, outcome, seconds);
     match shared.store.record_attempt(&job.message_id, attempt).await {
-        Ok(_) => true,
+        Ok((_, fallback)) => {
+            // A permanent failure moved the message to its next channel.
+            if let Some(next) = fallback {
+                shared.outlet.submit(next);
+            }
+            true
+        }
         Err(e) => {
             tracing::error!(message_id = %job.message_id, error = %e, "could not record a send outcome");
             false

@@ -163,21 +163,27 @@ pub trait Store: Send + Sync + 'static {
     /// in one transaction; answers after the commit.
     async fn accept(&self, new: NewMessage) -> Result<AcceptOutcome, StoreError>;
 
-    /// Records the outcome of an attempt and releases or reschedules the outbox entry.
+    /// Records the outcome of an attempt and releases or reschedules the outbox entry. A
+    /// permanent failure with fallbacks left moves the message to its next channel and
+    /// answers the job to dispatch there.
     async fn record_attempt(
         &self,
         message_id: &str,
         attempt: Attempt,
-    ) -> Result<Message, StoreError>;
+    ) -> Result<(Message, Option<Job>), StoreError>;
 
-    /// Moves a message forward by a provider receipt. `None` when nothing changed (a
+    /// Moves a message forward by a provider receipt. No message when nothing changed (a
     /// duplicate or late receipt). A receipt that outruns its send's own commit is kept
-    /// and applied when that commit lands.
+    /// and applied when that commit lands. A failure with fallbacks left answers the job
+    /// to dispatch on the next channel.
     async fn apply_status(
         &self,
         account: &str,
         report: StatusReport,
-    ) -> Result<Option<Message>, StoreError>;
+    ) -> Result<(Option<Message>, Option<Job>), StoreError>;
+
+    /// When the person last wrote to `account` from `peer`.
+    async fn last_inbound(&self, account: &str, peer: &str) -> Result<Option<Millis>, StoreError>;
 
     /// Stores an inbound message in its conversation and opens the sender's service
     /// window. `None` when it is a redelivery.

@@ -286,3 +286,166 @@ async fn conversations_close_explicitly_and_after_inactivity() {
         .into_inner();
     assert_eq!(rest.conversations.len(), 1, "three conversations in all");
 }
+
+fn template(name: &str) -> pb::content::Kind {
+    pb::content::Kind::Template(pb::Template {
+        name: name.into(),
+        language: "en_US".into(),
+        components: vec![],
+    })
+}
+
+#[tokio::test]
+async fn a_contact_gets_the_first_channel_that_can_carry_the_message() {
+    let mut t = support::gateway().start().await;
+    let contact = t
+        .client
+        .upsert_contact(pb::UpsertContactRequest {
+            identities: vec![
+                identity(pb::Channel::Whatsapp, "+14155550620"),
+                identity(pb::Channel::Sms, "+14155550620"),
+            ],
+            channel_preferences: vec![pb::Channel::Whatsapp as i32, pb::Channel::Sms as i32],
+            ..Default::default()
+        })
+        .await
+        .expect("created")
+        .into_inner();
+    let by_contact = |kind| pb::SendMessageRequest {
+        contact_id: contact.id.clone(),
+        content: Some(pb::Content { kind: Some(kind) }),
+        ..Default::default()
+    };
+    // Free text: WhatsApp's window is closed (the person never wrote), so SMS.
+    let m = t.send_request(by_contact(text("your code is 1234"))).await.expect("accepted");
+    assert_eq!((m.channel, m.to.as_str()), (pb::Channel::Sms as i32, "+14155550620"));
+    // A template may go out on WhatsApp at any time, and WhatsApp is preferred.
+    let m = t.send_request(by_contact(template("otp"))).await.expect("accepted");
+    assert_eq!(m.channel, pb::Channel::Whatsapp as i32);
+    // Nothing carries a location to this contact now: a clear refusal with the reasons.
+    let location = pb::content::Kind::Location(pb::Location {
+        latitude: 1.0,
+        longitude: 2.0,
+        ..Default::default()
+    });
+    let err = t.send_request(by_contact(location)).await.expect_err("no channel");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("whatsapp: outside the service window")
+            && err.message().contains("sms:"),
+        "{}",
+        err.message()
+    );
+}
+
+/// The journey: SMS out, a WhatsApp reply in, a WhatsApp send that fails and falls back to
+/// SMS: one contact, one conversation, one history, and a CRM that sees every step signed.
+#[tokio::test]
+async fn journey_across_channels_with_fallback_and_crm_webhooks() {
+    let mut t = support::gateway()
+        .meta_rule(r#"{ to_prefix = "14155550630", fault = { kind = "error", code = 131026 }, times = 1 }"#)
+        .meta_rule(r#"{ to_prefix = "14155550631", fault = { kind = "failed", code = 131026 } }"#)
+        .start()
+        .await;
+    let (crm, url) = crate::webhooks::receiver().await;
+    let hook = t
+        .client
+        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
+        .await
+        .expect("hook")
+        .into_inner();
+
+    let sms = t.send("+14155550630", "your parcel is on its way").await;
+    t.wait_for(&sms.id, pb::MessageStatus::Delivered).await;
+    t.meta()
+        .whatsapp_inbound(WA_NUMBER_ID, json!({
+            "from": "14155550630", "id": "wamid.J1", "timestamp": "1", "type": "text", "text": { "body": "can I change the address?" }
+        }))
+        .await
+        .expect("post");
+    let reply = t.received("wamid.J1").await;
+    assert_eq!(reply.conversation_id, sms.conversation_id);
+
+    // WhatsApp refuses this send outright (131026): the message falls back to SMS.
+    let mut answer =
+        request(pb::Channel::Whatsapp, "+14155550630", text("yes: reply with the new address"));
+    answer.fallback_channels = vec![pb::Channel::Sms as i32];
+    let answer = t.send_request(answer).await.expect("accepted");
+    assert_eq!(answer.channel, pb::Channel::Whatsapp as i32);
+    let done = t.wait_for(&answer.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(done.id, answer.id, "one message, one id");
+    assert_eq!(done.channel, pb::Channel::Sms as i32);
+    assert_eq!(done.channel_attempts.len(), 1);
+    let attempt = &done.channel_attempts[0];
+    assert_eq!(attempt.channel, pb::Channel::Whatsapp as i32);
+    assert_eq!(attempt.error.as_ref().map(|e| e.provider_code.as_str()), Some("131026"));
+    assert!(done.status_history.iter().any(|c| c.provider_status == "fallback to sms"));
+    assert_eq!(done.conversation_id, sms.conversation_id);
+
+    let history = t
+        .client
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: sms.conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .messages;
+    assert_eq!(
+        history.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        [sms.id.clone(), reply.id.clone(), answer.id.clone()]
+    );
+
+    // A delivery failure reported later (a failed status webhook) falls back too.
+    let other = t
+        .client
+        .upsert_contact(pb::UpsertContactRequest {
+            identities: vec![
+                identity(pb::Channel::Whatsapp, "+14155550631"),
+                identity(pb::Channel::Sms, "+14155550631"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    t.meta()
+        .whatsapp_inbound(WA_NUMBER_ID, json!({
+            "from": "14155550631", "id": "wamid.J2", "timestamp": "1", "type": "text", "text": { "body": "hi" }
+        }))
+        .await
+        .expect("post");
+    assert_eq!(t.received("wamid.J2").await.contact_id, other.id, "a known identity attaches");
+    let late = t
+        .send_request(pb::SendMessageRequest {
+            contact_id: other.id.clone(),
+            channel: pb::Channel::Whatsapp as i32,
+            fallback_channels: vec![pb::Channel::Sms as i32],
+            content: Some(pb::Content { kind: Some(text("see you tomorrow")) }),
+            ..Default::default()
+        })
+        .await
+        .expect("accepted");
+    let late = t.wait_for(&late.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(late.channel, pb::Channel::Sms as i32);
+    assert_eq!(late.channel_attempts[0].status, pb::MessageStatus::Failed as i32);
+
+    // The CRM saw it all, signed and in order, including the fallback's QUEUED step.
+    crate::webhooks::until("the CRM to see the fallback", || {
+        crm.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|d| String::from_utf8_lossy(&d.3).contains("fallback to sms"))
+    })
+    .await;
+    let got = crm.got.lock().expect("lock").clone();
+    let mut last = 0;
+    for (id, ts, sig, body) in &got {
+        assert!(crate::webhooks::verify(&hook.secret, id, ts, sig, body));
+        let seq: u64 = id.trim_start_matches("evt_").parse().expect("seq");
+        assert!(seq > last, "in order, no duplicates without failures");
+        last = seq;
+    }
+}

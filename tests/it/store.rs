@@ -103,10 +103,10 @@ async fn status_ranks(store: Arc<dyn Store>) {
     store.record_attempt(&m.id, sent).await.expect("sent");
     let delivered =
         store.apply_status("sms", report("SM1", MessageStatus::Delivered)).await.expect("ok");
-    assert_eq!(delivered.expect("advanced").status, MessageStatus::Delivered);
+    assert_eq!(delivered.0.expect("advanced").status, MessageStatus::Delivered);
     for late in [MessageStatus::Sent, MessageStatus::Delivered, MessageStatus::Failed] {
         assert!(
-            store.apply_status("sms", report("SM1", late)).await.expect("ok").is_none(),
+            store.apply_status("sms", report("SM1", late)).await.expect("ok").0.is_none(),
             "{late:?}"
         );
     }
@@ -122,6 +122,7 @@ async fn early_receipts(store: Arc<dyn Store>) {
             .apply_status("sms", report("SM2", MessageStatus::Delivered))
             .await
             .expect("kept")
+            .0
             .is_none()
     );
     assert!(
@@ -129,12 +130,13 @@ async fn early_receipts(store: Arc<dyn Store>) {
             .apply_status("sms", report("SM2", MessageStatus::Sent))
             .await
             .expect("kept")
+            .0
             .is_none()
     );
     let m = accept(store.as_ref(), new_message("+14155550304", None, "y")).await;
     let sent =
         Attempt::Sent { provider_message_id: "SM2".into(), provider_status: "queued".into() };
-    let m = store.record_attempt(&m.id, sent).await.expect("sent");
+    let (m, _) = store.record_attempt(&m.id, sent).await.expect("sent");
     assert_eq!(
         m.status,
         MessageStatus::Delivered,
@@ -153,7 +155,7 @@ async fn leases(store: Arc<dyn Store>) {
             "503",
         ),
     };
-    let queued = store.record_attempt(&a.id, retry).await.expect("retry");
+    let (queued, _) = store.record_attempt(&a.id, retry).await.expect("retry");
     assert_eq!((queued.status, queued.attempts), (MessageStatus::Queued, 1));
     let failed = Attempt::Failed {
         status: MessageStatus::Failed,

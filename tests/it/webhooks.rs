@@ -20,12 +20,12 @@ use crate::support;
 type Delivery = (String, String, String, Vec<u8>);
 
 #[derive(Default)]
-struct Receiver {
+pub struct Receiver {
     /// Answer 500 to this many requests first.
     fail_first: AtomicU32,
     /// Answer this status to everything, when set.
     always: Mutex<Option<u16>>,
-    got: Mutex<Vec<Delivery>>,
+    pub got: Mutex<Vec<Delivery>>,
 }
 
 async fn receive(
@@ -47,7 +47,7 @@ async fn receive(
     StatusCode::NO_CONTENT
 }
 
-async fn receiver() -> (Arc<Receiver>, String) {
+pub async fn receiver() -> (Arc<Receiver>, String) {
     let r = Arc::new(Receiver::default());
     let app =
         axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
@@ -58,7 +58,7 @@ async fn receiver() -> (Arc<Receiver>, String) {
 }
 
 /// Verification as the Standard Webhooks specification describes it.
-fn verify(secret: &str, id: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+pub fn verify(secret: &str, id: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
     let key = STANDARD.decode(secret.trim_start_matches("whsec_")).expect("secret");
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
@@ -69,7 +69,7 @@ fn verify(secret: &str, id: &str, timestamp: &str, signature: &str, body: &[u8])
     fresh && signature.split(' ').any(|s| s == expected)
 }
 
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
+pub async fn until<F: Fn() -> bool>(what: &str, f: F) {
     for _ in 0..500 {
         if f() {
             return;

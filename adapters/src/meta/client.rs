@@ -54,6 +54,10 @@ impl Sender for MetaSender {
         &self.account.endpoint_id
     }
 
+    fn check(&self, message: &Outbound) -> Result<(), ProviderError> {
+        self.encode(message).map(drop)
+    }
+
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure> {
         let body = self.encode(message).map_err(|e| {
             SendFailure::permanent(ProviderError { provider: PROVIDER.into(), ..e })

@@ -94,6 +94,10 @@ impl Sender for TwilioSender {
         self.account.sender.as_str()
     }
 
+    fn check(&self, message: &Outbound) -> Result<(), ProviderError> {
+        self.form(message).map(drop).map_err(|f| f.error)
+    }
+
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure> {
         let form = self.form(message)?;
         let (user, password) = match &self.account.api_key {

@@ -137,16 +137,34 @@ impl Store for SqliteStore {
         &self,
         message_id: &str,
         attempt: Attempt,
-    ) -> Result<Message, StoreError> {
+    ) -> Result<(Message, Option<Job>), StoreError> {
         let id = message_id.to_string();
         self.write(move |conn, events| ops::record_attempt(conn, events, &id, &attempt)).await
+    }
+
+    async fn last_inbound(
+        &self,
+        account: &str,
+        peer: &str,
+    ) -> Result<Option<crate::model::Millis>, StoreError> {
+        let (account, peer) = (account.to_string(), peer.to_string());
+        self.read(move |conn| {
+            use rusqlite::OptionalExtension;
+            Ok(conn
+                .prepare_cached(
+                    "SELECT last_inbound_at FROM windows WHERE account = ?1 AND peer = ?2",
+                )?
+                .query_row([&account, &peer], |r| r.get(0))
+                .optional()?)
+        })
+        .await
     }
 
     async fn apply_status(
         &self,
         account: &str,
         report: StatusReport,
-    ) -> Result<Option<Message>, StoreError> {
+    ) -> Result<(Option<Message>, Option<Job>), StoreError> {
         let account = account.to_string();
         self.write(move |conn, events| ops::apply_status(conn, events, &account, &report)).await
     }

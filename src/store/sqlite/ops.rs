@@ -5,7 +5,9 @@ use omnigate_adapters::{MessageStatus, StatusReport};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::people;
-use crate::model::{Direction, Event, EventKind, Identity, Message, StatusChange, now_ms};
+use crate::model::{
+    ChannelAttempt, Direction, Event, EventKind, Identity, Message, StatusChange, now_ms,
+};
 use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
 
 pub fn accept(
@@ -93,6 +95,7 @@ pub fn accept(
         reply_to_message_id: new.reply_to_message_id.clone(),
         contact_id: contact_id.clone(),
         send_options: new.send_options.clone(),
+        channel_attempts: Vec::new(),
     };
     if outside_window {
         let hours = new.window_ms.unwrap_or_default() / 3_600_000;
@@ -155,10 +158,11 @@ pub fn record_attempt(
     events: &mut Vec<Event>,
     id: &str,
     attempt: &Attempt,
-) -> Result<Message, StoreError> {
+) -> Result<(Message, Option<Job>), StoreError> {
     let mut message =
         load(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
     let now = now_ms();
+    let mut next = None;
     match attempt {
         Attempt::Sent { provider_message_id, provider_status } => {
             message.attempts += 1;
@@ -170,7 +174,7 @@ pub fn record_attempt(
             conn.prepare_cached("UPDATE messages SET provider_message_id = ?2 WHERE id = ?1")?
                 .execute(params![id, provider_message_id])?;
             remove_outbox(conn, id)?;
-            apply_early_receipts(conn, events, &mut message)?;
+            next = apply_early_receipts(conn, events, &mut message)?;
         }
         Attempt::Retry { due_at, error } => {
             message.attempts += 1;
@@ -186,13 +190,81 @@ pub fn record_attempt(
                 message.attempts += 1;
             }
             message.error = Some(error.clone());
+            if *status == MessageStatus::Failed
+                && let Some(job) = fall_back(conn, events, &mut message, now)?
+            {
+                return Ok((message, Some(job)));
+            }
             if !advance(conn, events, &mut message, *status, "", now)? {
                 save(conn, &message)?;
             }
             remove_outbox(conn, id)?;
         }
     }
-    Ok(message)
+    Ok((message, next))
+}
+
+/// After a permanent failure, moves the message to its next fallback route: the failed
+/// channel becomes a `ChannelAttempt`, the message goes back to QUEUED on the next channel
+/// (the one move against status rank, made by the gateway itself and recorded in the
+/// history), and the answer is the job to dispatch. `None` when no fallback is left.
+fn fall_back(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    message: &mut Message,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    if message.send_options.fallbacks.is_empty() {
+        return Ok(None);
+    }
+    let next = message.send_options.fallbacks.remove(0);
+    message.channel_attempts.push(ChannelAttempt {
+        channel: message.channel,
+        account: message.account.clone(),
+        to: message.to.clone(),
+        status: MessageStatus::Failed,
+        error: message.error.take(),
+        provider_message_id: message.provider_message_id.take(),
+    });
+    let previous = message.status;
+    message.channel = next.channel;
+    message.account = next.account.clone();
+    message.from = next.from.clone();
+    message.to = next.to.clone();
+    message.status = MessageStatus::Queued;
+    message.updated_at = now;
+    message.history.push(StatusChange {
+        status: MessageStatus::Queued,
+        at: now,
+        provider_status: format!("fallback to {}", next.channel),
+    });
+    conn.prepare_cached(
+        "UPDATE messages SET account = ?2, provider_message_id = NULL, doc = ?3 WHERE id = ?1",
+    )?
+    .execute(params![message.id, message.account, serde_json::to_string(&*message)?])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, 'fallback', ?4)",
+    )?
+    .execute(params![message.id, next.route, now, now + 60_000])?;
+    if let Some(c) = people::load_conversation(conn, &message.conversation_id)? {
+        people::touch(conn, &c, next.channel, now)?;
+    }
+    append_event(
+        conn,
+        events,
+        EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
+    )?;
+    Ok(Some(Job {
+        message_id: message.id.clone(),
+        account: next.account,
+        route: next.route,
+        to: next.to,
+        content: message.content.clone(),
+        attempts: message.attempts,
+        expires_at: message.expires_at.unwrap_or(i64::MAX),
+        due_at: now,
+        send_options: message.send_options.clone(),
+    }))
 }
 
 pub fn apply_status(
@@ -200,7 +272,7 @@ pub fn apply_status(
     events: &mut Vec<Event>,
     account: &str,
     report: &StatusReport,
-) -> Result<Option<Message>, StoreError> {
+) -> Result<(Option<Message>, Option<Job>), StoreError> {
     let doc: Option<String> = conn
         .prepare_cached("SELECT doc FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
         .query_row([account, &report.provider_message_id], |r| r.get(0))
@@ -216,10 +288,11 @@ pub fn apply_status(
             report.status.as_str(),
             serde_json::to_string(&EarlyReceipt::from(report))?
         ])?;
-        return Ok(None);
+        return Ok((None, None));
     };
     let mut message: Message = serde_json::from_str(&doc)?;
-    Ok(apply_report(conn, events, &mut message, report)?.then_some(message))
+    let (moved, job) = apply_report(conn, events, &mut message, report)?;
+    Ok((moved.then_some(message), job))
 }
 
 fn apply_report(
@@ -227,22 +300,27 @@ fn apply_report(
     events: &mut Vec<Event>,
     message: &mut Message,
     report: &StatusReport,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, Option<Job>), StoreError> {
     if !message.status.can_advance_to(report.status) {
-        return Ok(false);
+        return Ok((false, None));
     }
     if report.error.is_some() {
         message.error = report.error.clone();
     }
-    advance(conn, events, message, report.status, &report.provider_status, now_ms())
+    if report.status == MessageStatus::Failed
+        && let Some(job) = fall_back(conn, events, message, now_ms())?
+    {
+        return Ok((true, Some(job)));
+    }
+    Ok((advance(conn, events, message, report.status, &report.provider_status, now_ms())?, None))
 }
 
 fn apply_early_receipts(
     conn: &Connection,
     events: &mut Vec<Event>,
     message: &mut Message,
-) -> Result<(), StoreError> {
-    let Some(pid) = message.provider_message_id.clone() else { return Ok(()) };
+) -> Result<Option<Job>, StoreError> {
+    let Some(pid) = message.provider_message_id.clone() else { return Ok(None) };
     let early: Vec<String> = conn
         .prepare_cached("DELETE FROM early_receipts WHERE account = ?1 AND provider_message_id = ?2 RETURNING report")?
         .query_map([&message.account, &pid], |r| r.get(0))?
@@ -254,9 +332,11 @@ fn apply_early_receipts(
     // Apply in the order a message lives through them, whatever order they arrived in.
     reports.sort_by_key(|r| r.status as u8);
     for report in &reports {
-        apply_report(conn, events, message, report)?;
+        if let (_, Some(job)) = apply_report(conn, events, message, report)? {
+            return Ok(Some(job));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A receipt parked in `early_receipts`.
@@ -353,6 +433,7 @@ pub fn receive(
         reply_to_message_id,
         contact_id: contact_id.clone(),
         send_options: Default::default(),
+        channel_attempts: Vec::new(),
     };
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc, contact_id)
