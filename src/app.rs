@@ -147,6 +147,8 @@ impl Gateway {
             .collect();
         let d = &config.dispatch;
         let policy = Policy {
+            fallback_after: (d.fallback_after_secs > 0.0)
+                .then(|| Duration::from_secs_f64(d.fallback_after_secs)),
             backoff: Backoff::try_new(
                 Duration::from_millis(d.backoff_initial_ms),
                 Duration::from_millis(d.backoff_max_ms),

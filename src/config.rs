@@ -90,6 +90,9 @@ pub struct DispatchConfig {
     pub backoff_jitter: f64,
     /// Time-to-live of a message whose request names none.
     pub default_ttl_secs: u64,
+    /// A message with fallbacks that is not DELIVERED this long after SENT moves to its next
+    /// channel; 0 waits for a failure only.
+    pub fallback_after_secs: f64,
 }
 
 impl Default for DispatchConfig {
@@ -101,6 +104,7 @@ impl Default for DispatchConfig {
             backoff_max_ms: 300_000,
             backoff_jitter: 0.2,
             default_ttl_secs: 86_400,
+            fallback_after_secs: 0.0,
         }
     }
 }
@@ -416,6 +420,12 @@ impl Config {
         let d = &self.dispatch;
         if d.max_attempts == 0 {
             return Err(ConfigError::invalid("dispatch.max_attempts", "must be at least 1"));
+        }
+        if !d.fallback_after_secs.is_finite() || d.fallback_after_secs < 0.0 {
+            return Err(ConfigError::invalid(
+                "dispatch.fallback_after_secs",
+                "must be 0 or a positive number of seconds",
+            ));
         }
         if d.max_in_flight == 0 {
             return Err(ConfigError::invalid("dispatch.max_in_flight", "must be at least 1"));

@@ -26,6 +26,8 @@ use crate::telemetry::Metrics;
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Policy {
+    /// Fall back when a message with fallbacks is not DELIVERED this long after SENT.
+    pub fallback_after: Option<Duration>,
     pub backoff: Backoff,
     pub max_attempts: u32,
     pub max_in_flight: usize,
@@ -111,6 +113,19 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
             Some(expired) = later.next() => expired.into_inner(),
         };
+        if job.delivery_deadline {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                match shared.store.fall_back_if_undelivered(&job.message_id).await {
+                    Ok(Some(next)) => shared.outlet.submit(next),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(message_id = %job.message_id, error = %e, "delivery deadline not applied")
+                    }
+                }
+            });
+            continue;
+        }
         let key = (job.account.clone(), job.route.clone());
         let queue = routes.entry(key).or_insert_with(|| spawn_route(shared.clone(), &job));
         let _ = queue.send(job);
@@ -193,6 +208,18 @@ async fn attempt(shared: &Shared, mut job: Job) {
                 provider_message_id: accepted.provider_message_id,
                 provider_status: accepted.provider_status,
             };
+            if let Some(after) = shared.policy.fallback_after
+                && !job.send_options.fallbacks.is_empty()
+            {
+                // Timers are in memory: after a restart, a message already SENT waits for
+                // its receipt without this deadline.
+                let deadline = Job {
+                    delivery_deadline: true,
+                    due_at: now_ms() + after.as_millis() as i64,
+                    ..job.clone()
+                };
+                shared.outlet.submit(deadline);
+            }
             record(shared, &job, sent, "sent", seconds).await;
         }
         Err(SendFailure { class: FailureClass::Permanent, error }) => {

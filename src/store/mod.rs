@@ -69,6 +69,8 @@ pub struct Job {
     pub expires_at: Millis,
     pub due_at: Millis,
     pub send_options: SendOptions,
+    /// Not a send: at `due_at`, fall back unless the message was delivered by then.
+    pub delivery_deadline: bool,
 }
 
 /// What came of one attempt to hand a message to its provider.
@@ -181,6 +183,10 @@ pub trait Store: Send + Sync + 'static {
         account: &str,
         report: StatusReport,
     ) -> Result<(Option<Message>, Option<Job>), StoreError>;
+
+    /// Falls back to the next channel if the message is still not delivered (its delivery
+    /// deadline passed); answers the job for the next channel.
+    async fn fall_back_if_undelivered(&self, message_id: &str) -> Result<Option<Job>, StoreError>;
 
     /// When the person last wrote to `account` from `peer`.
     async fn last_inbound(&self, account: &str, peer: &str) -> Result<Option<Millis>, StoreError>;

@@ -11,6 +11,17 @@ use omnigate_proto::v1::gateway_client::GatewayClient;
 
 use crate::support::{FROM, SID, TOKEN, text_request};
 
+/// A spawned gateway that is killed when dropped, so a failing test leaves no process
+/// behind (one would hold the test runner's output open).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -58,23 +69,23 @@ rate_limit = {{ per_second = 1000, burst = 1000 }}
         Binary { config, grpc: format!("http://127.0.0.1:{grpc}") }
     }
 
-    async fn spawn(&self) -> (Child, GatewayClient<tonic::transport::Channel>) {
+    async fn spawn(&self) -> (Running, GatewayClient<tonic::transport::Channel>) {
         let child = Command::new(env!("CARGO_BIN_EXE_omnigate"))
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("spawn omnigate");
+        let child = Running(child);
         for _ in 0..200 {
             if let Ok(client) = GatewayClient::connect(self.grpc.clone()).await {
                 return (child, client);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         panic!("omnigate did not start");
     }
 }
@@ -119,12 +130,12 @@ async fn kill_9_loses_no_accepted_message() {
         ids.push(m.into_inner().message.expect("message").id);
     }
     // Some sends are in flight, most are queued behind them: kill without warning.
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reaped");
     let before = sandbox.sent_count();
     assert!(before < 40, "the kill came before everything was sent ({before})");
 
-    let (mut child, mut client) = binary.spawn().await;
+    let (child, mut client) = binary.spawn().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
         while status_of(&mut client, id).await != pb::MessageStatus::Delivered {
@@ -142,8 +153,7 @@ async fn kill_9_loses_no_accepted_message() {
     assert_eq!(recipients.len(), 40, "every accepted message reached the provider");
     // At least once: only what was in flight at the kill may have gone twice.
     assert!(sent.len() <= 40 + max_in_flight, "{} sends for 40 messages", sent.len());
-    child.kill().expect("stop");
-    let _ = child.wait();
+    drop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,9 +174,9 @@ async fn sigterm_finishes_in_flight_sends_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let status =
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
     assert!(status.success());
-    let exit = child.wait().expect("exit");
+    let exit = child.0.wait().expect("exit");
     assert_eq!(exit.code(), Some(0), "a drained exit is a clean exit");
     assert_eq!(sandbox.sent_count(), 5, "the in-flight sends were finished, not abandoned");
 

@@ -449,3 +449,58 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
         last = seq;
     }
 }
+
+#[tokio::test]
+async fn no_delivery_receipt_in_time_moves_to_the_next_channel() {
+    let mut t = support::gateway().callback_delay_ms(60_000).fallback_after_secs(0.5).start().await;
+    let contact = t
+        .client
+        .upsert_contact(pb::UpsertContactRequest {
+            identities: vec![
+                identity(pb::Channel::Sms, "+14155550640"),
+                identity(pb::Channel::Whatsapp, "+14155550640"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    t.meta()
+        .whatsapp_inbound(WA_NUMBER_ID, json!({
+            "from": "14155550640", "id": "wamid.D1", "timestamp": "1", "type": "text", "text": { "body": "hello" }
+        }))
+        .await
+        .expect("post");
+    t.received("wamid.D1").await;
+    let m = t
+        .send_request(pb::SendMessageRequest {
+            contact_id: contact.id.clone(),
+            channel: pb::Channel::Sms as i32,
+            fallback_channels: vec![pb::Channel::Whatsapp as i32],
+            content: Some(pb::Content { kind: Some(text("are you there?")) }),
+            ..Default::default()
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(m.channel, pb::Channel::Sms as i32);
+    // The SMS is sent but never reported delivered (the sandbox holds its receipts).
+    let mut moved = t.get(&m.id).await;
+    for _ in 0..250 {
+        if moved.channel == pb::Channel::Whatsapp as i32 && !moved.provider_message_id.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        moved = t.get(&m.id).await;
+    }
+    assert_eq!(moved.channel, pb::Channel::Whatsapp as i32, "{moved:#?}");
+    assert_eq!(moved.status, pb::MessageStatus::Sent as i32);
+    let left = &moved.channel_attempts[0];
+    assert_eq!(
+        (left.channel, left.status),
+        (pb::Channel::Sms as i32, pb::MessageStatus::Sent as i32)
+    );
+    assert!(left.provider_message_id.starts_with("SM"));
+    assert_eq!(left.error.as_ref().map(|e| e.code), Some(pb::ErrorCode::Undeliverable as i32));
+    assert_eq!(t.sandbox().sent_count(), 1);
+    assert_eq!(t.meta().sent().len(), 1, "the WhatsApp copy went out once");
+}

@@ -79,6 +79,12 @@ impl Builder {
         self
     }
 
+    /// Fall back when a message is not delivered this long after it was sent.
+    pub fn fallback_after_secs(mut self, secs: f64) -> Self {
+        self.dispatch.push_str(&format!("\nfallback_after_secs = {secs}"));
+        self
+    }
+
     pub fn callback_delay_ms(mut self, ms: u64) -> Self {
         self.callback_delay_ms = ms;
         self

@@ -142,6 +142,11 @@ impl Store for SqliteStore {
         self.write(move |conn, events| ops::record_attempt(conn, events, &id, &attempt)).await
     }
 
+    async fn fall_back_if_undelivered(&self, message_id: &str) -> Result<Option<Job>, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |conn, events| ops::fall_back_if_undelivered(conn, events, &id)).await
+    }
+
     async fn last_inbound(
         &self,
         account: &str,

@@ -149,6 +149,7 @@ pub fn accept(
         expires_at: new.expires_at,
         due_at: new.now,
         send_options: new.send_options.clone(),
+        delivery_deadline: false,
     };
     Ok(AcceptOutcome::Created(message, Some(Box::new(job))))
 }
@@ -191,7 +192,8 @@ pub fn record_attempt(
             }
             message.error = Some(error.clone());
             if *status == MessageStatus::Failed
-                && let Some(job) = fall_back(conn, events, &mut message, now)?
+                && let Some(job) =
+                    fall_back(conn, events, &mut message, now, MessageStatus::Failed)?
             {
                 return Ok((message, Some(job)));
             }
@@ -204,15 +206,34 @@ pub fn record_attempt(
     Ok((message, next))
 }
 
+pub fn fall_back_if_undelivered(
+    conn: &Connection,
+    events: &mut Vec<Event>,
+    id: &str,
+) -> Result<Option<Job>, StoreError> {
+    let Some(mut message) = load(conn, id)? else { return Ok(None) };
+    if message.status != MessageStatus::Sent {
+        return Ok(None);
+    }
+    message.error = Some(omnigate_adapters::ProviderError::gateway(
+        omnigate_adapters::ErrorCode::Undeliverable,
+        "no delivery receipt before the fallback deadline",
+    ));
+    let left_at = message.status;
+    fall_back(conn, events, &mut message, now_ms(), left_at)
+}
+
 /// After a permanent failure, moves the message to its next fallback route: the failed
 /// channel becomes a `ChannelAttempt`, the message goes back to QUEUED on the next channel
 /// (the one move against status rank, made by the gateway itself and recorded in the
 /// history), and the answer is the job to dispatch. `None` when no fallback is left.
+/// `left_at` is where the message stood on the channel it leaves.
 fn fall_back(
     conn: &Connection,
     events: &mut Vec<Event>,
     message: &mut Message,
     now: i64,
+    left_at: MessageStatus,
 ) -> Result<Option<Job>, StoreError> {
     if message.send_options.fallbacks.is_empty() {
         return Ok(None);
@@ -222,7 +243,7 @@ fn fall_back(
         channel: message.channel,
         account: message.account.clone(),
         to: message.to.clone(),
-        status: MessageStatus::Failed,
+        status: left_at,
         error: message.error.take(),
         provider_message_id: message.provider_message_id.take(),
     });
@@ -264,6 +285,7 @@ fn fall_back(
         expires_at: message.expires_at.unwrap_or(i64::MAX),
         due_at: now,
         send_options: message.send_options.clone(),
+        delivery_deadline: false,
     }))
 }
 
@@ -308,7 +330,7 @@ fn apply_report(
         message.error = report.error.clone();
     }
     if report.status == MessageStatus::Failed
-        && let Some(job) = fall_back(conn, events, message, now_ms())?
+        && let Some(job) = fall_back(conn, events, message, now_ms(), MessageStatus::Failed)?
     {
         return Ok((true, Some(job)));
     }
@@ -549,6 +571,7 @@ pub fn claim(
             expires_at: message.expires_at.unwrap_or(i64::MAX),
             due_at,
             send_options: message.send_options,
+            delivery_deadline: false,
         });
     }
     jobs.sort_by(|a, b| (a.due_at, &a.message_id).cmp(&(b.due_at, &b.message_id)));
