@@ -85,6 +85,7 @@ impl Sender for MetaSender {
             (Channel::Whatsapp, Content::Template(_), _) => None,
             (Channel::Whatsapp, _, _) => Some(SERVICE_WINDOW),
             (_, _, Some("HUMAN_AGENT")) => Some(HUMAN_AGENT_WINDOW),
+            (_, _, Some("RESPONSE" | "UPDATE")) => Some(SERVICE_WINDOW),
             // Other tags are Meta's exceptions for updates outside the window.
             (_, _, Some(_)) => None,
             (_, _, None) => Some(SERVICE_WINDOW),

@@ -20,7 +20,9 @@ fn invalid(message: String) -> ProviderError {
     ProviderError::gateway(ErrorCode::InvalidContent, message)
 }
 
-/// The Send API body. `tag` sends as MESSAGE_TAG (e.g. HUMAN_AGENT), else as a RESPONSE.
+/// The Send API body. `tag` names the messaging type: `RESPONSE` (the default) and
+/// `UPDATE` (a proactive message within the window) are sent as such; any other value
+/// (`HUMAN_AGENT`, `ACCOUNT_UPDATE`...) is a MESSAGE_TAG with that tag.
 pub fn encode(
     channel: Channel,
     to: &str,
@@ -29,11 +31,12 @@ pub fn encode(
 ) -> Result<Value, ProviderError> {
     let mut body = json!({ "recipient": { "id": to } });
     match tag {
+        None | Some("RESPONSE") => body["messaging_type"] = json!("RESPONSE"),
+        Some("UPDATE") => body["messaging_type"] = json!("UPDATE"),
         Some(tag) => {
             body["messaging_type"] = json!("MESSAGE_TAG");
             body["tag"] = json!(tag);
         }
-        None => body["messaging_type"] = json!("RESPONSE"),
     }
     let message = match content {
         Content::Text(t) => {

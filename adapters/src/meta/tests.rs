@@ -257,6 +257,15 @@ fn messenger_bodies_follow_the_send_api() {
         body["message"]["attachment"],
         json!({ "type": "image", "payload": { "url": "https://e.com/a.png", "is_reusable": true } })
     );
+    let update = messenger::encode(
+        Channel::Messenger,
+        "1",
+        &Content::text("your order shipped"),
+        Some("UPDATE"),
+    )
+    .expect("update");
+    assert_eq!(update["messaging_type"], "UPDATE");
+    assert!(update.get("tag").is_none(), "UPDATE is a messaging type, not a tag");
     let long = Content::text("é".repeat(501));
     assert!(
         messenger::encode(Channel::Instagram, "1", &long, None).is_err(),
