@@ -287,6 +287,32 @@ async fn conversations_close_explicitly_and_after_inactivity() {
     assert_eq!(rest.conversations.len(), 1, "three conversations in all");
 }
 
+/// A contact reachable on SMS and WhatsApp at `number`, who wrote on WhatsApp (so its
+/// window is open) with message id `wamid`.
+async fn phone_contact_who_wrote(
+    t: &mut support::TestGateway,
+    number: &str,
+    wamid: &str,
+) -> pb::Contact {
+    let contact = t
+        .client
+        .upsert_contact(pb::UpsertContactRequest {
+            identities: vec![
+                identity(pb::Channel::Whatsapp, number),
+                identity(pb::Channel::Sms, number),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    let from = number.trim_start_matches('+');
+    let message = json!({ "from": from, "id": wamid, "timestamp": "1", "type": "text", "text": { "body": "hi" } });
+    t.meta().whatsapp_inbound(WA_NUMBER_ID, message).await.expect("post");
+    assert_eq!(t.received(wamid).await.contact_id, contact.id, "a known identity attaches");
+    contact
+}
+
 fn template(name: &str) -> pb::content::Kind {
     pb::content::Kind::Template(pb::Template {
         name: name.into(),
@@ -398,25 +424,7 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
     );
 
     // A delivery failure reported later (a failed status webhook) falls back too.
-    let other = t
-        .client
-        .upsert_contact(pb::UpsertContactRequest {
-            identities: vec![
-                identity(pb::Channel::Whatsapp, "+14155550631"),
-                identity(pb::Channel::Sms, "+14155550631"),
-            ],
-            ..Default::default()
-        })
-        .await
-        .expect("contact")
-        .into_inner();
-    t.meta()
-        .whatsapp_inbound(WA_NUMBER_ID, json!({
-            "from": "14155550631", "id": "wamid.J2", "timestamp": "1", "type": "text", "text": { "body": "hi" }
-        }))
-        .await
-        .expect("post");
-    assert_eq!(t.received("wamid.J2").await.contact_id, other.id, "a known identity attaches");
+    let other = phone_contact_who_wrote(&mut t, "+14155550631", "wamid.J2").await;
     let late = t
         .send_request(pb::SendMessageRequest {
             contact_id: other.id.clone(),
@@ -453,25 +461,7 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
 #[tokio::test]
 async fn no_delivery_receipt_in_time_moves_to_the_next_channel() {
     let mut t = support::gateway().callback_delay_ms(60_000).fallback_after_secs(0.5).start().await;
-    let contact = t
-        .client
-        .upsert_contact(pb::UpsertContactRequest {
-            identities: vec![
-                identity(pb::Channel::Sms, "+14155550640"),
-                identity(pb::Channel::Whatsapp, "+14155550640"),
-            ],
-            ..Default::default()
-        })
-        .await
-        .expect("contact")
-        .into_inner();
-    t.meta()
-        .whatsapp_inbound(WA_NUMBER_ID, json!({
-            "from": "14155550640", "id": "wamid.D1", "timestamp": "1", "type": "text", "text": { "body": "hello" }
-        }))
-        .await
-        .expect("post");
-    t.received("wamid.D1").await;
+    let contact = phone_contact_who_wrote(&mut t, "+14155550640", "wamid.D1").await;
     let m = t
         .send_request(pb::SendMessageRequest {
             contact_id: contact.id.clone(),
