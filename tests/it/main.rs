@@ -2,6 +2,7 @@
 
 mod api;
 mod crash;
+mod events;
 mod meta;
 mod omnichannel;
 mod receipts;
