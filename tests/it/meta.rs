@@ -406,16 +406,7 @@ async fn inbound_kinds_signatures_handshake_and_redeliveries() {
     assert_eq!(t.meta().post_webhook(WA_NUMBER_ID, &batch).await.expect("post"), 200);
     let ctx = t.received("wamid.CTX").await;
     assert_eq!(ctx.reply_to_message_id, reply.id, "the quoted message is ours, by omnigate id");
-    let list = t
-        .client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: ours.conversation_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .messages;
+    let list = t.history(&ours.conversation_id).await;
     assert_eq!(
         list.len(),
         6,

@@ -36,16 +36,7 @@ async fn a_whatsapp_reply_to_an_sms_lands_in_the_same_conversation() {
         .await
         .expect("ok");
     assert_eq!(answer.conversation_id, sms.conversation_id);
-    let history = t
-        .client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: sms.conversation_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .messages;
+    let history = t.history(&sms.conversation_id).await;
     let channels: Vec<i32> = history.iter().map(|m| m.channel).collect();
     assert_eq!(
         channels,
@@ -408,16 +399,7 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
     assert!(done.status_history.iter().any(|c| c.provider_status == "fallback to sms"));
     assert_eq!(done.conversation_id, sms.conversation_id);
 
-    let history = t
-        .client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: sms.conversation_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .messages;
+    let history = t.history(&sms.conversation_id).await;
     assert_eq!(
         history.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
         [sms.id.clone(), reply.id.clone(), answer.id.clone()]

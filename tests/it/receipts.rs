@@ -122,16 +122,8 @@ async fn inbound_sms_joins_the_conversation_and_is_streamed_once() {
     let (code, body) = support::post_signed(&inbound_url, &params, TOKEN).await;
     assert_eq!(code, 200);
     assert!(body.contains("<Response/>"), "empty TwiML: {body}");
-    let list = t
-        .client
-        .list_messages(pb::ListMessagesRequest {
-            conversation_id: out.conversation_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(list.messages.len(), 2, "one outbound, one inbound, no duplicate");
+    let list = t.history(&out.conversation_id).await;
+    assert_eq!(list.len(), 2, "one outbound, one inbound, no duplicate");
 }
 
 #[tokio::test]

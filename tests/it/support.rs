@@ -195,6 +195,15 @@ impl TestGateway {
         self.gw().twilio_sandbox.as_ref().expect("sandbox configured")
     }
 
+    /// A conversation's first page of messages (up to 100), oldest first.
+    pub async fn history(&mut self, conversation_id: &str) -> Vec<pb::Message> {
+        let request = pb::ListMessagesRequest {
+            conversation_id: conversation_id.into(),
+            ..Default::default()
+        };
+        self.client.list_messages(request).await.expect("list").into_inner().messages
+    }
+
     /// Follows the event stream until the inbound message with this provider id arrives.
     pub async fn received(&mut self, provider_id: &str) -> pb::Message {
         let request =
