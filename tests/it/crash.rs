@@ -136,12 +136,18 @@ async fn kill_9_loses_no_accepted_message() {
     assert!(before < 40, "the kill came before everything was sent ({before})");
 
     let (child, mut client) = binary.spawn().await;
+    // The provider has every message again: SENT at least. (A receipt Twilio posted while
+    // the gateway was down is lost, as it would be with Twilio, which does not retry status
+    // callbacks; such a message stays SENT.)
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
-        while status_of(&mut client, id).await != pb::MessageStatus::Delivered {
+        while !matches!(
+            status_of(&mut client, id).await,
+            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
+        ) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{id} was not delivered after the restart"
+                "{id} never reached the provider after the restart"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
