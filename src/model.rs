@@ -145,6 +145,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every name [`EventKind::name`] answers, for checking client filters.
+    pub const NAMES: [&'static str; 6] = [
+        "message_status_changed",
+        "message_received",
+        "conversation_opened",
+        "conversation_closed",
+        "contact_merged",
+        "contact_forgotten",
+    ];
+
     /// The name clients filter on in `StreamEvents.kinds`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -7,20 +7,12 @@ use tonic::Status;
 
 use super::convert::store_status;
 use crate::app::AppState;
-use crate::model::{Webhook, new_id};
+use crate::model::{EventKind, Webhook, new_id};
 use crate::webhooks::sign;
-
-const KINDS: [&str; 6] = [
-    "message_status_changed",
-    "message_received",
-    "conversation_opened",
-    "conversation_closed",
-    "contact_merged",
-    "contact_forgotten",
-];
 
 /// Checks event kind names against the ones events carry.
 pub fn check_kinds(kinds: &[String]) -> Result<(), Status> {
+    const KINDS: [&str; 6] = EventKind::NAMES;
     match kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
         Some(unknown) => Err(Status::invalid_argument(format!(
             "unknown event kind {unknown:?}; known: {KINDS:?}"
