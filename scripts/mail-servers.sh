@@ -132,7 +132,7 @@ postconf -e \
 # Delivery through Dovecot's LDA, so Dovecot alone knows the maildir layout; "nouser"
 # accepts and then bounces, as a real mailbox that does not exist would.
 postconf -M dovecot/unix="dovecot unix - n n - - pipe flags=DRhu user=vmail:vmail argv=/usr/lib/dovecot/dovecot-lda -c $DIR/dovecot.conf -f \${sender} -d \${user}@\${nexthop}"
-postconf -M nouser/unix="nouser unix - n n - - pipe user=nobody argv=/bin/sh -c exit\ 67"
+postconf -M nouser/unix="nouser unix - n n - - pipe user=nobody argv=/bin/sh -c { exit 67 }"
 postconf -M submission/inet="submission inet n - n - - smtpd"
 postconf -P "submission/inet/syslog_name=postfix/submission" \
   "submission/inet/smtpd_tls_security_level=encrypt" \
