@@ -24,6 +24,18 @@ pub struct Outbound {
     pub reply_to: Option<String>,
     /// A channel-specific message tag (Messenger `HUMAN_AGENT`).
     pub tag: Option<String>,
+    /// The conversation so far, for channels that thread by reference (email); filled
+    /// only when [`Sender::threads_by_reference`] asks for it.
+    pub thread: Thread,
+}
+
+/// Earlier messages of a conversation, as email threading needs them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Thread {
+    /// The subject of the conversation's latest email, empty when none had one.
+    pub subject: String,
+    /// Provider ids (Message-IDs) of the conversation's earlier emails, oldest first.
+    pub references: Vec<String>,
 }
 
 impl Outbound {
@@ -36,6 +48,7 @@ impl Outbound {
             remaining_ttl: None,
             reply_to: None,
             tag: None,
+            thread: Thread::default(),
         }
     }
 }
@@ -111,6 +124,12 @@ pub trait Sender: Send + Sync {
     fn service_window(&self, _content: &Content, _tag: Option<&str>) -> Option<Duration> {
         None
     }
+
+    /// Whether replies thread by referring to earlier messages (email's `References`),
+    /// so the gateway must fill [`Outbound::thread`].
+    fn threads_by_reference(&self) -> bool {
+        false
+    }
 }
 
 /// A provider's HTTP request to the gateway, as received.
@@ -164,6 +183,9 @@ pub struct InboundMessage {
     pub content: Content,
     /// The provider's id of the message this one replies to.
     pub reply_to: Option<String>,
+    /// Further provider ids this message refers to, newest last (email's `References`);
+    /// any of them finds the conversation.
+    pub references: Vec<String>,
 }
 
 /// The body the provider expects back on success.

@@ -13,13 +13,16 @@
 //! - `sandbox_rules`: fault rules every sandbox shares (feature `sandbox`).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
 //! - [`meta`]: WhatsApp, Messenger and Instagram over the Graph API, with its sandbox.
+//! - [`email`]: SMTP out, IMAP in, MIME both ways, with an SMTP sandbox.
 
 pub mod contract;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox_rules;
 
-#[cfg(any(feature = "twilio", feature = "meta"))]
+#[cfg(feature = "email")]
+pub mod email;
+#[cfg(any(feature = "twilio", feature = "meta", feature = "email"))]
 pub mod http;
 #[cfg(feature = "meta")]
 pub mod meta;
@@ -28,10 +31,10 @@ pub mod twilio;
 
 pub use contract::{
     Accepted, FailureClass, InboundMessage, Outbound, Parsed, SendFailure, Sender, StatusReport,
-    WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
+    Thread, WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
 };
 pub use model::{
-    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media,
-    MediaKind, MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent,
-    TemplateParameter, Text,
+    Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,
+    Location, Media, MediaKind, MessageStatus, ProviderError, Reaction, Section, Template,
+    TemplateComponent, TemplateParameter, Text,
 };

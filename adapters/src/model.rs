@@ -207,6 +207,55 @@ pub struct Reaction {
     pub emoji: String,
 }
 
+/// A file carried by an email: fetched from `url` at send time, or carried inline in
+/// `data`. Inbound attachments over the inline limit keep only a reference in `url`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(default)]
+    pub filename: String,
+    #[serde(default)]
+    pub mime_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    #[serde(default, with = "base64_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<u8>,
+    /// The size in bytes, also when only a reference is kept.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// An email's own content. Other kinds sent on email are rendered into one of these.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// Empty: derived from the conversation ("Re: " its last subject) or the text.
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub html: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// Inbound: the new part of `text`, with quoted earlier messages trimmed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reply_text: String,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Content {
@@ -218,6 +267,7 @@ pub enum Content {
     Reaction(Reaction),
     /// A person's answer to buttons, a list or quick replies (inbound).
     Choice(Choice),
+    Email(Email),
 }
 
 impl Content {
@@ -231,6 +281,7 @@ impl Content {
             Content::Location(_) => "location",
             Content::Reaction(_) => "reaction",
             Content::Choice(_) => "choice",
+            Content::Email(_) => "email",
         }
     }
 

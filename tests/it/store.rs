@@ -212,6 +212,7 @@ async fn conversations(store: Arc<dyn Store>) {
             to: "+15005550006".into(),
             content: Content::text("reply"),
             reply_to: None,
+            references: Vec::new(),
         },
         now: now_ms(),
     };

@@ -195,6 +195,7 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
             to: recipient.to_string(),
             content: Content::Reaction(Reaction { provider_message_id: mid.to_string(), emoji }),
             reply_to: None,
+            references: Vec::new(),
         }));
         return 0;
     }
@@ -248,5 +249,6 @@ fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMess
         to: recipient.to_string(),
         content,
         reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
+        references: Vec::new(),
     })
 }

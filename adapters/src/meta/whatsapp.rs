@@ -118,7 +118,9 @@ pub fn encode(to: &str, content: &Content, reply_to: Option<&str>) -> Result<Val
         Content::Reaction(r) => {
             ("reaction", json!({ "message_id": r.provider_message_id, "emoji": r.emoji }))
         }
-        Content::Choice(_) => return Err(unsupported(content, Channel::Whatsapp)),
+        Content::Choice(_) | Content::Email(_) => {
+            return Err(unsupported(content, Channel::Whatsapp));
+        }
     };
     let mut body = json!({
         "messaging_product": "whatsapp",
@@ -304,5 +306,6 @@ fn parse_message(m: &Value, our_number: &str) -> Option<InboundMessage> {
         },
         content,
         reply_to: m["context"]["id"].as_str().map(str::to_string),
+        references: Vec::new(),
     })
 }

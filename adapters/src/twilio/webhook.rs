@@ -106,6 +106,7 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
         to: to.to_string(),
         content,
         reply_to: None,
+        references: Vec::new(),
     })
 }
 

@@ -1,0 +1,33 @@
+//! Email: SMTP submission out (lettre), IMAP in (async-imap), MIME parsing (mail-parser).
+//!
+//! Email has no webhooks: replies and bounces come back to a mailbox. The adapter turns
+//! each fetched mail into canonical terms ([`parse::Incoming`]); the gateway owns the
+//! mailbox cursor (UIDVALIDITY and last UID) so a restart neither loses nor repeats mail.
+//!
+//! # Layout
+//! - [`config`]: one email account (address, SMTP, IMAP, limits).
+//! - `tls`: rustls client settings shared by SMTP and IMAP (system roots plus a CA file).
+//! - [`render`]: canonical content to MIME, with Message-ID and threading headers.
+//! - [`smtp`]: the [`Sender`](crate::Sender): pooled submission and reply-code mapping.
+//! - [`parse`]: MIME to an inbound message or a delivery report; [`dsn`] and [`quote`]
+//!   are its parts for bounces and quoted-reply trimming.
+//! - [`imap`]: the mailbox client: select, UID fetch, IDLE.
+//! - `sandbox`: an in-process SMTP listener for demos and benchmarks (feature `sandbox`).
+
+pub mod config;
+pub mod dsn;
+pub mod imap;
+pub mod parse;
+pub mod quote;
+pub mod render;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod smtp;
+mod tls;
+
+pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};
+pub use imap::{Fetched, ImapError, Mailbox};
+pub use parse::{Incoming, MailError};
+pub use smtp::EmailSender;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! One fetched mail in canonical terms: a person's message, a delivery report on one of
+//! ours, or something to skip. Mail is untrusted input: nothing here panics on it (see
+//! the fuzz targets), and what cannot be read is an error naming why.
+
+use std::collections::HashMap;
+
+use mail_parser::{Message, MessageParser, MessagePartId, MimeHeaders, PartType};
+
+use crate::contract::{InboundMessage, StatusReport};
+use crate::model::{Attachment, Content, Email, ErrorCode, MessageStatus, ProviderError};
+
+use super::dsn::{self, Action};
+use super::quote;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    Message(InboundMessage),
+    Report(StatusReport),
+    /// Understood, and nothing to do (a delay notice, a copy of our own mail).
+    Ignored(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    #[error("not a MIME message")]
+    Unparsable,
+    #[error("no sender address in From")]
+    NoSender,
+    #[error("unreadable delivery report: {0}")]
+    Report(String),
+    #[error("message of {size} bytes is over the {limit} byte limit")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+/// Where a mail came from, for ids and references to what is not stored inline.
+#[derive(Clone, Debug)]
+pub struct Source<'a> {
+    /// Our address (the mailbox owner).
+    pub account_address: &'a str,
+    /// The provider id when the mail has no Message-ID: unique per mailbox and UID.
+    pub fallback_id: String,
+    /// An IMAP URL of the mail (RFC 5092), for attachments kept by reference.
+    pub url: String,
+    pub max_inline_attachment_bytes: u64,
+}
+
+pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
+    let message = MessageParser::default().parse(raw).ok_or(MailError::Unparsable)?;
+    if let Some(report) = dsn::report(&message) {
+        return report.map(status_report).map_err(MailError::Report);
+    }
+    let sender = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(|a| a.trim().to_ascii_lowercase())
+        .filter(|a| a.contains('@'))
+        .ok_or(MailError::NoSender)?;
+    if sender.eq_ignore_ascii_case(source.account_address) {
+        return Ok(Incoming::Ignored("a copy of our own message".into()));
+    }
+    // Canonical text uses "\n" line breaks whatever the wire used.
+    let text = message.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
+    // A message with only HTML still has a text rendering from mail-parser; keep the HTML
+    // only where the sender wrote some.
+    let html = if message.html_body_count() > 0
+        && message.html_part(0).is_some_and(|p| p.is_text_html())
+    {
+        message.body_html(0).map(|h| h.into_owned()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let in_reply_to = ids(message.in_reply_to());
+    let mut references = ids(message.references());
+    for id in &in_reply_to {
+        if !references.contains(id) {
+            references.push(id.clone());
+        }
+    }
+    let email = Email {
+        subject: message.subject().unwrap_or_default().to_string(),
+        reply_text: quote::reply_part(&text).to_string(),
+        attachments: attachments(&message, source),
+        text,
+        html,
+    };
+    Ok(Incoming::Message(InboundMessage {
+        provider_message_id: message
+            .message_id()
+            .map(str::to_string)
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| source.fallback_id.clone()),
+        from: sender,
+        to: source.account_address.to_string(),
+        content: Content::Email(email),
+        reply_to: in_reply_to.last().cloned(),
+        references,
+    }))
+}
+
+fn ids(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
+    match value {
+        mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+        mail_parser::HeaderValue::TextList(list) => list.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn attachments(message: &Message<'_>, source: &Source<'_>) -> Vec<Attachment> {
+    let sections = imap_sections(message);
+    message
+        .attachments
+        .iter()
+        .filter_map(|&id| {
+            let part = message.parts.get(id as usize)?;
+            let data = match &part.body {
+                PartType::Binary(b) | PartType::InlineBinary(b) => b.as_ref(),
+                PartType::Text(t) | PartType::Html(t) => t.as_bytes(),
+                PartType::Message(m) => m.raw_message(),
+                PartType::Multipart(_) => return None,
+            };
+            let mime_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{sub}", ct.ctype()),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase();
+            let size = data.len() as u64;
+            let inline = size <= source.max_inline_attachment_bytes;
+            Some(Attachment {
+                filename: part.attachment_name().unwrap_or_default().to_string(),
+                mime_type,
+                url: match (inline, sections.get(&id)) {
+                    (true, _) => String::new(),
+                    (false, Some(section)) => format!("{}/;SECTION={section}", source.url),
+                    (false, None) => source.url.clone(),
+                },
+                data: if inline { data.to_vec() } else { Vec::new() },
+                size,
+            })
+        })
+        .collect()
+}
+
+/// The IMAP section number (RFC 3501 6.4.5) of each part, so a large attachment can be
+/// fetched on its own later.
+fn imap_sections(message: &Message<'_>) -> HashMap<MessagePartId, String> {
+    let mut out = HashMap::new();
+    let Some(PartType::Multipart(children)) = message.parts.first().map(|p| &p.body) else {
+        out.insert(0, "1".to_string());
+        return out;
+    };
+    let mut stack: Vec<(MessagePartId, String)> =
+        children.iter().enumerate().map(|(i, &c)| (c, (i + 1).to_string())).collect();
+    // Bounded by the number of parts: each part is visited once.
+    while let Some((id, path)) = stack.pop() {
+        if let Some(PartType::Multipart(children)) = message.parts.get(id as usize).map(|p| &p.body)
+        {
+            stack.extend(
+                children.iter().enumerate().map(|(i, &c)| (c, format!("{path}.{}", i + 1))),
+            );
+        }
+        out.insert(id, path);
+    }
+    out
+}
+
+fn status_report(report: dsn::Report) -> Incoming {
+    let (status, word) = match report.action {
+        Action::Failed => (MessageStatus::Failed, "failed"),
+        Action::Delivered => (MessageStatus::Delivered, "delivered"),
+        Action::Relayed => (MessageStatus::Delivered, "relayed"),
+        Action::Delayed | Action::Expanded => {
+            return Incoming::Ignored(format!(
+                "delivery report: {:?} {}",
+                report.action, report.status
+            ));
+        }
+    };
+    let error = (status == MessageStatus::Failed).then(|| ProviderError {
+        code: if report.status.starts_with("5.1.") {
+            ErrorCode::InvalidRecipient
+        } else {
+            ErrorCode::Undeliverable
+        },
+        message: if report.diagnostic.is_empty() {
+            format!("bounced for {}", report.recipient)
+        } else {
+            report.diagnostic.clone()
+        },
+        provider: "smtp".into(),
+        provider_code: report.status.clone(),
+        retryable: false,
+    });
+    Incoming::Report(StatusReport {
+        provider_message_id: report.original_message_id,
+        status,
+        provider_status: format!("{word} {}", report.status).trim().to_string(),
+        error,
+    })
+}

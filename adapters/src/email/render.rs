@@ -1,0 +1,212 @@
+//! Canonical content to MIME. Pure: attachments arrive already resolved to bytes, so this
+//! is tested and fuzzed without a network.
+
+use lettre::Message;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
+
+use crate::contract::Thread;
+use crate::model::{Attachment, Channel, Content, ErrorCode, ProviderError, unsupported};
+
+use super::config::EmailAccount;
+
+/// What an outbound message becomes before its attachments are fetched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Body {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A resolved attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    pub filename: String,
+    pub mime_type: String,
+    pub data: Vec<u8>,
+}
+
+/// The Message-ID of an outbound message, without angle brackets. Derived from the
+/// gateway's id, so a retry carries the same id and receivers can drop the duplicate.
+pub fn message_id_for(message_id: &str, account: &EmailAccount) -> String {
+    format!("{message_id}@{}", account.domain())
+}
+
+/// The kinds email carries: its own, text, and media (as attachments under the caption).
+pub fn body_of(content: &Content, thread: &Thread) -> Result<Body, ProviderError> {
+    let body = match content {
+        Content::Email(e) => Body {
+            subject: e.subject.clone(),
+            text: e.text.clone(),
+            html: e.html.clone(),
+            attachments: e.attachments.clone(),
+        },
+        Content::Text(t) => Body { text: t.body.clone(), ..Body::default() },
+        Content::Media(m) => Body {
+            text: m.caption.clone(),
+            attachments: m
+                .urls()
+                .map(|url| Attachment {
+                    url: url.to_string(),
+                    mime_type: m.mime_type.clone(),
+                    filename: m.filename.clone(),
+                    ..Attachment::default()
+                })
+                .collect(),
+            ..Body::default()
+        },
+        other => return Err(unsupported(other, Channel::Email)),
+    };
+    if body.text.is_empty() && body.html.is_empty() && body.attachments.is_empty() {
+        return Err(ProviderError::gateway(
+            ErrorCode::InvalidContent,
+            "an email needs text, html or an attachment",
+        ));
+    }
+    Ok(Body { subject: subject_for(&body.subject, thread, &body.text), ..body })
+}
+
+/// The subject as given; else a reply to the conversation's last subject; else the first
+/// line of the text, shortened.
+pub fn subject_for(explicit: &str, thread: &Thread, text: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if !explicit.trim().is_empty() {
+        return explicit.trim().to_string();
+    }
+    if !thread.subject.trim().is_empty() {
+        return format!("Re: {}", strip_reply_prefixes(&thread.subject));
+    }
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    if line.chars().count() <= MAX_CHARS {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(MAX_CHARS).collect();
+    // At a word boundary when there is one, so the subject does not end mid-word.
+    let cut = cut.rsplit_once(' ').map(|(head, _)| head).filter(|h| !h.is_empty()).unwrap_or(&cut);
+    format!("{cut}…")
+}
+
+/// "Re: Re: AW: hello" -> "hello".
+pub fn strip_reply_prefixes(subject: &str) -> &str {
+    let mut s = subject.trim();
+    loop {
+        let lower = s.get(..3).map(str::to_ascii_lowercase);
+        match lower.as_deref() {
+            Some("re:") | Some("aw:") | Some("sv:") => s = s[3..].trim_start(),
+            _ => return s,
+        }
+    }
+}
+
+/// Builds the MIME message: text and/or html alternatives, attachments, our Message-ID,
+/// and In-Reply-To/References from the thread so replies thread in the recipient's client.
+pub fn compose(
+    account: &EmailAccount,
+    to: &str,
+    message_id: &str,
+    thread: &Thread,
+    body: &Body,
+    files: Vec<File>,
+) -> Result<Message, ProviderError> {
+    let invalid = |code, what: &str, e: &dyn std::fmt::Display| {
+        ProviderError::gateway(code, format!("{what}: {e}"))
+    };
+    let from_address = account
+        .address
+        .parse()
+        .map_err(|e| invalid(ErrorCode::Authentication, "our address is not valid", &e))?;
+    let to_address =
+        to.parse().map_err(|e| invalid(ErrorCode::InvalidRecipient, "invalid recipient", &e))?;
+    let name = (!account.display_name.is_empty()).then(|| account.display_name.clone());
+    let mut builder = Message::builder()
+        .message_id(Some(format!("<{message_id}>")))
+        .from(Mailbox::new(name, from_address))
+        .to(Mailbox::new(None, to_address))
+        .subject(body.subject.clone())
+        .date_now()
+        .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")).to_string());
+    if let Some(parent) = thread.references.last() {
+        builder = builder.in_reply_to(format!("<{parent}>")).references(references(thread));
+    }
+    let text_part = match (body.text.is_empty(), body.html.is_empty()) {
+        (_, true) => Part::Single(SinglePart::plain(body.text.clone())),
+        (true, false) => Part::Single(SinglePart::html(body.html.clone())),
+        (false, false) => {
+            Part::Multi(MultiPart::alternative_plain_html(body.text.clone(), body.html.clone()))
+        }
+    };
+    let message = if files.is_empty() {
+        match text_part {
+            Part::Single(p) => builder.singlepart(p),
+            Part::Multi(p) => builder.multipart(p),
+        }
+    } else {
+        let mut mixed = match text_part {
+            Part::Single(p) => MultiPart::mixed().singlepart(p),
+            Part::Multi(p) => MultiPart::mixed().multipart(p),
+        };
+        for file in files {
+            let content_type = ContentType::parse(&file.mime_type)
+                .unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("valid"));
+            mixed =
+                mixed.singlepart(MimeAttachment::new(file.filename).body(file.data, content_type));
+        }
+        builder.multipart(mixed)
+    };
+    message.map_err(|e| invalid(ErrorCode::InvalidContent, "cannot build the email", &e))
+}
+
+enum Part {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// Every earlier Message-ID, oldest first, bounded the way mail clients bound it: the first
+/// (the thread's root) and the most recent ones.
+fn references(thread: &Thread) -> String {
+    const KEEP_RECENT: usize = 20;
+    let refs = &thread.references;
+    let recent = refs.len().saturating_sub(KEEP_RECENT);
+    let mut ids: Vec<&String> = Vec::with_capacity(KEEP_RECENT + 1);
+    if recent > 0 {
+        ids.push(&refs[0]);
+    }
+    ids.extend(&refs[recent.max(usize::from(recent > 0))..]);
+    ids.iter().map(|id| format!("<{id}>")).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_come_from_the_message_the_thread_or_the_text() {
+        let none = Thread::default();
+        let thread = Thread { subject: "RE: Re: Your order".into(), references: vec![] };
+        assert_eq!(subject_for(" Hello ", &thread, "x"), "Hello");
+        assert_eq!(subject_for("", &thread, "x"), "Re: Your order");
+        assert_eq!(
+            subject_for("", &none, "\n  Where is my parcel?\nthanks"),
+            "Where is my parcel?"
+        );
+        let long = "word ".repeat(30);
+        let s = subject_for("", &none, &long);
+        assert!(s.ends_with('…') && s.chars().count() <= 61, "{s}");
+        assert!(!s.contains("wor…"), "cut mid-word: {s}");
+    }
+
+    #[test]
+    fn references_keep_the_root_and_the_recent_ones() {
+        let refs: Vec<String> = (0..30).map(|i| format!("m{i}@x")).collect();
+        let r = references(&Thread { subject: String::new(), references: refs });
+        assert!(r.starts_with("<m0@x> <m10@x>"), "{r}");
+        assert!(r.ends_with("<m29@x>"));
+        assert_eq!(r.split(' ').count(), 21);
+        let short = references(&Thread {
+            subject: String::new(),
+            references: vec!["a@x".into(), "b@x".into()],
+        });
+        assert_eq!(short, "<a@x> <b@x>");
+    }
+}

@@ -1,0 +1,218 @@
+//! Email round trips: what `render` writes, `parse` reads back (as a recipient's client
+//! would), and bounces in the form real servers send them.
+
+use std::time::Duration;
+
+use super::config::{EmailAccount, Security, SmtpConfig};
+use super::parse::{Incoming, MailError, Source, parse};
+use super::render::{self, File};
+use crate::contract::Thread;
+use crate::model::{Attachment, Content, Email, ErrorCode, MessageStatus};
+
+fn account() -> EmailAccount {
+    EmailAccount {
+        address: "shop@omnigate.test".into(),
+        display_name: "Zoë's Shop".into(),
+        smtp: SmtpConfig {
+            host: "localhost".into(),
+            port: 587,
+            security: Security::StartTls,
+            username: String::new(),
+            password: String::new(),
+            pool_size: 1,
+            timeout: Duration::from_secs(5),
+        },
+        imap: None,
+        ca_file: None,
+        max_attachment_bytes: 1 << 20,
+        max_inline_attachment_bytes: 16,
+    }
+}
+
+fn source() -> Source<'static> {
+    Source {
+        account_address: "ann@example.test",
+        fallback_id: "imap-1-7@omnigate.test".into(),
+        url: "imap://localhost/INBOX;UIDVALIDITY=1/;UID=7".into(),
+        max_inline_attachment_bytes: 16,
+    }
+}
+
+fn parsed_email(raw: &[u8]) -> (crate::contract::InboundMessage, Email) {
+    match parse(raw, &source()) {
+        Ok(Incoming::Message(m)) => {
+            let Content::Email(e) = m.content.clone() else { panic!("not email: {m:?}") };
+            (m, e)
+        }
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+#[test]
+fn rendered_mail_reads_back_with_threading_encoded_headers_and_attachments() {
+    let thread = Thread {
+        subject: "Ihre Bestellung – Nr. 42".into(),
+        references: vec!["root@omnigate.test".into(), "reply1@example.test".into()],
+    };
+    let content = Content::Email(Email {
+        text: "Hallo Ann,\nwir liefern morgen.".into(),
+        html: "<p>Hallo Ann,<br>wir liefern <b>morgen</b>.</p>".into(),
+        ..Email::default()
+    });
+    let body = render::body_of(&content, &thread).expect("body");
+    let files = vec![
+        File {
+            filename: "small.txt".into(),
+            mime_type: "text/plain".into(),
+            data: b"tiny".to_vec(),
+        },
+        File {
+            filename: "rechnung.pdf".into(),
+            mime_type: "application/pdf".into(),
+            data: vec![0x25; 64],
+        },
+    ];
+    let id = render::message_id_for("msg_01", &account());
+    assert_eq!(id, "msg_01@omnigate.test");
+    let mime =
+        render::compose(&account(), "ann@example.test", &id, &thread, &body, files).expect("mime");
+    let raw = mime.formatted();
+    let head = String::from_utf8_lossy(
+        &raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len())],
+    )
+    .to_string();
+    // Non-ASCII subject and display name travel as RFC 2047 encoded words.
+    assert!(head.contains("=?utf-8?"), "no encoded words in:\n{head}");
+    assert!(head.contains("In-Reply-To: <reply1@example.test>"), "{head}");
+    assert!(head.contains("<root@omnigate.test> <reply1@example.test>"), "{head}");
+    assert!(head.contains("Message-ID: <msg_01@omnigate.test>"), "{head}");
+
+    // Read as the recipient's mailbox would receive it, from the sender's side.
+    let mut reader = source();
+    reader.account_address = "other@example.test";
+    let (m, e) = match parse(&raw, &reader) {
+        Ok(Incoming::Message(m)) => {
+            let Content::Email(e) = m.content.clone() else { panic!("not email") };
+            (m, e)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(m.provider_message_id, "msg_01@omnigate.test");
+    assert_eq!(m.from, "shop@omnigate.test");
+    assert_eq!(e.subject, "Re: Ihre Bestellung – Nr. 42");
+    assert_eq!(e.text.trim_end(), "Hallo Ann,\nwir liefern morgen.");
+    assert!(e.html.contains("<b>morgen</b>"), "{}", e.html);
+    assert_eq!(m.reply_to.as_deref(), Some("reply1@example.test"));
+    assert_eq!(m.references, vec!["root@omnigate.test", "reply1@example.test"]);
+    assert_eq!(e.attachments.len(), 2);
+    let small = &e.attachments[0];
+    assert_eq!(
+        (small.filename.as_str(), small.data.as_slice(), small.size),
+        ("small.txt", &b"tiny"[..], 4)
+    );
+    // Over the inline limit: only a reference to its IMAP section is kept.
+    let big = &e.attachments[1];
+    assert_eq!(
+        (big.filename.as_str(), big.mime_type.as_str(), big.size),
+        ("rechnung.pdf", "application/pdf", 64)
+    );
+    assert!(big.data.is_empty());
+    assert_eq!(big.url, "imap://localhost/INBOX;UIDVALIDITY=1/;UID=7/;SECTION=3");
+}
+
+#[test]
+fn kinds_email_cannot_carry_fail_naming_the_kind() {
+    let location = Content::Location(crate::model::Location::default());
+    let e = render::body_of(&location, &Thread::default()).expect_err("location");
+    assert_eq!(e.code, ErrorCode::InvalidContent);
+    assert!(e.message.contains("location"), "{}", e.message);
+    let empty = Content::Email(Email::default());
+    assert!(render::body_of(&empty, &Thread::default()).is_err());
+    // Media becomes an attachment under its caption.
+    let media = Content::Media(crate::model::Media {
+        url: "https://cdn.example.test/a.png".into(),
+        caption: "the photo".into(),
+        mime_type: "image/png".into(),
+        ..Default::default()
+    });
+    let body = render::body_of(&media, &Thread::default()).expect("media");
+    assert_eq!(body.text, "the photo");
+    assert_eq!(body.subject, "the photo");
+    assert_eq!(
+        body.attachments,
+        vec![Attachment {
+            url: "https://cdn.example.test/a.png".into(),
+            mime_type: "image/png".into(),
+            ..Attachment::default()
+        }]
+    );
+}
+
+#[test]
+fn replies_keep_full_text_and_trimmed_reply_and_charsets_decode() {
+    let raw = b"From: =?iso-8859-1?q?Ren=E9e?= <Renee@Example.TEST>\r\nTo: ann@example.test\r\n\
+Subject: =?iso-8859-1?q?R=E9ponse?=\r\nMessage-ID: <r1@example.test>\r\nIn-Reply-To: <msg_01@omnigate.test>\r\n\
+Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+Tr=E8s bien.\r\n\r\nOn Mon, 2 Nov 2026, Shop <shop@omnigate.test> wrote:\r\n> Hallo\r\n";
+    let (m, e) = parsed_email(raw);
+    assert_eq!(m.from, "renee@example.test");
+    assert_eq!(e.subject, "Réponse");
+    assert_eq!(e.reply_text, "Très bien.");
+    assert!(e.text.contains("> Hallo"), "full text keeps the quote: {}", e.text);
+    assert_eq!(m.reply_to.as_deref(), Some("msg_01@omnigate.test"));
+    assert_eq!(m.references, vec!["msg_01@omnigate.test"]);
+}
+
+#[test]
+fn mail_without_message_id_gets_the_mailbox_position_as_its_id() {
+    let (m, _) = parsed_email(b"From: a@example.test\r\nSubject: x\r\n\r\nbody\r\n");
+    assert_eq!(m.provider_message_id, "imap-1-7@omnigate.test");
+}
+
+#[test]
+fn malformed_mail_is_an_error_naming_why() {
+    assert_eq!(parse(b"", &source()), Err(MailError::Unparsable));
+    assert_eq!(parse(b"this is not mail at all", &source()), Err(MailError::NoSender));
+    assert_eq!(parse(b"From: nobody\r\n\r\nx", &source()), Err(MailError::NoSender));
+    // A report that names no original message cannot be matched.
+    let report = b"From: MAILER-DAEMON@x.test\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b.test\r\nAction: failed\r\nStatus: 5.0.0\r\n--B--\r\n";
+    assert!(matches!(parse(report, &source()), Err(MailError::Report(_))));
+}
+
+#[test]
+fn a_postfix_bounce_fails_the_original_message_with_its_status() {
+    let raw = include_bytes!("../../spec/email/postfix-bounce.eml");
+    let mut src = source();
+    src.account_address = "gw1@omnigate.test";
+    match parse(raw, &src) {
+        Ok(Incoming::Report(r)) => {
+            assert_eq!(r.provider_message_id, "t2@omnigate.test");
+            assert_eq!(r.status, MessageStatus::Failed);
+            assert_eq!(r.provider_status, "failed 5.3.0");
+            let error = r.error.expect("error");
+            assert_eq!((error.provider.as_str(), error.provider_code.as_str()), ("smtp", "5.3.0"));
+            assert_eq!(error.code, ErrorCode::Undeliverable);
+            assert!(error.message.contains("exit"), "{}", error.message);
+        }
+        other => panic!("not a report: {other:?}"),
+    }
+}
+
+#[test]
+fn a_positive_dsn_marks_the_message_delivered() {
+    let raw = include_bytes!("../../spec/email/positive-dsn.eml");
+    match parse(raw, &source()) {
+        Ok(Incoming::Report(r)) => {
+            assert_eq!(r.provider_message_id, "msg_0001@omnigate.test");
+            assert_eq!(r.status, MessageStatus::Delivered);
+            assert!(r.error.is_none());
+        }
+        other => panic!("not a report: {other:?}"),
+    }
+}
+
+#[test]
+fn our_own_copies_are_ignored() {
+    let raw = b"From: Ann <ANN@example.test>\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n";
+    assert!(matches!(parse(raw, &source()), Ok(Incoming::Ignored(_))));
+}
