@@ -8,9 +8,15 @@ use std::time::Duration;
 use omnigate_adapters::meta::{MetaAccount, MetaSender, MetaWebhooks};
 use omnigate_adapters::twilio::config::TwilioSenderId;
 use omnigate_adapters::twilio::{TwilioAccount, TwilioSender, TwilioWebhooks};
-use omnigate_adapters::{Channel, Sender, WebhookHandler};
+use std::path::PathBuf;
 
-use crate::config::{AccountConfig, Config, ConfigError, RateLimit};
+use omnigate_adapters::email::{
+    EmailAccount, EmailSender, ImapConfig, Mailbox, Security, SmtpConfig,
+};
+use omnigate_adapters::{Channel, Parsed, Sender, WebhookError, WebhookHandler, WebhookRequest};
+
+use crate::config::{AccountConfig, Config, ConfigError, EmailAccountConfig, RateLimit};
+use crate::mailbox::Inbox;
 
 pub struct Account {
     pub id: String,
@@ -27,6 +33,8 @@ pub struct Account {
     /// For a Meta account on the sandbox: its endpoint id and the webhook URL the sandbox
     /// must post to.
     pub sandbox_webhook: Option<(String, String)>,
+    /// For an email account that reads replies: its IMAP mailbox.
+    pub inbox: Option<Inbox>,
 }
 
 /// The base URLs of the in-process sandboxes that are running.
@@ -34,6 +42,8 @@ pub struct Account {
 pub struct SandboxBases {
     pub twilio: Option<String>,
     pub meta: Option<String>,
+    /// The SMTP sandbox's address.
+    pub email: Option<std::net::SocketAddr>,
 }
 
 pub struct Accounts {
@@ -126,6 +136,7 @@ fn build_one(
                 pair_rate: account.pair_rate_limit(),
                 sandbox_webhook: (m.api_base == "sandbox")
                     .then(|| (m.endpoint_id.clone(), webhook_url)),
+                inbox: None,
             })
         }
         AccountConfig::Twilio(t) => {
@@ -167,7 +178,95 @@ fn build_one(
                 rate: t.rate_limit,
                 pair_rate: None,
                 sandbox_webhook: None,
+                inbox: None,
             })
         }
+        AccountConfig::Email(e) => build_email(e, &key, sandboxes),
+    }
+}
+
+fn build_email(
+    e: &EmailAccountConfig,
+    key: &dyn Fn(&str) -> String,
+    sandboxes: &SandboxBases,
+) -> Result<Account, ConfigError> {
+    let (host, port, security) = if e.smtp.host == "sandbox" {
+        let addr = sandboxes
+            .email
+            .ok_or_else(|| ConfigError::invalid(key("smtp.host"), "the sandbox is not running"))?;
+        (addr.ip().to_string(), addr.port(), Security::None)
+    } else {
+        (e.smtp.host.clone(), e.smtp.port(), e.smtp.security.adapter())
+    };
+    let password = match &e.smtp.password {
+        Some(p) => p.resolve(&key("smtp.password"))?,
+        None => String::new(),
+    };
+    let imap = match &e.imap {
+        Some(i) => Some(ImapConfig {
+            host: i.host.clone(),
+            port: i.port(),
+            security: i.security.adapter(),
+            username: i.username.clone(),
+            password: i.password.resolve(&key("imap.password"))?,
+            mailbox: i.mailbox.clone(),
+            poll_interval: Duration::from_secs(i.poll_interval_secs),
+            max_message_bytes: i.max_message_bytes,
+            max_inline_attachment_bytes: e.max_inline_attachment_bytes,
+            timeout: Duration::from_millis(i.timeout_ms),
+        }),
+        None => None,
+    };
+    let address = e.address.trim().to_ascii_lowercase();
+    let account = EmailAccount {
+        address: address.clone(),
+        display_name: e.display_name.clone(),
+        smtp: SmtpConfig {
+            host,
+            port,
+            security,
+            username: e.smtp.username.clone(),
+            password,
+            pool_size: e.smtp.pool_size,
+            timeout: Duration::from_millis(e.smtp.timeout_ms),
+        },
+        imap: imap.clone(),
+        ca_file: e.ca_file.as_ref().map(PathBuf::from),
+        max_attachment_bytes: e.max_attachment_bytes,
+    };
+    let inbox = match imap {
+        Some(imap) => Some(Inbox {
+            mailbox: Mailbox::new(imap, account.ca_file.as_deref())
+                .map_err(|reason| ConfigError::invalid(key("ca_file"), reason))?,
+            initial: e.imap.as_ref().map(|i| i.initial_sync).unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let sender =
+        EmailSender::new(account).map_err(|reason| ConfigError::invalid(key("smtp"), reason))?;
+    Ok(Account {
+        id: e.id.clone(),
+        channel: Channel::Email,
+        provider: "email",
+        from: address,
+        sender: Arc::new(sender),
+        webhooks: Arc::new(NoWebhooks),
+        status_callback: None,
+        rate: e.rate_limit,
+        pair_rate: None,
+        sandbox_webhook: None,
+        inbox,
+    })
+}
+
+/// Email has no webhooks: replies and bounces arrive in the mailbox.
+struct NoWebhooks;
+
+impl WebhookHandler for NoWebhooks {
+    fn handle(&self, request: &WebhookRequest) -> Result<Parsed, WebhookError> {
+        Err(WebhookError::UnknownHook(format!(
+            "{}: email accounts read replies from their mailbox, not webhooks",
+            request.hook
+        )))
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use omnigate_adapters::email::sandbox::{self as smtp_sandbox, SmtpSandbox};
 use omnigate_adapters::meta::sandbox::{self as meta_sandbox, SandboxHandle as MetaSandboxHandle};
 use omnigate_adapters::twilio::sandbox::{self, SandboxHandle};
 use omnigate_proto::v1::gateway_server::GatewayServer;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub public_url: String,
     pub default_ttl: Duration,
     pub deliveries: Arc<Deliveries>,
+    /// Cancelled when shutdown begins: long-lived streams end so the servers can stop.
+    pub stopping: CancellationToken,
     ready: AtomicBool,
 }
 
@@ -57,8 +60,11 @@ pub struct Gateway {
     pub twilio_sandbox: Option<SandboxHandle>,
     /// The in-process Meta Graph API sandbox, when the config starts one.
     pub meta_sandbox: Option<MetaSandboxHandle>,
+    /// The in-process SMTP sandbox, when the config starts one.
+    pub email_sandbox: Option<SmtpSandbox>,
     state: Arc<AppState>,
     stop_servers: CancellationToken,
+    mailboxes: Vec<JoinHandle<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
     dispatcher: Dispatcher,
@@ -103,6 +109,12 @@ impl Gateway {
             }
             None => None,
         };
+        let email_sandbox = match &config.sandbox.email {
+            Some(sb) => {
+                Some(smtp_sandbox::start(sb.clone()).await.context("starting the SMTP sandbox")?)
+            }
+            None => None,
+        };
         let http_listener = TcpListener::bind(config.server.http_addr)
             .await
             .with_context(|| format!("binding server.http_addr {}", config.server.http_addr))?;
@@ -122,6 +134,7 @@ impl Gateway {
         let bases = SandboxBases {
             twilio: twilio_sandbox.as_ref().map(|s| s.api_base()),
             meta: meta_sandbox.as_ref().map(|s| s.api_base()),
+            email: email_sandbox.as_ref().map(|s| s.addr),
         };
         let accounts = Accounts::build(&config, &public_url, &bases)?;
         if let Some(meta) = &meta_sandbox {
@@ -176,6 +189,7 @@ impl Gateway {
         );
         configured_webhooks(store.as_ref(), &config).await?;
         deliveries.resume().await.context("starting webhook deliveries")?;
+        let stop_servers = CancellationToken::new();
         let state = Arc::new(AppState {
             deliveries,
             store,
@@ -184,9 +198,10 @@ impl Gateway {
             metrics,
             public_url: public_url.clone(),
             default_ttl: Duration::from_secs(d.default_ttl_secs),
+            stopping: stop_servers.clone(),
             ready: AtomicBool::new(true),
         });
-        let stop_servers = CancellationToken::new();
+        let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);
         let grpc = tokio::spawn(serve_grpc(state.clone(), grpc_listener, stop_servers.clone()));
         let http = {
             let stop = stop_servers.clone();
@@ -202,8 +217,10 @@ impl Gateway {
             public_url,
             twilio_sandbox,
             meta_sandbox,
+            email_sandbox,
             state,
             stop_servers,
+            mailboxes,
             grpc,
             http,
             dispatcher,
@@ -223,6 +240,9 @@ impl Gateway {
         let drained = self.dispatcher.drain(self.drain_timeout).await;
         self.state.deliveries.shutdown().await;
         self.stop_servers.cancel();
+        for reader in self.mailboxes {
+            reader.await?;
+        }
         self.grpc.await?.context("gRPC server")?;
         self.http.await?.context("HTTP server")?;
         self.state.store.close().await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use omnigate_adapters::Channel;
+use omnigate_adapters::email::sandbox::SmtpSandboxConfig;
 use omnigate_adapters::meta::sandbox::SandboxConfig as MetaSandboxConfig;
 use omnigate_adapters::twilio::sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,8 @@ pub struct SandboxSection {
     pub twilio: Option<SandboxConfig>,
     /// One Graph API sandbox for the WhatsApp, Messenger and Instagram accounts.
     pub meta: Option<MetaSandboxConfig>,
+    /// An SMTP listener for email accounts with `smtp.host = "sandbox"`.
+    pub email: Option<SmtpSandboxConfig>,
 }
 
 /// Sends per second and burst of one route (account + sender).
@@ -199,6 +202,7 @@ pub enum AccountConfig {
     Whatsapp(MetaAccountConfig),
     Messenger(MetaAccountConfig),
     Instagram(MetaAccountConfig),
+    Email(EmailAccountConfig),
 }
 
 impl AccountConfig {
@@ -208,6 +212,7 @@ impl AccountConfig {
             AccountConfig::Whatsapp(a)
             | AccountConfig::Messenger(a)
             | AccountConfig::Instagram(a) => &a.id,
+            AccountConfig::Email(a) => &a.id,
         }
     }
 
@@ -217,6 +222,7 @@ impl AccountConfig {
             AccountConfig::Whatsapp(_) => Channel::Whatsapp,
             AccountConfig::Messenger(_) => Channel::Messenger,
             AccountConfig::Instagram(_) => Channel::Instagram,
+            AccountConfig::Email(_) => Channel::Email,
         }
     }
 
@@ -226,6 +232,7 @@ impl AccountConfig {
             AccountConfig::Whatsapp(a)
             | AccountConfig::Messenger(a)
             | AccountConfig::Instagram(a) => a.default,
+            AccountConfig::Email(a) => a.default,
         }
     }
 
@@ -238,6 +245,7 @@ impl AccountConfig {
             AccountConfig::Messenger(a) | AccountConfig::Instagram(a) => {
                 a.rate_limit.unwrap_or(RateLimit { per_second: 300.0, burst: 300 })
             }
+            AccountConfig::Email(a) => a.rate_limit,
         }
     }
 
@@ -323,6 +331,161 @@ pub struct TwilioAccountConfig {
     pub rate_limit: RateLimit,
     #[serde(default = "ten_thousand")]
     pub request_timeout_ms: u64,
+}
+
+/// An email account (channel `email`): SMTP submission out, an IMAP mailbox in.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAccountConfig {
+    pub id: String,
+    #[serde(default)]
+    pub default: bool,
+    /// Our address: the From of what we send, where replies and bounces come back.
+    pub address: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub smtp: SmtpSection,
+    /// Unset: send only; replies and bounces are not read.
+    #[serde(default)]
+    pub imap: Option<ImapSection>,
+    /// PEM trust roots added to the system's, for servers with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Attachments of one outbound message, in all (default 10 MiB).
+    #[serde(default = "ten_mib")]
+    pub max_attachment_bytes: u64,
+    /// Inbound attachments up to this size are stored with the message (default 256 KiB);
+    /// larger ones keep an IMAP URL.
+    #[serde(default = "quarter_mib")]
+    pub max_inline_attachment_bytes: u64,
+    /// Default: 5 per second, what most submission servers take from one login.
+    #[serde(default = "email_rate")]
+    pub rate_limit: RateLimit,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailSecurity {
+    /// STARTTLS before authenticating (SMTP 587, IMAP 143).
+    #[default]
+    Starttls,
+    /// Implicit TLS (SMTP 465, IMAP 993).
+    Tls,
+    /// No TLS; only for loopback servers.
+    None,
+}
+
+impl MailSecurity {
+    pub fn adapter(self) -> omnigate_adapters::email::Security {
+        use omnigate_adapters::email::Security;
+        match self {
+            MailSecurity::Starttls => Security::StartTls,
+            MailSecurity::Tls => Security::Tls,
+            MailSecurity::None => Security::None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// The submission server, or `sandbox` for the in-process SMTP sandbox.
+    pub host: String,
+    /// Default: 587 for starttls, 465 for tls, 25 for none.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: MailSecurity,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default = "four")]
+    pub pool_size: u32,
+    #[serde(default = "thirty_thousand")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapSection {
+    pub host: String,
+    /// Default: 143 for starttls, 993 for tls and none.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "imap_security")]
+    pub security: MailSecurity,
+    pub username: String,
+    pub password: Secret,
+    #[serde(default = "inbox")]
+    pub mailbox: String,
+    /// Where a new account starts: `new` (mail arriving from now on) or `all`.
+    #[serde(default)]
+    pub initial_sync: crate::mailbox::InitialSync,
+    /// The longest IDLE before it is renewed, and the poll interval on servers without
+    /// IDLE.
+    #[serde(default = "sixty")]
+    pub poll_interval_secs: u64,
+    /// Larger mail is not downloaded; it becomes an `inbound_rejected` event.
+    #[serde(default = "twenty_five_mib")]
+    pub max_message_bytes: u64,
+    #[serde(default = "thirty_thousand")]
+    pub timeout_ms: u64,
+}
+
+impl SmtpSection {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            MailSecurity::Starttls => 587,
+            MailSecurity::Tls => 465,
+            MailSecurity::None => 25,
+        })
+    }
+}
+
+impl ImapSection {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            MailSecurity::Starttls => 143,
+            MailSecurity::Tls | MailSecurity::None => 993,
+        })
+    }
+}
+
+fn ten_mib() -> u64 {
+    10 << 20
+}
+
+fn quarter_mib() -> u64 {
+    256 << 10
+}
+
+fn twenty_five_mib() -> u64 {
+    25 << 20
+}
+
+fn email_rate() -> RateLimit {
+    RateLimit { per_second: 5.0, burst: 5 }
+}
+
+fn four() -> u32 {
+    4
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+fn thirty_thousand() -> u64 {
+    30_000
+}
+
+fn imap_security() -> MailSecurity {
+    MailSecurity::Tls
+}
+
+fn inbox() -> String {
+    "INBOX".into()
 }
 
 fn twilio_api_base() -> String {
@@ -524,6 +687,35 @@ impl Config {
                     m.access_token.resolve(&key("access_token"))?;
                     m.app_secret.resolve(&key("app_secret"))?;
                     m.verify_token.resolve(&key("verify_token"))?;
+                }
+                AccountConfig::Email(e) => {
+                    if crate::contacts::normalize(Channel::Email, &e.address).is_err() {
+                        return Err(ConfigError::invalid(
+                            key("address"),
+                            "is not an email address",
+                        ));
+                    }
+                    if e.smtp.host == "sandbox" && self.sandbox.email.is_none() {
+                        return Err(ConfigError::invalid(
+                            key("smtp.host"),
+                            "is \"sandbox\" but [sandbox.email] is not configured",
+                        ));
+                    }
+                    if e.smtp.host.is_empty() {
+                        return Err(ConfigError::invalid(key("smtp.host"), "is required"));
+                    }
+                    if let Some(p) = &e.smtp.password {
+                        p.resolve(&key("smtp.password"))?;
+                    }
+                    if let Some(imap) = &e.imap {
+                        imap.password.resolve(&key("imap.password"))?;
+                        if imap.poll_interval_secs == 0 {
+                            return Err(ConfigError::invalid(
+                                key("imap.poll_interval_secs"),
+                                "must be at least 1",
+                            ));
+                        }
+                    }
                 }
             }
         }

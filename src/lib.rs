@@ -11,6 +11,8 @@
 //! - [`accounts`]: configured provider accounts and each channel's default.
 //! - [`dispatch`]: in-memory dispatch, per-route rate limits, retries and backoff.
 //! - [`api`]: the gRPC service and the HTTP ingress (webhooks, health, metrics).
+//! - [`inbound`]: provider reports (receipts, inbound messages) applied to the store.
+//! - [`mailbox`]: each email account's IMAP reader, with its durable cursor.
 //! - [`app`]: start-up, recovery and draining shutdown.
 //! - [`webhooks`]: CRM webhooks (Standard Webhooks), per-subscription ordered delivery.
 //! - [`telemetry`]: metrics and logs.
@@ -21,6 +23,8 @@ pub mod app;
 pub mod config;
 pub mod contacts;
 pub mod dispatch;
+pub mod inbound;
+pub mod mailbox;
 pub mod model;
 pub mod store;
 pub mod telemetry;

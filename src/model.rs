@@ -142,17 +142,26 @@ pub enum EventKind {
     ContactForgotten {
         contact_id: String,
     },
+    /// Something arrived that could not become a message (malformed or oversized mail).
+    InboundRejected {
+        account: String,
+        channel: Channel,
+        /// Where it is at the provider (an IMAP URL).
+        reference: String,
+        reason: String,
+    },
 }
 
 impl EventKind {
     /// Every name [`EventKind::name`] answers, for checking client filters.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "message_status_changed",
         "message_received",
         "conversation_opened",
         "conversation_closed",
         "contact_merged",
         "contact_forgotten",
+        "inbound_rejected",
     ];
 
     /// The name clients filter on in `StreamEvents.kinds`.
@@ -164,6 +173,7 @@ impl EventKind {
             EventKind::ConversationClosed { .. } => "conversation_closed",
             EventKind::ContactMerged { .. } => "contact_merged",
             EventKind::ContactForgotten { .. } => "contact_forgotten",
+            EventKind::InboundRejected { .. } => "inbound_rejected",
         }
     }
 }

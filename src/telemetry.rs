@@ -34,6 +34,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     webhooks: Family<WebhookLabels, Counter>,
     webhook_ignored: Family<WebhookLabels, Counter>,
+    mail: Family<WebhookLabels, Counter>,
     store_commits: Counter,
     store_writes: Counter,
     send_seconds: Histogram,
@@ -47,6 +48,7 @@ impl Default for Metrics {
         let attempts = Family::<AttemptLabels, Counter>::default();
         let webhooks = Family::<WebhookLabels, Counter>::default();
         let webhook_ignored = Family::<WebhookLabels, Counter>::default();
+        let mail = Family::<WebhookLabels, Counter>::default();
         let store_commits = Counter::default();
         let store_writes = Counter::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -66,6 +68,11 @@ impl Default for Metrics {
             "webhook_parts_ignored",
             "Webhook parts skipped as unknown or unreadable (the rest of the batch is kept)",
             webhook_ignored.clone(),
+        );
+        registry.register(
+            "mailbox_mails",
+            "Mails read from email accounts' mailboxes, by result (ok, ignored, rejected), and reader errors",
+            mail.clone(),
         );
         registry.register(
             "store_commits",
@@ -93,6 +100,7 @@ impl Default for Metrics {
             attempts,
             webhooks,
             webhook_ignored,
+            mail,
             store_commits,
             store_writes,
             send_seconds,
@@ -114,6 +122,15 @@ impl Metrics {
             })
             .inc();
         self.send_seconds.observe(seconds);
+    }
+
+    pub fn mailbox(&self, account: &str, result: &str) {
+        self.mail
+            .get_or_create(&WebhookLabels {
+                account: account.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn webhook(&self, account: &str, result: &str) {

@@ -2,9 +2,9 @@
 //! sees the generated types' field layout.
 
 use omnigate_adapters::{
-    Channel, Choice, Content, ErrorCode, Interactive, InteractiveAction, Location, Media,
-    MediaKind, MessageStatus, ProviderError, Reaction, Section, Template, TemplateComponent,
-    TemplateParameter, Text,
+    Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,
+    Location, Media, MediaKind, MessageStatus, ProviderError, Reaction, Section, Template,
+    TemplateComponent, TemplateParameter, Text,
 };
 use omnigate_proto::v1 as pb;
 use tonic::Status;
@@ -128,6 +128,23 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                 "content.choice is what a person answers; it cannot be sent",
             ));
         }
+        Some(Kind::Email(e)) => Content::Email(Email {
+            subject: e.subject,
+            text: e.text,
+            html: e.html,
+            attachments: e
+                .attachments
+                .into_iter()
+                .map(|a| Attachment {
+                    size: if a.data.is_empty() { a.size } else { a.data.len() as u64 },
+                    filename: a.filename,
+                    mime_type: a.mime_type,
+                    url: a.url,
+                    data: a.data,
+                })
+                .collect(),
+            reply_text: e.reply_text,
+        }),
         None => return Err(Status::invalid_argument("content is required")),
     })
 }
@@ -263,6 +280,23 @@ fn content_to_pb(content: &Content) -> pb::Content {
             title: c.title.clone(),
             description: c.description.clone(),
         }),
+        Content::Email(e) => Kind::Email(pb::Email {
+            subject: e.subject.clone(),
+            text: e.text.clone(),
+            html: e.html.clone(),
+            attachments: e
+                .attachments
+                .iter()
+                .map(|a| pb::Attachment {
+                    filename: a.filename.clone(),
+                    mime_type: a.mime_type.clone(),
+                    url: a.url.clone(),
+                    data: a.data.clone(),
+                    size: a.size,
+                })
+                .collect(),
+            reply_text: e.reply_text.clone(),
+        }),
     };
     pb::Content { kind: Some(kind) }
 }
@@ -391,6 +425,14 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         EventKind::ContactForgotten { contact_id } => {
             pb::event::Kind::ContactForgotten(pb::ContactForgotten {
                 contact_id: contact_id.clone(),
+            })
+        }
+        EventKind::InboundRejected { account, channel, reference, reason } => {
+            pb::event::Kind::InboundRejected(pb::InboundRejected {
+                account: account.clone(),
+                channel: channel_to_pb(*channel) as i32,
+                reference: reference.clone(),
+                reason: reason.clone(),
             })
         }
     };

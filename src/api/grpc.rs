@@ -317,7 +317,7 @@ async fn follow(
             let done = page.len() < REPLAY_PAGE;
             for event in page {
                 cursor = event.sequence;
-                if wanted(&event) && tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                if wanted(&event) && !forward(&state, &tx, &event).await {
                     return;
                 }
             }
@@ -327,11 +327,15 @@ async fn follow(
         }
         // Follow.
         loop {
-            match live.recv().await {
+            let next = tokio::select! {
+                _ = state.stopping.cancelled() => return,
+                next = live.recv() => next,
+            };
+            match next {
                 Ok(event) if event.sequence <= cursor => continue,
                 Ok(event) => {
                     cursor = event.sequence;
-                    if wanted(&event) && tx.send(Ok(convert::event_to_pb(&event))).await.is_err() {
+                    if wanted(&event) && !forward(&state, &tx, &event).await {
                         return;
                     }
                 }
@@ -340,6 +344,19 @@ async fn follow(
             }
         }
         live = live.resubscribe();
+    }
+}
+
+/// Sends one event to the client; false when the client is gone or the gateway is stopping
+/// (a stream never holds up shutdown).
+async fn forward(
+    state: &AppState,
+    tx: &mpsc::Sender<Result<pb::Event, Status>>,
+    event: &Event,
+) -> bool {
+    tokio::select! {
+        _ = state.stopping.cancelled() => false,
+        sent = tx.send(Ok(convert::event_to_pb(event))) => sent.is_ok(),
     }
 }
 

@@ -11,12 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use omnigate_adapters::{Parsed, WebhookError, WebhookEvent, WebhookRequest};
+use omnigate_adapters::{Parsed, WebhookError, WebhookRequest};
 
 use crate::app::AppState;
-use crate::contacts::normalize;
-use crate::model::{Identity, new_id, now_ms};
-use crate::store::NewInbound;
 
 /// Webhook bodies larger than this are refused before parsing.
 const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
@@ -104,35 +101,7 @@ async fn webhook(
         tracing::debug!(account = %account.id, ignored, "webhook parts skipped as unknown or unreadable");
     }
     for event in events {
-        let stored = match event {
-            WebhookEvent::Watermark { peer, status, up_to_ms } => {
-                state.store.apply_watermark(&account.id, &peer, status, up_to_ms).await.map(|_| ())
-            }
-            WebhookEvent::Status(report) => {
-                state.store.apply_status(&account.id, report).await.map(|(_, fallback)| {
-                    // A failed delivery moved the message to its next channel.
-                    if let Some(next) = fallback {
-                        state.outlet.submit(next);
-                    }
-                })
-            }
-            WebhookEvent::Inbound(message) => {
-                // A sender the rules cannot normalise (an alphanumeric SMS sender) is kept as given.
-                let from = normalize(account.channel, &message.from).unwrap_or_else(|_| Identity {
-                    channel: account.channel,
-                    address: message.from.clone(),
-                });
-                let inbound = NewInbound {
-                    id: new_id("msg"),
-                    from,
-                    channel: account.channel,
-                    account: account.id.clone(),
-                    message,
-                    now: now_ms(),
-                };
-                state.store.receive(inbound).await.map(|_| ())
-            }
-        };
+        let stored = crate::inbound::apply(&state, account, event).await;
         if let Err(e) = stored {
             state.metrics.webhook(&account.id, "unavailable");
             tracing::error!(account = %account.id, error = %e, "webhook not stored; the provider will redeliver");

@@ -1,7 +1,7 @@
 //! Checks on requests, so that bad input fails at the door with a reason and never reaches a
 //! provider. Each check names the field it rejects.
 
-use omnigate_adapters::Content;
+use omnigate_adapters::{Content, Email};
 use tonic::Status;
 
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -48,7 +48,48 @@ pub fn content(content: &Content) -> Result<(), Status> {
         }
         Content::Reaction(_) => Ok(()),
         Content::Choice(_) => bad("content.choice cannot be sent".into()),
+        Content::Email(e) => email(e),
     }
+}
+
+/// Text and HTML of one email together.
+pub const MAX_EMAIL_BODY_BYTES: usize = 1024 * 1024;
+/// RFC 5322's line limit, which a subject header must fit in.
+pub const MAX_SUBJECT_CHARS: usize = 900;
+
+fn email(e: &Email) -> Result<(), Status> {
+    let bad = |reason: String| Err(Status::invalid_argument(reason));
+    if e.text.trim().is_empty() && e.html.trim().is_empty() && e.attachments.is_empty() {
+        return bad("content.email needs text, html or an attachment".into());
+    }
+    // A line break in a header value would let a client inject headers.
+    if e.subject.contains(['\r', '\n']) {
+        return bad("content.email.subject must be one line".into());
+    }
+    if e.subject.chars().count() > MAX_SUBJECT_CHARS {
+        return bad(format!("content.email.subject is over {MAX_SUBJECT_CHARS} characters"));
+    }
+    if e.text.len() + e.html.len() > MAX_EMAIL_BODY_BYTES {
+        return bad(format!("content.email text and html are over {MAX_EMAIL_BODY_BYTES} bytes"));
+    }
+    for (i, a) in e.attachments.iter().enumerate() {
+        let field = format!("content.email.attachments[{i}]");
+        match (a.url.is_empty(), a.data.is_empty()) {
+            (true, true) => return bad(format!("{field} needs a url or data")),
+            (false, false) => return bad(format!("{field} has both a url and data")),
+            (false, true) if !(a.url.starts_with("https://") || a.url.starts_with("http://")) => {
+                return bad(format!("{field}.url {:?} is not an http(s) URL", a.url));
+            }
+            _ => {}
+        }
+        if a.filename.contains(['\r', '\n', '/', '\\']) {
+            return bad(format!("{field}.filename must be a plain file name"));
+        }
+        if !a.mime_type.is_empty() && !a.mime_type.contains('/') {
+            return bad(format!("{field}.mime_type {:?} is not type/subtype", a.mime_type));
+        }
+    }
+    Ok(())
 }
 
 pub fn idempotency_key(key: &str) -> Result<(), Status> {

@@ -12,7 +12,7 @@ use crate::webhooks::sign;
 
 /// Checks event kind names against the ones events carry.
 pub fn check_kinds(kinds: &[String]) -> Result<(), Status> {
-    const KINDS: [&str; 6] = EventKind::NAMES;
+    const KINDS: [&str; EventKind::NAMES.len()] = EventKind::NAMES;
     match kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
         Some(unknown) => Err(Status::invalid_argument(format!(
             "unknown event kind {unknown:?}; known: {KINDS:?}"

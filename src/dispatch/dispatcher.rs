@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use omnigate_adapters::{
-    ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure,
+    ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure, Sender, Thread,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -188,20 +188,27 @@ async fn attempt(shared: &Shared, mut job: Job) {
         .await;
         return;
     }
-    let outbound = Outbound {
-        message_id: job.message_id.clone(),
-        to: job.to.clone(),
-        content: job.content.clone(),
-        status_callback: target.status_callback.clone(),
-        remaining_ttl: Some(Duration::from_millis((job.expires_at - now) as u64)),
-        reply_to: job.send_options.reply_to_provider_id.clone(),
-        tag: job.send_options.tag.clone(),
-    };
-    shared.metrics.in_flight().inc();
     let started = Instant::now();
-    let result = target.sender.send(&outbound).await;
+    let result = match thread_for(shared, target.sender.as_ref(), &job).await {
+        Ok(thread) => {
+            let outbound = Outbound {
+                message_id: job.message_id.clone(),
+                to: job.to.clone(),
+                content: job.content.clone(),
+                status_callback: target.status_callback.clone(),
+                remaining_ttl: Some(Duration::from_millis((job.expires_at - now) as u64)),
+                reply_to: job.send_options.reply_to_provider_id.clone(),
+                tag: job.send_options.tag.clone(),
+                thread,
+            };
+            shared.metrics.in_flight().inc();
+            let result = target.sender.send(&outbound).await;
+            shared.metrics.in_flight().dec();
+            result
+        }
+        Err(failure) => Err(failure),
+    };
     let seconds = started.elapsed().as_secs_f64();
-    shared.metrics.in_flight().dec();
     match result {
         Ok(accepted) => {
             let sent = Attempt::Sent {
@@ -278,6 +285,26 @@ async fn attempt(shared: &Shared, mut job: Job) {
             }
         }
     }
+}
+
+/// The conversation so far, for senders that thread by reference (email). Without it a
+/// reply would start a new thread in the person's mail client, so a store that cannot
+/// answer makes the attempt retry rather than send unthreaded.
+async fn thread_for(
+    shared: &Shared,
+    sender: &dyn Sender,
+    job: &Job,
+) -> Result<Thread, SendFailure> {
+    if !sender.threads_by_reference() {
+        return Ok(Thread::default());
+    }
+    shared.store.thread_of(&job.message_id).await.map_err(|e| {
+        let error = ProviderError::gateway(
+            ErrorCode::ProviderUnavailable,
+            format!("cannot read the conversation's thread: {e}"),
+        );
+        SendFailure::retryable(ProviderError { retryable: true, ..error }, None)
+    })
 }
 
 /// Writes an outcome; answers whether it was stored. An outcome that cannot be stored

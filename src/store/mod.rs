@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use omnigate_adapters::{
-    Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport,
+    Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport, Thread,
 };
 use tokio::sync::broadcast;
 
@@ -271,6 +271,30 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         error: &str,
     ) -> Result<Webhook, StoreError>;
+
+    /// The email thread that message `message_id` continues: the Message-IDs of its
+    /// conversation's earlier emails and the subject they go by.
+    async fn thread_of(&self, message_id: &str) -> Result<Thread, StoreError>;
+
+    /// How far an account's mailbox has been read: (UIDVALIDITY, last UID handled).
+    async fn mailbox_cursor(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError>;
+
+    async fn save_mailbox_cursor(
+        &self,
+        account: &str,
+        uid_validity: u32,
+        last_uid: u32,
+    ) -> Result<(), StoreError>;
+
+    /// Records that something arrived on `account` that could not become a message, as an
+    /// `inbound_rejected` event.
+    async fn reject_inbound(
+        &self,
+        account: &str,
+        channel: Channel,
+        reference: &str,
+        reason: &str,
+    ) -> Result<(), StoreError>;
 
     /// Flushes pending writes and stops the writer.
     async fn close(&self);

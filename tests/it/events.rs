@@ -75,3 +75,19 @@ async fn crm_deliveries_stay_in_order_under_concurrent_sends() {
         got.iter().all(|(id, ts, sig, body)| crate::webhooks::verify(&secret, id, ts, sig, body))
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_event_streams_instead_of_waiting_for_them() {
+    let mut t = support::gateway().start().await;
+    let request = pb::StreamEventsRequest { from_sequence: 0, kinds: vec![] };
+    let mut events = t.client.stream_events(request).await.expect("stream").into_inner();
+    t.send("+14155550100", "hello").await;
+    assert!(events.message().await.expect("ok").is_some(), "the stream is live");
+    // The client keeps its stream open; a drain must not wait on it forever.
+    tokio::time::timeout(Duration::from_secs(20), t.stop()).await.expect("shutdown finishes");
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.message().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended with the gateway");
+}

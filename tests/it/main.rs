@@ -2,6 +2,7 @@
 
 mod api;
 mod crash;
+mod email;
 mod events;
 mod meta;
 mod omnichannel;

@@ -18,6 +18,7 @@ pub struct TestGateway {
     pub client: GatewayClient<Channel>,
     /// Holds the store's directory for the test's life.
     pub _dir: tempfile::TempDir,
+    config: Config,
 }
 
 pub const WA_NUMBER_ID: &str = "106540352242922";
@@ -33,6 +34,7 @@ pub struct Builder {
     rate: String,
     dispatch: String,
     callback_delay_ms: u64,
+    extra: String,
 }
 
 pub fn gateway() -> Builder {
@@ -46,6 +48,7 @@ pub fn gateway() -> Builder {
             "max_attempts = 5\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\nbackoff_jitter = 0.1"
                 .into(),
         callback_delay_ms: 10,
+        extra: String::new(),
     }
 }
 
@@ -82,6 +85,18 @@ impl Builder {
     /// Fall back when a message is not delivered this long after it was sent.
     pub fn fallback_after_secs(mut self, secs: f64) -> Self {
         self.dispatch.push_str(&format!("\nfallback_after_secs = {secs}"));
+        self
+    }
+
+    /// More config, appended as TOML (accounts, sandboxes).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.dispatch = self.dispatch.replace("max_attempts = 5", &format!("max_attempts = {n}"));
         self
     }
 
@@ -164,7 +179,10 @@ endpoint_id = "{IG_ID}"
 access_token = "meta-token"
 app_secret = "{META_SECRET}"
 verify_token = "verify-me"
+
+{extra}
 "#,
+            extra = self.extra,
             db = dir.join("omnigate.db").display(),
             dispatch = self.dispatch,
             delay = self.callback_delay_ms,
@@ -179,14 +197,30 @@ verify_token = "verify-me"
 
     pub async fn start(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let gateway = Gateway::start(self.config(dir.path())).await.expect("gateway starts");
+        let config = self.config(dir.path());
+        let gateway = Gateway::start(config.clone()).await.expect("gateway starts");
         let client =
             GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await.expect("connect");
-        TestGateway { gateway: Some(gateway), client, _dir: dir }
+        TestGateway { gateway: Some(gateway), client, _dir: dir, config }
     }
 }
 
 impl TestGateway {
+    /// Shuts the gateway down (draining) and starts it again on the same store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let gateway = Gateway::start(self.config.clone()).await.expect("gateway restarts");
+        self.client =
+            GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await.expect("connect");
+        self.gateway = Some(gateway);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("shutdown");
+        }
+    }
+
     pub fn gw(&self) -> &Gateway {
         self.gateway.as_ref().expect("running")
     }

@@ -40,6 +40,9 @@ pub struct ImapConfig {
     pub poll_interval: Duration,
     /// Larger mail is not downloaded; it is reported as rejected.
     pub max_message_bytes: u64,
+    /// Attachments up to this size are stored with the message; larger ones are kept as a
+    /// reference to the mail on the server.
+    pub max_inline_attachment_bytes: u64,
     pub timeout: Duration,
 }
 
@@ -54,9 +57,6 @@ pub struct EmailAccount {
     pub ca_file: Option<PathBuf>,
     /// Attachments of one outbound message, in all.
     pub max_attachment_bytes: u64,
-    /// Inbound attachments up to this size are stored with the message; larger ones are
-    /// kept as a reference to the mail on the server.
-    pub max_inline_attachment_bytes: u64,
 }
 
 impl EmailAccount {

@@ -41,6 +41,15 @@ pub struct Fetched {
     pub raw: Option<Vec<u8>>,
 }
 
+/// A selected mailbox's identity and end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selected {
+    /// UIDs are only comparable while this stays the same (RFC 3501 2.3.1.1).
+    pub uid_validity: u32,
+    /// The UID the next mail will get.
+    pub uid_next: u32,
+}
+
 pub struct Mailbox {
     config: ImapConfig,
     tls: TlsConnector,
@@ -111,12 +120,15 @@ pub struct Session {
 }
 
 impl Session {
-    /// Selects the configured mailbox and answers its UIDVALIDITY.
-    pub async fn select(&mut self) -> Result<u32, ImapError> {
+    /// Selects the configured mailbox.
+    pub async fn select(&mut self) -> Result<Selected, ImapError> {
         let mailbox = self.mailbox.clone();
         let selected =
             within(self.timeout, async { Ok(self.inner.select(&mailbox).await?) }).await?;
-        selected.uid_validity.ok_or(ImapError::NoUidValidity(mailbox))
+        Ok(Selected {
+            uid_validity: selected.uid_validity.ok_or(ImapError::NoUidValidity(mailbox))?,
+            uid_next: selected.uid_next.unwrap_or(1),
+        })
     }
 
     /// Up to `limit` mails with a UID above `last_uid`, oldest first. Mails over

@@ -26,7 +26,7 @@ pub mod smtp;
 mod tls;
 
 pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};
-pub use imap::{Fetched, ImapError, Mailbox};
+pub use imap::{Fetched, ImapError, Mailbox, Selected, Session};
 pub use parse::{Incoming, MailError};
 pub use smtp::EmailSender;
 #[cfg(test)]

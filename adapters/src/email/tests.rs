@@ -25,7 +25,6 @@ fn account() -> EmailAccount {
         imap: None,
         ca_file: None,
         max_attachment_bytes: 1 << 20,
-        max_inline_attachment_bytes: 16,
     }
 }
 

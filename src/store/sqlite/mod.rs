@@ -193,6 +193,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn thread_of(&self, message_id: &str) -> Result<omnigate_adapters::Thread, StoreError> {
+        let id = message_id.to_string();
+        self.read(move |conn| ops::thread_of(conn, &id)).await
+    }
+
+    async fn mailbox_cursor(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
+        let account = account.to_string();
+        self.read(move |conn| ops::mailbox_cursor(conn, &account)).await
+    }
+
+    async fn save_mailbox_cursor(
+        &self,
+        account: &str,
+        uid_validity: u32,
+        last_uid: u32,
+    ) -> Result<(), StoreError> {
+        let account = account.to_string();
+        self.write(move |conn, _| ops::save_mailbox_cursor(conn, &account, uid_validity, last_uid))
+            .await
+    }
+
+    async fn reject_inbound(
+        &self,
+        account: &str,
+        channel: omnigate_adapters::Channel,
+        reference: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let kind = crate::model::EventKind::InboundRejected {
+            account: account.to_string(),
+            channel,
+            reference: reference.to_string(),
+            reason: reason.to_string(),
+        };
+        self.write(move |conn, events| ops::append_event(conn, events, kind)).await
+    }
+
     async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_string();
         self.read(move |conn| ops::get_message(conn, &id)).await

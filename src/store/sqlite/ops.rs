@@ -1,12 +1,14 @@
 //! The SQL of each store operation. Every function runs inside the writer's transaction
 //! (writes) or on a reader connection (reads).
 
-use omnigate_adapters::{MessageStatus, StatusReport};
+use omnigate_adapters::email::render;
+use omnigate_adapters::{MessageStatus, StatusReport, Thread};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::people;
 use crate::model::{
-    ChannelAttempt, Direction, Event, EventKind, Identity, Message, StatusChange, now_ms,
+    ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message,
+    StatusChange, now_ms,
 };
 use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
 
@@ -403,19 +405,25 @@ pub fn receive(
     if seen {
         return Ok(None);
     }
-    let contact_id = people::resolve_contact(conn, &inbound.from, inbound.now)?;
-    let conversation_id = people::thread(
-        conn,
-        events,
-        &people::Party {
-            contact_id: &contact_id,
-            account: &inbound.account,
-            channel: inbound.channel,
-            address: &inbound.from.address,
-        },
-        inbound.now,
-        inactivity_ms,
-    )?;
+    let (contact_id, conversation_id) = match referenced_conversation(conn, inbound)? {
+        Some(found) => found,
+        None => {
+            let contact_id = people::resolve_contact(conn, &inbound.from, inbound.now)?;
+            let conversation_id = people::thread(
+                conn,
+                events,
+                &people::Party {
+                    contact_id: &contact_id,
+                    account: &inbound.account,
+                    channel: inbound.channel,
+                    address: &inbound.from.address,
+                },
+                inbound.now,
+                inactivity_ms,
+            )?;
+            (contact_id, conversation_id)
+        }
+    };
     conn.prepare_cached(
         "INSERT INTO windows (account, peer, last_inbound_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = max(last_inbound_at, excluded.last_inbound_at)",
@@ -471,6 +479,93 @@ pub fn receive(
     ])?;
     append_event(conn, events, EventKind::Received { message: message.clone() })?;
     Ok(Some(message))
+}
+
+/// The open conversation of a message this one refers to (email's In-Reply-To and
+/// References, newest first), with its contact: a reply threads where it belongs even when
+/// it comes from another address of the person. A closed conversation stays closed; the
+/// reply then threads by its sender as any other message.
+fn referenced_conversation(
+    conn: &Connection,
+    inbound: &NewInbound,
+) -> Result<Option<(String, String)>, StoreError> {
+    let m = &inbound.message;
+    let candidates = m.reply_to.iter().chain(m.references.iter().rev());
+    for provider_id in candidates {
+        let found: Option<String> = conn
+            .prepare_cached(
+                "SELECT conversation_id FROM messages WHERE account = ?1 AND provider_message_id = ?2",
+            )?
+            .query_row([&inbound.account, provider_id], |r| r.get(0))
+            .optional()?;
+        let Some(conversation) =
+            found.map(|id| people::load_conversation(conn, &id)).transpose()?.flatten()
+        else {
+            continue;
+        };
+        if conversation.state == ConversationState::Open {
+            people::touch(conn, &conversation, inbound.channel, inbound.now)?;
+            return Ok(Some((conversation.contact_id.clone(), conversation.id)));
+        }
+    }
+    Ok(None)
+}
+
+/// The email thread a message continues: Message-IDs of the earlier emails of its
+/// conversation, oldest first, and the subject they go by.
+pub fn thread_of(conn: &Connection, message_id: &str) -> Result<Thread, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT provider_message_id, json_extract(doc, '$.content.email.subject'),
+                    coalesce(json_extract(doc, '$.content.email.text'),
+                             json_extract(doc, '$.content.text.body'),
+                             json_extract(doc, '$.content.media.caption'))
+             FROM messages
+             WHERE conversation_id = (SELECT conversation_id FROM messages WHERE id = ?1)
+               AND seq < (SELECT seq FROM messages WHERE id = ?1)
+               AND provider_message_id IS NOT NULL
+               AND json_extract(doc, '$.channel') = 'email'
+             ORDER BY seq",
+        )?
+        .query_map([message_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let explicit = rows
+        .iter()
+        .rev()
+        .find_map(|(_, subject, _)| subject.clone().filter(|s| !s.trim().is_empty()));
+    // A thread started from plain text goes by the subject its first email was given.
+    let subject = explicit.unwrap_or_else(|| match rows.first() {
+        Some((_, _, Some(text))) => render::subject_for("", &Thread::default(), text),
+        _ => String::new(),
+    });
+    Ok(Thread { subject, references: rows.into_iter().map(|(id, _, _)| id).collect() })
+}
+
+pub fn mailbox_cursor(conn: &Connection, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE account = ?1")?
+        .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+pub fn save_mailbox_cursor(
+    conn: &Connection,
+    account: &str,
+    uid_validity: u32,
+    last_uid: u32,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO mailbox_cursors (account, uid_validity, last_uid) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account) DO UPDATE SET uid_validity = excluded.uid_validity, last_uid = excluded.last_uid",
+    )?
+    .execute(params![account, uid_validity, last_uid])?;
+    Ok(())
 }
 
 /// How far back a watermark looks: receipts concern recent messages.
@@ -640,6 +735,7 @@ pub fn append_event(
         | EventKind::ConversationClosed { conversation } => conversation.contact_id.as_str(),
         EventKind::ContactMerged { contact, .. } => contact.id.as_str(),
         EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
+        EventKind::InboundRejected { .. } => "",
     };
     conn.prepare_cached("INSERT INTO events (at, kind, contact_id) VALUES (?1, ?2, ?3)")?
         .execute(params![at, serde_json::to_string(&kind)?, contact_id])?;

@@ -104,6 +104,15 @@ CREATE TABLE webhook_dead_letters (
     PRIMARY KEY (webhook_id, sequence)
 );
 "#,
+    r#"
+-- How far each email account's mailbox has been read: a UID is only meaningful with its
+-- mailbox's UIDVALIDITY (RFC 3501 2.3.1.1).
+CREATE TABLE mailbox_cursors (
+    account TEXT PRIMARY KEY,
+    uid_validity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.

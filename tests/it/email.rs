@@ -1,0 +1,416 @@
+//! Email against real mail servers: Postfix (submission 587 STARTTLS, 465 TLS) and Dovecot
+//! (IMAPS 993), started by `scripts/mail-servers.sh` (`.ci/run` runs it). Every user at
+//! omnigate.test and example.test exists; each test takes addresses of its own.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use omnigate_adapters::email::parse::{Incoming, Source, parse};
+use omnigate_adapters::email::{
+    EmailAccount, EmailSender, ImapConfig, Mailbox, Security, Session, SmtpConfig,
+};
+use omnigate_adapters::{Content, Outbound, Sender, Thread};
+use omnigate_proto::v1 as pb;
+
+use crate::support::{self, TestGateway};
+
+const PASSWORD: &str = "omnigate";
+
+fn mail_dir() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("OMNIGATE_MAIL_DIR").unwrap_or_else(|_| "/var/lib/omnigate-test-mail".into()),
+    );
+    assert!(
+        dir.join("ca.pem").exists(),
+        "the email tests need the real mail servers: run scripts/mail-servers.sh as root first"
+    );
+    dir
+}
+
+fn ca() -> PathBuf {
+    mail_dir().join("ca.pem")
+}
+
+/// An address no other test (or earlier run) uses.
+fn unique(local: &str, domain: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{local}-{nanos:x}-{}@{domain}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The gateway's email account on the real servers, reading `mailbox`.
+fn account_toml(address: &str, smtp_port: u16, security: &str, mailbox: &str) -> String {
+    format!(
+        r#"
+[[accounts]]
+type = "email"
+id = "mail"
+address = "{address}"
+display_name = "Omnigate Shop"
+ca_file = "{ca}"
+[accounts.smtp]
+host = "localhost"
+port = {smtp_port}
+security = "{security}"
+username = "{address}"
+password = "{PASSWORD}"
+timeout_ms = 10000
+[accounts.imap]
+host = "localhost"
+port = 993
+security = "tls"
+username = "{address}"
+password = "{PASSWORD}"
+mailbox = "{mailbox}"
+poll_interval_secs = 2
+"#,
+        ca = ca().display()
+    )
+}
+
+async fn start(address: &str) -> TestGateway {
+    support::gateway().extra(&account_toml(address, 587, "starttls", "INBOX")).start().await
+}
+
+/// A person's (or our own) mailbox, as their mail client sees it.
+async fn login(address: &str, mailbox: &str) -> Session {
+    let config = ImapConfig {
+        host: "localhost".into(),
+        port: 993,
+        security: Security::Tls,
+        username: address.into(),
+        password: PASSWORD.into(),
+        mailbox: mailbox.into(),
+        poll_interval: Duration::from_secs(1),
+        max_message_bytes: 1 << 20,
+        max_inline_attachment_bytes: 1 << 20,
+        timeout: Duration::from_secs(10),
+    };
+    Mailbox::new(config, Some(&ca())).expect("mailbox").connect().await.expect("imap login")
+}
+
+/// Waits until `address`'s inbox holds `n` mails; answers them, oldest first.
+async fn inbox(address: &str, n: usize) -> Vec<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut session = login(address, "INBOX").await;
+        session.select().await.expect("select");
+        let mails = session.fetch_after(0, 100, 1 << 20).await.expect("fetch");
+        session.logout().await;
+        if mails.len() >= n {
+            return mails.into_iter().filter_map(|m| m.raw).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} got {} of {n} mails",
+            mails.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn read(raw: &[u8], reader: &str) -> (omnigate_adapters::InboundMessage, omnigate_adapters::Email) {
+    let source = Source {
+        account_address: reader,
+        fallback_id: "none".into(),
+        url: String::new(),
+        max_inline_attachment_bytes: 1 << 20,
+    };
+    match parse(raw, &source) {
+        Ok(Incoming::Message(m)) => {
+            let Content::Email(e) = m.content.clone() else { panic!("not email") };
+            (m, e)
+        }
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+/// Sends as a person would from their mail client, through the real submission server.
+async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
+    let account = EmailAccount {
+        address: from.into(),
+        display_name: String::new(),
+        smtp: SmtpConfig {
+            host: "localhost".into(),
+            port: 587,
+            security: Security::StartTls,
+            username: from.into(),
+            password: PASSWORD.into(),
+            pool_size: 1,
+            timeout: Duration::from_secs(10),
+        },
+        imap: None,
+        ca_file: Some(ca()),
+        max_attachment_bytes: 1 << 20,
+    };
+    let mut out = Outbound::new(format!("reply{}", fastrand::u64(..)), to, Content::text(text));
+    out.thread = thread;
+    EmailSender::new(account).expect("sender").send(&out).await.expect("reply submitted");
+}
+
+fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {
+    pb::content::Kind::Email(pb::Email {
+        subject: subject.into(),
+        text: text.into(),
+        html: html.into(),
+        attachments: vec![pb::Attachment {
+            filename: "receipt.txt".into(),
+            mime_type: "text/plain".into(),
+            data: b"total: 42 EUR".to_vec(),
+            ..Default::default()
+        }],
+        reply_text: String::new(),
+    })
+}
+
+/// Waits for the conversation to hold `n` messages; answers them.
+async fn history_of(gw: &mut TestGateway, conversation_id: &str, n: usize) -> Vec<pb::Message> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = gw.history(conversation_id).await;
+        if history.len() >= n {
+            return history;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "conversation has {} of {n}: {history:#?}",
+            history.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversation() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = start(&shop).await;
+
+    let first = gw
+        .send_request(support::request(
+            pb::Channel::Email,
+            &ann,
+            email(
+                "Your order №42",
+                "Hello Ann,\nyour order ships today.",
+                "<p>Hello Ann,<br>your order <b>ships today</b>.</p>",
+            ),
+        ))
+        .await
+        .expect("accepted");
+    let first = gw.wait_for(&first.id, pb::MessageStatus::Sent).await;
+    assert_eq!(first.provider_message_id, format!("{}@omnigate.test", first.id));
+
+    // What Ann's mail client shows.
+    let mails = inbox(&ann, 1).await;
+    let (mail, content) = read(&mails[0], &ann);
+    assert_eq!(mail.provider_message_id, first.provider_message_id);
+    assert_eq!(mail.from, shop);
+    assert_eq!(content.subject, "Your order №42");
+    assert!(content.html.contains("<b>ships today</b>"), "{}", content.html);
+    assert_eq!(content.text.trim_end(), "Hello Ann,\nyour order ships today.");
+    assert_eq!(content.attachments.len(), 1);
+    assert_eq!(content.attachments[0].data, b"total: 42 EUR");
+
+    // Ann answers from her other address: only the References header can thread it.
+    let ann_work = unique("ann.work", "example.test");
+    let thread = Thread {
+        subject: content.subject.clone(),
+        references: vec![mail.provider_message_id.clone()],
+    };
+    reply_as(&ann_work, &shop, "Thanks! Can it come on Friday?", thread).await;
+    let history = history_of(&mut gw, &first.conversation_id, 2).await;
+    let reply = &history[1];
+    assert_eq!(reply.status, pb::MessageStatus::Received as i32);
+    assert_eq!(reply.direction, pb::Direction::Inbound as i32);
+    assert_eq!(reply.channel, pb::Channel::Email as i32);
+    assert_eq!(reply.from, ann_work);
+    assert_eq!(reply.reply_to_message_id, first.id);
+    let Some(pb::content::Kind::Email(e)) = reply.content.as_ref().and_then(|c| c.kind.clone())
+    else {
+        panic!("not email: {reply:#?}")
+    };
+    assert_eq!(e.subject, "Re: Your order №42");
+    assert_eq!(e.reply_text, "Thanks! Can it come on Friday?");
+
+    // A plain text answer continues the thread: subject and References from the conversation.
+    let second = gw
+        .send_request(pb::SendMessageRequest {
+            conversation_id: first.conversation_id.clone(),
+            ..support::request(pb::Channel::Email, &ann, support::text("Yes, Friday works."))
+        })
+        .await
+        .expect("accepted");
+    gw.wait_for(&second.id, pb::MessageStatus::Sent).await;
+    let mails = inbox(&ann, 2).await;
+    let (mail, content) = read(&mails[1], &ann);
+    assert_eq!(content.subject, "Re: Your order №42");
+    assert_eq!(mail.reply_to.as_deref(), Some(reply.provider_message_id.as_str()));
+    assert_eq!(
+        mail.references,
+        vec![first.provider_message_id.clone(), reply.provider_message_id.clone()]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_bounce_in_the_mailbox_fails_the_message_with_its_status_over_implicit_tls() {
+    let shop = unique("shop", "omnigate.test");
+    let mut gw = support::gateway().extra(&account_toml(&shop, 465, "tls", "INBOX")).start().await;
+    let sent = gw
+        .send_request(support::request(
+            pb::Channel::Email,
+            "nobody@bounce.test",
+            support::text("Hi"),
+        ))
+        .await
+        .expect("accepted");
+    // Postfix takes it (250 over SMTPS), then its delivery fails and a DSN comes back.
+    let sent = gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
+    assert!(support::statuses(&sent).contains(&pb::MessageStatus::Sent), "{sent:#?}");
+    let error = sent.error.expect("error");
+    assert_eq!(error.provider, "smtp");
+    assert_eq!(error.provider_code, "5.1.1");
+    assert_eq!(error.code, pb::ErrorCode::InvalidRecipient as i32);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_4xx_reply_is_retried_with_backoff_and_keeps_the_smtp_codes() {
+    let shop = unique("shop", "omnigate.test");
+    let mut gw = support::gateway()
+        .max_attempts(3)
+        .extra(&account_toml(&shop, 587, "starttls", "INBOX"))
+        .start()
+        .await;
+    let sent = gw
+        .send_request(support::request(
+            pb::Channel::Email,
+            "later@tempfail.test",
+            support::text("Hi"),
+        ))
+        .await
+        .expect("accepted");
+    let failed = gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
+    assert_eq!(failed.attempts, 3);
+    assert!(support::statuses(&failed).contains(&pb::MessageStatus::Queued), "{failed:#?}");
+    let error = failed.error.expect("error");
+    // Postfix's access map answers "450 4.2.0 ... Mailbox busy" (scripts/mail-servers.sh).
+    assert_eq!(error.provider_code, "450 4.2.0");
+    assert_eq!(error.code, pb::ErrorCode::AttemptsExhausted as i32);
+    gw.stop().await;
+}
+
+/// A mail as a person's client would append it.
+fn mail(from: &str, to: &str, id: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: note {id}\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+async fn append(address: &str, mailbox: &str, raw: &[u8]) {
+    let mut session = login(address, mailbox).await;
+    session.inner_mut().append(mailbox, None, None, raw).await.expect("append");
+    session.logout().await;
+}
+
+/// The inbound email messages of the conversation that `provider_id` started.
+async fn received_in(gw: &mut TestGateway, provider_id: &str, n: usize) -> Vec<pb::Message> {
+    let first = gw.received(provider_id).await;
+    history_of(gw, &first.conversation_id, n).await
+}
+
+#[tokio::test]
+async fn a_restart_mid_sync_neither_loses_nor_repeats_mail() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = start(&shop).await;
+    // Connected once: the cursor exists, so what arrives from now on is read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.stop().await;
+    const N: usize = 90;
+    let mut session = login(&shop, "INBOX").await;
+    for i in 0..N {
+        let raw = mail(&ann, &shop, &format!("m{i}.{ann}"), "hello");
+        session.inner_mut().append("INBOX", None, None, raw).await.expect("append");
+    }
+    session.logout().await;
+    gw.restart().await;
+    // Stop as soon as the first mail is in, while the rest of the backlog is still read.
+    gw.received(&format!("m0.{ann}")).await;
+    gw.restart().await;
+    let all = received_in(&mut gw, &format!("m0.{ann}"), N).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all_again = gw.history(&all[0].conversation_id).await;
+    assert_eq!(all_again.len(), N, "every mail exactly once");
+    let mut ids: Vec<_> = all_again.iter().map(|m| m.provider_message_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_uidvalidity_change_reads_the_mailbox_again_without_duplicates() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut admin = login(&shop, "INBOX").await;
+    admin.inner_mut().create("Support").await.expect("create");
+    let mut gw =
+        support::gateway().extra(&account_toml(&shop, 587, "starttls", "Support")).start().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    append(&shop, "Support", &mail(&ann, &shop, &format!("a.{ann}"), "first")).await;
+    let a = gw.received(&format!("a.{ann}")).await;
+    let before = gw.gw().state().store.mailbox_cursor("mail").await.expect("cursor").expect("set");
+
+    // Recreating the mailbox gives it a new UIDVALIDITY; the same mail comes back with it.
+    admin.inner_mut().delete("Support").await.expect("delete");
+    admin.inner_mut().create("Support").await.expect("create again");
+    admin.logout().await;
+    append(&shop, "Support", &mail(&ann, &shop, &format!("a.{ann}"), "first")).await;
+    append(&shop, "Support", &mail(&ann, &shop, &format!("b.{ann}"), "second")).await;
+    let history = history_of(&mut gw, &a.conversation_id, 2).await;
+    let after = gw.gw().state().store.mailbox_cursor("mail").await.expect("cursor").expect("set");
+    assert_ne!(after.0, before.0, "the new UIDVALIDITY is stored");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let history_again = gw.history(&a.conversation_id).await;
+    let ids: Vec<_> = history_again.iter().map(|m| m.provider_message_id.as_str()).collect();
+    assert_eq!(ids, vec![format!("a.{ann}"), format!("b.{ann}")], "{history:#?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = start(&shop).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    append(&shop, "INBOX", b"Subject: no sender here\r\n\r\nwho sent this?\r\n").await;
+    append(&shop, "INBOX", &mail(&ann, &shop, &format!("ok.{ann}"), "a real one")).await;
+    // From the start of the log: the stream replays what happened before it opened.
+    let request =
+        pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["inbound_rejected".into()] };
+    let mut events = gw.client.stream_events(request).await.expect("stream").into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(15), events.message())
+        .await
+        .expect("in time")
+        .expect("stream ok")
+        .expect("open");
+    let Some(pb::event::Kind::InboundRejected(rejected)) = event.kind else { panic!("{event:?}") };
+    assert_eq!(rejected.account, "mail");
+    assert_eq!(rejected.channel, pb::Channel::Email as i32);
+    assert!(rejected.reason.contains("no sender"), "{}", rejected.reason);
+    assert!(
+        rejected.reference.starts_with("imap://localhost/INBOX;UIDVALIDITY="),
+        "{}",
+        rejected.reference
+    );
+    let ok = gw.received(&format!("ok.{ann}")).await;
+    assert_eq!(ok.from, ann);
+    gw.stop().await;
+}
