@@ -29,8 +29,13 @@ enum Command {
     Demo {
         #[arg(long, short, default_value = "config/omnigate.toml")]
         config: PathBuf,
-        #[arg(long, default_value = "+14155550100")]
-        to: String,
+        /// `sms` goes on to DELIVERED by the sandbox's receipts; `email` ends at SENT, when
+        /// the SMTP sandbox took it (email has no receipts unless a DSN comes back).
+        #[arg(long, value_enum, default_value = "sms")]
+        channel: ChannelArg,
+        /// Default: +14155550100 for SMS, ann@example.com for email.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Sends one message through a running gateway's gRPC API.
     Send {
@@ -122,7 +127,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let drained = gateway.shutdown().await?;
             Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Demo { config, to } => demo(load(&config)?, to).await,
+        Command::Demo { config, channel, to } => demo(load(&config)?, channel.into(), to).await,
         Command::Send { addr, channel, to, text, media_url, account, idempotency_key, wait } => {
             let content = match (media_url, text) {
                 (Some(url), caption) => pb::content::Kind::Media(pb::Media {
@@ -150,7 +155,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 client.send_message(request).await?.into_inner().message.context("empty answer")?;
             println!("{} {}", message.id, status_name(message.status));
             if wait {
-                follow(&mut client, &message.id).await?;
+                let done = match channel {
+                    ChannelArg::Email => pb::MessageStatus::Sent,
+                    _ => pb::MessageStatus::Delivered,
+                };
+                follow(&mut client, &message.id, done).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -183,7 +192,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 /// Runs the gateway on free ports and a scratch store, sends one message, and prints each
 /// status it passes through.
-async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
+async fn demo(
+    mut config: Config,
+    channel: pb::Channel,
+    to: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let (to, done) = match channel {
+        pb::Channel::Email => {
+            (to.unwrap_or_else(|| "ann@example.com".into()), pb::MessageStatus::Sent)
+        }
+        _ => (to.unwrap_or_else(|| "+14155550100".into()), pb::MessageStatus::Delivered),
+    };
     let dir = std::env::temp_dir().join(format!("omnigate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     config.store.url = format!("sqlite://{}", dir.join("demo.db").display());
@@ -197,7 +216,7 @@ async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
         gateway.grpc_addr, gateway.http_addr
     );
     let request = pb::SendMessageRequest {
-        channel: pb::Channel::Sms as i32,
+        channel: channel as i32,
         to,
         content: Some(pb::Content {
             kind: Some(pb::content::Kind::Text(pb::Text {
@@ -211,21 +230,22 @@ async fn demo(mut config: Config, to: String) -> anyhow::Result<ExitCode> {
         client.send_message(request).await?.into_inner().message.context("empty answer")?;
     println!("{} {}", message.id, status_name(message.status));
     let outcome =
-        tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id)).await;
+        tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id, done)).await;
     gateway.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
-        Ok(Ok(pb::MessageStatus::Delivered)) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(status)) if status == done => Ok(ExitCode::SUCCESS),
         Ok(Ok(_)) => Ok(ExitCode::from(3)),
         Ok(Err(e)) => Err(e),
         Err(_) => anyhow::bail!("no final status within 30 s"),
     }
 }
 
-/// Prints the message's status changes until it reaches DELIVERED or a terminal status.
+/// Prints the message's status changes until it reaches `done` or a terminal status.
 async fn follow(
     client: &mut GatewayClient<tonic::transport::Channel>,
     id: &str,
+    done: pb::MessageStatus,
 ) -> anyhow::Result<pb::MessageStatus> {
     let mut events = client
         .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
@@ -240,7 +260,8 @@ async fn follow(
             .map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message))
             .unwrap_or_default();
         println!("{} {}{detail}", message.id, status_name(message.status));
-        if matches!(
+        if status == done
+            || matches!(
             status,
             pb::MessageStatus::Delivered
                 | pb::MessageStatus::Read

@@ -62,3 +62,28 @@ async fn grpc_health_and_reflection_are_served() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"omnigate.v1.Gateway".to_string()), "{names:?}");
 }
+
+/// `omnigate demo` on the default config, as the README tells a new user to run it.
+fn demo(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("demo")
+        .args(args)
+        .output()
+        .expect("omnigate demo runs");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_demo_shows_sms_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
+    let (code, out) = demo(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("MESSAGE_STATUS_DELIVERED"), "{out}");
+    let (code, out) = demo(&["--channel", "email"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("MESSAGE_STATUS_SENT"), "{out}");
+    // The SMTP sandbox refuses this recipient with 550 5.1.1 (config/omnigate.toml).
+    let (code, out) = demo(&["--channel", "email", "--to", "bounce@example.com"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("MESSAGE_STATUS_FAILED (smtp 550 5.1.1"), "{out}");
+}
