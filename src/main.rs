@@ -262,13 +262,14 @@ async fn follow(
         println!("{} {}{detail}", message.id, status_name(message.status));
         if status == done
             || matches!(
-            status,
-            pb::MessageStatus::Delivered
-                | pb::MessageStatus::Read
-                | pb::MessageStatus::Failed
-                | pb::MessageStatus::Canceled
-                | pb::MessageStatus::Expired
-        ) {
+                status,
+                pb::MessageStatus::Delivered
+                    | pb::MessageStatus::Read
+                    | pb::MessageStatus::Failed
+                    | pb::MessageStatus::Canceled
+                    | pb::MessageStatus::Expired
+            )
+        {
             return Ok(status);
         }
     }
