@@ -52,6 +52,7 @@ id = "mail"
 address = "{address}"
 display_name = "Omnigate Shop"
 ca_file = "{ca}"
+max_attachment_bytes = 4096
 [accounts.smtp]
 host = "localhost"
 port = {smtp_port}
@@ -412,5 +413,60 @@ async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
     );
     let ok = gw.received(&format!("ok.{ann}")).await;
     assert_eq!(ok.from, ann);
+    gw.stop().await;
+}
+
+/// Serves `body` at http://127.0.0.1:PORT/files/NAME, as a CDN would.
+async fn serve_file(body: Vec<u8>) -> String {
+    let app = axum::Router::new().route(
+        "/files/{name}",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/pdf")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/files")
+}
+
+fn with_url(url: String) -> pb::content::Kind {
+    pb::content::Kind::Email(pb::Email {
+        subject: "Your invoice".into(),
+        text: "Attached.".into(),
+        attachments: vec![pb::Attachment { url, ..Default::default() }],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn url_attachments_are_fetched_within_the_size_limit() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = start(&shop).await;
+    let base = serve_file(b"%PDF-1.7 tiny invoice".to_vec()).await;
+    let sent = gw
+        .send_request(support::request(pb::Channel::Email, &ann, with_url(format!("{base}/invoice.pdf"))))
+        .await
+        .expect("accepted");
+    gw.wait_for(&sent.id, pb::MessageStatus::Sent).await;
+    let (_, content) = read(&inbox(&ann, 1).await[0], &ann);
+    let file = &content.attachments[0];
+    assert_eq!(file.filename, "invoice.pdf");
+    assert_eq!(file.mime_type, "application/pdf");
+    assert_eq!(file.data, b"%PDF-1.7 tiny invoice");
+
+    // Over the account's max_attachment_bytes (4096): refused for good, never half sent.
+    let big = serve_file(vec![b'x'; 5000]).await;
+    let refused = gw
+        .send_request(support::request(pb::Channel::Email, &ann, with_url(format!("{big}/big.pdf"))))
+        .await
+        .expect("accepted");
+    let refused = gw.wait_for(&refused.id, pb::MessageStatus::Failed).await;
+    assert_eq!(refused.attempts, 1);
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::InvalidContent as i32);
+    assert!(error.message.contains("4096"), "{}", error.message);
     gw.stop().await;
 }
