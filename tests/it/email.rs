@@ -49,6 +49,7 @@ fn account_toml(address: &str, smtp_port: u16, security: &str, mailbox: &str) ->
 [[accounts]]
 type = "email"
 id = "mail"
+default = true
 address = "{address}"
 display_name = "Omnigate Shop"
 ca_file = "{ca}"
@@ -447,7 +448,11 @@ async fn url_attachments_are_fetched_within_the_size_limit() {
     let mut gw = start(&shop).await;
     let base = serve_file(b"%PDF-1.7 tiny invoice".to_vec()).await;
     let sent = gw
-        .send_request(support::request(pb::Channel::Email, &ann, with_url(format!("{base}/invoice.pdf"))))
+        .send_request(support::request(
+            pb::Channel::Email,
+            &ann,
+            with_url(format!("{base}/invoice.pdf")),
+        ))
         .await
         .expect("accepted");
     gw.wait_for(&sent.id, pb::MessageStatus::Sent).await;
@@ -460,7 +465,11 @@ async fn url_attachments_are_fetched_within_the_size_limit() {
     // Over the account's max_attachment_bytes (4096): refused for good, never half sent.
     let big = serve_file(vec![b'x'; 5000]).await;
     let refused = gw
-        .send_request(support::request(pb::Channel::Email, &ann, with_url(format!("{big}/big.pdf"))))
+        .send_request(support::request(
+            pb::Channel::Email,
+            &ann,
+            with_url(format!("{big}/big.pdf")),
+        ))
         .await
         .expect("accepted");
     let refused = gw.wait_for(&refused.id, pb::MessageStatus::Failed).await;

@@ -356,7 +356,7 @@ async fn a_contact_gets_the_first_channel_that_can_carry_the_message() {
 }
 
 /// The journey: SMS out, a WhatsApp reply in, a WhatsApp send that fails and falls back to
-/// SMS: one contact, one conversation, one history, and a CRM that sees every step signed.
+/// email: one contact, one conversation, one history, and a CRM that sees every step signed.
 #[tokio::test]
 async fn journey_across_channels_with_fallback_and_crm_webhooks() {
     let mut t = support::gateway()
@@ -383,20 +383,38 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
     let reply = t.received("wamid.J1").await;
     assert_eq!(reply.conversation_id, sms.conversation_id);
 
-    // WhatsApp refuses this send outright (131026): the message falls back to SMS.
+    // The person also has an email address.
+    t.client
+        .link_identity(pb::LinkIdentityRequest {
+            contact_id: sms.contact_id.clone(),
+            identity: Some(pb::Identity {
+                channel: pb::Channel::Email as i32,
+                address: "Ann@Example.com".into(),
+            }),
+        })
+        .await
+        .expect("link");
+    // WhatsApp refuses this send outright (131026): the message falls back to email, where
+    // the SMTP sandbox takes it (SENT: email has no delivery receipts).
     let mut answer =
         request(pb::Channel::Whatsapp, "+14155550630", text("yes: reply with the new address"));
-    answer.fallback_channels = vec![pb::Channel::Sms as i32];
+    answer.fallback_channels = vec![pb::Channel::Email as i32];
     let answer = t.send_request(answer).await.expect("accepted");
     assert_eq!(answer.channel, pb::Channel::Whatsapp as i32);
-    let done = t.wait_for(&answer.id, pb::MessageStatus::Delivered).await;
+    let done = t.wait_for(&answer.id, pb::MessageStatus::Sent).await;
     assert_eq!(done.id, answer.id, "one message, one id");
-    assert_eq!(done.channel, pb::Channel::Sms as i32);
+    assert_eq!(done.channel, pb::Channel::Email as i32);
+    assert_eq!(done.to, "ann@example.com");
+    assert_eq!(done.provider_message_id, format!("{}@omnigate.test", answer.id));
+    let mail =
+        t.smtp().accepted().into_iter().find(|m| m.to == ["ann@example.com"]).expect("mailed");
+    let mail = String::from_utf8_lossy(&mail.data).to_string();
+    assert!(mail.contains("Subject: yes: reply with the new address"), "{mail}");
     assert_eq!(done.channel_attempts.len(), 1);
     let attempt = &done.channel_attempts[0];
     assert_eq!(attempt.channel, pb::Channel::Whatsapp as i32);
     assert_eq!(attempt.error.as_ref().map(|e| e.provider_code.as_str()), Some("131026"));
-    assert!(done.status_history.iter().any(|c| c.provider_status == "fallback to sms"));
+    assert!(done.status_history.iter().any(|c| c.provider_status == "fallback to email"));
     assert_eq!(done.conversation_id, sms.conversation_id);
 
     let history = t.history(&sms.conversation_id).await;

@@ -146,12 +146,46 @@ async fn bad_requests_are_refused_with_a_reason() {
             "nope",
         ),
         (
+            // A line break in a header would let a client inject headers.
             pb::SendMessageRequest {
                 channel: pb::Channel::Email as i32,
+                content: Some(pb::Content {
+                    kind: Some(pb::content::Kind::Email(pb::Email {
+                        subject: "hi\r\nBcc: victim@example.com".into(),
+                        text: "x".into(),
+                        ..Default::default()
+                    })),
+                }),
                 ..text_request("ann@example.com", "x")
             },
-            Code::FailedPrecondition,
-            "no account",
+            Code::InvalidArgument,
+            "subject must be one line",
+        ),
+        (
+            pb::SendMessageRequest {
+                channel: pb::Channel::Email as i32,
+                content: Some(pb::Content {
+                    kind: Some(pb::content::Kind::Email(pb::Email {
+                        text: "x".into(),
+                        attachments: vec![pb::Attachment {
+                            filename: "a.pdf".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })),
+                }),
+                ..text_request("ann@example.com", "x")
+            },
+            Code::InvalidArgument,
+            "attachments[0] needs a url or data",
+        ),
+        (
+            pb::SendMessageRequest {
+                channel: pb::Channel::Email as i32,
+                ..text_request("ann@localhost", "x")
+            },
+            Code::InvalidArgument,
+            "to",
         ),
         (
             pb::SendMessageRequest {

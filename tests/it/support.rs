@@ -25,6 +25,8 @@ pub const WA_NUMBER_ID: &str = "106540352242922";
 pub const PAGE_ID: &str = "112233445566778";
 pub const IG_ID: &str = "17841400000000000";
 pub const META_SECRET: &str = "test-app-secret";
+/// The address of the email account on the SMTP sandbox.
+pub const EMAIL_FROM: &str = "shop@omnigate.test";
 
 pub struct Builder {
     inactivity_secs: u64,
@@ -180,6 +182,16 @@ access_token = "meta-token"
 app_secret = "{META_SECRET}"
 verify_token = "verify-me"
 
+[sandbox.email]
+rules = [{{ to_prefix = "bounce@", fault = "550 5.1.1 No such user" }}]
+
+[[accounts]]
+type = "email"
+id = "email"
+address = "{EMAIL_FROM}"
+display_name = "Omnigate Shop"
+smtp = {{ host = "sandbox" }}
+
 {extra}
 "#,
             extra = self.extra,
@@ -254,6 +266,10 @@ impl TestGateway {
                 return m;
             }
         }
+    }
+
+    pub fn smtp(&self) -> &omnigate_adapters::email::sandbox::SmtpSandbox {
+        self.gw().email_sandbox.as_ref().expect("smtp sandbox configured")
     }
 
     pub fn meta(&self) -> &omnigate_adapters::meta::sandbox::SandboxHandle {
