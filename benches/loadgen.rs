@@ -166,6 +166,13 @@ access_token = "bench"
 app_secret = "bench"
 verify_token = "bench"
 rate_limit = {{ per_second = {per_second}, burst = {per_second} }}
+[sandbox.email]
+[[accounts]]
+type = "email"
+id = "email"
+address = "shop@omnigate.example"
+smtp = {{ host = "sandbox", pool_size = 32 }}
+rate_limit = {{ per_second = {per_second}, burst = {per_second} }}
 "#,
         dir.join("bench.db").display()
     ))
@@ -228,9 +235,31 @@ fn whatsapp(i: usize) -> pb::SendMessageRequest {
     }
 }
 
-/// Sends with an unpaced route: every message goes through the sandbox and both of its
-/// status callbacks, and counts when its DELIVERED event is streamed.
-async fn gateway_run(args: &Args, request: fn(usize) -> pb::SendMessageRequest) -> GatewayRun {
+/// An email with a subject, text and HTML to a distinct address each (SMTP sandbox).
+fn email(i: usize) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        channel: pb::Channel::Email as i32,
+        to: format!("person{i}@example.com"),
+        content: Some(pb::Content {
+            kind: Some(pb::content::Kind::Email(pb::Email {
+                subject: "Your order".into(),
+                text: "benchmark message".into(),
+                html: "<p>benchmark message</p>".into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends with an unpaced route: every message goes through its sandbox (and, for SMS and
+/// WhatsApp, the status callbacks), and counts when it reaches `done` in the event stream:
+/// DELIVERED, or SENT for email, which has no receipts.
+async fn gateway_run(
+    args: &Args,
+    request: fn(usize) -> pb::SendMessageRequest,
+    done: pb::MessageStatus,
+) -> GatewayRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 1_000_000)).await.expect("gateway");
     let addr = format!("http://{}", gateway.grpc_addr);
@@ -246,7 +275,7 @@ async fn gateway_run(args: &Args, request: fn(usize) -> pb::SendMessageRequest) 
         let mut n = 0;
         while let Some(e) = events.message().await.expect("event") {
             if let Some(pb::event::Kind::MessageStatusChanged(c)) = e.kind
-                && c.message.is_some_and(|m| m.status == pb::MessageStatus::Delivered as i32)
+                && c.message.is_some_and(|m| m.status == done as i32)
             {
                 n += 1;
                 if n == total {
@@ -297,12 +326,13 @@ fn main() {
         // Warm both paths once (connections, page cache) before measuring.
         let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None };
         echo_baseline(&warm).await;
-        gateway_run(&warm, sms).await;
+        gateway_run(&warm, sms, pb::MessageStatus::Delivered).await;
 
         let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
         let (accept_rate, accept_p50, accept_p99) = accept_run(&args).await;
-        let g = gateway_run(&args, sms).await;
-        let w = gateway_run(&args, whatsapp).await;
+        let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
+        let w = gateway_run(&args, whatsapp, pb::MessageStatus::Delivered).await;
+        let e = gateway_run(&args, email, pb::MessageStatus::Sent).await;
         println!("omnigate load generator: {} messages, {} concurrent clients, {} cores", args.messages, args.concurrency,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         println!("| run | rate (/s) | vs echo | p50 | p99 |");
@@ -313,7 +343,9 @@ fn main() {
         println!("| SMS end to end (to DELIVERED) | {:.0} | {:.2} | | |", g.e2e_per_s, g.e2e_per_s / echo_rate);
         println!("| WhatsApp accepted while delivering | {:.0} | {:.2} | {:.2?} | {:.2?} |", w.accepted_per_s, w.accepted_per_s / echo_rate, w.p50, w.p99);
         println!("| WhatsApp end to end (to DELIVERED) | {:.0} | {:.2} | | |", w.e2e_per_s, w.e2e_per_s / echo_rate);
-        println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp", g.group, w.group);
+        println!("| Email accepted while sending (SMTP sandbox) | {:.0} | {:.2} | {:.2?} | {:.2?} |", e.accepted_per_s, e.accepted_per_s / echo_rate, e.p50, e.p99);
+        println!("| Email end to end (to SENT, SMTP 250) | {:.0} | {:.2} | | |", e.e2e_per_s, e.e2e_per_s / echo_rate);
+        println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp, {:.1} email", g.group, w.group, e.group);
         println!("peak RSS of the whole run (clients, sandbox and gateway): {:.0} MiB", peak_rss_mib());
     });
 }
