@@ -81,6 +81,8 @@ EOF
 mkdir -p /var/spool/postfix/private
 chown postfix:postfix /var/spool/postfix/private 2>/dev/null || true
 doveadm -c "$DIR/dovecot.conf" stop 2>/dev/null || true
+# A system Dovecot that the package install started would hold the IMAP ports.
+pkill -x dovecot 2>/dev/null && sleep 1 || true
 dovecot -c "$DIR/dovecot.conf" </dev/null >/dev/null 2>&1
 
 # Postfix: virtual mailboxes for the two test domains, nothing leaves the machine.
@@ -147,11 +149,17 @@ postfix check
 postfix stop 2>/dev/null || true
 postfix start </dev/null >/dev/null 2>&1
 
-# Both answer before this script returns.
+# Both answer before this script returns, or it fails with their logs.
 for port in 587 465 143 993; do
-  for _ in $(seq 50); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+  up=no
+  for _ in $(seq 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then up=yes; break; fi
     sleep 0.1
   done
+  if [ "$up" = no ]; then
+    echo "port $port does not answer" >&2
+    tail -20 "$DIR/dovecot.log" "$DIR/postfix.log" >&2 2>/dev/null || true
+    exit 1
+  fi
 done
 echo "mail servers up: submission 587, smtps 465, imap 143, imaps 993; CA $DIR/ca.pem"

@@ -1,6 +1,5 @@
 //! The single writer: it takes write closures from a channel and runs as many as are waiting
-//! in one transaction (group commit), so that durability costs one fsync per batch. Each
-//! closure runs in its own savepoint, so one failed write does not undo its neighbours.
+//! in one transaction (group commit), so that durability costs one fsync per batch.
 //! Replies go out only after the commit, and committed events are then broadcast in order.
 //!
 //! Writes do not get savepoints of their own: those cost a sub-journal copy of every page a
