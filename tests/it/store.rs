@@ -7,7 +7,9 @@ use std::time::Duration;
 use omnigate::model::{EventKind, new_id, now_ms};
 use omnigate::store::sqlite::SqliteStore;
 use omnigate::store::{AcceptOutcome, Attempt, NewInbound, NewMessage, Store, StoreError};
-use omnigate_adapters::{Channel, Content, InboundMessage, MessageStatus, StatusReport};
+use omnigate_adapters::{
+    Channel, Content, Email, InboundMessage, MessageStatus, StatusReport, Thread,
+};
 
 fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let path = dir.path().join("conformance.db");
@@ -81,6 +83,8 @@ const CASES: &[(&str, Case)] = &[
     ("leases", |s| Box::pin(leases(s))),
     ("event sequence", |s| Box::pin(event_sequence(s))),
     ("conversations", |s| Box::pin(conversations(s))),
+    ("email threads", |s| Box::pin(email_threads(s))),
+    ("mailbox cursors and rejections", |s| Box::pin(mailbox_cursors(s))),
 ];
 
 async fn idempotency(store: Arc<dyn Store>) {
@@ -231,4 +235,131 @@ async fn conversations(store: Arc<dyn Store>) {
     assert!(
         matches!(&events.last().expect("event").kind, EventKind::Received { message } if message.id == reply.id)
     );
+}
+
+fn new_email(to: &str, content: Content) -> NewMessage {
+    NewMessage {
+        channel: Channel::Email,
+        account: "mail".into(),
+        route: "shop@omnigate.test".into(),
+        from: "shop@omnigate.test".into(),
+        content,
+        ..new_message(to, None, "email")
+    }
+}
+
+fn email_inbound(from: &str, pid: &str, references: &[&str]) -> NewInbound {
+    NewInbound {
+        id: new_id("msg"),
+        from: omnigate::model::Identity { channel: Channel::Email, address: from.into() },
+        channel: Channel::Email,
+        account: "mail".into(),
+        message: InboundMessage {
+            provider_message_id: pid.into(),
+            from: from.into(),
+            to: "shop@omnigate.test".into(),
+            content: Content::Email(Email {
+                subject: "Re: Order".into(),
+                text: "ok".into(),
+                ..Email::default()
+            }),
+            reply_to: references.last().map(|r| r.to_string()),
+            references: references.iter().map(|r| r.to_string()).collect(),
+        },
+        now: now_ms(),
+    }
+}
+
+async fn sent(store: &dyn Store, id: &str, pid: &str) {
+    let attempt = Attempt::Sent { provider_message_id: pid.into(), provider_status: "250".into() };
+    store.record_attempt(id, attempt).await.expect("sent");
+}
+
+/// Email threading: a reply finds its conversation by References even from another
+/// address; the thread lists earlier Message-IDs and the subject they go by.
+async fn email_threads(store: Arc<dyn Store>) {
+    let first = accept(
+        store.as_ref(),
+        new_email(
+            "ann@example.test",
+            Content::Email(Email {
+                subject: "Order 42".into(),
+                text: "shipped".into(),
+                ..Email::default()
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(
+        store.thread_of(&first.id).await.expect("thread"),
+        Thread::default(),
+        "nothing before the first"
+    );
+    sent(store.as_ref(), &first.id, "m1@omnigate.test").await;
+    let reply = store
+        .receive(email_inbound("ann.work@example.test", "r1@example.test", &["m1@omnigate.test"]))
+        .await
+        .expect("stored")
+        .expect("new");
+    assert_eq!(reply.conversation_id, first.conversation_id, "threaded by References");
+    assert_eq!(reply.contact_id, first.contact_id, "under the conversation's contact");
+    assert_eq!(reply.reply_to_message_id.as_deref(), Some(first.id.as_str()));
+    let second = accept(
+        store.as_ref(),
+        NewMessage {
+            conversation_id: Some(first.conversation_id.clone()),
+            ..new_email("ann@example.test", Content::text("Friday works"))
+        },
+    )
+    .await;
+    let thread = store.thread_of(&second.id).await.expect("thread");
+    assert_eq!(thread.references, ["m1@omnigate.test", "r1@example.test"]);
+    assert_eq!(thread.subject, "Re: Order", "the latest subject");
+    // An unknown reference threads by sender, as any message.
+    let stranger = store
+        .receive(email_inbound("bob@example.test", "b1@example.test", &["nope@x.test"]))
+        .await
+        .expect("stored")
+        .expect("new");
+    assert_ne!(stranger.conversation_id, first.conversation_id);
+    // A thread started from plain text goes by the subject its first email was given.
+    let plain = accept(
+        store.as_ref(),
+        new_email("cid@example.test", Content::text("Where is my parcel?\nThanks")),
+    )
+    .await;
+    sent(store.as_ref(), &plain.id, "p1@omnigate.test").await;
+    let next = accept(
+        store.as_ref(),
+        NewMessage {
+            conversation_id: Some(plain.conversation_id.clone()),
+            ..new_email("cid@example.test", Content::text("again"))
+        },
+    )
+    .await;
+    let thread = store.thread_of(&next.id).await.expect("thread");
+    assert_eq!(
+        (thread.subject.as_str(), thread.references.as_slice()),
+        ("Where is my parcel?", &["p1@omnigate.test".to_string()][..])
+    );
+}
+
+async fn mailbox_cursors(store: Arc<dyn Store>) {
+    assert_eq!(store.mailbox_cursor("mail").await.expect("read"), None);
+    store.save_mailbox_cursor("mail", 7, 41).await.expect("save");
+    store.save_mailbox_cursor("mail", 7, 42).await.expect("save");
+    store.save_mailbox_cursor("other", 1, 3).await.expect("save");
+    assert_eq!(store.mailbox_cursor("mail").await.expect("read"), Some((7, 42)));
+    store.save_mailbox_cursor("mail", 9, 0).await.expect("new validity");
+    assert_eq!(store.mailbox_cursor("mail").await.expect("read"), Some((9, 0)));
+    assert_eq!(store.mailbox_cursor("other").await.expect("read"), Some((1, 3)));
+    store
+        .reject_inbound("mail", Channel::Email, "imap://h/INBOX;UIDVALIDITY=9/;UID=1", "no sender")
+        .await
+        .expect("event");
+    let events = store.events_after(0, 10).await.expect("events");
+    assert!(matches!(
+        &events.last().expect("event").kind,
+        EventKind::InboundRejected { account, reason, .. } if account == "mail" && reason == "no sender"
+    ));
 }
