@@ -42,8 +42,9 @@ fn unique(local: &str, domain: &str) -> String {
     format!("{local}-{nanos:x}-{}@{domain}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The gateway's email account on the real servers, reading `mailbox`.
-fn account_toml(address: &str, smtp_port: u16, security: &str, mailbox: &str) -> String {
+/// The gateway's email account on the real servers; `imap` adds keys to its `[imap]`
+/// (by default IMAPS on 993, INBOX, mail from now on).
+fn account_toml(address: &str, smtp_port: u16, security: &str, imap: &str) -> String {
     format!(
         r#"
 [[accounts]]
@@ -63,19 +64,17 @@ password = "{PASSWORD}"
 timeout_ms = 10000
 [accounts.imap]
 host = "localhost"
-port = 993
-security = "tls"
 username = "{address}"
 password = "{PASSWORD}"
-mailbox = "{mailbox}"
 poll_interval_secs = 2
+{imap}
 "#,
         ca = ca().display()
     )
 }
 
 async fn start(address: &str) -> TestGateway {
-    support::gateway().extra(&account_toml(address, 587, "starttls", "INBOX")).start().await
+    support::gateway().extra(&account_toml(address, 587, "starttls", "")).start().await
 }
 
 /// A person's (or our own) mailbox, as their mail client sees it.
@@ -262,7 +261,7 @@ async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversati
 #[tokio::test]
 async fn a_bounce_in_the_mailbox_fails_the_message_with_its_status_over_implicit_tls() {
     let shop = unique("shop", "omnigate.test");
-    let mut gw = support::gateway().extra(&account_toml(&shop, 465, "tls", "INBOX")).start().await;
+    let mut gw = support::gateway().extra(&account_toml(&shop, 465, "tls", "")).start().await;
     let sent = gw
         .send_request(support::request(
             pb::Channel::Email,
@@ -286,7 +285,7 @@ async fn a_4xx_reply_is_retried_with_backoff_and_keeps_the_smtp_codes() {
     let shop = unique("shop", "omnigate.test");
     let mut gw = support::gateway()
         .max_attempts(3)
-        .extra(&account_toml(&shop, 587, "starttls", "INBOX"))
+        .extra(&account_toml(&shop, 587, "starttls", ""))
         .start()
         .await;
     let sent = gw
@@ -363,8 +362,15 @@ async fn a_uidvalidity_change_reads_the_mailbox_again_without_duplicates() {
     let ann = unique("ann", "example.test");
     let mut admin = login(&shop, "INBOX").await;
     admin.inner_mut().create("Support").await.expect("create");
-    let mut gw =
-        support::gateway().extra(&account_toml(&shop, 587, "starttls", "Support")).start().await;
+    let mut gw = support::gateway()
+        .extra(&account_toml(
+            &shop,
+            587,
+            "starttls",
+            "mailbox = \"Support\"\nsecurity = \"starttls\"",
+        ))
+        .start()
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     append(&shop, "Support", &mail(&ann, &shop, &format!("a.{ann}"), "first")).await;
     let a = gw.received(&format!("a.{ann}")).await;
@@ -477,5 +483,29 @@ async fn url_attachments_are_fetched_within_the_size_limit() {
     let error = refused.error.expect("error");
     assert_eq!(error.code, pb::ErrorCode::InvalidContent as i32);
     assert!(error.message.contains("4096"), "{}", error.message);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn initial_sync_all_reads_what_was_there_before_the_first_start_and_new_does_not() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    append(&shop, "INBOX", &mail(&ann, &shop, &format!("old.{ann}"), "before")).await;
+    let mut gw = support::gateway()
+        .extra(&account_toml(&shop, 587, "starttls", "initial_sync = \"all\""))
+        .start()
+        .await;
+    let old = gw.received(&format!("old.{ann}")).await;
+    assert_eq!(old.from, ann);
+    gw.stop().await;
+
+    let other = unique("shop", "omnigate.test");
+    append(&other, "INBOX", &mail(&ann, &other, &format!("old2.{ann}"), "before")).await;
+    let mut gw = start(&other).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    append(&other, "INBOX", &mail(&ann, &other, &format!("new2.{ann}"), "after")).await;
+    let new = gw.received(&format!("new2.{ann}")).await;
+    let history = gw.history(&new.conversation_id).await;
+    assert_eq!(history.len(), 1, "mail from before the first start is not read: {history:#?}");
     gw.stop().await;
 }
