@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::people;
 use crate::model::{
-    ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message,
+    ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
     StatusChange, now_ms,
 };
 use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
@@ -302,16 +302,7 @@ pub fn apply_status(
         .query_row([account, &report.provider_message_id], |r| r.get(0))
         .optional()?;
     let Some(doc) = doc else {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO early_receipts (account, provider_message_id, status, report)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            account,
-            report.provider_message_id,
-            report.status.as_str(),
-            serde_json::to_string(&EarlyReceipt::from(report))?
-        ])?;
+        park(conn, account, report, now_ms())?;
         return Ok((None, None));
     };
     let mut message: Message = serde_json::from_str(&doc)?;
@@ -361,6 +352,34 @@ fn apply_early_receipts(
         }
     }
     Ok(None)
+}
+
+/// How long a parked receipt waits for its message. A send's commit follows its provider's
+/// answer within moments; a receipt still unmatched after this concerns a message this
+/// gateway never sent.
+pub const PARK_HORIZON_MS: Millis = 3_600_000;
+
+/// Keeps a receipt whose message is not (yet) known, and drops those past the horizon.
+fn park(
+    conn: &Connection,
+    account: &str,
+    report: &StatusReport,
+    now: Millis,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM early_receipts WHERE parked_at < ?1")?
+        .execute([now - PARK_HORIZON_MS])?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO early_receipts (account, provider_message_id, status, report, parked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        account,
+        report.provider_message_id,
+        report.status.as_str(),
+        serde_json::to_string(&EarlyReceipt::from(report))?,
+        now
+    ])?;
+    Ok(())
 }
 
 /// A receipt parked in `early_receipts`.
@@ -786,4 +805,36 @@ pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64
             .execute(params![seq, serde_json::to_string(&kind)?])?;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use omnigate_adapters::{MessageStatus, StatusReport};
+    use rusqlite::Connection;
+
+    use super::{PARK_HORIZON_MS, park};
+
+    fn parked(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT provider_message_id FROM early_receipts ORDER BY parked_at")
+            .expect("query");
+        stmt.query_map([], |r| r.get(0)).expect("rows").collect::<Result<_, _>>().expect("ids")
+    }
+
+    #[test]
+    fn receipts_for_messages_that_never_appear_are_dropped_after_the_horizon() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        let report = |pid: &str| StatusReport {
+            provider_message_id: pid.into(),
+            status: MessageStatus::Delivered,
+            provider_status: "delivered".into(),
+            error: None,
+        };
+        park(&conn, "sms", &report("SMold"), 1_000).expect("park");
+        park(&conn, "sms", &report("SMrecent"), 1_000 + PARK_HORIZON_MS).expect("park");
+        assert_eq!(parked(&conn), ["SMold", "SMrecent"], "both within the horizon");
+        park(&conn, "sms", &report("SMnew"), 1_001 + PARK_HORIZON_MS).expect("park");
+        assert_eq!(parked(&conn), ["SMrecent", "SMnew"], "the oldest is past it");
+    }
 }

@@ -113,6 +113,12 @@ CREATE TABLE mailbox_cursors (
     last_uid INTEGER NOT NULL
 );
 "#,
+    r#"
+-- When a receipt was parked, so receipts for messages that never appear (sent by another
+-- system on the same number or mailbox) are dropped instead of kept forever.
+ALTER TABLE early_receipts ADD COLUMN parked_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX early_receipts_age ON early_receipts (parked_at);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
