@@ -35,6 +35,6 @@ pub use contract::{
 };
 pub use model::{
     Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,
-    Location, Media, MediaKind, MessageStatus, ProviderError, Reaction, Section, Template,
-    TemplateComponent, TemplateParameter, Text,
+    Location, Media, MediaKind, MessageStatus, ProviderError, RESERVED_EMAIL_HEADERS, Reaction,
+    Section, Template, TemplateComponent, TemplateParameter, Text,
 };

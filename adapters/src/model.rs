@@ -239,7 +239,32 @@ pub struct Email {
     /// Inbound: the new part of `text`, with quoted earlier messages trimmed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reply_text: String,
+    /// Outbound: extra headers (`List-Unsubscribe`, `X-Campaign`); the ones the gateway
+    /// sets itself are refused. Inbound: the headers the fields above do not carry.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
+
+/// Headers the gateway writes itself (or the transport adds), which content may not set.
+pub const RESERVED_EMAIL_HEADERS: [&str; 17] = [
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "sender",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "return-path",
+    "received",
+    "user-agent",
+];
 
 mod base64_bytes {
     use base64::Engine as _;

@@ -144,6 +144,7 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                 })
                 .collect(),
             reply_text: e.reply_text,
+            headers: e.headers.into_iter().collect(),
         }),
         None => return Err(Status::invalid_argument("content is required")),
     })
@@ -296,6 +297,7 @@ fn content_to_pb(content: &Content) -> pb::Content {
                 })
                 .collect(),
             reply_text: e.reply_text.clone(),
+            headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }),
     };
     pb::Content { kind: Some(kind) }

@@ -1,6 +1,7 @@
 //! Checks on requests, so that bad input fails at the door with a reason and never reaches a
 //! provider. Each check names the field it rejects.
 
+use omnigate_adapters::email::render;
 use omnigate_adapters::{Content, Email};
 use tonic::Status;
 
@@ -54,6 +55,7 @@ pub fn content(content: &Content) -> Result<(), Status> {
 
 /// Text and HTML of one email together.
 pub const MAX_EMAIL_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_EMAIL_HEADERS: usize = 32;
 /// RFC 5322's line limit, which a subject header must fit in.
 pub const MAX_SUBJECT_CHARS: usize = 900;
 
@@ -71,6 +73,12 @@ fn email(e: &Email) -> Result<(), Status> {
     }
     if e.text.len() + e.html.len() > MAX_EMAIL_BODY_BYTES {
         return bad(format!("content.email text and html are over {MAX_EMAIL_BODY_BYTES} bytes"));
+    }
+    if e.headers.len() > MAX_EMAIL_HEADERS {
+        return bad(format!("content.email.headers has over {MAX_EMAIL_HEADERS} entries"));
+    }
+    if let Some(reason) = e.headers.iter().find_map(|(k, v)| render::header_problem(k, v)) {
+        return bad(format!("content.email.headers: {reason}"));
     }
     for (i, a) in e.attachments.iter().enumerate() {
         let field = format!("content.email.attachments[{i}]");

@@ -165,6 +165,7 @@ fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {
             ..Default::default()
         }],
         reply_text: String::new(),
+        headers: [("X-Campaign".to_string(), "autumn".to_string())].into(),
     })
 }
 
@@ -216,6 +217,7 @@ async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversati
     assert_eq!(content.text.trim_end(), "Hello Ann,\nyour order ships today.");
     assert_eq!(content.attachments.len(), 1);
     assert_eq!(content.attachments[0].data, b"total: 42 EUR");
+    assert_eq!(content.headers.get("X-Campaign").map(String::as_str), Some("autumn"));
 
     // Ann answers from her other address: only the References header can thread it.
     let ann_work = unique("ann.work", "example.test");
@@ -420,6 +422,11 @@ async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
     );
     let ok = gw.received(&format!("ok.{ann}")).await;
     assert_eq!(ok.from, ann);
+    let metrics = reqwest::get(gw.url("/metrics")).await.expect("get").text().await.expect("body");
+    for result in ["rejected", "ok"] {
+        let line = format!("omnigate_mailbox_mails_total{{account=\"mail\",result=\"{result}\"}} 1");
+        assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+    }
     gw.stop().await;
 }
 

@@ -167,6 +167,21 @@ async fn bad_requests_are_refused_with_a_reason() {
                 content: Some(pb::Content {
                     kind: Some(pb::content::Kind::Email(pb::Email {
                         text: "x".into(),
+                        headers: [("Message-ID".to_string(), "<forged@x>".to_string())].into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..text_request("ann@example.com", "x")
+            },
+            Code::InvalidArgument,
+            "Message-ID is set by the gateway",
+        ),
+        (
+            pb::SendMessageRequest {
+                channel: pb::Channel::Email as i32,
+                content: Some(pb::Content {
+                    kind: Some(pb::content::Kind::Email(pb::Email {
+                        text: "x".into(),
                         attachments: vec![pb::Attachment {
                             filename: "a.pdf".into(),
                             ..Default::default()

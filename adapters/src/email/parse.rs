@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use mail_parser::{Message, MessageParser, MessagePartId, MimeHeaders, PartType};
 
 use crate::contract::{InboundMessage, StatusReport};
-use crate::model::{Attachment, Content, Email, ErrorCode, MessageStatus, ProviderError};
+use crate::model::{
+    Attachment, Content, Email, ErrorCode, MessageStatus, ProviderError, RESERVED_EMAIL_HEADERS,
+};
 
 use super::dsn::{self, Action};
 use super::quote;
@@ -78,6 +80,7 @@ pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
         }
     }
     let email = Email {
+        headers: other_headers(&message),
         subject: message.subject().unwrap_or_default().to_string(),
         reply_text: quote::reply_part(&text).to_string(),
         attachments: attachments(&message, source),
@@ -96,6 +99,40 @@ pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
         reply_to: in_reply_to.last().cloned(),
         references,
     }))
+}
+
+/// Headers worth keeping that the canonical fields do not carry (`Reply-To`,
+/// `Auto-Submitted`, `List-*`, `X-*`), unfolded, first occurrence kept, within a budget.
+/// Transport trace headers are left out: they are the servers' business, not the person's.
+fn other_headers(message: &Message<'_>) -> std::collections::BTreeMap<String, String> {
+    const BUDGET: usize = 16 * 1024;
+    const TRACE: [&str; 6] = [
+        "dkim-signature",
+        "authentication-results",
+        "delivered-to",
+        "x-received",
+        "received-spf",
+        "x-original-to",
+    ];
+    let mut kept = std::collections::BTreeMap::new();
+    let mut used = 0;
+    for (name, raw) in message.headers_raw() {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_EMAIL_HEADERS.contains(&lower.as_str())
+            || TRACE.contains(&lower.as_str())
+            || lower.starts_with("arc-")
+            || kept.contains_key(name)
+        {
+            continue;
+        }
+        let value = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        used += name.len() + value.len();
+        if used > BUDGET {
+            break;
+        }
+        kept.insert(name.to_string(), value);
+    }
+    kept
 }
 
 fn ids(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {

@@ -2,11 +2,15 @@
 //! is tested and fuzzed without a network.
 
 use lettre::Message;
-use lettre::message::header::ContentType;
+use std::collections::BTreeMap;
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
 
 use crate::contract::Thread;
-use crate::model::{Attachment, Channel, Content, ErrorCode, ProviderError, unsupported};
+use crate::model::{
+    Attachment, Channel, Content, ErrorCode, ProviderError, RESERVED_EMAIL_HEADERS, unsupported,
+};
 
 use super::config::EmailAccount;
 
@@ -17,6 +21,7 @@ pub struct Body {
     pub text: String,
     pub html: String,
     pub attachments: Vec<Attachment>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A resolved attachment.
@@ -41,6 +46,7 @@ pub fn body_of(content: &Content, thread: &Thread) -> Result<Body, ProviderError
             text: e.text.clone(),
             html: e.html.clone(),
             attachments: e.attachments.clone(),
+            headers: e.headers.clone(),
         },
         Content::Text(t) => Body { text: t.body.clone(), ..Body::default() },
         Content::Media(m) => Body {
@@ -58,6 +64,10 @@ pub fn body_of(content: &Content, thread: &Thread) -> Result<Body, ProviderError
         },
         other => return Err(unsupported(other, Channel::Email)),
     };
+    if let Some(reason) = body.headers.iter().find_map(|(name, value)| header_problem(name, value))
+    {
+        return Err(ProviderError::gateway(ErrorCode::InvalidContent, reason));
+    }
     if body.text.is_empty() && body.html.is_empty() && body.attachments.is_empty() {
         return Err(ProviderError::gateway(
             ErrorCode::InvalidContent,
@@ -85,6 +95,24 @@ pub fn subject_for(explicit: &str, thread: &Thread, text: &str) -> String {
     // At a word boundary when there is one, so the subject does not end mid-word.
     let cut = cut.rsplit_once(' ').map(|(head, _)| head).filter(|h| !h.is_empty()).unwrap_or(&cut);
     format!("{cut}…")
+}
+
+/// Why an extra header cannot be sent, if it cannot: a name that is not an RFC 5322 field
+/// name, one the gateway sets itself, or a value with a line break (header injection).
+pub fn header_problem(name: &str, value: &str) -> Option<String> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 76
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !valid_name {
+        return Some(format!("email header name {name:?} is not a valid field name"));
+    }
+    if RESERVED_EMAIL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Some(format!("email header {name} is set by the gateway"));
+    }
+    if value.contains(['\r', '\n']) {
+        return Some(format!("email header {name} must be one line"));
+    }
+    None
 }
 
 /// "Re: Re: AW: hello" -> "hello".
@@ -126,6 +154,14 @@ pub fn compose(
         .subject(body.subject.clone())
         .date_now()
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")).to_string());
+    for (name, value) in &body.headers {
+        // Names were checked by `body_of`; a name lettre still refuses is skipped loudly
+        // rather than sent malformed.
+        let Ok(header_name) = HeaderName::new_from_ascii(name.clone()) else {
+            return Err(invalid(ErrorCode::InvalidContent, "invalid email header", &name));
+        };
+        builder = builder.raw_header(HeaderValue::new(header_name, value.clone()));
+    }
     if let Some(parent) = thread.references.last() {
         builder = builder.in_reply_to(format!("<{parent}>")).references(references(thread));
     }

@@ -243,3 +243,39 @@ fn mutated_mail_never_panics_the_parser() {
         assert!(text.contains(super::quote::reply_part(&text)));
     }
 }
+
+#[test]
+fn extra_headers_go_out_and_come_back_while_the_gateways_own_are_refused() {
+    let mut email = Email { text: "hi".into(), ..Email::default() };
+    email.headers.insert("List-Unsubscribe".into(), "<mailto:stop@omnigate.test>".into());
+    email.headers.insert("X-Campaign".into(), "autumn sale".into());
+    let body = render::body_of(&Content::Email(email.clone()), &Thread::default()).expect("body");
+    let id = render::message_id_for("msg_h", &account());
+    let raw =
+        render::compose(&account(), "ann@example.test", &id, &Thread::default(), &body, vec![])
+            .expect("mime")
+            .formatted();
+    let mut reader = source();
+    reader.account_address = "other@example.test";
+    let Ok(Incoming::Message(m)) = parse(&raw, &reader) else { panic!("not a message") };
+    let Content::Email(back) = m.content else { panic!("not email") };
+    assert_eq!(back.headers.get("X-Campaign").map(String::as_str), Some("autumn sale"));
+    assert_eq!(
+        back.headers.get("List-Unsubscribe").map(String::as_str),
+        Some("<mailto:stop@omnigate.test>")
+    );
+    assert!(!back.headers.contains_key("Subject") && !back.headers.contains_key("Message-ID"));
+
+    for (name, value, why) in [
+        ("Bcc", "x@y.test", "set by the gateway"),
+        ("message-id", "<x@y>", "set by the gateway"),
+        ("X-Bad", "a\r\nBcc: victim@example.test", "one line"),
+        ("X Bad", "a", "not a valid field name"),
+    ] {
+        let mut bad = email.clone();
+        bad.headers = [(name.to_string(), value.to_string())].into();
+        let e = render::body_of(&Content::Email(bad), &Thread::default()).expect_err(name);
+        assert_eq!(e.code, ErrorCode::InvalidContent);
+        assert!(e.message.contains(why), "{name}: {}", e.message);
+    }
+}
