@@ -763,6 +763,40 @@ mod tests {
     }
 
     #[test]
+    fn email_accounts_are_checked_key_by_key() {
+        let account = |extra: &str| {
+            format!(
+                "[[accounts]]\ntype = \"email\"\nid = \"e\"\naddress = \"shop@example.com\"\n{extra}"
+            )
+        };
+        let cases = [
+            (account("smtp = { host = \"sandbox\" }"), "accounts[0].smtp.host"),
+            (
+                account("smtp = { host = \"smtp.example.com\" }")
+                    .replace("shop@example.com", "shop"),
+                "accounts[0].address",
+            ),
+            (account("smtp = { host = \"h\", security = \"ssl\" }"), "found `ssl`, expected"),
+            (
+                account(
+                    "smtp = { host = \"h\" }\nimap = { host = \"h\", username = \"u\", password = \"env:OMNIGATE_TEST_SURELY_UNSET\" }",
+                ),
+                "accounts[0].imap.password",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text).expect_err(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        let ok = Config::from_toml(&account(
+            "smtp = { host = \"smtp.example.com\", security = \"tls\" }",
+        ))
+        .expect("valid");
+        let AccountConfig::Email(e) = &ok.accounts[0] else { panic!("not email") };
+        assert_eq!((e.smtp.port(), e.max_attachment_bytes), (465, 10 << 20));
+    }
+
+    #[test]
     fn secrets_come_from_files_and_never_print() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");
@@ -785,12 +819,13 @@ mod tests {
         let text = include_str!("../config/omnigate.toml");
         let config = Config::from_toml(text).expect("config/omnigate.toml");
         assert!(config.accounts.iter().any(|a| a.is_default() && a.channel() == Channel::Sms));
-        for channel in [Channel::Whatsapp, Channel::Messenger, Channel::Instagram] {
+        for channel in [Channel::Whatsapp, Channel::Messenger, Channel::Instagram, Channel::Email] {
             assert!(config.accounts.iter().any(|a| a.channel() == channel), "{channel}");
         }
         for example in [
             include_str!("../config/twilio.example.toml"),
             include_str!("../config/meta.example.toml"),
+            include_str!("../config/email.example.toml"),
         ] {
             // Secrets come from the environment there; only the shape is checked here.
             let parsed: Result<Config, _> = toml_shape(example);

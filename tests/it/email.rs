@@ -424,7 +424,8 @@ async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
     assert_eq!(ok.from, ann);
     let metrics = reqwest::get(gw.url("/metrics")).await.expect("get").text().await.expect("body");
     for result in ["rejected", "ok"] {
-        let line = format!("omnigate_mailbox_mails_total{{account=\"mail\",result=\"{result}\"}} 1");
+        let line =
+            format!("omnigate_mailbox_mails_total{{account=\"mail\",result=\"{result}\"}} 1");
         assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
     }
     gw.stop().await;

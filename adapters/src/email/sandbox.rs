@@ -16,7 +16,7 @@ use crate::sandbox_rules::{Rule, RuleSet, loopback_any};
 #[serde(deny_unknown_fields)]
 pub struct SmtpSandboxConfig {
     #[serde(default = "loopback_any")]
-    pub listen: SocketAddr,
+    pub addr: SocketAddr,
     /// RCPT replies for recipients by prefix, as full reply lines: "550 5.1.1 No such user".
     #[serde(default)]
     pub rules: Vec<Rule<String>>,
@@ -24,7 +24,7 @@ pub struct SmtpSandboxConfig {
 
 impl Default for SmtpSandboxConfig {
     fn default() -> Self {
-        SmtpSandboxConfig { listen: loopback_any(), rules: Vec::new() }
+        SmtpSandboxConfig { addr: loopback_any(), rules: Vec::new() }
     }
 }
 
@@ -56,7 +56,7 @@ impl SmtpSandbox {
 const MAX_DATA: usize = 32 << 20;
 
 pub async fn start(config: SmtpSandboxConfig) -> std::io::Result<SmtpSandbox> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = TcpListener::bind(config.addr).await?;
     let sandbox =
         SmtpSandbox { addr: listener.local_addr()?, accepted: Arc::new(Mutex::new(Vec::new())) };
     let rules = Arc::new(RuleSet::new(config.rules));
