@@ -230,7 +230,6 @@ fn build_email(
             pool_size: e.smtp.pool_size,
             timeout: Duration::from_millis(e.smtp.timeout_ms),
         },
-        imap: imap.clone(),
         ca_file: e.ca_file.as_ref().map(PathBuf::from),
         max_attachment_bytes: e.max_attachment_bytes,
     };

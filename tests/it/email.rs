@@ -144,7 +144,6 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
             pool_size: 1,
             timeout: Duration::from_secs(10),
         },
-        imap: None,
         ca_file: Some(ca()),
         max_attachment_bytes: 1 << 20,
     };

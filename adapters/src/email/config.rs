@@ -52,7 +52,6 @@ pub struct EmailAccount {
     pub address: String,
     pub display_name: String,
     pub smtp: SmtpConfig,
-    pub imap: Option<ImapConfig>,
     /// Extra trust roots (PEM) beside the system's, for servers with a private CA.
     pub ca_file: Option<PathBuf>,
     /// Attachments of one outbound message, in all.

@@ -46,10 +46,6 @@ impl SmtpSandbox {
     pub fn accepted(&self) -> Vec<Accepted> {
         self.accepted.lock().map(|a| a.clone()).unwrap_or_default()
     }
-
-    pub fn accepted_count(&self) -> usize {
-        self.accepted.lock().map(|a| a.len()).unwrap_or_default()
-    }
 }
 
 /// Mails longer than this are refused with 552, as a real server's size limit would.

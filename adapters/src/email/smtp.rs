@@ -11,7 +11,7 @@ use lettre::transport::smtp::{self, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::contract::{Accepted, Outbound, SendFailure, Sender, Thread};
-use crate::model::{Attachment, Content, ErrorCode, ProviderError};
+use crate::model::{Attachment, ErrorCode, ProviderError};
 
 use super::config::{EmailAccount, Security};
 use super::render::{self, File};
@@ -189,11 +189,6 @@ impl Sender for EmailSender {
     fn threads_by_reference(&self) -> bool {
         true
     }
-}
-
-/// Whether the content is something email carries, for callers choosing a channel.
-pub fn carries(content: &Content) -> bool {
-    matches!(content, Content::Email(_) | Content::Text(_) | Content::Media(_))
 }
 
 /// SMTP's answer as an outcome. The provider code is the basic code and, when the server

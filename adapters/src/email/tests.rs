@@ -22,7 +22,6 @@ fn account() -> EmailAccount {
             pool_size: 1,
             timeout: Duration::from_secs(5),
         },
-        imap: None,
         ca_file: None,
         max_attachment_bytes: 1 << 20,
     }
