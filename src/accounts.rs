@@ -229,6 +229,7 @@ fn build_email(
             password,
             pool_size: e.smtp.pool_size,
             timeout: Duration::from_millis(e.smtp.timeout_ms),
+            request_delivery_reports: e.smtp.request_delivery_reports,
         },
         ca_file: e.ca_file.as_ref().map(PathBuf::from),
         max_attachment_bytes: e.max_attachment_bytes,

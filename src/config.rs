@@ -404,6 +404,10 @@ pub struct SmtpSection {
     pub pool_size: u32,
     #[serde(default = "thirty_thousand")]
     pub timeout_ms: u64,
+    /// Ask the server for delivery status notifications (RFC 3461), so a positive report
+    /// in the mailbox marks the message DELIVERED; each send then uses its own connection.
+    #[serde(default)]
+    pub request_delivery_reports: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

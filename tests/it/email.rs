@@ -45,6 +45,17 @@ fn unique(local: &str, domain: &str) -> String {
 /// The gateway's email account on the real servers; `imap` adds keys to its `[imap]`
 /// (by default IMAPS on 993, INBOX, mail from now on).
 fn account_toml(address: &str, smtp_port: u16, security: &str, imap: &str) -> String {
+    account_toml_with(address, smtp_port, security, "", imap)
+}
+
+/// As [`account_toml`], with more keys for `[smtp]`.
+fn account_toml_with(
+    address: &str,
+    smtp_port: u16,
+    security: &str,
+    smtp: &str,
+    imap: &str,
+) -> String {
     format!(
         r#"
 [[accounts]]
@@ -62,6 +73,7 @@ security = "{security}"
 username = "{address}"
 password = "{PASSWORD}"
 timeout_ms = 10000
+{smtp}
 [accounts.imap]
 host = "localhost"
 username = "{address}"
@@ -143,6 +155,7 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
             password: PASSWORD.into(),
             pool_size: 1,
             timeout: Duration::from_secs(10),
+            request_delivery_reports: false,
         },
         ca_file: Some(ca()),
         max_attachment_bytes: 1 << 20,
@@ -514,5 +527,42 @@ async fn initial_sync_all_reads_what_was_there_before_the_first_start_and_new_do
     let new = gw.received(&format!("new2.{ann}")).await;
     let history = gw.history(&new.conversation_id).await;
     assert_eq!(history.len(), 1, "mail from before the first start is not read: {history:#?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_requested_delivery_report_marks_the_message_delivered() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let toml = account_toml_with(&shop, 587, "starttls", "request_delivery_reports = true", "");
+    let mut gw = support::gateway().extra(&toml).start().await;
+    let sent = gw
+        .send_request(support::request(
+            pb::Channel::Email,
+            &ann,
+            support::text("Your code is 1234"),
+        ))
+        .await
+        .expect("accepted");
+    // Postfix delivers to Ann's mailbox and, as NOTIFY=SUCCESS asked, reports it back.
+    let delivered = gw.wait_for(&sent.id, pb::MessageStatus::Delivered).await;
+    assert!(support::statuses(&delivered).contains(&pb::MessageStatus::Sent));
+    assert!(delivered.error.is_none(), "{delivered:#?}");
+    let last = delivered.status_history.last().expect("history");
+    // Postfix hands local mail to Dovecot's LDA, which reports no further: "relayed".
+    assert_eq!(last.provider_status, "relayed 2.0.0");
+    let (mail, _) = read(&inbox(&ann, 1).await[0], &ann);
+    assert_eq!(mail.provider_message_id, format!("{}@omnigate.test", sent.id));
+    // A failure report still fails the message on the same path.
+    let bounced = gw
+        .send_request(support::request(
+            pb::Channel::Email,
+            "nobody@bounce.test",
+            support::text("Hi"),
+        ))
+        .await
+        .expect("accepted");
+    let bounced = gw.wait_for(&bounced.id, pb::MessageStatus::Failed).await;
+    assert_eq!(bounced.error.expect("error").provider_code, "5.1.1");
     gw.stop().await;
 }

@@ -25,6 +25,10 @@ pub struct SmtpConfig {
     /// Connections kept open per account.
     pub pool_size: u32,
     pub timeout: Duration,
+    /// Ask for delivery status notifications (RFC 3461: NOTIFY=SUCCESS,FAILURE,DELAY with
+    /// RET=HDRS), so a positive report can mark the message DELIVERED. Each send then opens
+    /// its own connection: the pooled transport sends no DSN parameters.
+    pub request_delivery_reports: bool,
 }
 
 #[derive(Clone, Debug)]

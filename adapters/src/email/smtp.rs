@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{
+    ClientId, MailBodyParameter, MailParameter, RcptParameter,
+};
+use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::{self, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -19,6 +24,8 @@ use super::render::{self, File};
 pub struct EmailSender {
     account: EmailAccount,
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// TLS settings for connections opened outside the pool (delivery reports).
+    tls: Option<TlsParameters>,
     http: reqwest::Client,
 }
 
@@ -30,6 +37,7 @@ impl EmailSender {
             .port(smtp.port)
             .timeout(Some(smtp.timeout))
             .pool_config(PoolConfig::new().max_size(smtp.pool_size.max(1)));
+        let mut tls = None;
         if smtp.security != Security::None {
             let mut params = TlsParameters::builder(smtp.host.clone());
             if let Some(path) = &account.ca_file {
@@ -39,6 +47,7 @@ impl EmailSender {
                 }
             }
             let params = params.build_rustls().map_err(|e| format!("smtp tls: {e}"))?;
+            tls = Some(params.clone());
             builder = builder.tls(match smtp.security {
                 Security::Tls => Tls::Wrapper(params),
                 _ => Tls::Required(params),
@@ -50,10 +59,68 @@ impl EmailSender {
                 .authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
         Ok(EmailSender {
+            tls,
             transport: builder.build(),
             http: crate::http::client(smtp.timeout),
             account,
         })
+    }
+
+    /// One submission on a connection of its own, asking for delivery status notifications
+    /// (RFC 3461) for the recipient, identified by our Message-ID (ENVID).
+    async fn send_with_reports(
+        &self,
+        mime: &lettre::Message,
+        message_id: &str,
+    ) -> Result<Response, smtp::Error> {
+        let smtp = &self.account.smtp;
+        let hello = ClientId::default();
+        let implicit = (smtp.security == Security::Tls).then(|| self.tls.clone()).flatten();
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (smtp.host.as_str(), smtp.port),
+            Some(smtp.timeout),
+            &hello,
+            implicit,
+            None,
+        )
+        .await?;
+        if smtp.security == Security::StartTls
+            && let Some(tls) = self.tls.clone()
+        {
+            conn.starttls(tls, &hello).await?;
+        }
+        if !smtp.username.is_empty() {
+            let credentials = Credentials::new(smtp.username.clone(), smtp.password.clone());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
+        }
+        let param = |keyword: &str, value: String| MailParameter::Other {
+            keyword: keyword.into(),
+            value: Some(value),
+        };
+        let raw = mime.formatted();
+        let mut mail = vec![param("RET", "HDRS".into()), param("ENVID", message_id.into())];
+        if !raw.is_ascii() {
+            mail.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let envelope = mime.envelope();
+        conn.command(Mail::new(envelope.from().cloned(), mail)).await?;
+        for to in envelope.to() {
+            let notify = vec![
+                RcptParameter::Other {
+                    keyword: "NOTIFY".into(),
+                    value: Some("SUCCESS,FAILURE,DELAY".into()),
+                },
+                RcptParameter::Other {
+                    keyword: "ORCPT".into(),
+                    value: Some(format!("rfc822;{to}")),
+                },
+            ];
+            conn.command(Rcpt::new(to.clone(), notify)).await?;
+        }
+        conn.command(Data).await?;
+        let response = conn.message(&raw).await?;
+        let _ = conn.quit().await;
+        Ok(response)
     }
 
     /// Fetches URL attachments and checks the total against the account's limit.
@@ -166,7 +233,12 @@ impl Sender for EmailSender {
         let mime =
             render::compose(&self.account, &message.to, &message_id, &message.thread, &body, files)
                 .map_err(SendFailure::permanent)?;
-        let response = self.transport.send(mime).await.map_err(classify)?;
+        let response = if self.account.smtp.request_delivery_reports {
+            self.send_with_reports(&mime, &message_id).await
+        } else {
+            self.transport.send(mime).await
+        }
+        .map_err(classify)?;
         let reply = response.first_line().unwrap_or_default();
         Ok(Accepted {
             provider_message_id: message_id,

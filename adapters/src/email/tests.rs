@@ -21,6 +21,7 @@ fn account() -> EmailAccount {
             password: String::new(),
             pool_size: 1,
             timeout: Duration::from_secs(5),
+            request_delivery_reports: false,
         },
         ca_file: None,
         max_attachment_bytes: 1 << 20,
