@@ -139,7 +139,10 @@ async fn handle(
     };
     let parsed = match &fetched.raw {
         Some(raw) => parse::parse(raw, &source),
-        None => Err(MailError::TooLarge { size: fetched.size, limit: config.max_message_bytes }),
+        None if fetched.size > config.max_message_bytes => {
+            Err(MailError::TooLarge { size: fetched.size, limit: config.max_message_bytes })
+        }
+        None => Ok(Incoming::Ignored("expunged by another client before it was read".into())),
     };
     let event = match parsed {
         Ok(Incoming::Message(m)) => WebhookEvent::Inbound(m),

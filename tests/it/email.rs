@@ -410,34 +410,38 @@ async fn a_uidvalidity_change_reads_the_mailbox_again_without_duplicates() {
 async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
     let shop = unique("shop", "omnigate.test");
     let ann = unique("ann", "example.test");
-    let mut gw = start(&shop).await;
+    let toml = account_toml(&shop, 587, "starttls", "max_message_bytes = 2000");
+    let mut gw = support::gateway().extra(&toml).start().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     append(&shop, "INBOX", b"Subject: no sender here\r\n\r\nwho sent this?\r\n").await;
+    append(&shop, "INBOX", &mail(&ann, &shop, &format!("big.{ann}"), &"x".repeat(3000))).await;
     append(&shop, "INBOX", &mail(&ann, &shop, &format!("ok.{ann}"), "a real one")).await;
+    let ok = gw.received(&format!("ok.{ann}")).await;
+    assert_eq!(ok.from, ann);
     // From the start of the log: the stream replays what happened before it opened.
     let request =
         pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["inbound_rejected".into()] };
     let mut events = gw.client.stream_events(request).await.expect("stream").into_inner();
-    let event = tokio::time::timeout(Duration::from_secs(15), events.message())
-        .await
-        .expect("in time")
-        .expect("stream ok")
-        .expect("open");
-    let Some(pb::event::Kind::InboundRejected(rejected)) = event.kind else { panic!("{event:?}") };
-    assert_eq!(rejected.account, "mail");
-    assert_eq!(rejected.channel, pb::Channel::Email as i32);
-    assert!(rejected.reason.contains("no sender"), "{}", rejected.reason);
-    assert!(
-        rejected.reference.starts_with("imap://localhost/INBOX;UIDVALIDITY="),
-        "{}",
-        rejected.reference
-    );
-    let ok = gw.received(&format!("ok.{ann}")).await;
-    assert_eq!(ok.from, ann);
+    let mut rejected = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(15), events.message())
+            .await
+            .expect("in time")
+            .expect("stream ok")
+            .expect("open");
+        let Some(pb::event::Kind::InboundRejected(r)) = event.kind else { panic!("{event:?}") };
+        assert_eq!(r.account, "mail");
+        assert_eq!(r.channel, pb::Channel::Email as i32);
+        assert!(r.reference.starts_with("imap://localhost/INBOX;UIDVALIDITY="), "{}", r.reference);
+        rejected.push(r.reason);
+    }
+    assert!(rejected[0].contains("no sender"), "{rejected:?}");
+    assert!(rejected[1].contains("over the 2000 byte limit"), "{rejected:?}");
+    drop(events);
     let metrics = reqwest::get(gw.url("/metrics")).await.expect("get").text().await.expect("body");
-    for result in ["rejected", "ok"] {
+    for (result, n) in [("rejected", 2), ("ok", 1)] {
         let line =
-            format!("omnigate_mailbox_mails_total{{account=\"mail\",result=\"{result}\"}} 1");
+            format!("omnigate_mailbox_mails_total{{account=\"mail\",result=\"{result}\"}} {n}");
         assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
     }
     gw.stop().await;

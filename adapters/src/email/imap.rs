@@ -38,6 +38,8 @@ pub enum ImapError {
 pub struct Fetched {
     pub uid: u32,
     pub size: u64,
+    /// `None` when the mail is over the size limit, or was expunged by another client
+    /// between the two fetches.
     pub raw: Option<Vec<u8>>,
 }
 
