@@ -233,6 +233,7 @@ fn build_email(
         },
         ca_file: e.ca_file.as_ref().map(PathBuf::from),
         max_attachment_bytes: e.max_attachment_bytes,
+        fetch_private_urls: e.fetch_private_urls,
     };
     let inbox = match imap {
         Some(imap) => Some(Inbox {

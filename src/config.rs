@@ -361,6 +361,10 @@ pub struct EmailAccountConfig {
     /// Default: 5 per second, what most submission servers take from one login.
     #[serde(default = "email_rate")]
     pub rate_limit: RateLimit,
+    /// Let attachment URLs reach private, loopback and link-local addresses (off: public
+    /// hosts only, so API input cannot reach internal services).
+    #[serde(default)]
+    pub fetch_private_urls: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -4,6 +4,11 @@ use std::time::{Duration, SystemTime};
 
 /// A client on rustls with the ring provider, bounded timeouts and pooled connections.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    build(builder(timeout))
+}
+
+/// The settings of [`client`], for callers that add their own (a DNS resolver).
+pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     // Several crates may race to install the process-wide provider; any winner is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -11,8 +16,10 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(64)
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+pub fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 10.2.3).

@@ -66,6 +66,8 @@ address = "{address}"
 display_name = "Omnigate Shop"
 ca_file = "{ca}"
 max_attachment_bytes = 4096
+# The test's file server is on loopback.
+fetch_private_urls = true
 [accounts.smtp]
 host = "localhost"
 port = {smtp_port}
@@ -159,6 +161,7 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
         },
         ca_file: Some(ca()),
         max_attachment_bytes: 1 << 20,
+        fetch_private_urls: false,
     };
     let mut out = Outbound::new(format!("reply{}", fastrand::u64(..)), to, Content::text(text));
     out.thread = thread;

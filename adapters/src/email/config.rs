@@ -60,6 +60,9 @@ pub struct EmailAccount {
     pub ca_file: Option<PathBuf>,
     /// Attachments of one outbound message, in all.
     pub max_attachment_bytes: u64,
+    /// Fetch attachment URLs on private, loopback and link-local addresses too. Off by
+    /// default: a URL from an API client must not reach internal services.
+    pub fetch_private_urls: bool,
 }
 
 impl EmailAccount {

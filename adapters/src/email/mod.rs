@@ -18,6 +18,7 @@ pub mod config;
 pub mod dsn;
 pub mod imap;
 pub mod parse;
+mod public_only;
 pub mod quote;
 pub mod render;
 #[cfg(feature = "sandbox")]

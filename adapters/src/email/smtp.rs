@@ -19,6 +19,7 @@ use crate::contract::{Accepted, Outbound, SendFailure, Sender, Thread};
 use crate::model::{Attachment, ErrorCode, ProviderError};
 
 use super::config::{EmailAccount, Security};
+use super::public_only::{PublicOnly, check_literal};
 use super::render::{self, File};
 
 pub struct EmailSender {
@@ -61,7 +62,11 @@ impl EmailSender {
         Ok(EmailSender {
             tls,
             transport: builder.build(),
-            http: crate::http::client(smtp.timeout),
+            http: if account.fetch_private_urls {
+                crate::http::client(smtp.timeout)
+            } else {
+                crate::http::build(crate::http::builder(smtp.timeout).dns_resolver(PublicOnly))
+            },
             account,
         })
     }
@@ -182,12 +187,20 @@ impl EmailSender {
                 SendFailure::permanent(error)
             }
         };
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| failure(true, format!("attachment {url}: {e}")))?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| failure(false, format!("attachment {url}: {e}")))?;
+        if !self.account.fetch_private_urls {
+            check_literal(&parsed).map_err(|e| failure(false, format!("attachment {url}: {e}")))?;
+        }
+        let response = self.http.get(parsed).send().await.map_err(|e| {
+            // A name with only private addresses is refused for good, not retried.
+            let causes: Vec<String> =
+                std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                    .map(|s| s.to_string())
+                    .collect();
+            let refused = causes.iter().any(|c| c.contains("public hosts only"));
+            failure(!refused, format!("attachment {url}: {e}: {}", causes.join(": ")))
+        })?;
         let status = response.status();
         if !status.is_success() {
             let retryable = status.is_server_error() || status.as_u16() == 429;

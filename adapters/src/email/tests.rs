@@ -25,6 +25,7 @@ fn account() -> EmailAccount {
         },
         ca_file: None,
         max_attachment_bytes: 1 << 20,
+        fetch_private_urls: false,
     }
 }
 
@@ -277,5 +278,27 @@ fn extra_headers_go_out_and_come_back_while_the_gateways_own_are_refused() {
         let e = render::body_of(&Content::Email(bad), &Thread::default()).expect_err(name);
         assert_eq!(e.code, ErrorCode::InvalidContent);
         assert!(e.message.contains(why), "{name}: {}", e.message);
+    }
+}
+
+/// Attachment URLs come from API clients: internal hosts are refused for good before any
+/// connection, whether named by a literal address or by a name that resolves to one.
+#[tokio::test]
+async fn attachment_urls_on_internal_hosts_are_refused() {
+    let sender = super::EmailSender::new(account()).expect("sender");
+    for url in [
+        "http://127.0.0.1:9/x.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9/x.png",
+    ] {
+        let media = Content::Media(crate::model::Media { url: url.into(), ..Default::default() });
+        let out = crate::contract::Outbound::new("msg_x", "ann@example.test", media);
+        let failure = crate::Sender::send(&sender, &out).await.expect_err(url);
+        assert_eq!(failure.class, crate::FailureClass::Permanent, "{url}: {failure:?}");
+        assert!(
+            failure.error.message.contains("public hosts only"),
+            "{url}: {}",
+            failure.error.message
+        );
     }
 }
