@@ -184,6 +184,13 @@ fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {
     })
 }
 
+/// A plain text email through the gateway's default email account.
+async fn send_text(gw: &mut TestGateway, to: &str, text: &str) -> pb::Message {
+    gw.send_request(support::request(pb::Channel::Email, to, support::text(text)))
+        .await
+        .expect("accepted")
+}
+
 /// Waits for the conversation to hold `n` messages; answers them.
 async fn history_of(gw: &mut TestGateway, conversation_id: &str, n: usize) -> Vec<pb::Message> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -279,14 +286,7 @@ async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversati
 async fn a_bounce_in_the_mailbox_fails_the_message_with_its_status_over_implicit_tls() {
     let shop = unique("shop", "omnigate.test");
     let mut gw = support::gateway().extra(&account_toml(&shop, 465, "tls", "")).start().await;
-    let sent = gw
-        .send_request(support::request(
-            pb::Channel::Email,
-            "nobody@bounce.test",
-            support::text("Hi"),
-        ))
-        .await
-        .expect("accepted");
+    let sent = send_text(&mut gw, "nobody@bounce.test", "Hi").await;
     // Postfix takes it (250 over SMTPS), then its delivery fails and a DSN comes back.
     let sent = gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
     assert!(support::statuses(&sent).contains(&pb::MessageStatus::Sent), "{sent:#?}");
@@ -305,14 +305,7 @@ async fn a_4xx_reply_is_retried_with_backoff_and_keeps_the_smtp_codes() {
         .extra(&account_toml(&shop, 587, "starttls", ""))
         .start()
         .await;
-    let sent = gw
-        .send_request(support::request(
-            pb::Channel::Email,
-            "later@tempfail.test",
-            support::text("Hi"),
-        ))
-        .await
-        .expect("accepted");
+    let sent = send_text(&mut gw, "later@tempfail.test", "Hi").await;
     let failed = gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
     assert_eq!(failed.attempts, 3);
     assert!(support::statuses(&failed).contains(&pb::MessageStatus::Queued), "{failed:#?}");
@@ -543,14 +536,7 @@ async fn a_requested_delivery_report_marks_the_message_delivered() {
     let ann = unique("ann", "example.test");
     let toml = account_toml_with(&shop, 587, "starttls", "request_delivery_reports = true", "");
     let mut gw = support::gateway().extra(&toml).start().await;
-    let sent = gw
-        .send_request(support::request(
-            pb::Channel::Email,
-            &ann,
-            support::text("Your code is 1234"),
-        ))
-        .await
-        .expect("accepted");
+    let sent = send_text(&mut gw, &ann, "Your code is 1234").await;
     // Postfix delivers to Ann's mailbox and, as NOTIFY=SUCCESS asked, reports it back.
     let delivered = gw.wait_for(&sent.id, pb::MessageStatus::Delivered).await;
     assert!(support::statuses(&delivered).contains(&pb::MessageStatus::Sent));
@@ -561,14 +547,7 @@ async fn a_requested_delivery_report_marks_the_message_delivered() {
     let (mail, _) = read(&inbox(&ann, 1).await[0], &ann);
     assert_eq!(mail.provider_message_id, format!("{}@omnigate.test", sent.id));
     // A failure report still fails the message on the same path.
-    let bounced = gw
-        .send_request(support::request(
-            pb::Channel::Email,
-            "nobody@bounce.test",
-            support::text("Hi"),
-        ))
-        .await
-        .expect("accepted");
+    let bounced = send_text(&mut gw, "nobody@bounce.test", "Hi").await;
     let bounced = gw.wait_for(&bounced.id, pb::MessageStatus::Failed).await;
     assert_eq!(bounced.error.expect("error").provider_code, "5.1.1");
     gw.stop().await;
