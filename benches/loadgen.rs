@@ -1,9 +1,12 @@
 //! The load generator: the real gateway (SQLite, group commit, Twilio sandbox over loopback)
-//! against a bare tonic unary echo server measured in the same run on the same machine.
+//! against a bare tonic unary echo server measured in the same run on the same machine,
+//! then one and three replicas sharing a PostgreSQL database.
 //!
 //! `cargo bench --bench loadgen` (or `-- --messages 20000 --concurrency 64`). Reports
 //! accepted durable messages/s, end-to-end messages/s (to DELIVERED), p50/p99 accept
-//! latency and peak RSS, each gateway rate also as a ratio of the echo rate.
+//! latency and peak RSS, each gateway rate also as a ratio of the echo rate. The
+//! PostgreSQL runs use a fresh database on the server `OMNIGATE_BENCH_POSTGRES` names
+//! (default: the one `scripts/postgres.sh` starts); `--no-postgres` skips them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,11 +37,13 @@ struct Args {
     concurrency: usize,
     /// Run one phase alone (`accept`), for profiling.
     only: Option<String>,
+    postgres: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { messages: 20_000, concurrency: 64, only: None };
+    let mut a = Args { messages: 20_000, concurrency: 64, only: None, postgres: true };
     let argv: Vec<String> = std::env::args().collect();
+    a.postgres = !argv.iter().any(|a| a == "--no-postgres");
     for pair in argv.windows(2) {
         match pair[0].as_str() {
             "--messages" => a.messages = pair[1].parse().unwrap_or(a.messages),
@@ -130,13 +135,18 @@ async fn echo_baseline(args: &Args) -> (f64, Duration, Duration) {
 }
 
 fn gateway_config(dir: &std::path::Path, per_second: u32) -> Config {
+    let store = format!("[store]\nurl = \"sqlite://{}\"", dir.join("bench.db").display());
+    config_with(&store, per_second, "")
+}
+
+/// The bench accounts on `store`, with `extra` TOML appended.
+fn config_with(store: &str, per_second: u32, extra: &str) -> Config {
     Config::from_toml(&format!(
         r#"
 [server]
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
-[store]
-url = "sqlite://{}"
+{store}
 [dispatch]
 max_in_flight = 256
 [log]
@@ -173,8 +183,8 @@ id = "email"
 address = "shop@omnigate.example"
 smtp = {{ host = "sandbox", pool_size = 32 }}
 rate_limit = {{ per_second = {per_second}, burst = {per_second} }}
+{extra}
 "#,
-        dir.join("bench.db").display()
     ))
     .expect("bench config")
 }
@@ -262,8 +272,21 @@ async fn gateway_run(
 ) -> GatewayRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 1_000_000)).await.expect("gateway");
-    let addr = format!("http://{}", gateway.grpc_addr);
-    let mut events = GatewayClient::connect(addr.clone())
+    let run = measure(args, std::slice::from_ref(&gateway), request, done).await;
+    gateway.shutdown().await.expect("shutdown");
+    run
+}
+
+/// Drives `request`s over every gateway's gRPC address and counts, on the first one's
+/// event stream (which carries every replica's events), those that reach `done`.
+async fn measure(
+    args: &Args,
+    gateways: &[Gateway],
+    request: fn(usize) -> pb::SendMessageRequest,
+    done: pb::MessageStatus,
+) -> GatewayRun {
+    let addrs: Vec<String> = gateways.iter().map(|g| format!("http://{}", g.grpc_addr)).collect();
+    let mut events = GatewayClient::connect(addrs[0].clone())
         .await
         .expect("connect")
         .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
@@ -285,7 +308,10 @@ async fn gateway_run(
         }
         Instant::now()
     });
-    let chans = channels(addr, 4).await;
+    let mut chans = Vec::new();
+    for addr in addrs {
+        chans.extend(channels(addr, 4).await);
+    }
     let started = Instant::now();
     let (elapsed, lat) = drive(total, args.concurrency, move |i| {
         let mut client = GatewayClient::new(chans[i % chans.len()].clone());
@@ -295,23 +321,113 @@ async fn gateway_run(
     })
     .await;
     let done = delivered.await.expect("delivered");
-    let metrics = gateway.state().metrics.encode();
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let group =
-        value("omnigate_store_writes_total") / value("omnigate_store_commits_total").max(1.0);
-    gateway.shutdown().await.expect("shutdown");
+    let (mut writes, mut commits) = (0.0, 0.0);
+    for gateway in gateways {
+        let metrics = gateway.state().metrics.encode();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        writes += value("omnigate_store_writes_total");
+        commits += value("omnigate_store_commits_total");
+    }
     GatewayRun {
         accepted_per_s: total as f64 / elapsed.as_secs_f64(),
         e2e_per_s: total as f64 / done.duration_since(started).as_secs_f64(),
         p50: pct(&lat, 0.5),
         p99: pct(&lat, 0.99),
-        group,
+        group: writes / commits.max(1.0),
     }
+}
+
+/// SMS routes of the fleet runs: one account each, so replicas share the sending.
+const FLEET_ROUTES: usize = 3;
+
+fn fleet_sms(i: usize) -> pb::SendMessageRequest {
+    pb::SendMessageRequest { account: format!("sms-{}", i % FLEET_ROUTES), ..sms(i) }
+}
+
+/// SMS end to end through `replicas` gateways on one fresh PostgreSQL database.
+async fn fleet_run(args: &Args, replicas: usize) -> GatewayRun {
+    let db = BenchDb::create();
+    let accounts: String = (0..FLEET_ROUTES)
+        .map(|i| {
+            format!(
+                r#"
+[[accounts]]
+type = "twilio"
+id = "sms-{i}"
+api_base = "sandbox"
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "bench"
+from = "+1500555010{i}"
+rate_limit = {{ per_second = 1000000, burst = 1000000 }}
+"#
+            )
+        })
+        .collect();
+    let mut gateways = Vec::new();
+    for r in 0..replicas {
+        let store = format!("[store]\nurl = \"{}\"\nlease_secs = 5", db.url);
+        let mut config = config_with(&store, 1_000_000, &accounts);
+        config.server.node_id = format!("bench-{r}");
+        gateways.push(Gateway::start(config).await.expect("replica"));
+    }
+    // Measure once every route has its owner.
+    let keys: Vec<String> = (0..FLEET_ROUTES)
+        .map(|i| omnigate::fleet::route_key(&format!("sms-{i}"), &format!("+1500555010{i}")))
+        .collect();
+    let settled = || {
+        keys.iter().all(|k| gateways.iter().filter(|g| g.state().ownership.owns(k)).count() == 1)
+    };
+    while !settled() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = measure(args, &gateways, fleet_sms, pb::MessageStatus::Delivered).await;
+    for gateway in gateways {
+        gateway.shutdown().await.expect("shutdown");
+    }
+    run
+}
+
+/// A fresh database on the benchmark's PostgreSQL server, dropped afterwards.
+struct BenchDb {
+    url: String,
+    name: String,
+    admin: String,
+}
+
+impl BenchDb {
+    fn create() -> BenchDb {
+        let admin = std::env::var("OMNIGATE_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://omnigate:omnigate@127.0.0.1:5432/postgres".into());
+        let name = format!("omnigate_bench_{}", std::process::id());
+        admin_sql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
+        admin_sql(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("server URL");
+        BenchDb { url: format!("{base}/{name}"), name, admin }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        admin_sql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Runs one statement on its own thread: the sync driver cannot run on an async worker.
+fn admin_sql(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} (run scripts/postgres.sh or pass --no-postgres): {e}")
+        });
+        client.batch_execute(&sql).expect(&sql);
+    })
+    .join()
+    .expect("admin statement");
 }
 
 fn main() {
@@ -324,7 +440,7 @@ fn main() {
             return;
         }
         // Warm both paths once (connections, page cache) before measuring.
-        let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None };
+        let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None, postgres: false };
         echo_baseline(&warm).await;
         gateway_run(&warm, sms, pb::MessageStatus::Delivered).await;
 
@@ -333,6 +449,11 @@ fn main() {
         let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
         let w = gateway_run(&args, whatsapp, pb::MessageStatus::Delivered).await;
         let e = gateway_run(&args, email, pb::MessageStatus::Sent).await;
+        let fleets = if args.postgres {
+            vec![(1, fleet_run(&args, 1).await), (3, fleet_run(&args, 3).await)]
+        } else {
+            Vec::new()
+        };
         println!("omnigate load generator: {} messages, {} concurrent clients, {} cores", args.messages, args.concurrency,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         println!("| run | rate (/s) | vs echo | p50 | p99 |");
@@ -345,6 +466,10 @@ fn main() {
         println!("| WhatsApp end to end (to DELIVERED) | {:.0} | {:.2} | | |", w.e2e_per_s, w.e2e_per_s / echo_rate);
         println!("| Email accepted while sending (SMTP sandbox) | {:.0} | {:.2} | {:.2?} | {:.2?} |", e.accepted_per_s, e.accepted_per_s / echo_rate, e.p50, e.p99);
         println!("| Email end to end (to SENT, SMTP 250) | {:.0} | {:.2} | | |", e.e2e_per_s, e.e2e_per_s / echo_rate);
+        for (n, f) in &fleets {
+            println!("| SMS accepted, {n} replica(s) on PostgreSQL, {FLEET_ROUTES} routes | {:.0} | {:.2} | {:.2?} | {:.2?} |", f.accepted_per_s, f.accepted_per_s / echo_rate, f.p50, f.p99);
+            println!("| SMS end to end, {n} replica(s) on PostgreSQL | {:.0} | {:.2} | | |", f.e2e_per_s, f.e2e_per_s / echo_rate);
+        }
         println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp, {:.1} email", g.group, w.group, e.group);
         println!("peak RSS of the whole run (clients, sandbox and gateway): {:.0} MiB", peak_rss_mib());
     });

@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, SandboxBases};
 use crate::api::{grpc::GatewayService, http};
+use crate::config::Backend;
 use crate::config::Config;
 use crate::dispatch::dispatcher::Policy;
 use crate::dispatch::route::AccountRoute;
 use crate::dispatch::{Backoff, Dispatcher, Outlet};
+use crate::fleet::{Keeper, Ownership, WEBHOOKS, mailbox_key, route_key};
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sql::Settings;
 use crate::telemetry::Metrics;
 use crate::webhooks::Deliveries;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub public_url: String,
     pub default_ttl: Duration,
     pub deliveries: Arc<Deliveries>,
+    /// What this replica owns: routes it dispatches, webhooks, mailboxes.
+    pub ownership: Arc<Ownership>,
     /// Cancelled when shutdown begins: long-lived streams end so the servers can stop.
     pub stopping: CancellationToken,
     ready: AtomicBool,
@@ -68,21 +72,50 @@ pub struct Gateway {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
     dispatcher: Dispatcher,
+    keeper: JoinHandle<()>,
+    stop_keeper: CancellationToken,
     drain_timeout: Duration,
 }
 
-/// Opens the configured store (creating and migrating it).
-pub fn open_store(
+/// Opens the configured store (creating it, and migrating it unless `migrate` is off).
+pub async fn open_store(
     config: &Config,
     node_id: &str,
     metrics: Arc<Metrics>,
+    migrate: bool,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    let path = config.sqlite_path();
-    let store =
-        SqliteStore::open(path, node_id, config.lease(), config.store.group_commit_max, metrics)
-            .with_context(|| format!("opening store {path}"))?
-            .with_inactivity(Duration::from_secs(config.conversations.inactivity_timeout_secs));
-    Ok(Arc::new(store))
+    let settings = Settings {
+        owner: node_id.to_string(),
+        lease: config.lease(),
+        max_batch: config.store.group_commit_max,
+        metrics,
+    };
+    let inactivity = Duration::from_secs(config.conversations.inactivity_timeout_secs);
+    let backend = config.backend().context("store.url names no supported database")?;
+    // Both drivers block: open them off the async workers.
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite(path) => {
+            let path = path.to_string();
+            tokio::task::spawn_blocking(move || {
+                crate::store::sqlite::open(&path, settings)
+                    .with_context(|| format!("opening store {path}"))
+            })
+            .await??
+            .with_inactivity(inactivity)
+            .into_arc()
+        }
+        Backend::Postgres(url) => {
+            let url = url.to_string();
+            tokio::task::spawn_blocking(move || {
+                crate::store::postgres::open(&url, settings, migrate)
+                    .context("opening the PostgreSQL store")
+            })
+            .await??
+            .with_inactivity(inactivity)
+            .into_arc()
+        }
+    };
+    Ok(store)
 }
 
 pub fn node_id(config: &Config) -> String {
@@ -130,7 +163,12 @@ impl Gateway {
         };
 
         let node = node_id(&config);
-        let store = open_store(&config, &node, metrics.clone())?;
+        let store =
+            open_store(&config, &node, metrics.clone(), config.store.migrate_on_start).await?;
+        let ownership = match config.backend() {
+            Some(Backend::Postgres(_)) => Ownership::shared(),
+            _ => Ownership::everything(),
+        };
         let bases = SandboxBases {
             twilio: twilio_sandbox.as_ref().map(|s| s.api_base()),
             meta: meta_sandbox.as_ref().map(|s| s.api_base()),
@@ -170,15 +208,24 @@ impl Gateway {
             max_attempts: d.max_attempts,
             max_in_flight: d.max_in_flight,
         };
-        let dispatcher = Dispatcher::start(store.clone(), routes, policy, metrics.clone());
+        let dispatcher =
+            Dispatcher::start(store.clone(), ownership.clone(), routes, policy, metrics.clone());
         let outlet = dispatcher.outlet();
-        let recovered = recover(store.as_ref(), &outlet, &node, config.lease()).await?;
-        if recovered > 0 {
-            tracing::info!(recovered, "unfinished messages from an earlier run are queued again");
+        // Alone on its store, the process takes all unfinished work now; in a fleet, each
+        // replica's keeper claims the work of the routes it comes to own.
+        if !ownership.is_shared() {
+            let recovered = recover(store.as_ref(), &outlet, &node, config.lease()).await?;
+            if recovered > 0 {
+                tracing::info!(
+                    recovered,
+                    "unfinished messages from an earlier run are queued again"
+                );
+            }
         }
 
         let deliveries = Deliveries::new(
             store.clone(),
+            ownership.clone(),
             config
                 .webhooks
                 .retry_schedule_secs
@@ -189,9 +236,30 @@ impl Gateway {
         );
         configured_webhooks(store.as_ref(), &config).await?;
         deliveries.resume().await.context("starting webhook deliveries")?;
+        let stop_keeper = CancellationToken::new();
+        let keeper = Keeper {
+            store: store.clone(),
+            ownership: ownership.clone(),
+            routes: accounts
+                .iter()
+                .map(|a| {
+                    let route = a.sender.route().to_string();
+                    (route_key(&a.id, &route), (a.id.clone(), route))
+                })
+                .collect(),
+            names: std::iter::once(WEBHOOKS.to_string())
+                .chain(accounts.iter().filter(|a| a.inbox.is_some()).map(|a| mailbox_key(&a.id)))
+                .collect(),
+            node: node.clone(),
+            lease: config.lease(),
+            outlet: outlet.clone(),
+            deliveries: deliveries.clone(),
+        }
+        .spawn(stop_keeper.clone());
         let stop_servers = CancellationToken::new();
         let state = Arc::new(AppState {
             deliveries,
+            ownership,
             store,
             outlet,
             accounts,
@@ -224,6 +292,8 @@ impl Gateway {
             grpc,
             http,
             dispatcher,
+            keeper,
+            stop_keeper,
             drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
         })
     }
@@ -238,6 +308,9 @@ impl Gateway {
     pub async fn shutdown(self) -> anyhow::Result<bool> {
         self.state.ready.store(false, Ordering::Release);
         let drained = self.dispatcher.drain(self.drain_timeout).await;
+        // After the drain: in-flight outcomes are recorded, so what is left can go.
+        self.stop_keeper.cancel();
+        self.keeper.await?;
         self.state.deliveries.shutdown().await;
         self.stop_servers.cancel();
         for reader in self.mailboxes {
@@ -282,7 +355,7 @@ async fn recover(
     let mut total = 0;
     loop {
         let jobs =
-            store.claim(node, lease, RECOVERY_PAGE).await.context("recovering the outbox")?;
+            store.claim(node, lease, RECOVERY_PAGE, None).await.context("recovering the outbox")?;
         if jobs.is_empty() {
             return Ok(total);
         }

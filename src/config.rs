@@ -63,18 +63,36 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (created if missing; WAL mode).
+    /// `sqlite://PATH` (created if missing; WAL mode), or `postgres://user:pass@host/db`
+    /// for a fleet of replicas sharing one database.
     pub url: String,
     /// The most writes one transaction (one fsync) carries.
     pub group_commit_max: usize,
-    /// How long a replica owns claimed work before another may take it over.
+    /// How long a replica holds claimed work and routes without renewing them before
+    /// another may take them over (renewed every third of it).
     pub lease_secs: u64,
+    /// Apply schema migrations at start-up; off when `omnigate migrate` runs them instead.
+    pub migrate_on_start: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: "sqlite://omnigate.db".into(), group_commit_max: 1024, lease_secs: 60 }
+        StoreConfig {
+            url: "sqlite://omnigate.db".into(),
+            group_commit_max: 1024,
+            lease_secs: 60,
+            migrate_on_start: true,
+        }
     }
+}
+
+/// Which database `store.url` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// A file path.
+    Sqlite(&'a str),
+    /// A PostgreSQL connection URL.
+    Postgres(&'a str),
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -579,8 +597,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.store.url.starts_with("sqlite://") {
-            return Err(ConfigError::invalid("store.url", "expected sqlite://PATH"));
+        if self.backend().is_none() {
+            return Err(ConfigError::invalid(
+                "store.url",
+                "expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE",
+            ));
+        }
+        if self.store.lease_secs == 0 {
+            return Err(ConfigError::invalid("store.lease_secs", "must be at least 1"));
         }
         if self.store.group_commit_max == 0 {
             return Err(ConfigError::invalid("store.group_commit_max", "must be at least 1"));
@@ -738,8 +762,14 @@ impl Config {
         }
     }
 
-    pub fn sqlite_path(&self) -> &str {
-        self.store.url.trim_start_matches("sqlite://")
+    /// The database `store.url` names; `None` when it names none (refused by validation).
+    pub fn backend(&self) -> Option<Backend<'_>> {
+        let url = self.store.url.as_str();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Some(Backend::Sqlite(path));
+        }
+        (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            .then_some(Backend::Postgres(url))
     }
 
     pub fn lease(&self) -> Duration {

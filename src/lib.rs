@@ -23,6 +23,7 @@ pub mod app;
 pub mod config;
 pub mod contacts;
 pub mod dispatch;
+pub mod fleet;
 pub mod inbound;
 pub mod mailbox;
 pub mod model;

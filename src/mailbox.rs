@@ -56,9 +56,18 @@ pub fn spawn_all(state: &Arc<AppState>, stop: &CancellationToken) -> Vec<JoinHan
             account.inbox.as_ref()?;
             let (state, account, stop) = (state.clone(), account.clone(), stop.clone());
             Some(tokio::spawn(async move {
-                if let Some(inbox) = &account.inbox {
+                let Some(inbox) = &account.inbox else { return };
+                // In a fleet one replica reads each mailbox; it stops when the mailbox moves
+                // (its cursor is in the store, and Message-IDs keep an overlap harmless).
+                let name = crate::fleet::mailbox_key(&account.id);
+                loop {
                     tokio::select! {
-                        _ = stop.cancelled() => {}
+                        _ = stop.cancelled() => return,
+                        _ = state.ownership.until_owned(&name) => {}
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = state.ownership.until_lost(&name) => {}
                         _ = run(&state, &account, &inbox.mailbox, inbox.initial) => {}
                     }
                 }

@@ -172,7 +172,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate { config } => {
             let config = load(&config)?;
             let node = omnigate::app::node_id(&config);
-            let store = omnigate::app::open_store(&config, &node, Default::default())?;
+            let store = omnigate::app::open_store(&config, &node, Default::default(), true).await?;
             store.close().await;
             println!("store {} is up to date", config.store.url);
             Ok(ExitCode::SUCCESS)

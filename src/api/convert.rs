@@ -488,7 +488,11 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::IdentityTaken { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
         StoreError::Closed => Status::unavailable(e.to_string()),
-        StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::CommitFailed(_) => {
+        StoreError::Sqlite(_)
+        | StoreError::Postgres(_)
+        | StoreError::Database(_)
+        | StoreError::Corrupt(_)
+        | StoreError::CommitFailed(_) => {
             tracing::error!(error = %e, "store failure");
             Status::internal(e.to_string())
         }

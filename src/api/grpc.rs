@@ -96,7 +96,9 @@ impl Gateway for GatewayService {
         let metadata: BTreeMap<String, String> = req.metadata.clone().into_iter().collect();
         let window_ms =
             account.sender.service_window(&content, tag.as_deref()).map(|w| w.as_millis() as i64);
+        let dispatch_here = self.state.ownership.owns_route(&first.account, &first.route);
         let new = NewMessage {
+            dispatch_here,
             id: new_id("msg"),
             fingerprint: fingerprint(&req, &metadata, ttl),
             reply_to_message_id: (!req.reply_to_message_id.is_empty())

@@ -18,6 +18,7 @@ use tokio_util::time::DelayQueue;
 
 use super::backoff::Backoff;
 use super::route::AccountRoute;
+use crate::fleet::Ownership;
 use crate::model::now_ms;
 use crate::store::{Attempt, Job, Store};
 use crate::telemetry::Metrics;
@@ -35,6 +36,7 @@ pub struct Policy {
 
 struct Shared {
     store: Arc<dyn Store>,
+    ownership: Arc<Ownership>,
     accounts: HashMap<String, AccountRoute>,
     policy: Policy,
     slots: Arc<Semaphore>,
@@ -63,6 +65,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn start(
         store: Arc<dyn Store>,
+        ownership: Arc<Ownership>,
         accounts: HashMap<String, AccountRoute>,
         policy: Policy,
         metrics: Arc<Metrics>,
@@ -70,6 +73,7 @@ impl Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             store,
+            ownership,
             accounts,
             slots: Arc::new(Semaphore::new(policy.max_in_flight)),
             policy,
@@ -135,6 +139,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) {
 fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let (account, route) = (first.account.clone(), first.route.clone());
+    let owned = crate::fleet::route_key(&account, &route);
     tokio::spawn(async move {
         let Some(target) = shared.accounts.get(&account) else {
             tracing::error!(account, "jobs for an unconfigured account stay in the outbox");
@@ -146,6 +151,14 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
                 _ = shared.stop.cancelled() => return,
                 job = rx.recv() => match job { Some(job) => job, None => return },
             };
+            // The route moved to another replica: hand the work over rather than break
+            // the route's rate limit.
+            if !shared.ownership.owns(&owned) {
+                if let Err(e) = shared.store.release(Some(&job.message_id)).await {
+                    tracing::warn!(message_id = %job.message_id, error = %e, "cannot hand work over; its lease expires instead");
+                }
+                continue;
+            }
             // A recipient still inside its pair limit waits in the timer queue, not here,
             // so the route keeps moving for everyone else.
             if let Some(wait) = target.pair_wait(&job.to) {

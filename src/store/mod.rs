@@ -3,8 +3,12 @@
 //! transaction; concurrent writes share transactions (group commit).
 //!
 //! # Layout
-//! - [`sqlite`]: the embedded backend (WAL, one writer thread, pooled readers).
+//! - [`sql`]: the operations, written once over a small SQL seam, with group commit.
+//! - [`sqlite`]: the embedded backend (one file in WAL mode).
+//! - [`postgres`]: the shared backend for a fleet of replicas.
 
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -45,6 +49,9 @@ pub struct NewMessage {
     /// The content may only go out this long after the person's last inbound message
     /// (Meta's service windows); outside it the message fails at once with OUTSIDE_WINDOW.
     pub window_ms: Option<Millis>,
+    /// Whether this process dispatches the message (it owns the route). Otherwise the
+    /// outbox entry is left unleased for the route's owner to claim, and no job is answered.
+    pub dispatch_here: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +144,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("database: {0}")]
+    Database(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("the store is shut down or its writer could not run this write")]
@@ -225,13 +236,35 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
 
     /// Claims up to `limit` pending outbox entries whose lease is free or expired, for
-    /// `owner`, until `lease` from now.
+    /// `owner`, until `lease` from now; only entries of the (account, route) pairs in
+    /// `routes` when given.
     async fn claim(
         &self,
         owner: &str,
         lease: Duration,
         limit: usize,
+        routes: Option<Vec<(String, String)>>,
     ) -> Result<Vec<Job>, StoreError>;
+
+    /// Extends the lease on every outbox entry this process holds (its dispatcher still
+    /// has them in hand). Answers how many.
+    async fn renew_leases(&self) -> Result<u64, StoreError>;
+
+    /// Gives up this process's lease on one outbox entry (all of them when `None`), for
+    /// another replica to claim.
+    async fn release(&self, message_id: Option<&str>) -> Result<(), StoreError>;
+
+    /// Records that this process is alive; answers the live replicas' names, sorted.
+    async fn heartbeat(&self, ttl: Duration) -> Result<Vec<String>, StoreError>;
+
+    /// Gives up the `unwanted` named leases, takes or renews the `wanted` ones that are free,
+    /// expired or already this process's, for `ttl`; answers the wanted ones held.
+    async fn hold_leases(
+        &self,
+        wanted: Vec<String>,
+        unwanted: Vec<String>,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError>;
 
     async fn upsert_contact(&self, update: ContactUpdate) -> Result<Contact, StoreError>;
 

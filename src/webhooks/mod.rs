@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Ownership;
 use crate::model::Webhook;
 use crate::store::Store;
 
@@ -27,15 +28,23 @@ pub const DEFAULT_SCHEDULE_SECS: [f64; 7] = [5.0, 300.0, 1800.0, 7200.0, 18000.0
 
 pub struct Deliveries {
     store: Arc<dyn Store>,
+    /// Only the replica that owns [`crate::fleet::WEBHOOKS`] delivers.
+    ownership: Arc<Ownership>,
     http: reqwest::Client,
     schedule: Vec<Duration>,
     workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
 }
 
 impl Deliveries {
-    pub fn new(store: Arc<dyn Store>, schedule: Vec<Duration>, timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ownership: Arc<Ownership>,
+        schedule: Vec<Duration>,
+        timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Deliveries {
             store,
+            ownership,
             http: omnigate_adapters::http::client(timeout),
             schedule,
             workers: Mutex::new(HashMap::new()),
@@ -52,9 +61,32 @@ impl Deliveries {
         Ok(())
     }
 
+    /// Starts workers for active subscriptions made through another replica, and stops
+    /// those of subscriptions removed or disabled there.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        let stored = self.store.list_webhooks().await?;
+        let running: Vec<String> = self.workers.lock().await.keys().cloned().collect();
+        for id in running {
+            if !stored.iter().any(|w| w.id == id && w.active) {
+                self.stop(&id).await;
+            }
+        }
+        for webhook in stored {
+            let known = self.workers.lock().await.contains_key(&webhook.id);
+            if webhook.active && !known {
+                self.run(webhook).await;
+            }
+        }
+        Ok(())
+    }
+
     /// (Re)starts `webhook`'s worker from its cursor, after the previous one has stopped.
+    /// A replica that does not deliver webhooks only stops its own worker.
     pub async fn run(self: &Arc<Self>, webhook: Webhook) {
         self.stop(&webhook.id).await;
+        if !self.ownership.owns(crate::fleet::WEBHOOKS) {
+            return;
+        }
         let stop = CancellationToken::new();
         let id = webhook.id.clone();
         let handle = tokio::spawn(worker::run(self.clone(), webhook, stop.clone()));

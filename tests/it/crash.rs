@@ -1,30 +1,15 @@
 //! The real binary, killed and restarted: nothing accepted is lost; SIGTERM drains.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
+use crate::process::{Running, free_port, spawn};
 use crate::support::{FROM, SID, TOKEN, text_request};
-
-/// A spawned gateway that is killed when dropped, so a failing test leaves no process
-/// behind (one would hold the test runner's output open).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 struct Binary {
     config: std::path::PathBuf,
@@ -70,23 +55,7 @@ rate_limit = {{ per_second = 1000, burst = 1000 }}
     }
 
     async fn spawn(&self) -> (Running, GatewayClient<tonic::transport::Channel>) {
-        let child = Command::new(env!("CARGO_BIN_EXE_omnigate"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn omnigate");
-        let child = Running(child);
-        for _ in 0..200 {
-            if let Ok(client) = GatewayClient::connect(self.grpc.clone()).await {
-                return (child, client);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        drop(child);
-        panic!("omnigate did not start");
+        spawn(&self.config, &self.grpc).await
     }
 }
 
@@ -187,12 +156,14 @@ async fn sigterm_finishes_in_flight_sends_and_exits_zero() {
     assert_eq!(sandbox.sent_count(), 5, "the in-flight sends were finished, not abandoned");
 
     // Their outcome was recorded before exit: reopen the store the process left.
-    let store = omnigate::store::sqlite::SqliteStore::open(
+    let store = omnigate::store::sqlite::open(
         dir.path().join("omnigate.db").to_str().expect("utf-8"),
-        "inspector",
-        Duration::from_secs(60),
-        8,
-        Default::default(),
+        omnigate::store::sql::Settings {
+            owner: "inspector".into(),
+            lease: Duration::from_secs(60),
+            max_batch: 8,
+            metrics: Default::default(),
+        },
     )
     .expect("reopen");
     for id in &ids {

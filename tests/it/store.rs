@@ -4,25 +4,37 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pg::TestDb;
 use omnigate::model::{EventKind, new_id, now_ms};
-use omnigate::store::sqlite::SqliteStore;
+use omnigate::store::sql::Settings;
 use omnigate::store::{AcceptOutcome, Attempt, NewInbound, NewMessage, Store, StoreError};
 use omnigate_adapters::{
     Channel, Content, Email, InboundMessage, MessageStatus, StatusReport, Thread,
 };
 
+fn settings() -> Settings {
+    Settings {
+        owner: "node-a".into(),
+        lease: Duration::from_secs(60),
+        max_batch: 64,
+        metrics: Default::default(),
+    }
+}
+
 fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let path = dir.path().join("conformance.db");
-    Arc::new(
-        SqliteStore::open(
-            path.to_str().expect("utf-8"),
-            "node-a",
-            Duration::from_secs(60),
-            64,
-            Default::default(),
-        )
-        .expect("open"),
-    )
+    omnigate::store::sqlite::open(path.to_str().expect("utf-8"), settings())
+        .expect("open")
+        .into_arc()
+}
+
+async fn postgres(db: &TestDb) -> Arc<dyn Store> {
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || omnigate::store::postgres::open(&url, settings(), true))
+        .await
+        .expect("join")
+        .expect("open")
+        .into_arc()
 }
 
 fn new_message(to: &str, key: Option<&str>, body: &str) -> NewMessage {
@@ -44,6 +56,7 @@ fn new_message(to: &str, key: Option<&str>, body: &str) -> NewMessage {
         reply_to_message_id: None,
         send_options: Default::default(),
         window_ms: None,
+        dispatch_here: true,
     }
 }
 
@@ -71,6 +84,17 @@ async fn sqlite_conforms() {
         case(store.clone()).await;
         store.close().await;
         eprintln!("sqlite: {name} ok");
+    }
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    for (name, case) in CASES {
+        let db = TestDb::create();
+        let store = postgres(&db).await;
+        case(store.clone()).await;
+        store.close().await;
+        eprintln!("postgres: {name} ok");
     }
 }
 
@@ -151,7 +175,9 @@ async fn early_receipts(store: Arc<dyn Store>) {
 async fn leases(store: Arc<dyn Store>) {
     let a = accept(store.as_ref(), new_message("+14155550305", None, "1")).await;
     // Accepted work is leased to its acceptor: nobody else claims it.
-    assert!(store.claim("node-b", Duration::from_secs(60), 10).await.expect("claim").is_empty());
+    assert!(
+        store.claim("node-b", Duration::from_secs(60), 10, None).await.expect("claim").is_empty()
+    );
     let retry = Attempt::Retry {
         due_at: now_ms() + 5_000,
         error: omnigate_adapters::ProviderError::gateway(
@@ -172,7 +198,7 @@ async fn leases(store: Arc<dyn Store>) {
     let b = accept(store.as_ref(), new_message("+14155550306", None, "2")).await;
     drop(b);
     assert!(
-        store.claim("node-b", Duration::ZERO, 10).await.expect("claim").is_empty(),
+        store.claim("node-b", Duration::ZERO, 10, None).await.expect("claim").is_empty(),
         "lease still held"
     );
 }

@@ -119,6 +119,21 @@ CREATE TABLE mailbox_cursors (
 ALTER TABLE early_receipts ADD COLUMN parked_at INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX early_receipts_age ON early_receipts (parked_at);
 "#,
+    r#"
+-- Claims by route (account + sender), and what replicas sharing a database need; the
+-- schema stays the same on both backends.
+ALTER TABLE outbox ADD COLUMN account TEXT NOT NULL DEFAULT '';
+UPDATE outbox SET account = (SELECT account FROM messages WHERE messages.id = outbox.message_id);
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.

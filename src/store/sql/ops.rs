@@ -2,9 +2,9 @@
 //! (writes) or on a reader connection (reads).
 
 use omnigate_adapters::email::render;
-use omnigate_adapters::{MessageStatus, StatusReport, Thread};
-use rusqlite::{Connection, OptionalExtension, params};
+use omnigate_adapters::{Content, MessageStatus, StatusReport, Thread};
 
+use super::db::{Db, Dialect, args};
 use super::people;
 use crate::model::{
     ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
@@ -12,31 +12,36 @@ use crate::model::{
 };
 use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
 
+/// Who holds the work a write hands to the dispatcher, and for how long.
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub ms: i64,
+}
+
 pub fn accept(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     new: &NewMessage,
-    owner: &str,
-    lease_ms: i64,
+    lease: &Lease<'_>,
     inactivity_ms: i64,
 ) -> Result<AcceptOutcome, StoreError> {
     if let Some(key) = &new.idempotency_key {
-        let first: Option<(String, String)> = conn
-            .prepare_cached("SELECT fingerprint, doc FROM messages WHERE idempotency_key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((fingerprint, doc)) = first {
-            if fingerprint != new.fingerprint {
+        let first = db.query_opt(
+            "SELECT fingerprint, doc FROM messages WHERE idempotency_key = $1",
+            args![key],
+        )?;
+        if let Some(row) = first {
+            if row.opt_text(0)?.as_ref() != Some(&new.fingerprint) {
                 return Err(StoreError::IdempotencyConflict(key.clone()));
             }
-            return Ok(AcceptOutcome::Existing(serde_json::from_str(&doc)?));
+            return Ok(AcceptOutcome::Existing(row.doc(1)?));
         }
     }
     let identity = Identity { channel: new.channel, address: new.to.clone() };
-    let contact_id = people::resolve_contact(conn, &identity, new.now)?;
+    let contact_id = people::resolve_contact(db, &identity, new.now)?;
     let conversation_id = match &new.conversation_id {
         Some(id) => {
-            let c = people::load_conversation(conn, id)?
+            let c = people::load_conversation(db, id)?
                 .ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
             if c.contact_id != contact_id {
                 return Err(StoreError::Invalid(format!(
@@ -44,11 +49,11 @@ pub fn accept(
                     new.to, new.channel
                 )));
             }
-            people::touch(conn, &c, new.channel, new.now)?;
+            people::touch(db, &c, new.channel, new.now)?;
             id.clone()
         }
         None => people::thread(
-            conn,
+            db,
             events,
             &people::Party {
                 contact_id: &contact_id,
@@ -62,13 +67,7 @@ pub fn accept(
     };
     let outside_window = match new.window_ms {
         Some(window) => {
-            let last: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT last_inbound_at FROM windows WHERE account = ?1 AND peer = ?2",
-                )?
-                .query_row([&new.account, &new.to], |r| r.get(0))
-                .optional()?;
-            last.is_none_or(|at| new.now - at > window)
+            last_inbound(db, &new.account, &new.to)?.is_none_or(|at| new.now - at > window)
         }
         None => false,
     };
@@ -116,31 +115,36 @@ pub fn accept(
             ),
         ));
     }
-    conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        message.id,
-        message.conversation_id,
-        message.account,
-        new.idempotency_key,
-        new.fingerprint,
-        serde_json::to_string(&message)?,
-        contact_id
-    ])?;
+    db.execute(
+        "INSERT INTO messages (seq, id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
+         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM messages",
+        args![
+            &message.id,
+            &message.conversation_id,
+            &message.account,
+            &new.idempotency_key,
+            &new.fingerprint,
+            &serde_json::to_string(&message)?,
+            &contact_id
+        ],
+    )?;
     append_event(
-        conn,
+        db,
         events,
         EventKind::StatusChanged { message: message.clone(), previous: None },
     )?;
     if outside_window {
         return Ok(AcceptOutcome::Created(message, None));
     }
-    conn.prepare_cached(
-        "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![message.id, new.route, new.now, owner, new.now + lease_ms])?;
+    let (owner, until) =
+        if new.dispatch_here { (lease.owner, new.now + lease.ms) } else { ("", 0) };
+    db.execute(
+        "INSERT INTO outbox (message_id, account, route, due_at, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![&message.id, &message.account, &new.route, new.now, owner, until],
+    )?;
+    if !new.dispatch_here {
+        return Ok(AcceptOutcome::Created(message, None));
+    }
     let job = Job {
         message_id: message.id.clone(),
         account: message.account.clone(),
@@ -157,13 +161,13 @@ pub fn accept(
 }
 
 pub fn record_attempt(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     id: &str,
     attempt: &Attempt,
+    lease: &Lease<'_>,
 ) -> Result<(Message, Option<Job>), StoreError> {
-    let mut message =
-        load(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+    let mut message = load(db, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
     let now = now_ms();
     let mut next = None;
     match attempt {
@@ -171,22 +175,23 @@ pub fn record_attempt(
             message.attempts += 1;
             message.error = None;
             message.provider_message_id = Some(provider_message_id.clone());
-            if !advance(conn, events, &mut message, MessageStatus::Sent, provider_status, now)? {
-                save(conn, &message)?;
+            if !advance(db, events, &mut message, MessageStatus::Sent, provider_status, now)? {
+                save(db, &message)?;
             }
-            conn.prepare_cached("UPDATE messages SET provider_message_id = ?2 WHERE id = ?1")?
-                .execute(params![id, provider_message_id])?;
-            remove_outbox(conn, id)?;
-            next = apply_early_receipts(conn, events, &mut message)?;
+            db.execute(
+                "UPDATE messages SET provider_message_id = $2 WHERE id = $1",
+                args![id, provider_message_id],
+            )?;
+            remove_outbox(db, id)?;
+            next = apply_early_receipts(db, events, &mut message, lease)?;
         }
         Attempt::Retry { due_at, error } => {
             message.attempts += 1;
             message.error = Some(error.clone());
-            if !advance(conn, events, &mut message, MessageStatus::Queued, "", now)? {
-                save(conn, &message)?;
+            if !advance(db, events, &mut message, MessageStatus::Queued, "", now)? {
+                save(db, &message)?;
             }
-            conn.prepare_cached("UPDATE outbox SET due_at = ?2 WHERE message_id = ?1")?
-                .execute(params![id, due_at])?;
+            db.execute("UPDATE outbox SET due_at = $2 WHERE message_id = $1", args![id, *due_at])?;
         }
         Attempt::Failed { status, error } => {
             if *status == MessageStatus::Failed {
@@ -195,25 +200,26 @@ pub fn record_attempt(
             message.error = Some(error.clone());
             if *status == MessageStatus::Failed
                 && let Some(job) =
-                    fall_back(conn, events, &mut message, now, MessageStatus::Failed)?
+                    fall_back(db, events, &mut message, now, MessageStatus::Failed, lease)?
             {
                 return Ok((message, Some(job)));
             }
-            if !advance(conn, events, &mut message, *status, "", now)? {
-                save(conn, &message)?;
+            if !advance(db, events, &mut message, *status, "", now)? {
+                save(db, &message)?;
             }
-            remove_outbox(conn, id)?;
+            remove_outbox(db, id)?;
         }
     }
     Ok((message, next))
 }
 
 pub fn fall_back_if_undelivered(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     id: &str,
+    lease: &Lease<'_>,
 ) -> Result<Option<Job>, StoreError> {
-    let Some(mut message) = load(conn, id)? else { return Ok(None) };
+    let Some(mut message) = load(db, id)? else { return Ok(None) };
     if message.status != MessageStatus::Sent {
         return Ok(None);
     }
@@ -222,7 +228,7 @@ pub fn fall_back_if_undelivered(
         "no delivery receipt before the fallback deadline",
     ));
     let left_at = message.status;
-    fall_back(conn, events, &mut message, now_ms(), left_at)
+    fall_back(db, events, &mut message, now_ms(), left_at, lease)
 }
 
 /// After a permanent failure, moves the message to its next fallback route: the failed
@@ -231,11 +237,12 @@ pub fn fall_back_if_undelivered(
 /// history), and the answer is the job to dispatch. `None` when no fallback is left.
 /// `left_at` is where the message stood on the channel it leaves.
 fn fall_back(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     message: &mut Message,
     now: i64,
     left_at: MessageStatus,
+    lease: &Lease<'_>,
 ) -> Result<Option<Job>, StoreError> {
     if message.send_options.fallbacks.is_empty() {
         return Ok(None);
@@ -261,19 +268,24 @@ fn fall_back(
         at: now,
         provider_status: format!("fallback to {}", next.channel),
     });
-    conn.prepare_cached(
-        "UPDATE messages SET account = ?2, provider_message_id = NULL, doc = ?3 WHERE id = ?1",
-    )?
-    .execute(params![message.id, message.account, serde_json::to_string(&*message)?])?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES (?1, ?2, ?3, 'fallback', ?4)",
-    )?
-    .execute(params![message.id, next.route, now, now + 60_000])?;
-    if let Some(c) = people::load_conversation(conn, &message.conversation_id)? {
-        people::touch(conn, &c, next.channel, now)?;
+    db.execute(
+        "UPDATE messages SET account = $2, provider_message_id = NULL, doc = $3 WHERE id = $1",
+        args![&message.id, &message.account, &serde_json::to_string(&*message)?],
+    )?;
+    // The fallback job goes straight to the dispatcher; its lease is the caller's, like a
+    // fresh message's.
+    db.execute(
+        "INSERT INTO outbox (message_id, account, route, due_at, lease_owner, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (message_id) DO UPDATE SET account = excluded.account, route = excluded.route,
+           due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until",
+        args![&message.id, &next.account, &next.route, now, lease.owner, now + lease.ms],
+    )?;
+    if let Some(c) = people::load_conversation(db, &message.conversation_id)? {
+        people::touch(db, &c, next.channel, now)?;
     }
     append_event(
-        conn,
+        db,
         events,
         EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
     )?;
@@ -292,29 +304,31 @@ fn fall_back(
 }
 
 pub fn apply_status(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     account: &str,
     report: &StatusReport,
+    lease: &Lease<'_>,
 ) -> Result<(Option<Message>, Option<Job>), StoreError> {
-    let doc: Option<String> = conn
-        .prepare_cached("SELECT doc FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
-        .query_row([account, &report.provider_message_id], |r| r.get(0))
-        .optional()?;
-    let Some(doc) = doc else {
-        park(conn, account, report, now_ms())?;
+    let row = db.query_opt(
+        "SELECT doc FROM messages WHERE account = $1 AND provider_message_id = $2",
+        args![account, &report.provider_message_id],
+    )?;
+    let Some(row) = row else {
+        park(db, account, report, now_ms())?;
         return Ok((None, None));
     };
-    let mut message: Message = serde_json::from_str(&doc)?;
-    let (moved, job) = apply_report(conn, events, &mut message, report)?;
+    let mut message: Message = row.doc(0)?;
+    let (moved, job) = apply_report(db, events, &mut message, report, lease)?;
     Ok((moved.then_some(message), job))
 }
 
 fn apply_report(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     message: &mut Message,
     report: &StatusReport,
+    lease: &Lease<'_>,
 ) -> Result<(bool, Option<Job>), StoreError> {
     if !message.status.can_advance_to(report.status) {
         return Ok((false, None));
@@ -323,31 +337,32 @@ fn apply_report(
         message.error = report.error.clone();
     }
     if report.status == MessageStatus::Failed
-        && let Some(job) = fall_back(conn, events, message, now_ms(), MessageStatus::Failed)?
+        && let Some(job) = fall_back(db, events, message, now_ms(), MessageStatus::Failed, lease)?
     {
         return Ok((true, Some(job)));
     }
-    Ok((advance(conn, events, message, report.status, &report.provider_status, now_ms())?, None))
+    Ok((advance(db, events, message, report.status, &report.provider_status, now_ms())?, None))
 }
 
 fn apply_early_receipts(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     message: &mut Message,
+    lease: &Lease<'_>,
 ) -> Result<Option<Job>, StoreError> {
     let Some(pid) = message.provider_message_id.clone() else { return Ok(None) };
-    let early: Vec<String> = conn
-        .prepare_cached("DELETE FROM early_receipts WHERE account = ?1 AND provider_message_id = ?2 RETURNING report")?
-        .query_map([&message.account, &pid], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let early = db.query(
+        "DELETE FROM early_receipts WHERE account = $1 AND provider_message_id = $2 RETURNING report",
+        args![&message.account, &pid],
+    )?;
     let mut reports: Vec<StatusReport> = early
         .iter()
-        .map(|r| serde_json::from_str::<EarlyReceipt>(r).map(|e| e.into_report(&pid)))
+        .map(|r| r.doc::<EarlyReceipt>(0).map(|e| e.into_report(&pid)))
         .collect::<Result<_, _>>()?;
     // Apply in the order a message lives through them, whatever order they arrived in.
     reports.sort_by_key(|r| r.status as u8);
     for report in &reports {
-        if let (_, Some(job)) = apply_report(conn, events, message, report)? {
+        if let (_, Some(job)) = apply_report(db, events, message, report, lease)? {
             return Ok(Some(job));
         }
     }
@@ -360,25 +375,19 @@ fn apply_early_receipts(
 pub const PARK_HORIZON_MS: Millis = 3_600_000;
 
 /// Keeps a receipt whose message is not (yet) known, and drops those past the horizon.
-fn park(
-    conn: &Connection,
-    account: &str,
-    report: &StatusReport,
-    now: Millis,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM early_receipts WHERE parked_at < ?1")?
-        .execute([now - PARK_HORIZON_MS])?;
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO early_receipts (account, provider_message_id, status, report, parked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        account,
-        report.provider_message_id,
-        report.status.as_str(),
-        serde_json::to_string(&EarlyReceipt::from(report))?,
-        now
-    ])?;
+fn park(db: &dyn Db, account: &str, report: &StatusReport, now: Millis) -> Result<(), StoreError> {
+    db.execute("DELETE FROM early_receipts WHERE parked_at < $1", args![now - PARK_HORIZON_MS])?;
+    db.execute(
+        "INSERT INTO early_receipts (account, provider_message_id, status, report, parked_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        args![
+            account,
+            &report.provider_message_id,
+            report.status.as_str(),
+            &serde_json::to_string(&EarlyReceipt::from(report))?,
+            now
+        ],
+    )?;
     Ok(())
 }
 
@@ -412,24 +421,21 @@ impl EarlyReceipt {
 }
 
 pub fn receive(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     inbound: &NewInbound,
     inactivity_ms: i64,
 ) -> Result<Option<Message>, StoreError> {
     let m = &inbound.message;
-    let seen = conn
-        .prepare_cached("SELECT 1 FROM messages WHERE account = ?1 AND provider_message_id = ?2")?
-        .exists([&inbound.account, &m.provider_message_id])?;
-    if seen {
+    if provider_message(db, &inbound.account, &m.provider_message_id)?.is_some() {
         return Ok(None);
     }
-    let (contact_id, conversation_id) = match referenced_conversation(conn, inbound)? {
+    let (contact_id, conversation_id) = match referenced_conversation(db, inbound)? {
         Some(found) => found,
         None => {
-            let contact_id = people::resolve_contact(conn, &inbound.from, inbound.now)?;
+            let contact_id = people::resolve_contact(db, &inbound.from, inbound.now)?;
             let conversation_id = people::thread(
-                conn,
+                db,
                 events,
                 &people::Party {
                     contact_id: &contact_id,
@@ -443,18 +449,15 @@ pub fn receive(
             (contact_id, conversation_id)
         }
     };
-    conn.prepare_cached(
-        "INSERT INTO windows (account, peer, last_inbound_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = max(last_inbound_at, excluded.last_inbound_at)",
-    )?
-    .execute(params![inbound.account, inbound.from.address, inbound.now])?;
+    db.execute(
+        "INSERT INTO windows (account, peer, last_inbound_at) VALUES ($1, $2, $3)
+         ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = CASE
+           WHEN windows.last_inbound_at > excluded.last_inbound_at THEN windows.last_inbound_at
+           ELSE excluded.last_inbound_at END",
+        args![&inbound.account, &inbound.from.address, inbound.now],
+    )?;
     let reply_to_message_id = match &m.reply_to {
-        Some(pid) => conn
-            .prepare_cached(
-                "SELECT id FROM messages WHERE account = ?1 AND provider_message_id = ?2",
-            )?
-            .query_row([&inbound.account, pid], |r| r.get(0))
-            .optional()?,
+        Some(pid) => provider_message(db, &inbound.account, pid)?.map(|(id, _)| id),
         None => None,
     };
     let message = Message {
@@ -484,19 +487,19 @@ pub fn receive(
         send_options: Default::default(),
         channel_attempts: Vec::new(),
     };
-    conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, account, provider_message_id, doc, contact_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        message.id,
-        message.conversation_id,
-        message.account,
-        m.provider_message_id,
-        serde_json::to_string(&message)?,
-        contact_id
-    ])?;
-    append_event(conn, events, EventKind::Received { message: message.clone() })?;
+    db.execute(
+        "INSERT INTO messages (seq, id, conversation_id, account, provider_message_id, doc, contact_id)
+         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM messages",
+        args![
+            &message.id,
+            &message.conversation_id,
+            &message.account,
+            &m.provider_message_id,
+            &serde_json::to_string(&message)?,
+            &contact_id
+        ],
+    )?;
+    append_event(db, events, EventKind::Received { message: message.clone() })?;
     Ok(Some(message))
 }
 
@@ -505,85 +508,117 @@ pub fn receive(
 /// it comes from another address of the person. A closed conversation stays closed; the
 /// reply then threads by its sender as any other message.
 fn referenced_conversation(
-    conn: &Connection,
+    db: &dyn Db,
     inbound: &NewInbound,
 ) -> Result<Option<(String, String)>, StoreError> {
     let m = &inbound.message;
     let candidates = m.reply_to.iter().chain(m.references.iter().rev());
     for provider_id in candidates {
-        let found: Option<String> = conn
-            .prepare_cached(
-                "SELECT conversation_id FROM messages WHERE account = ?1 AND provider_message_id = ?2",
-            )?
-            .query_row([&inbound.account, provider_id], |r| r.get(0))
-            .optional()?;
+        let found = provider_message(db, &inbound.account, provider_id)?;
         let Some(conversation) =
-            found.map(|id| people::load_conversation(conn, &id)).transpose()?.flatten()
+            found.map(|(_, c)| people::load_conversation(db, &c)).transpose()?.flatten()
         else {
             continue;
         };
         if conversation.state == ConversationState::Open {
-            people::touch(conn, &conversation, inbound.channel, inbound.now)?;
+            people::touch(db, &conversation, inbound.channel, inbound.now)?;
             return Ok(Some((conversation.contact_id.clone(), conversation.id)));
         }
     }
     Ok(None)
 }
 
-/// The email thread a message continues: Message-IDs of the earlier emails of its
-/// conversation, oldest first, and the subject they go by.
-pub fn thread_of(conn: &Connection, message_id: &str) -> Result<Thread, StoreError> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT provider_message_id, json_extract(doc, '$.content.email.subject'),
-                    coalesce(json_extract(doc, '$.content.email.text'),
-                             json_extract(doc, '$.content.text.body'),
-                             json_extract(doc, '$.content.media.caption'))
-             FROM messages
-             WHERE conversation_id = (SELECT conversation_id FROM messages WHERE id = ?1)
-               AND seq < (SELECT seq FROM messages WHERE id = ?1)
-               AND provider_message_id IS NOT NULL
-               AND json_extract(doc, '$.channel') = 'email'
-             ORDER BY seq",
-        )?
-        .query_map([message_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let explicit = rows
-        .iter()
-        .rev()
-        .find_map(|(_, subject, _)| subject.clone().filter(|s| !s.trim().is_empty()));
-    // A thread started from plain text goes by the subject its first email was given.
-    let subject = explicit.unwrap_or_else(|| match rows.first() {
-        Some((_, _, Some(text))) => render::subject_for("", &Thread::default(), text),
-        _ => String::new(),
-    });
-    Ok(Thread { subject, references: rows.into_iter().map(|(id, _, _)| id).collect() })
+/// The message an account's provider knows by `provider_id`: (id, conversation id).
+fn provider_message(
+    db: &dyn Db,
+    account: &str,
+    provider_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    db.query_opt(
+        "SELECT id, conversation_id FROM messages WHERE account = $1 AND provider_message_id = $2",
+        args![account, provider_id],
+    )?
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .transpose()
 }
 
-pub fn mailbox_cursor(conn: &Connection, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE account = ?1")?
-        .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+/// When the person last wrote to `account` from `peer`.
+pub fn last_inbound(db: &dyn Db, account: &str, peer: &str) -> Result<Option<Millis>, StoreError> {
+    db.query_opt(
+        "SELECT last_inbound_at FROM windows WHERE account = $1 AND peer = $2",
+        args![account, peer],
+    )?
+    .map(|r| r.int(0))
+    .transpose()
+}
+
+/// The email thread a message continues: Message-IDs of the earlier emails of its
+/// conversation, oldest first, and the subject they go by.
+pub fn thread_of(db: &dyn Db, message_id: &str) -> Result<Thread, StoreError> {
+    let rows = db.query(
+        "SELECT provider_message_id, doc FROM messages
+         WHERE conversation_id = (SELECT conversation_id FROM messages WHERE id = $1)
+           AND seq < (SELECT seq FROM messages WHERE id = $1)
+           AND provider_message_id IS NOT NULL
+         ORDER BY seq",
+        args![message_id],
+    )?;
+    let mut earlier = Vec::new();
+    for row in rows {
+        let message: Message = row.doc(1)?;
+        if message.channel == omnigate_adapters::Channel::Email {
+            earlier.push((row.text(0)?, message.content));
+        }
+    }
+    let explicit = earlier.iter().rev().find_map(|(_, content)| match content {
+        Content::Email(email) if !email.subject.trim().is_empty() => Some(email.subject.clone()),
+        _ => None,
+    });
+    // A thread started from plain text goes by the subject its first email was given.
+    let subject = explicit.unwrap_or_else(|| match earlier.first() {
+        Some((_, content)) => match first_text(content) {
+            Some(text) => render::subject_for("", &Thread::default(), text),
+            None => String::new(),
+        },
+        None => String::new(),
+    });
+    Ok(Thread { subject, references: earlier.into_iter().map(|(id, _)| id).collect() })
+}
+
+fn first_text(content: &Content) -> Option<&str> {
+    match content {
+        Content::Email(email) => Some(&email.text),
+        Content::Text(text) => Some(&text.body),
+        Content::Media(media) => Some(&media.caption),
+        _ => None,
+    }
+}
+
+pub fn mailbox_cursor(db: &dyn Db, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
+    db.query_opt(
+        "SELECT uid_validity, last_uid FROM mailbox_cursors WHERE account = $1",
+        args![account],
+    )?
+    .map(|r| Ok((uid(r.int(0)?)?, uid(r.int(1)?)?)))
+    .transpose()
+}
+
+fn uid(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n)
+        .map_err(|_| StoreError::Database(format!("stored IMAP UID {n} is out of range")))
 }
 
 pub fn save_mailbox_cursor(
-    conn: &Connection,
+    db: &dyn Db,
     account: &str,
     uid_validity: u32,
     last_uid: u32,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO mailbox_cursors (account, uid_validity, last_uid) VALUES (?1, ?2, ?3)
+    db.execute(
+        "INSERT INTO mailbox_cursors (account, uid_validity, last_uid) VALUES ($1, $2, $3)
          ON CONFLICT (account) DO UPDATE SET uid_validity = excluded.uid_validity, last_uid = excluded.last_uid",
-    )?
-    .execute(params![account, uid_validity, last_uid])?;
+        args![account, uid_validity, last_uid],
+    )?;
     Ok(())
 }
 
@@ -591,23 +626,21 @@ pub fn save_mailbox_cursor(
 const WATERMARK_SCAN: i64 = 200;
 
 pub fn apply_watermark(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     account: &str,
     peer: &str,
     status: MessageStatus,
     up_to: i64,
 ) -> Result<Vec<Message>, StoreError> {
-    let docs: Vec<String> = conn
-        .prepare_cached(
-            "SELECT m.doc FROM messages m JOIN identities i ON i.contact_id = m.contact_id
-             WHERE m.account = ?1 AND i.address = ?2 ORDER BY m.seq DESC LIMIT ?3",
-        )?
-        .query_map(params![account, peer, WATERMARK_SCAN], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let rows = db.query(
+        "SELECT m.doc FROM messages m JOIN identities i ON i.contact_id = m.contact_id
+         WHERE m.account = $1 AND i.address = $2 ORDER BY m.seq DESC LIMIT $3",
+        args![account, peer, WATERMARK_SCAN],
+    )?;
     let mut moved = Vec::new();
-    for doc in docs {
-        let mut message: Message = serde_json::from_str(&doc)?;
+    for row in rows {
+        let mut message: Message = row.doc(0)?;
         if message.direction != Direction::Outbound
             || message.created_at > up_to
             || message.provider_message_id.is_none()
@@ -615,69 +648,92 @@ pub fn apply_watermark(
             continue;
         }
         let word = if status == MessageStatus::Read { "read" } else { "delivered" };
-        if advance(conn, events, &mut message, status, word, now_ms())? {
+        if advance(db, events, &mut message, status, word, now_ms())? {
             moved.push(message);
         }
     }
     Ok(moved)
 }
 
-pub fn get_message(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
-    load(conn, id)
+pub fn get_message(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
+    load(db, id)
 }
 
 pub fn list_messages(
-    conn: &Connection,
+    db: &dyn Db,
     conversation_id: &str,
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Message)>, StoreError> {
-    let rows: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT seq, doc FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-        .query_map(params![conversation_id, after as i64, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter().map(|(seq, doc)| Ok((seq as u64, serde_json::from_str(&doc)?))).collect()
+    db.query(
+        "SELECT seq, doc FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        args![conversation_id, after, limit],
+    )?
+    .iter()
+    .map(|r| Ok((r.int(0)? as u64, r.doc(1)?)))
+    .collect()
 }
 
-pub fn events_after(
-    conn: &Connection,
-    sequence: u64,
-    limit: usize,
-) -> Result<Vec<Event>, StoreError> {
-    let rows: Vec<(i64, i64, String)> = conn
-        .prepare_cached("SELECT seq, at, kind FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-        .query_map(params![sequence as i64, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(seq, at, kind)| {
-            Ok(Event { sequence: seq as u64, at, kind: serde_json::from_str(&kind)? })
-        })
-        .collect()
+pub fn events_after(db: &dyn Db, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    db.query(
+        "SELECT seq, at, kind FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        args![sequence, limit],
+    )?
+    .iter()
+    .map(|r| Ok(Event { sequence: r.int(0)? as u64, at: r.int(1)?, kind: r.doc(2)? }))
+    .collect()
 }
 
+pub fn last_sequence(db: &dyn Db) -> Result<u64, StoreError> {
+    match db.query_opt("SELECT COALESCE(MAX(seq), 0) FROM events", args![])? {
+        Some(row) => Ok(row.int(0)? as u64),
+        None => Ok(0),
+    }
+}
+
+/// Claims up to `limit` outbox entries whose lease is free or expired, on the routes that
+/// `routes` lets through (all when `None`), oldest due first.
 pub fn claim(
-    conn: &Connection,
-    owner: &str,
-    lease_ms: i64,
+    db: &dyn Db,
+    lease: &Lease<'_>,
     limit: usize,
+    routes: Option<&[(String, String)]>,
 ) -> Result<Vec<Job>, StoreError> {
     let now = now_ms();
-    let claimed: Vec<(String, String, i64)> = conn
-        .prepare_cached(
-            "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
-             WHERE message_id IN (SELECT message_id FROM outbox WHERE lease_until <= ?3 ORDER BY due_at LIMIT ?4)
-             RETURNING message_id, route, due_at",
-        )?
-        .query_map(params![owner, now + lease_ms, now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut jobs = Vec::with_capacity(claimed.len());
-    for (message_id, route, due_at) in claimed {
-        let Some(message) = load(conn, &message_id)? else { continue };
+    // Entries of routes this owner may not take are skipped, not claimed: read the free
+    // entries, then lease the ones wanted. Under PostgreSQL, SKIP LOCKED lets replicas
+    // claiming at the same time take disjoint entries.
+    let lock = match db.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    let free = db.query(
+        &format!(
+            "SELECT message_id, account, route, due_at FROM outbox WHERE lease_until <= $1
+             ORDER BY due_at, message_id LIMIT $2{lock}"
+        ),
+        args![now, CLAIM_SCAN.max(limit)],
+    )?;
+    let mut jobs = Vec::with_capacity(limit.min(free.len()));
+    for row in free {
+        if jobs.len() == limit {
+            break;
+        }
+        let (message_id, account, route) = (row.text(0)?, row.text(1)?, row.text(2)?);
+        if let Some(routes) = routes
+            && !routes.iter().any(|(a, r)| *a == account && *r == route)
+        {
+            continue;
+        }
+        let due_at = row.int(3)?;
+        db.execute(
+            "UPDATE outbox SET lease_owner = $2, lease_until = $3 WHERE message_id = $1",
+            args![&message_id, lease.owner, now + lease.ms],
+        )?;
+        let Some(message) = load(db, &message_id)? else { continue };
         jobs.push(Job {
             message_id,
-            account: message.account,
+            account,
             route,
             to: message.to,
             content: message.content,
@@ -688,27 +744,47 @@ pub fn claim(
             delivery_deadline: false,
         });
     }
-    jobs.sort_by(|a, b| (a.due_at, &a.message_id).cmp(&(b.due_at, &b.message_id)));
     Ok(jobs)
 }
 
-fn load(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
-    let doc: Option<String> = conn
-        .prepare_cached("SELECT doc FROM messages WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+/// How many free entries one claim looks at, so that entries of routes others own do not
+/// hide the ones this owner may take.
+const CLAIM_SCAN: usize = 1000;
+
+/// Extends every lease `owner` holds, since its dispatcher still has that work in hand.
+pub fn renew_leases(db: &dyn Db, lease: &Lease<'_>) -> Result<u64, StoreError> {
+    db.execute(
+        "UPDATE outbox SET lease_until = $2 WHERE lease_owner = $1",
+        args![lease.owner, now_ms() + lease.ms],
+    )
 }
 
-fn save(conn: &Connection, message: &Message) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE messages SET doc = ?2 WHERE id = ?1")?
-        .execute(params![message.id, serde_json::to_string(message)?])?;
+/// Gives one entry's lease up (every entry `owner` holds when `None`), so that whoever
+/// owns its route claims it.
+pub fn release(db: &dyn Db, owner: &str, message_id: Option<&str>) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE outbox SET lease_owner = '', lease_until = 0
+         WHERE lease_owner = $1 AND ($2 IS NULL OR message_id = $2)",
+        args![owner, message_id],
+    )?;
+    Ok(())
+}
+
+fn load(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
+    db.query_opt("SELECT doc FROM messages WHERE id = $1", args![id])?.map(|r| r.doc(0)).transpose()
+}
+
+fn save(db: &dyn Db, message: &Message) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE messages SET doc = $2 WHERE id = $1",
+        args![&message.id, &serde_json::to_string(message)?],
+    )?;
     Ok(())
 }
 
 /// Moves `message` to `status` if that is forward, saving it and appending the event.
 fn advance(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     message: &mut Message,
     status: MessageStatus,
@@ -726,22 +802,25 @@ fn advance(
         at: now,
         provider_status: provider_status.to_string(),
     });
-    save(conn, message)?;
+    save(db, message)?;
     append_event(
-        conn,
+        db,
         events,
         EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
     )?;
     Ok(true)
 }
 
-fn remove_outbox(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM outbox WHERE message_id = ?1")?.execute([id])?;
+fn remove_outbox(db: &dyn Db, id: &str) -> Result<(), StoreError> {
+    db.execute("DELETE FROM outbox WHERE message_id = $1", args![id])?;
     Ok(())
 }
 
+/// Appends an event. Its sequence is the next after the last committed one: the writer
+/// runs one batch at a time (under PostgreSQL, one across all replicas), so sequences
+/// are given in commit order with no gaps.
 pub fn append_event(
-    conn: &Connection,
+    db: &dyn Db,
     events: &mut Vec<Event>,
     kind: EventKind,
 ) -> Result<(), StoreError> {
@@ -756,9 +835,14 @@ pub fn append_event(
         EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
         EventKind::InboundRejected { .. } => "",
     };
-    conn.prepare_cached("INSERT INTO events (at, kind, contact_id) VALUES (?1, ?2, ?3)")?
-        .execute(params![at, serde_json::to_string(&kind)?, contact_id])?;
-    events.push(Event { sequence: conn.last_insert_rowid() as u64, at, kind });
+    let row = db
+        .query_opt(
+            "INSERT INTO events (seq, at, kind, contact_id)
+             SELECT COALESCE(MAX(seq), 0) + 1, CAST($1 AS BIGINT), $2, $3 FROM events RETURNING seq",
+            args![at, &serde_json::to_string(&kind)?, contact_id],
+        )?
+        .ok_or_else(|| StoreError::Database("event insert returned no sequence".into()))?;
+    events.push(Event { sequence: row.int(0)? as u64, at, kind });
     Ok(())
 }
 
@@ -774,23 +858,18 @@ fn erase(message: &mut Message) {
 }
 
 /// Erases a contact's messages, and the copies of them in the event log.
-pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64, StoreError> {
-    let docs: Vec<(String, String)> = conn
-        .prepare_cached("SELECT id, doc FROM messages WHERE contact_id = ?1")?
-        .query_map([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let count = docs.len() as u64;
-    for (_, doc) in docs {
-        let mut m: Message = serde_json::from_str(&doc)?;
+pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, StoreError> {
+    let rows = db.query("SELECT doc FROM messages WHERE contact_id = $1", args![contact_id])?;
+    let count = rows.len() as u64;
+    for row in rows {
+        let mut m: Message = row.doc(0)?;
         erase(&mut m);
-        save(conn, &m)?;
+        save(db, &m)?;
     }
-    let logged: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT seq, kind FROM events WHERE contact_id = ?1")?
-        .query_map([contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (seq, kind) in logged {
-        let mut kind: EventKind = serde_json::from_str(&kind)?;
+    let logged =
+        db.query("SELECT seq, kind FROM events WHERE contact_id = $1", args![contact_id])?;
+    for row in logged {
+        let mut kind: EventKind = row.doc(1)?;
         match &mut kind {
             EventKind::StatusChanged { message, .. } | EventKind::Received { message } => {
                 erase(message)
@@ -801,8 +880,10 @@ pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64
             }
             _ => continue,
         }
-        conn.prepare_cached("UPDATE events SET kind = ?2 WHERE seq = ?1")?
-            .execute(params![seq, serde_json::to_string(&kind)?])?;
+        db.execute(
+            "UPDATE events SET kind = $2 WHERE seq = $1",
+            args![row.int(0)?, &serde_json::to_string(&kind)?],
+        )?;
     }
     Ok(count)
 }
@@ -810,31 +891,35 @@ pub fn scrub_contact_messages(conn: &Connection, contact_id: &str) -> Result<u64
 #[cfg(test)]
 mod tests {
     use omnigate_adapters::{MessageStatus, StatusReport};
-    use rusqlite::Connection;
 
     use super::{PARK_HORIZON_MS, park};
+    use crate::store::sql::db::{Conn, Db, args};
+    use crate::store::sqlite::SqliteConn;
 
-    fn parked(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT provider_message_id FROM early_receipts ORDER BY parked_at")
-            .expect("query");
-        stmt.query_map([], |r| r.get(0)).expect("rows").collect::<Result<_, _>>().expect("ids")
+    fn parked(db: &dyn Db) -> Vec<String> {
+        let rows = db
+            .query("SELECT provider_message_id FROM early_receipts ORDER BY parked_at", args![])
+            .expect("rows");
+        rows.iter().map(|r| r.text(0).expect("id")).collect()
     }
 
     #[test]
     fn receipts_for_messages_that_never_appear_are_dropped_after_the_horizon() {
-        let mut conn = Connection::open_in_memory().expect("db");
-        super::super::schema::migrate(&mut conn).expect("migrate");
+        let mut conn = SqliteConn::in_memory().expect("db");
         let report = |pid: &str| StatusReport {
             provider_message_id: pid.into(),
             status: MessageStatus::Delivered,
             provider_status: "delivered".into(),
             error: None,
         };
-        park(&conn, "sms", &report("SMold"), 1_000).expect("park");
-        park(&conn, "sms", &report("SMrecent"), 1_000 + PARK_HORIZON_MS).expect("park");
-        assert_eq!(parked(&conn), ["SMold", "SMrecent"], "both within the horizon");
-        park(&conn, "sms", &report("SMnew"), 1_001 + PARK_HORIZON_MS).expect("park");
-        assert_eq!(parked(&conn), ["SMrecent", "SMnew"], "the oldest is past it");
+        conn.read(|db| {
+            park(db, "sms", &report("SMold"), 1_000)?;
+            park(db, "sms", &report("SMrecent"), 1_000 + PARK_HORIZON_MS)?;
+            assert_eq!(parked(db), ["SMold", "SMrecent"], "both within the horizon");
+            park(db, "sms", &report("SMnew"), 1_001 + PARK_HORIZON_MS)?;
+            assert_eq!(parked(db), ["SMrecent", "SMnew"], "the oldest is past it");
+            Ok(())
+        })
+        .expect("park");
     }
 }

@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use rusqlite::Connection;
-use tokio::sync::broadcast;
-
+use super::db::{Conn, Db};
 use crate::model::Event;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
@@ -22,26 +20,28 @@ use crate::telemetry::Metrics;
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// One write: runs inside the batch's transaction and pushes the events it appended.
 /// Answers its completion, and whether it failed in a way that spoils the batch.
-pub type WriteFn = Box<dyn FnOnce(&Connection, &mut Vec<Event>) -> (Completion, bool) + Send>;
+pub type WriteFn = Box<dyn FnOnce(&dyn Db, &mut Vec<Event>) -> (Completion, bool) + Send>;
+/// Gets each committed batch's events, in order.
+pub type OnCommit = Box<dyn Fn(Vec<Event>) + Send>;
 
-pub fn spawn(
-    mut conn: Connection,
+pub fn spawn<C: Conn>(
+    mut conn: C,
     max_batch: usize,
-    events: broadcast::Sender<Arc<Event>>,
+    on_commit: OnCommit,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(mpsc::Sender<WriteFn>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<WriteFn>();
     let handle = std::thread::Builder::new()
-        .name("omnigate-sqlite-writer".into())
-        .spawn(move || run(&mut conn, &rx, max_batch, &events, &metrics))?;
+        .name("omnigate-store-writer".into())
+        .spawn(move || run(&mut conn, &rx, max_batch, &on_commit, &metrics))?;
     Ok((tx, handle))
 }
 
-fn run(
-    conn: &mut Connection,
+fn run<C: Conn>(
+    conn: &mut C,
     rx: &mpsc::Receiver<WriteFn>,
     max_batch: usize,
-    events: &broadcast::Sender<Arc<Event>>,
+    on_commit: &OnCommit,
     metrics: &Metrics,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -58,9 +58,7 @@ fn run(
         match outcome {
             Ok(completions) => {
                 metrics.store_commit(completions.len());
-                for event in appended {
-                    let _ = events.send(Arc::new(event));
-                }
+                on_commit(appended);
                 completions.into_iter().for_each(|c| c(Ok(())));
             }
             Err((completions, reason)) => {
@@ -75,38 +73,33 @@ fn run(
 
 type BatchResult = Result<Vec<Completion>, (Vec<Completion>, String)>;
 
-fn commit_batch(
-    conn: &mut Connection,
+fn commit_batch<C: Conn>(
+    conn: &mut C,
     batch: &mut Vec<WriteFn>,
     appended: &mut Vec<Event>,
 ) -> BatchResult {
-    let writes = std::mem::take(batch);
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        // Dropping the writes drops their reply channels: each caller learns its write
-        // did not run.
-        Err(e) => return Err((Vec::new(), e.to_string())),
-    };
-    let mut completions = Vec::with_capacity(writes.len());
-    let mut spoiled = false;
-    for write in writes {
-        let (completion, spoils) = write(&tx, appended);
-        completions.push(completion);
-        spoiled |= spoils;
-    }
-    if spoiled {
-        appended.clear();
-        let rollback = tx.rollback().err().map(|e| format!(" (rollback: {e})")).unwrap_or_default();
-        return Err((
-            completions,
-            format!("a write in this batch failed, so none was stored{rollback}"),
-        ));
-    }
-    match tx.commit() {
-        Ok(()) => Ok(completions),
+    let mut writes = Some(std::mem::take(batch));
+    let mut completions = Vec::new();
+    let outcome = conn.transaction(&mut |db| {
+        let mut spoiled = false;
+        for write in writes.take().into_iter().flatten() {
+            let (completion, spoils) = write(db, appended);
+            completions.push(completion);
+            spoiled |= spoils;
+        }
+        !spoiled
+    });
+    match outcome {
+        Ok(true) => Ok(completions),
+        Ok(false) => {
+            appended.clear();
+            Err((completions, "a write in this batch failed, so none was stored".into()))
+        }
+        // Writes that never ran are dropped with their reply channels: each caller
+        // learns its write did not run.
         Err(e) => {
             appended.clear();
-            Err((completions, e.to_string()))
+            Err((completions, e))
         }
     }
 }

@@ -1,0 +1,110 @@
+//! Follows the event log for the live feed: every replica's commits, in sequence order.
+//! A NOTIFY from any replica's batch wakes it; a short timeout bounds how late it reads
+//! if a notification is lost with a broken connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use tokio::sync::broadcast;
+
+use super::{EVENTS_CHANNEL, PgConn};
+use crate::model::Event;
+use crate::store::StoreError;
+use crate::store::sql::db::Conn;
+use crate::store::sql::{events_after, last_sequence};
+
+/// How long the follower waits for a notification before it looks anyway.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
+const PAGE: usize = 1000;
+
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Follower {
+    /// Stops following; returns once the thread ended.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts following from the log's current end.
+pub fn spawn(url: &str, events: broadcast::Sender<Arc<Event>>) -> Result<Follower, StoreError> {
+    let mut conn = listen(url)?;
+    let last = conn.read(last_sequence)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = url.to_string();
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("omnigate-event-follower".into())
+            .spawn(move || run(&url, conn, last, &events, &stop))
+            .map_err(|e| StoreError::Database(format!("cannot start the event follower: {e}")))?
+    };
+    Ok(Follower { stop, thread })
+}
+
+fn listen(url: &str) -> Result<PgConn, StoreError> {
+    let mut conn = PgConn::connect(url)?;
+    conn.client()?.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
+    Ok(conn)
+}
+
+fn run(
+    url: &str,
+    mut conn: PgConn,
+    mut last: u64,
+    events: &broadcast::Sender<Arc<Event>>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Acquire) {
+        // A connection opened again has lost its LISTEN.
+        if !conn.is_open() {
+            match listen(url) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event follower cannot reconnect; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        match read_new(&mut conn, &mut last, events) {
+            Ok(()) => {
+                // Any notification means "look again"; several fold into one look.
+                let Ok(client) = conn.client() else { continue };
+                let mut notes = client.notifications();
+                let _ = notes.timeout_iter(IDLE_LOOK).next();
+                while let Ok(Some(_)) = notes.iter().next() {}
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event follower cannot read the log; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Broadcasts every event after `last`, in order.
+fn read_new(
+    conn: &mut PgConn,
+    last: &mut u64,
+    events: &broadcast::Sender<Arc<Event>>,
+) -> Result<(), StoreError> {
+    loop {
+        let page = conn.read(|db| events_after(db, *last, PAGE))?;
+        let full = page.len() == PAGE;
+        for event in page {
+            *last = event.sequence;
+            let _ = events.send(Arc::new(event));
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The PostgreSQL schema: the same tables and columns as the SQLite one (see
+//! `store::sqlite::schema`), so that one set of statements serves both. Steps are numbered
+//! as there; a replica migrates under an advisory lock, so replicas starting together do
+//! not race.
+
+use postgres::Client;
+
+use crate::store::StoreError;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE conversations (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    account TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_activity_at BIGINT NOT NULL,
+    contact_id TEXT NOT NULL DEFAULT '',
+    channels TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX conversations_open ON conversations (account, peer) WHERE state = 'open';
+CREATE INDEX conversations_contact ON conversations (contact_id, state, last_activity_at);
+
+-- seq is given under the batch lock (see the store's writer), so it follows commit order.
+CREATE TABLE messages (
+    seq BIGINT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id),
+    account TEXT NOT NULL,
+    provider_message_id TEXT,
+    idempotency_key TEXT,
+    fingerprint TEXT,
+    doc TEXT NOT NULL,
+    contact_id TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX messages_idempotency ON messages (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX messages_provider ON messages (account, provider_message_id) WHERE provider_message_id IS NOT NULL;
+CREATE INDEX messages_conversation ON messages (conversation_id, seq);
+CREATE INDEX messages_contact ON messages (contact_id, seq);
+
+CREATE TABLE outbox (
+    message_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL DEFAULT '',
+    route TEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    lease_owner TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (lease_until, due_at);
+CREATE INDEX outbox_owner ON outbox (lease_owner);
+
+CREATE TABLE early_receipts (
+    account TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    report TEXT NOT NULL,
+    parked_at BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, provider_message_id, status)
+);
+CREATE INDEX early_receipts_age ON early_receipts (parked_at);
+
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    contact_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_contact ON events (contact_id) WHERE contact_id <> '';
+
+CREATE TABLE windows (
+    account TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    last_inbound_at BIGINT NOT NULL,
+    PRIMARY KEY (account, peer)
+);
+
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    merged_into TEXT,
+    forgotten BIGINT NOT NULL DEFAULT 0
+);
+-- Named after SQLite's implicit rowid: identities list in the order they were added.
+CREATE TABLE identities (
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    contact_id TEXT NOT NULL REFERENCES contacts (id),
+    PRIMARY KEY (channel, address)
+);
+CREATE INDEX identities_contact ON identities (contact_id);
+
+CREATE TABLE webhooks (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE webhook_dead_letters (
+    webhook_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    error TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (webhook_id, sequence)
+);
+
+CREATE TABLE mailbox_cursors (
+    account TEXT PRIMARY KEY,
+    uid_validity BIGINT NOT NULL,
+    last_uid BIGINT NOT NULL
+);
+
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    seen_at BIGINT NOT NULL
+);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until_at BIGINT NOT NULL
+);
+"#];
+
+/// Serialises migrations across replicas.
+const MIGRATE_LOCK: i64 = 0x006f_6d6e_696d_6967;
+
+/// Applies every step the database has not seen; answers the resulting version.
+pub fn migrate(client: &mut Client) -> Result<usize, StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS omnigate_schema (version BIGINT NOT NULL);
+         INSERT INTO omnigate_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM omnigate_schema)",
+    )?;
+    let current: i64 = tx.query_one("SELECT max(version) FROM omnigate_schema", &[])?.get(0);
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {current}, newer than this release knows ({}); upgrade omnigate",
+            MIGRATIONS.len()
+        )));
+    }
+    for step in &MIGRATIONS[current..] {
+        tx.batch_execute(step)?;
+    }
+    tx.execute("UPDATE omnigate_schema SET version = $1", &[&(MIGRATIONS.len() as i64)])?;
+    tx.commit()?;
+    Ok(MIGRATIONS.len())
+}

@@ -1,0 +1,346 @@
+//! Three replicas of the real binary on one PostgreSQL database, one killed with SIGKILL
+//! under load: every accepted message reaches the provider, each route's rate holds across
+//! the fleet, duplicates stay within what the dead replica had in flight, and the event log
+//! stays gap-free. Also: a receipt or inbound message may reach any replica.
+
+use std::path::Path;
+use std::time::Duration;
+
+use omnigate::fleet::{owner_of, route_key};
+use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
+use omnigate_proto::v1 as pb;
+use omnigate_proto::v1::gateway_client::GatewayClient;
+
+use crate::pg::TestDb;
+use crate::process::{Running, free_port, spawn};
+use crate::support::{SID, TOKEN, post_signed, text_request};
+
+type Client = GatewayClient<tonic::transport::Channel>;
+
+const ROUTES: [(&str, &str); 3] =
+    [("sms-a", "+15005550101"), ("sms-b", "+15005550102"), ("sms-c", "+15005550103")];
+const RATE: f64 = 15.0;
+const BURST: u32 = 3;
+const MAX_IN_FLIGHT: usize = 4;
+const NODES: [&str; 3] = ["r1", "r2", "r3"];
+/// Messages sent before the kill, and in all.
+const FIRST: usize = 150;
+const TOTAL: usize = 210;
+
+struct Replica {
+    node: &'static str,
+    config: std::path::PathBuf,
+    grpc: String,
+    http: String,
+}
+
+impl Replica {
+    fn new(dir: &Path, node: &'static str, db: &TestDb, sandbox: &SandboxHandle) -> Replica {
+        let (grpc, http) = (free_port(), free_port());
+        let mut accounts = String::new();
+        for (id, from) in ROUTES {
+            accounts.push_str(&format!(
+                r#"
+[[accounts]]
+type = "twilio"
+id = "{id}"
+api_base = "{api}"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+from = "{from}"
+rate_limit = {{ per_second = {RATE}, burst = {BURST} }}
+"#,
+                api = sandbox.api_base()
+            ));
+        }
+        let config = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[server]
+node_id = "{node}"
+grpc_addr = "127.0.0.1:{grpc}"
+http_addr = "127.0.0.1:{http}"
+drain_timeout_secs = 5
+
+[store]
+url = "{url}"
+lease_secs = 2
+
+[dispatch]
+max_in_flight = {MAX_IN_FLIGHT}
+backoff_initial_ms = 50
+backoff_max_ms = 500
+{accounts}"#,
+                url = db.url,
+            ),
+        )
+        .expect("write config");
+        Replica {
+            node,
+            config,
+            grpc: format!("http://127.0.0.1:{grpc}"),
+            http: format!("http://127.0.0.1:{http}"),
+        }
+    }
+
+    async fn start(&self) -> (Running, Client) {
+        spawn(&self.config, &self.grpc).await
+    }
+}
+
+async fn sandbox(latency_ms: u64) -> SandboxHandle {
+    sandbox::start(SandboxConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        account_sid: SID.into(),
+        auth_token: TOKEN.into(),
+        callback_delay_ms: 10,
+        latency_ms,
+        rules: Vec::new(),
+    })
+    .await
+    .expect("sandbox")
+}
+
+/// The route leases, read off the async workers; none before the schema exists.
+async fn leases(db: &TestDb) -> Vec<(String, String)> {
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.query("SELECT name, owner FROM leases WHERE owner <> ''", &[])
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .unwrap_or_default()
+    })
+    .await
+    .expect("join")
+}
+
+/// Waits until every route is held by the replica rendezvous hashing gives it to.
+async fn settled(db: &TestDb, live: &[String]) {
+    for _ in 0..200 {
+        let leases = leases(db).await;
+        let right = ROUTES.iter().all(|(id, from)| {
+            let name = route_key(id, from);
+            let want = owner_of(&name, live).expect("owner");
+            leases.iter().any(|(n, o)| *n == name && o == want)
+        });
+        if right {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("routes never settled on their owners");
+}
+
+fn request(i: usize) -> pb::SendMessageRequest {
+    let (account, _) = ROUTES[i % ROUTES.len()];
+    pb::SendMessageRequest {
+        account: account.into(),
+        ..text_request(&format!("+1415557{i:04}"), &format!("fleet {i}"))
+    }
+}
+
+async fn status_of(client: &mut Client, id: &str) -> pb::MessageStatus {
+    let m = client.get_message(pb::GetMessageRequest { id: id.into() }).await.expect("get");
+    pb::MessageStatus::try_from(m.into_inner().message.expect("message").status).expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_survive_a_sigkill_under_load() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = sandbox(30).await;
+    let replicas: Vec<Replica> =
+        NODES.iter().map(|n| Replica::new(dir.path(), n, &db, &sandbox)).collect();
+    let mut running = Vec::new();
+    for r in &replicas {
+        running.push(Some(r.start().await));
+    }
+    let all: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+    settled(&db, &all).await;
+
+    // The victim owns the first route; the load goes to every replica, most of it to ones
+    // that do not own the message's route.
+    let victim_node = owner_of(&route_key(ROUTES[0].0, ROUTES[0].1), &all).expect("owner");
+    let victim = NODES.iter().position(|n| *n == victim_node).expect("victim");
+    let mut load = Vec::new();
+    for (r, slot) in running.iter().enumerate() {
+        let mut client = slot.as_ref().expect("running").1.clone();
+        load.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (r..FIRST).step_by(3) {
+                let m = client.send_message(request(i)).await.expect("accepted").into_inner();
+                ids.push(m.message.expect("message").id);
+            }
+            ids
+        }));
+    }
+    let mut accepted = Vec::new();
+    for task in load {
+        accepted.extend(task.await.expect("load"));
+    }
+    let (mut child, _) = running[victim].take().expect("victim running");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reaped");
+    let sent_before_kill = sandbox.sent_count();
+    assert!(sent_before_kill < FIRST, "the kill came under load ({sent_before_kill} sent)");
+
+    // More load on the survivors while they take the dead replica's routes over.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    for i in FIRST..TOTAL {
+        let (_, client) = running[survivors[i % 2]].as_mut().expect("running");
+        let m = client.send_message(request(i)).await.expect("accepted").into_inner();
+        accepted.push(m.message.expect("message").id);
+    }
+
+    let (_, reader) = running[survivors[0]].as_mut().expect("running");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    for id in &accepted {
+        while !matches!(
+            status_of(reader, id).await,
+            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
+        ) {
+            assert!(tokio::time::Instant::now() < deadline, "{id} never reached the provider");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let sent = sandbox.sent();
+    let mut recipients: Vec<&str> = sent.iter().filter_map(|s| s.field("To")).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), TOTAL, "every accepted message reached the provider");
+    assert!(
+        sent.len() <= TOTAL + MAX_IN_FLIGHT,
+        "{} sends for {TOTAL} messages: more duplicates than the dead replica had in flight",
+        sent.len()
+    );
+
+    // Per route, no one-second window holds more than a bucket's worth plus the rate,
+    // with one more bucket for the handover (the new owner starts with a full one).
+    for (_, from) in ROUTES {
+        let mut times: Vec<_> =
+            sent.iter().filter(|s| s.field("From") == Some(from)).map(|s| s.at).collect();
+        times.sort();
+        let most = times
+            .iter()
+            .enumerate()
+            .map(|(i, start)| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(*start) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let bound = 2 * BURST as usize + RATE as usize + 1;
+        assert!(most <= bound, "{from}: {most} sends in one second, limit {bound}");
+    }
+
+    // One log for the fleet: sequences 1..=N with no gap, one ACCEPTED event per message.
+    let url = db.url.clone();
+    let (sequences, accepted_events) = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let seqs: Vec<i64> = c
+            .query("SELECT seq FROM events ORDER BY seq", &[])
+            .expect("events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let accepted: i64 = c
+            .query_one("SELECT count(*) FROM events WHERE kind LIKE '%\"previous\":null%'", &[])
+            .expect("count")
+            .get(0);
+        (seqs, accepted)
+    })
+    .await
+    .expect("join");
+    assert_eq!(sequences, (1..=sequences.len() as i64).collect::<Vec<_>>(), "gap-free");
+    assert_eq!(accepted_events, TOTAL as i64, "each message was accepted once");
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Callbacks are posted by the test, to the replica it picks.
+    let sandbox = sandbox(0).await;
+    let (a, b) = (
+        Replica::new(dir.path(), "r1", &db, &sandbox),
+        Replica::new(dir.path(), "r2", &db, &sandbox),
+    );
+    let (_ra, mut client_a) = a.start().await;
+    let (_rb, mut client_b) = b.start().await;
+    settled(&db, &[a.node.to_string(), b.node.to_string()]).await;
+
+    // A stream on replica A, from the start of the log.
+    let mut stream = client_a
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
+        .await
+        .expect("stream")
+        .into_inner();
+
+    let m = client_b.send_message(request(0)).await.expect("accepted").into_inner();
+    let id = m.message.expect("message").id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let sid = loop {
+        let m = client_a.get_message(pb::GetMessageRequest { id: id.clone() }).await.expect("get");
+        let m = m.into_inner().message.expect("message");
+        if !m.provider_message_id.is_empty() {
+            break m.provider_message_id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The receipt, posted to A whichever replica sent the message.
+    let url = format!("{}/webhooks/twilio/{}/status", a.http, ROUTES[0].0);
+    let (code, body) = post_signed(
+        &url,
+        &[("MessageSid", &sid), ("MessageStatus", "delivered"), ("AccountSid", SID)],
+        TOKEN,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    // An inbound message posted to B.
+    let url_b = format!("{}/webhooks/twilio/{}/inbound", b.http, ROUTES[0].0);
+    let (code, body) = post_signed(
+        &url_b,
+        &[
+            ("MessageSid", "SMfleetinbound0000000000000000000"),
+            ("AccountSid", SID),
+            ("From", "+14155570000"),
+            ("To", ROUTES[0].1),
+            ("Body", "hello from the fleet"),
+        ],
+        TOKEN,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status_of(&mut client_b, &id).await, pb::MessageStatus::Delivered);
+
+    // A's stream carries B's inbound message and the delivery, in sequence order.
+    let mut last = 0;
+    let (mut delivered, mut inbound) = (false, false);
+    while !(delivered && inbound) {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event in time")
+            .expect("stream")
+            .expect("open");
+        assert!(event.sequence > last, "sequence {} after {last}", event.sequence);
+        last = event.sequence;
+        match event.kind {
+            Some(pb::event::Kind::MessageStatusChanged(c)) => {
+                let m = c.message.expect("message");
+                delivered |= m.id == id && m.status == pb::MessageStatus::Delivered as i32;
+            }
+            Some(pb::event::Kind::MessageReceived(r)) => {
+                let m = r.message.expect("message");
+                inbound |= m.from == "+14155570000";
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Fresh PostgreSQL databases for tests, on the server `.ci/run` starts (or the one
+//! `OMNIGATE_TEST_POSTGRES` names: a URL whose user may create databases).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const DEFAULT_SERVER: &str = "postgres://omnigate:omnigate@127.0.0.1:5432/postgres";
+
+fn server() -> String {
+    std::env::var("OMNIGATE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.to_string())
+}
+
+/// A new empty database, dropped when this value is.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "omnigate_t{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            omnigate::model::now_ms() % 100_000
+        );
+        let admin = server();
+        let sql = format!("CREATE DATABASE {name}");
+        run_blocking(&admin, &sql);
+        let base =
+            admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("server URL has a database");
+        TestDb { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let admin = server();
+        // Off any async runtime: the sync driver runs one of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+                let _ = c.batch_execute(&sql);
+            }
+        })
+        .join();
+    }
+}
+
+fn run_blocking(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL is needed for these tests (set OMNIGATE_TEST_POSTGRES or run .ci/run): {url}: {e}")
+        });
+        c.batch_execute(&sql).expect(&sql);
+    })
+    .join()
+    .expect("admin statement");
+}
