@@ -35,7 +35,7 @@ impl echo::echo_server::Echo for EchoService {
 struct Args {
     messages: usize,
     concurrency: usize,
-    /// Run one phase alone (`accept`), for profiling.
+    /// Run one phase alone (`accept`, or `fleetN` for N replicas), for profiling.
     only: Option<String>,
     postgres: bool,
 }
@@ -431,9 +431,19 @@ fn admin_sql(url: &str, sql: &str) {
 }
 
 fn main() {
+    // Quiet unless RUST_LOG asks (the gateway's own logs, for a failing run).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let args = args();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
+        if let Some(n) = args.only.as_deref().and_then(|o| o.strip_prefix("fleet")) {
+            let f = fleet_run(&args, n.parse().unwrap_or(3)).await;
+            println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
+            return;
+        }
         if args.only.as_deref() == Some("accept") {
             let (rate, p50, p99) = accept_run(&args).await;
             println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");

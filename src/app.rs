@@ -12,6 +12,7 @@ use omnigate_adapters::email::sandbox::{self as smtp_sandbox, SmtpSandbox};
 use omnigate_adapters::meta::sandbox::{self as meta_sandbox, SandboxHandle as MetaSandboxHandle};
 use omnigate_adapters::twilio::sandbox::{self, SandboxHandle};
 use omnigate_proto::v1::gateway_server::GatewayServer;
+use sha2::Digest;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -331,8 +332,10 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
         if existing.iter().any(|w| w.url == sub.url) {
             continue;
         }
+        // Named after its URL: replicas starting together make the same one, not two.
+        let digest = sha2::Sha256::digest(sub.url.as_bytes());
         let webhook = crate::model::Webhook {
-            id: crate::model::new_id("whk"),
+            id: format!("whk_cfg_{}", hex(&digest[..8])),
             url: sub.url.clone(),
             secret: sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?,
             kinds: sub.kinds.clone(),
@@ -344,6 +347,10 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
         store.save_webhook(webhook).await?;
     }
     Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn recover(

@@ -60,7 +60,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (created if missing; WAL mode), or `postgres://user:pass@host/db`
@@ -83,6 +83,28 @@ impl Default for StoreConfig {
             lease_secs: 60,
             migrate_on_start: true,
         }
+    }
+}
+
+/// Printed configs (`check-config`) must not show a database password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_password(&self.url))
+            .field("group_commit_max", &self.group_commit_max)
+            .field("lease_secs", &self.lease_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host...` with the secret replaced.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_string(),
     }
 }
 
@@ -842,6 +864,11 @@ mod tests {
         let secret = Secret(format!("file:{}", path.display()));
         assert_eq!(secret.resolve("k").expect("readable"), "s3cret");
         assert_eq!(format!("{secret:?}"), "<redacted>");
+        let store =
+            StoreConfig { url: "postgres://og:hunter2@db:5432/og".into(), ..Default::default() };
+        let printed = format!("{store:?}");
+        assert!(printed.contains("postgres://og:<redacted>@db:5432/og"), "{printed}");
+        assert!(!printed.contains("hunter2"));
         assert!(Secret("env:OMNIGATE_TEST_SURELY_UNSET".into()).resolve("k").is_err());
     }
 

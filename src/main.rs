@@ -174,7 +174,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let node = omnigate::app::node_id(&config);
             let store = omnigate::app::open_store(&config, &node, Default::default(), true).await?;
             store.close().await;
-            println!("store {} is up to date", config.store.url);
+            // The URL may carry a password: name the backend only.
+            let backend = match config.backend() {
+                Some(omnigate::config::Backend::Postgres(_)) => "PostgreSQL",
+                _ => "SQLite",
+            };
+            println!("{backend} store is up to date");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -144,7 +144,7 @@ pub enum StoreError {
     Invalid(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("database: {0}")]
     Database(String),
@@ -154,6 +154,14 @@ pub enum StoreError {
     Closed,
     #[error("commit failed, nothing in this write was stored: {0}")]
     CommitFailed(String),
+}
+
+/// The server's own message and code, which the driver's Display leaves out.
+fn postgres_detail(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 impl StoreError {

@@ -344,3 +344,33 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_as_a_separate_step_when_start_up_does_not() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = sandbox(0).await;
+    let replica = Replica::new(dir.path(), "r1", &db, &sandbox);
+    let config = std::fs::read_to_string(&replica.config).expect("config");
+    let config = config.replace("lease_secs = 2", "lease_secs = 2\nmigrate_on_start = false");
+    std::fs::write(&replica.config, config).expect("write");
+    let serve = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .args(args)
+            .arg("--config")
+            .arg(&replica.config)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run omnigate")
+    };
+    let refused = serve(&["serve"]);
+    assert!(!refused.status.success(), "an unmigrated database is refused");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("omnigate migrate"), "the error says what to do: {why}");
+
+    let migrated = serve(&["migrate"]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let (_running, mut client) = replica.start().await;
+    let m = client.send_message(request(0)).await.expect("accepted after migrate");
+    assert!(m.into_inner().message.is_some());
+}

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pg::TestDb;
+use omnigate::model::Identity;
 use omnigate::model::{EventKind, new_id, now_ms};
 use omnigate::store::sql::Settings;
-use omnigate::store::{AcceptOutcome, Attempt, NewInbound, NewMessage, Store, StoreError};
+use omnigate::store::{
+    AcceptOutcome, Attempt, ContactUpdate, NewInbound, NewMessage, Store, StoreError,
+};
 use omnigate_adapters::{
     Channel, Content, Email, InboundMessage, MessageStatus, StatusReport, Thread,
 };
@@ -109,7 +112,116 @@ const CASES: &[(&str, Case)] = &[
     ("conversations", |s| Box::pin(conversations(s))),
     ("email threads", |s| Box::pin(email_threads(s))),
     ("mailbox cursors and rejections", |s| Box::pin(mailbox_cursors(s))),
+    ("contacts", |s| Box::pin(contacts(s))),
+    ("fleet leases and route claims", |s| Box::pin(fleet_leases(s))),
 ];
+
+fn sms_identity(address: &str) -> Identity {
+    Identity { channel: Channel::Sms, address: address.into() }
+}
+
+async fn contacts(store: Arc<dyn Store>) {
+    let out = accept(store.as_ref(), new_message("+14155550401", None, "hi")).await;
+    let ana = store.find_contact(sms_identity("+14155550401")).await.expect("find").expect("made");
+    assert_eq!(ana.id, out.contact_id, "sending made a contact for the recipient");
+    let email = Identity { channel: Channel::Email, address: "ana@example.com".into() };
+    let ana = store
+        .upsert_contact(ContactUpdate {
+            id: Some(ana.id.clone()),
+            display_name: Some("Ana".into()),
+            identities: vec![email.clone()],
+            preferences: vec![Channel::Email],
+        })
+        .await
+        .expect("update");
+    assert_eq!(ana.display_name, "Ana");
+    assert_eq!(ana.identities, [sms_identity("+14155550401"), email.clone()], "in order added");
+    let other = store
+        .upsert_contact(ContactUpdate {
+            identities: vec![sms_identity("+14155550402")],
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let taken = store
+        .upsert_contact(ContactUpdate {
+            id: Some(other.id.clone()),
+            identities: vec![email.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("another contact's identity");
+    assert!(matches!(taken, StoreError::IdentityTaken { .. }), "{taken}");
+
+    let merged = store.merge_contacts(&ana.id, &other.id).await.expect("merge");
+    assert_eq!(merged.identities.len(), 3);
+    let via_old = store.get_contact(&other.id).await.expect("get").expect("answers");
+    assert_eq!(via_old.id, ana.id, "a merged contact answers as the one it joined");
+    assert_eq!(store.merge_contacts(&ana.id, &other.id).await.expect("again").id, ana.id);
+
+    let erased = store.forget_contact(&ana.id).await.expect("forget");
+    assert_eq!(erased, 1, "the one message to Ana");
+    let m = store.get_message(&out.id).await.expect("get").expect("kept");
+    assert!(m.to.is_empty() && m.content == Content::text("[erased]"), "{m:?}");
+    assert!(store.find_contact(email).await.expect("find").is_none());
+    let logged = store.events_after(0, 100).await.expect("events");
+    assert!(
+        !serde_json::to_string(&logged.iter().map(|e| &e.kind).collect::<Vec<_>>())
+            .expect("json")
+            .contains("+14155550401"),
+        "the log is scrubbed too"
+    );
+}
+
+async fn fleet_leases(store: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(30);
+    assert_eq!(store.heartbeat(ttl).await.expect("heartbeat"), ["node-a"]);
+    let names = vec!["route:sms:+1".to_string(), "webhooks".to_string()];
+    let held = store.hold_leases(names.clone(), Vec::new(), ttl).await.expect("hold");
+    assert_eq!(held, names);
+    assert_eq!(store.hold_leases(names.clone(), Vec::new(), ttl).await.expect("renew"), names);
+    let held =
+        store.hold_leases(vec![names[1].clone()], vec![names[0].clone()], ttl).await.expect("give");
+    assert_eq!(held, [names[1].clone()]);
+
+    // Accepted where the route is owned elsewhere: unleased, for the route's owner.
+    let here = accept(store.as_ref(), new_message("+14155550501", None, "here")).await;
+    let there = {
+        let mut new = new_message("+14155550502", None, "there");
+        new.dispatch_here = false;
+        new.account = "sms-b".into();
+        match store.accept(new).await.expect("accept") {
+            AcceptOutcome::Created(m, job) => {
+                assert!(job.is_none(), "not this process's to dispatch");
+                m
+            }
+            AcceptOutcome::Existing(_) => panic!("new"),
+        }
+    };
+    let only_a = Some(vec![("sms".to_string(), "+15005550006".to_string())]);
+    assert!(
+        store.claim("node-b", ttl, 10, only_a).await.expect("claim").is_empty(),
+        "route sms's entry is leased to its acceptor and the free one is on another route"
+    );
+    let only_b = Some(vec![("sms-b".to_string(), "+15005550006".to_string())]);
+    let claimed = store.claim("node-b", ttl, 10, only_b.clone()).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|j| j.message_id.as_str()).collect::<Vec<_>>(),
+        [there.id.as_str()]
+    );
+    assert!(store.claim("node-b", ttl, 10, only_b).await.expect("claim").is_empty(), "leased now");
+
+    assert_eq!(store.renew_leases().await.expect("renew"), 1, "node-a holds one entry");
+    store.release(Some(&there.id)).await.expect("not node-a's: nothing to release");
+    assert_eq!(store.renew_leases().await.expect("renew"), 1);
+    store.release(Some(&here.id)).await.expect("release one");
+    assert_eq!(store.renew_leases().await.expect("renew"), 0, "given up");
+    let again = store.claim("node-a", ttl, 10, None).await.expect("claim");
+    assert_eq!(again.len(), 1, "free again");
+    store.release(None).await.expect("release");
+    let all = store.claim("node-c", ttl, 10, None).await.expect("claim");
+    assert_eq!(all.iter().map(|j| j.message_id.as_str()).collect::<Vec<_>>(), [here.id.as_str()]);
+}
 
 async fn idempotency(store: Arc<dyn Store>) {
     let first = accept(store.as_ref(), new_message("+14155550301", Some("k1"), "a")).await;

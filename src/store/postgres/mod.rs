@@ -37,6 +37,8 @@ pub fn open(url: &str, settings: Settings, migrate: bool) -> Result<PostgresStor
     let mut writer = PgConn::connect(url)?;
     if migrate {
         schema::migrate(writer.client()?)?;
+    } else {
+        schema::check(writer.client()?)?;
     }
     let readers = (0..READERS).map(|_| PgConn::connect(url)).collect::<Result<Vec<_>, _>>()?;
     let (events, _) = broadcast::channel(EVENT_BUFFER);

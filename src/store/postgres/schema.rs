@@ -120,6 +120,25 @@ CREATE TABLE leases (
 );
 "#];
 
+/// Fails unless the database is at this release's schema version (when migrations are a
+/// separate deploy step).
+pub fn check(client: &mut Client) -> Result<(), StoreError> {
+    // No schema table at all reads as version 0.
+    let version: i64 = client
+        .query_opt("SELECT max(version) FROM omnigate_schema", &[])
+        .ok()
+        .flatten()
+        .and_then(|row| row.get::<_, Option<i64>>(0))
+        .unwrap_or(0);
+    if version != MIGRATIONS.len() as i64 {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {version}, this release needs {}: run `omnigate migrate` (or set store.migrate_on_start)",
+            MIGRATIONS.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Serialises migrations across replicas.
 const MIGRATE_LOCK: i64 = 0x006f_6d6e_696d_6967;
 

@@ -764,7 +764,7 @@ pub fn renew_leases(db: &dyn Db, lease: &Lease<'_>) -> Result<u64, StoreError> {
 pub fn release(db: &dyn Db, owner: &str, message_id: Option<&str>) -> Result<(), StoreError> {
     db.execute(
         "UPDATE outbox SET lease_owner = '', lease_until = 0
-         WHERE lease_owner = $1 AND ($2 IS NULL OR message_id = $2)",
+         WHERE lease_owner = $1 AND (CAST($2 AS TEXT) IS NULL OR message_id = $2)",
         args![owner, message_id],
     )?;
     Ok(())
