@@ -891,6 +891,7 @@ mod tests {
             include_str!("../config/twilio.example.toml"),
             include_str!("../config/meta.example.toml"),
             include_str!("../config/email.example.toml"),
+            include_str!("../config/fleet.example.toml"),
         ] {
             // Secrets come from the environment there; only the shape is checked here.
             let parsed: Result<Config, _> = toml_shape(example);
