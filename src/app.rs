@@ -309,10 +309,11 @@ impl Gateway {
     pub async fn shutdown(self) -> anyhow::Result<bool> {
         self.state.ready.store(false, Ordering::Release);
         let drained = self.dispatcher.drain(self.drain_timeout).await;
-        // After the drain: in-flight outcomes are recorded, so what is left can go.
+        // Webhook workers save their cursors before the keeper gives their lease back;
+        // after the drain, in-flight outcomes are recorded, so the rest of the work can go.
+        self.state.deliveries.close().await;
         self.stop_keeper.cancel();
         self.keeper.await?;
-        self.state.deliveries.shutdown().await;
         self.stop_servers.cancel();
         for reader in self.mailboxes {
             reader.await?;

@@ -161,9 +161,14 @@ impl Keeper {
         let all = self.routes.keys().chain(self.names.iter());
         let (wanted, unwanted): (Vec<String>, Vec<String>) =
             all.cloned().partition(|name| owner_of(name, &live) == Some(self.node.as_str()));
+        let had_webhooks = self.ownership.owns(WEBHOOKS);
+        // Stop delivering before the lease is free for the next owner, who resumes from
+        // the cursor the workers save as they stop: no event goes out twice.
+        if had_webhooks && !wanted.iter().any(|n| n == WEBHOOKS) {
+            self.deliveries.shutdown().await;
+        }
         let held: HashSet<String> =
             self.store.hold_leases(wanted, unwanted, self.lease).await?.into_iter().collect();
-        let had_webhooks = self.ownership.owns(WEBHOOKS);
         let has_webhooks = held.contains(WEBHOOKS);
         self.ownership.set(held);
         match (had_webhooks, has_webhooks) {
@@ -171,9 +176,9 @@ impl Keeper {
                 tracing::info!(node = %self.node, "this replica delivers the CRM webhooks now");
                 self.deliveries.resume().await?;
             }
-            (true, false) => self.deliveries.shutdown().await,
             // Subscriptions made or removed through another replica.
             (true, true) => self.deliveries.reconcile().await?,
+            (true, false) => self.deliveries.shutdown().await,
             (false, false) => {}
         }
         Ok(())

@@ -33,6 +33,8 @@ pub struct Deliveries {
     http: reqwest::Client,
     schedule: Vec<Duration>,
     workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
+    /// Set by [`Deliveries::close`]: no worker starts after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Deliveries {
@@ -48,6 +50,7 @@ impl Deliveries {
             http: omnigate_adapters::http::client(timeout),
             schedule,
             workers: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -84,7 +87,9 @@ impl Deliveries {
     /// A replica that does not deliver webhooks only stops its own worker.
     pub async fn run(self: &Arc<Self>, webhook: Webhook) {
         self.stop(&webhook.id).await;
-        if !self.ownership.owns(crate::fleet::WEBHOOKS) {
+        if !self.ownership.owns(crate::fleet::WEBHOOKS)
+            || self.closed.load(std::sync::atomic::Ordering::Acquire)
+        {
             return;
         }
         let stop = CancellationToken::new();
@@ -102,6 +107,13 @@ impl Deliveries {
         }
     }
 
+    /// Stops every worker for good: the gateway is stopping.
+    pub async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.shutdown().await;
+    }
+
+    /// Stops every worker, saving their cursors; [`Deliveries::resume`] starts them again.
     pub async fn shutdown(&self) {
         let all: Vec<_> = self.workers.lock().await.drain().collect();
         for (_, (stop, handle)) in all {

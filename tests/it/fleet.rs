@@ -271,6 +271,15 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
         Replica::new(dir.path(), "r1", &db, &sandbox),
         Replica::new(dir.path(), "r2", &db, &sandbox),
     );
+    // The same CRM subscription in both replicas' configs: one replica delivers it.
+    let (crm, crm_url) = crate::webhooks::receiver().await;
+    for r in [&a, &b] {
+        let mut config = std::fs::read_to_string(&r.config).expect("config");
+        config.push_str(&format!(
+            "\n[[webhooks.subscriptions]]\nurl = \"{crm_url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        ));
+        std::fs::write(&r.config, config).expect("write");
+    }
     let (_ra, mut client_a) = a.start().await;
     let (_rb, mut client_b) = b.start().await;
     settled(&db, &[a.node.to_string(), b.node.to_string()]).await;
@@ -343,6 +352,24 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
             _ => {}
         }
     }
+
+    // The CRM got every event of the log once, in order, whichever replica wrote it.
+    let expected: Vec<String> = (1..=last).map(|n| format!("evt_{n}")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids: Vec<String> =
+            crm.got.lock().expect("got").iter().map(|(id, ..)| id.clone()).collect();
+        if ids.len() >= expected.len() {
+            assert_eq!(ids[..expected.len()], expected[..], "each event once, in order");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "CRM got {ids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all: Vec<String> = crm.got.lock().expect("got").iter().map(|(id, ..)| id.clone()).collect();
+    let mut unique = all.clone();
+    unique.dedup();
+    assert_eq!(all, unique, "no event delivered twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
