@@ -4,11 +4,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
+use omnigate_adapters::twilio::sandbox::SandboxHandle;
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
-use crate::process::{Running, free_port, spawn};
+use crate::process::{Running, free_port, spawn, twilio_sandbox};
 use crate::support::{FROM, SID, TOKEN, text_request};
 
 struct Binary {
@@ -59,18 +59,6 @@ rate_limit = {{ per_second = 1000, burst = 1000 }}
     }
 }
 
-async fn slow_sandbox(latency_ms: u64) -> SandboxHandle {
-    let config = SandboxConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        account_sid: SID.into(),
-        auth_token: TOKEN.into(),
-        callback_delay_ms: 10,
-        latency_ms,
-        rules: Vec::new(),
-    };
-    sandbox::start(config).await.expect("sandbox")
-}
-
 async fn status_of(
     client: &mut GatewayClient<tonic::transport::Channel>,
     id: &str,
@@ -86,7 +74,7 @@ async fn status_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_accepted_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = slow_sandbox(200).await;
+    let sandbox = twilio_sandbox(200).await;
     let max_in_flight = 4;
     let binary = Binary::new(dir.path(), &sandbox, max_in_flight);
     let (mut child, mut client) = binary.spawn().await;
@@ -134,7 +122,7 @@ async fn kill_9_loses_no_accepted_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_sends_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = slow_sandbox(1500).await;
+    let sandbox = twilio_sandbox(1500).await;
     let binary = Binary::new(dir.path(), &sandbox, 16);
     let (mut child, mut client) = binary.spawn().await;
     let mut ids = Vec::new();

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use omnigate::fleet::{owner_of, route_key};
-use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
+use omnigate_adapters::twilio::sandbox::SandboxHandle;
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
 use crate::pg::TestDb;
-use crate::process::{Running, free_port, spawn};
+use crate::process::{Running, free_port, spawn, twilio_sandbox};
 use crate::support::{SID, TOKEN, post_signed, text_request};
 
 type Client = GatewayClient<tonic::transport::Channel>;
@@ -90,19 +90,6 @@ backoff_max_ms = 500
     }
 }
 
-async fn sandbox(latency_ms: u64) -> SandboxHandle {
-    sandbox::start(SandboxConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        account_sid: SID.into(),
-        auth_token: TOKEN.into(),
-        callback_delay_ms: 10,
-        latency_ms,
-        rules: Vec::new(),
-    })
-    .await
-    .expect("sandbox")
-}
-
 /// The route leases, read off the async workers; none before the schema exists.
 async fn leases(db: &TestDb) -> Vec<(String, String)> {
     let url = db.url.clone();
@@ -150,7 +137,7 @@ async fn status_of(client: &mut Client, id: &str) -> pb::MessageStatus {
 async fn three_replicas_survive_a_sigkill_under_load() {
     let db = TestDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = sandbox(30).await;
+    let sandbox = twilio_sandbox(30).await;
     let replicas: Vec<Replica> =
         NODES.iter().map(|n| Replica::new(dir.path(), n, &db, &sandbox)).collect();
     let mut running = Vec::new();
@@ -266,7 +253,7 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
     let db = TestDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
     // Callbacks are posted by the test, to the replica it picks.
-    let sandbox = sandbox(0).await;
+    let sandbox = twilio_sandbox(0).await;
     let (a, b) = (
         Replica::new(dir.path(), "r1", &db, &sandbox),
         Replica::new(dir.path(), "r2", &db, &sandbox),
@@ -376,7 +363,7 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
 async fn migrations_run_as_a_separate_step_when_start_up_does_not() {
     let db = TestDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
-    let sandbox = sandbox(0).await;
+    let sandbox = twilio_sandbox(0).await;
     let replica = Replica::new(dir.path(), "r1", &db, &sandbox);
     let config = std::fs::read_to_string(&replica.config).expect("config");
     let config = config.replace("lease_secs = 2", "lease_secs = 2\nmigrate_on_start = false");
@@ -400,4 +387,75 @@ async fn migrations_run_as_a_separate_step_when_start_up_does_not() {
     let (_running, mut client) = replica.start().await;
     let m = client.send_message(request(0)).await.expect("accepted after migrate");
     assert!(m.into_inner().message.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = twilio_sandbox(20).await;
+    let first: Vec<String> = ["r1", "r2"].map(String::from).to_vec();
+    // A newcomer that rendezvous hashing gives at least one route.
+    let newcomer = ["r3", "r4", "r5", "r6", "r7"]
+        .into_iter()
+        .find(|n| {
+            let live = [first.clone(), vec![n.to_string()]].concat();
+            ROUTES.iter().any(|(id, from)| owner_of(&route_key(id, from), &live) == Some(*n))
+        })
+        .expect("some name wins a route");
+    let (r1, r2, r3) = (
+        Replica::new(dir.path(), "r1", &db, &sandbox),
+        Replica::new(dir.path(), "r2", &db, &sandbox),
+        Replica::new(dir.path(), newcomer, &db, &sandbox),
+    );
+    let (_a, mut client) = r1.start().await;
+    let (_b, _) = r2.start().await;
+    settled(&db, &first).await;
+
+    // Eight seconds of work per route at its rate, queued on the two first replicas.
+    let queued = ROUTES.len() * 8 * RATE as usize;
+    let mut load = Vec::new();
+    for part in 0..4 {
+        let mut client = client.clone();
+        load.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (part..queued).step_by(4) {
+                let m = client.send_message(request(i)).await.expect("accepted").into_inner();
+                ids.push(m.message.expect("message").id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for part in load {
+        ids.extend(part.await.expect("load"));
+    }
+    let (_c, _) = r3.start().await;
+    settled(&db, &[first, vec![newcomer.to_string()]].concat()).await;
+    // And work accepted after the join, which the newcomer's routes now take.
+    let total = queued + 30;
+    for i in queued..total {
+        let m = client.send_message(request(i)).await.expect("accepted").into_inner();
+        ids.push(m.message.expect("message").id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        while !matches!(
+            status_of(&mut client, id).await,
+            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
+        ) {
+            assert!(tokio::time::Instant::now() < deadline, "{id} never sent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let sent = sandbox.sent();
+    assert_eq!(sent.len(), total, "a clean handover sends nothing twice");
+    // Each send names its sender's callback URL: the newcomer sent its routes' share.
+    let by_newcomer = sent
+        .iter()
+        .filter(|s| s.field("StatusCallback").is_some_and(|u| u.starts_with(&r3.http)))
+        .count();
+    let urls: std::collections::BTreeSet<&str> =
+        sent.iter().filter_map(|s| s.field("StatusCallback")).collect();
+    assert!(by_newcomer > 0, "the newcomer took its routes over and sent: {urls:?} {}", r3.http);
 }

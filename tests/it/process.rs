@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
 use omnigate_proto::v1::gateway_client::GatewayClient;
+
+use crate::support::{SID, TOKEN};
 
 /// A spawned gateway that is killed when dropped, so a failing test leaves no process
 /// behind (one would hold the test runner's output open).
@@ -44,4 +47,18 @@ pub async fn spawn(
     }
     drop(child);
     panic!("omnigate did not start");
+}
+
+/// A Twilio sandbox for child processes to send to, answering after `latency_ms`.
+pub async fn twilio_sandbox(latency_ms: u64) -> SandboxHandle {
+    sandbox::start(SandboxConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        account_sid: SID.into(),
+        auth_token: TOKEN.into(),
+        callback_delay_ms: 10,
+        latency_ms,
+        rules: Vec::new(),
+    })
+    .await
+    .expect("sandbox")
 }
