@@ -8,11 +8,32 @@ version=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h | grep -q "^$version main"; then
   pg_createcluster "$version" main >/dev/null
 fi
+# TLS with a certificate for localhost and 127.0.0.1 from a CA made here (no key is
+# committed); the tests trust $DIR/ca.pem to check that TLS connections are verified.
+DIR=/var/lib/omnigate-test-pg
+mkdir -p "$DIR"
+if [ ! -f "$DIR/server.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=omnigate test PostgreSQL CA" \
+    -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$DIR/ext.cnf"
+  openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$DIR/ext.cnf" -out "$DIR/server.pem" 2>/dev/null
+fi
+chmod 644 "$DIR/ca.pem" "$DIR/server.pem"
+chown postgres "$DIR/server.key" && chmod 600 "$DIR/server.key"
+
 # Durable as in production (fsync and synchronous commit on), so the load generator's
 # numbers mean something; loopback only.
 conf=/etc/postgresql/$version/main/conf.d/omnigate-test.conf
 mkdir -p "$(dirname "$conf")"
-echo "listen_addresses = '127.0.0.1'" >"$conf"
+cat >"$conf" <<CONF
+listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$DIR/server.pem'
+ssl_key_file = '$DIR/server.key'
+CONF
 pg_ctlcluster "$version" main restart </dev/null >/dev/null 2>&1 || pg_ctlcluster "$version" main start </dev/null >/dev/null 2>&1
 for _ in $(seq 1 50); do
   pg_isready -h 127.0.0.1 -q && break
@@ -26,4 +47,4 @@ DO $$ BEGIN
   END IF;
 END $$;
 SQL
-echo "postgresql $version up on 127.0.0.1:5432 (role omnigate)"
+echo "postgresql $version up on 127.0.0.1:5432 (role omnigate; TLS CA $DIR/ca.pem)"

@@ -106,9 +106,9 @@ pub async fn open_store(
             .into_arc()
         }
         Backend::Postgres(url) => {
-            let url = url.to_string();
+            let target = crate::store::postgres::Target::new(url, config.store.ca_file.as_deref())?;
             tokio::task::spawn_blocking(move || {
-                crate::store::postgres::open(&url, settings, migrate)
+                crate::store::postgres::open(&target, settings, migrate)
                     .context("opening the PostgreSQL store")
             })
             .await??

@@ -73,6 +73,9 @@ pub struct StoreConfig {
     pub lease_secs: u64,
     /// Apply schema migrations at start-up; off when `omnigate migrate` runs them instead.
     pub migrate_on_start: bool,
+    /// PEM CA certificates trusted for the PostgreSQL server's certificate (with
+    /// `sslmode=require` in the URL), beside the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +85,7 @@ impl Default for StoreConfig {
             group_commit_max: 1024,
             lease_secs: 60,
             migrate_on_start: true,
+            ca_file: None,
         }
     }
 }
@@ -94,6 +98,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("group_commit_max", &self.group_commit_max)
             .field("lease_secs", &self.lease_secs)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -9,10 +9,30 @@ fn server() -> String {
     std::env::var("OMNIGATE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.to_string())
 }
 
+/// The CA that signed the test server's certificate (`scripts/postgres.sh`).
+pub fn ca_file() -> std::path::PathBuf {
+    std::env::var("OMNIGATE_TEST_POSTGRES_CA")
+        .unwrap_or_else(|_| "/var/lib/omnigate-test-pg/ca.pem".into())
+        .into()
+}
+
+/// Runs `f` with a connection to the server's admin database, off the async workers.
+pub fn with_admin<R: Send + 'static>(
+    f: impl FnOnce(&mut postgres::Client) -> R + Send + 'static,
+) -> R {
+    let url = server();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+        f(&mut c)
+    })
+    .join()
+    .expect("admin work")
+}
+
 /// A new empty database, dropped when this value is.
 pub struct TestDb {
     pub url: String,
-    name: String,
+    pub name: String,
 }
 
 impl TestDb {

@@ -33,7 +33,8 @@ fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
 
 async fn postgres(db: &TestDb) -> Arc<dyn Store> {
     let url = db.url.clone();
-    tokio::task::spawn_blocking(move || omnigate::store::postgres::open(&url, settings(), true))
+    let target = omnigate::store::postgres::Target::new(&url, None).expect("target");
+    tokio::task::spawn_blocking(move || omnigate::store::postgres::open(&target, settings(), true))
         .await
         .expect("join")
         .expect("open")
@@ -99,6 +100,39 @@ async fn postgres_conforms() {
         store.close().await;
         eprintln!("postgres: {name} ok");
     }
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server() {
+    let db = TestDb::create();
+    let url = format!("{}?sslmode=require", db.url);
+    let open = |ca: Option<std::path::PathBuf>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let target = omnigate::store::postgres::Target::new(&url, ca.as_deref())?;
+            omnigate::store::postgres::open(&target, settings(), true)
+        })
+    };
+    let refused = open(None).await.expect("join").err().expect("an unknown CA is refused");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    let store = open(Some(crate::pg::ca_file())).await.expect("join").expect("trusted").into_arc();
+    let m = accept(store.as_ref(), new_message("+14155550601", None, "over tls")).await;
+    assert_eq!(store.get_message(&m.id).await.expect("read").expect("stored").id, m.id);
+    let name = db.name.clone();
+    let (tls, plain): (i64, i64) = crate::pg::with_admin(move |c| {
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+                &[&name],
+            )
+            .expect("pg_stat_ssl");
+        (row.get(0), row.get(1))
+    });
+    assert!(tls >= 6, "writer, readers and follower all on TLS ({tls})");
+    assert_eq!(plain, 0);
+    store.close().await;
 }
 
 type Case = fn(Arc<dyn Store>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

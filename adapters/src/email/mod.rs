@@ -24,7 +24,7 @@ pub mod render;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod smtp;
-mod tls;
+pub mod tls;
 
 pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};
 pub use imap::{Fetched, ImapError, Mailbox, Selected, Session};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::broadcast;
 
-use super::{EVENTS_CHANNEL, PgConn};
+use super::{EVENTS_CHANNEL, PgConn, Target};
 use crate::model::Event;
 use crate::store::StoreError;
 use crate::store::sql::db::Conn;
@@ -34,29 +34,32 @@ impl Follower {
 }
 
 /// Starts following from the log's current end.
-pub fn spawn(url: &str, events: broadcast::Sender<Arc<Event>>) -> Result<Follower, StoreError> {
-    let mut conn = listen(url)?;
+pub fn spawn(
+    target: &Target,
+    events: broadcast::Sender<Arc<Event>>,
+) -> Result<Follower, StoreError> {
+    let mut conn = listen(target)?;
     let last = conn.read(last_sequence)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let url = url.to_string();
+    let target = target.clone();
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("omnigate-event-follower".into())
-            .spawn(move || run(&url, conn, last, &events, &stop))
+            .spawn(move || run(&target, conn, last, &events, &stop))
             .map_err(|e| StoreError::Database(format!("cannot start the event follower: {e}")))?
     };
     Ok(Follower { stop, thread })
 }
 
-fn listen(url: &str) -> Result<PgConn, StoreError> {
-    let mut conn = PgConn::connect(url)?;
+fn listen(target: &Target) -> Result<PgConn, StoreError> {
+    let mut conn = PgConn::connect(target)?;
     conn.client()?.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
     Ok(conn)
 }
 
 fn run(
-    url: &str,
+    target: &Target,
     mut conn: PgConn,
     mut last: u64,
     events: &broadcast::Sender<Arc<Event>>,
@@ -65,7 +68,7 @@ fn run(
     while !stop.load(Ordering::Acquire) {
         // A connection opened again has lost its LISTEN.
         if !conn.is_open() {
-            match listen(url) {
+            match listen(target) {
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
                     tracing::warn!(error = %e, "event follower cannot reconnect; retrying");

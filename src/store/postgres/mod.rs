@@ -11,12 +11,15 @@ mod follow;
 mod schema;
 
 use bytes::BytesMut;
+use postgres::config::SslMode;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, GenericClient, NoTls, Statement};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error;
+use std::path::Path;
 use tokio::sync::broadcast;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 use super::sql::db::{Arg, Conn, Db, Dialect, Row, Value};
@@ -31,9 +34,37 @@ pub const EVENTS_CHANNEL: &str = "omnigate_events";
 
 pub type PostgresStore = SqlStore<PgConn>;
 
-/// Connects to `url` (a libpq-style `postgres://` URL), migrates when `migrate` is set,
-/// and starts the store.
-pub fn open(url: &str, settings: Settings, migrate: bool) -> Result<PostgresStore, StoreError> {
+/// How to reach the server: `url` (a libpq-style `postgres://` URL) and, for
+/// `sslmode=require`, the CA file trusted beside the system's roots.
+#[derive(Clone)]
+pub struct Target {
+    url: String,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Target {
+    /// TLS only with `sslmode=require`, and then always verified (the server's certificate
+    /// against the roots, and its name against the URL's host). `prefer`, the default,
+    /// connects without TLS.
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Target, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("store.url is not a PostgreSQL URL: {e}")))?;
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable | SslMode::Prefer => None,
+            _ => {
+                let config = omnigate_adapters::email::tls::client_config(ca_file)
+                    .map_err(|e| StoreError::Invalid(format!("store.ca_file: {e}")))?;
+                Some(MakeRustlsConnect::new((*config).clone()))
+            }
+        };
+        Ok(Target { url: url.to_string(), tls })
+    }
+}
+
+/// Connects to the target, migrates when `migrate` is set (else checks that the schema is
+/// current), and starts the store.
+pub fn open(url: &Target, settings: Settings, migrate: bool) -> Result<PostgresStore, StoreError> {
     let mut writer = PgConn::connect(url)?;
     if migrate {
         schema::migrate(writer.client()?)?;
@@ -49,22 +80,21 @@ pub fn open(url: &str, settings: Settings, migrate: bool) -> Result<PostgresStor
     Ok(store)
 }
 
-/// Applies the schema migrations and stops (`omnigate migrate`).
-pub fn migrate(url: &str) -> Result<usize, StoreError> {
-    schema::migrate(PgConn::connect(url)?.client()?)
-}
-
 /// A connection with its prepared statements; it reconnects when the server went away.
 pub struct PgConn {
-    url: String,
+    target: Target,
     /// Always present but while being dropped.
     client: Option<Client>,
     statements: HashMap<String, Statement>,
 }
 
 impl PgConn {
-    pub(super) fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(PgConn { url: url.to_string(), client: Some(connect(url)?), statements: HashMap::new() })
+    pub(super) fn connect(target: &Target) -> Result<Self, StoreError> {
+        Ok(PgConn {
+            target: target.clone(),
+            client: Some(connect(target)?),
+            statements: HashMap::new(),
+        })
     }
 
     pub(super) fn is_open(&self) -> bool {
@@ -75,7 +105,7 @@ impl PgConn {
     pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
-            self.client = Some(connect(&self.url)?);
+            self.client = Some(connect(&self.target)?);
         }
         self.client.as_mut().ok_or(StoreError::Closed)
     }
@@ -93,9 +123,16 @@ impl Drop for PgConn {
     }
 }
 
-fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls)
-        .map_err(|e| StoreError::Database(format!("connecting to PostgreSQL: {e}")))
+fn connect(target: &Target) -> Result<Client, StoreError> {
+    let connected = match &target.tls {
+        None => Client::connect(&target.url, NoTls),
+        Some(tls) => Client::connect(&target.url, tls.clone()),
+    };
+    // The driver's Display hides the cause (a refused certificate, a bad password).
+    connected.map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        StoreError::Database(format!("connecting to PostgreSQL: {e}{cause}"))
+    })
 }
 
 impl Conn for PgConn {
