@@ -255,6 +255,7 @@ impl Gateway {
             lease: config.lease(),
             outlet: outlet.clone(),
             deliveries: deliveries.clone(),
+            metrics: metrics.clone(),
         }
         .spawn(stop_keeper.clone());
         let stop_servers = CancellationToken::new();

@@ -116,6 +116,7 @@ pub struct Keeper {
     pub lease: Duration,
     pub outlet: Outlet,
     pub deliveries: Arc<Deliveries>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// How often a replica looks for free work on its routes.
@@ -170,6 +171,7 @@ impl Keeper {
         let held: HashSet<String> =
             self.store.hold_leases(wanted, unwanted, self.lease).await?.into_iter().collect();
         let has_webhooks = held.contains(WEBHOOKS);
+        self.metrics.fleet(live.len(), held.len());
         self.ownership.set(held);
         match (had_webhooks, has_webhooks) {
             (false, true) => {

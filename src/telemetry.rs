@@ -39,6 +39,8 @@ pub struct Metrics {
     store_writes: Counter,
     send_seconds: Histogram,
     in_flight: Gauge,
+    live_replicas: Gauge,
+    leases_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -53,6 +55,18 @@ impl Default for Metrics {
         let store_writes = Counter::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let in_flight = Gauge::default();
+        let live_replicas = Gauge::default();
+        let leases_held = Gauge::default();
+        registry.register(
+            "fleet_live_replicas",
+            "Replicas seen alive in the shared database at this replica's last heartbeat",
+            live_replicas.clone(),
+        );
+        registry.register(
+            "fleet_leases_held",
+            "Named leases (routes, webhook deliveries, mailboxes) this replica holds",
+            leases_held.clone(),
+        );
         registry.register(
             "messages_accepted",
             "Outbound messages durably accepted",
@@ -105,6 +119,8 @@ impl Default for Metrics {
             store_writes,
             send_seconds,
             in_flight,
+            live_replicas,
+            leases_held,
         }
     }
 }
@@ -154,6 +170,12 @@ impl Metrics {
     pub fn store_commit(&self, writes: usize) {
         self.store_commits.inc();
         self.store_writes.inc_by(writes as u64);
+    }
+
+    /// What the last heartbeat and lease round found.
+    pub fn fleet(&self, live_replicas: usize, leases_held: usize) {
+        self.live_replicas.set(live_replicas as i64);
+        self.leases_held.set(leases_held as i64);
     }
 
     pub fn in_flight(&self) -> &Gauge {

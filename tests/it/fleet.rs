@@ -353,6 +353,22 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
         assert!(tokio::time::Instant::now() < deadline, "CRM got {ids:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each replica reports the fleet it sees and its share of the names.
+    let mut held = 0;
+    for r in [&a, &b] {
+        let metrics = reqwest::get(format!("{}/metrics", r.http))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        let value = |name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<i64>().ok())
+        };
+        assert_eq!(value("omnigate_fleet_live_replicas "), Some(2), "{metrics}");
+        held += value("omnigate_fleet_leases_held ").expect("leases gauge");
+    }
+    assert_eq!(held, ROUTES.len() as i64 + 1, "every route and the webhooks, once");
     let all: Vec<String> = crm.got.lock().expect("got").iter().map(|(id, ..)| id.clone()).collect();
     let mut unique = all.clone();
     unique.dedup();
