@@ -19,16 +19,7 @@ getent passwd vmail >/dev/null || useradd -u 5000 -g vmail -d "$MAILDIRS" -s /us
 chown -R vmail:vmail "$MAILDIRS"
 
 # A CA and a server certificate for localhost and 127.0.0.1, made here so no key is committed.
-if [ ! -f "$DIR/server.pem" ]; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=omnigate test CA" \
-    -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$DIR/ext.cnf"
-  openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$DIR/ext.cnf" -out "$DIR/server.pem" 2>/dev/null
-  chmod 644 "$DIR/server.pem" "$DIR/ca.pem"
-fi
+"$(dirname "$0")/test-certs.sh" "$DIR" "omnigate test CA"
 
 # Dovecot: its own config file, so the system's is left alone.
 cat >"$DIR/dovecot.conf" <<EOF

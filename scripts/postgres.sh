@@ -11,17 +11,7 @@ fi
 # TLS with a certificate for localhost and 127.0.0.1 from a CA made here (no key is
 # committed); the tests trust $DIR/ca.pem to check that TLS connections are verified.
 DIR=/var/lib/omnigate-test-pg
-mkdir -p "$DIR"
-if [ ! -f "$DIR/server.pem" ]; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=omnigate test PostgreSQL CA" \
-    -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$DIR/ext.cnf"
-  openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$DIR/ext.cnf" -out "$DIR/server.pem" 2>/dev/null
-fi
-chmod 644 "$DIR/ca.pem" "$DIR/server.pem"
+"$(dirname "$0")/test-certs.sh" "$DIR" "omnigate test PostgreSQL CA"
 chown postgres "$DIR/server.key" && chmod 600 "$DIR/server.key"
 
 # Durable as in production (fsync and synchronous commit on), so the load generator's

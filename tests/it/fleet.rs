@@ -128,6 +128,29 @@ fn request(i: usize) -> pb::SendMessageRequest {
     }
 }
 
+/// Sends `request(i)` for every `i` in `range`, spread over `clients` that send at once;
+/// answers the accepted messages' ids.
+async fn send_in_parallel(clients: &[Client], range: std::ops::Range<usize>) -> Vec<String> {
+    let mut load = Vec::new();
+    for (part, client) in clients.iter().enumerate() {
+        let mut client = client.clone();
+        let mine: Vec<usize> = range.clone().skip(part).step_by(clients.len()).collect();
+        load.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in mine {
+                let m = client.send_message(request(i)).await.expect("accepted").into_inner();
+                ids.push(m.message.expect("message").id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for part in load {
+        ids.extend(part.await.expect("load"));
+    }
+    ids
+}
+
 async fn status_of(client: &mut Client, id: &str) -> pb::MessageStatus {
     let m = client.get_message(pb::GetMessageRequest { id: id.into() }).await.expect("get");
     pb::MessageStatus::try_from(m.into_inner().message.expect("message").status).expect("status")
@@ -151,22 +174,9 @@ async fn three_replicas_survive_a_sigkill_under_load() {
     // that do not own the message's route.
     let victim_node = owner_of(&route_key(ROUTES[0].0, ROUTES[0].1), &all).expect("owner");
     let victim = NODES.iter().position(|n| *n == victim_node).expect("victim");
-    let mut load = Vec::new();
-    for (r, slot) in running.iter().enumerate() {
-        let mut client = slot.as_ref().expect("running").1.clone();
-        load.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for i in (r..FIRST).step_by(3) {
-                let m = client.send_message(request(i)).await.expect("accepted").into_inner();
-                ids.push(m.message.expect("message").id);
-            }
-            ids
-        }));
-    }
-    let mut accepted = Vec::new();
-    for task in load {
-        accepted.extend(task.await.expect("load"));
-    }
+    let clients: Vec<Client> =
+        running.iter().map(|slot| slot.as_ref().expect("running").1.clone()).collect();
+    let mut accepted = send_in_parallel(&clients, 0..FIRST).await;
     let (mut child, _) = running[victim].take().expect("victim running");
     child.0.kill().expect("SIGKILL");
     child.0.wait().expect("reaped");
@@ -430,22 +440,7 @@ async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
 
     // Eight seconds of work per route at its rate, queued on the two first replicas.
     let queued = ROUTES.len() * 8 * RATE as usize;
-    let mut load = Vec::new();
-    for part in 0..4 {
-        let mut client = client.clone();
-        load.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for i in (part..queued).step_by(4) {
-                let m = client.send_message(request(i)).await.expect("accepted").into_inner();
-                ids.push(m.message.expect("message").id);
-            }
-            ids
-        }));
-    }
-    let mut ids = Vec::new();
-    for part in load {
-        ids.extend(part.await.expect("load"));
-    }
+    let mut ids = send_in_parallel(&vec![client.clone(); 4], 0..queued).await;
     let (_c, _) = r3.start().await;
     settled(&db, &[first, vec![newcomer.to_string()]].concat()).await;
     // And work accepted after the join, which the newcomer's routes now take.
