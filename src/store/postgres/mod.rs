@@ -64,16 +64,20 @@ impl Target {
 
 /// Connects to the target, migrates when `migrate` is set (else checks that the schema is
 /// current), and starts the store.
-pub fn open(url: &Target, settings: Settings, migrate: bool) -> Result<PostgresStore, StoreError> {
-    let mut writer = PgConn::connect(url)?;
+pub fn open(
+    target: &Target,
+    settings: Settings,
+    migrate: bool,
+) -> Result<PostgresStore, StoreError> {
+    let mut writer = PgConn::connect(target)?;
     if migrate {
         schema::migrate(writer.client()?)?;
     } else {
         schema::check(writer.client()?)?;
     }
-    let readers = (0..READERS).map(|_| PgConn::connect(url)).collect::<Result<Vec<_>, _>>()?;
+    let readers = (0..READERS).map(|_| PgConn::connect(target)).collect::<Result<Vec<_>, _>>()?;
     let (events, _) = broadcast::channel(EVENT_BUFFER);
-    let follower = follow::spawn(url, events.clone())?;
+    let follower = follow::spawn(target, events.clone())?;
     // The follower broadcasts every replica's events, this one's included.
     let store = SqlStore::start(writer, readers, settings, events, Box::new(|_| {}))?;
     store.on_close(move || follower.stop());

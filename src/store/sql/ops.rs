@@ -175,13 +175,10 @@ pub fn record_attempt(
             message.attempts += 1;
             message.error = None;
             message.provider_message_id = Some(provider_message_id.clone());
+            // Saving the message stores its provider id too, in the column receipts find it by.
             if !advance(db, events, &mut message, MessageStatus::Sent, provider_status, now)? {
                 save(db, &message)?;
             }
-            db.execute(
-                "UPDATE messages SET provider_message_id = $2 WHERE id = $1",
-                args![id, provider_message_id],
-            )?;
             remove_outbox(db, id)?;
             next = apply_early_receipts(db, events, &mut message, lease)?;
         }
@@ -774,10 +771,12 @@ fn load(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
     db.query_opt("SELECT doc FROM messages WHERE id = $1", args![id])?.map(|r| r.doc(0)).transpose()
 }
 
+/// Writes the message's document, and its provider id into the column that receipts and
+/// replies look it up by.
 fn save(db: &dyn Db, message: &Message) -> Result<(), StoreError> {
     db.execute(
-        "UPDATE messages SET doc = $2 WHERE id = $1",
-        args![&message.id, &serde_json::to_string(message)?],
+        "UPDATE messages SET doc = $2, provider_message_id = $3 WHERE id = $1",
+        args![&message.id, &serde_json::to_string(message)?, &message.provider_message_id],
     )?;
     Ok(())
 }

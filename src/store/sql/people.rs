@@ -100,12 +100,22 @@ pub fn resolve_contact(
     identity: &Identity,
     now: Millis,
 ) -> Result<String, StoreError> {
-    if let Some(id) = owner_of(db, identity)? {
-        return Ok(id);
+    // The address and its sibling on the other phone channel, in one look-up.
+    let sibling = phone_sibling(identity);
+    let other = sibling.as_ref().unwrap_or(identity);
+    let owners = db.query(
+        "SELECT contact_id, channel FROM identities
+         WHERE (channel = $1 AND address = $2) OR (channel = $3 AND address = $4)",
+        args![identity.channel.as_str(), &identity.address, other.channel.as_str(), &other.address],
+    )?;
+    let mut sibling_owner = None;
+    for row in &owners {
+        if row.text(1)? == identity.channel.as_str() {
+            return row.text(0);
+        }
+        sibling_owner = Some(row.text(0)?);
     }
-    if let Some(sibling) = phone_sibling(identity)
-        && let Some(id) = owner_of(db, &sibling)?
-    {
+    if let Some(id) = sibling_owner {
         attach(db, identity, &id)?;
         return Ok(id);
     }
