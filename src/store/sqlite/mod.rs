@@ -4,6 +4,7 @@
 
 mod schema;
 
+use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,19 +80,25 @@ impl Conn for SqliteConn {
 
 struct SqliteDb<'a>(&'a Connection);
 
-/// SQLite reads `$1` as a parameter named "$1", numbered by first appearance; `?1` is
-/// positional, which is what the shared statements mean.
-fn positional(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
+/// SQLite reads `$1` as a parameter named "$1", numbered by first appearance: arguments
+/// are bound by those names, so the shared statements run as written.
+const NAMES: [&CStr; 16] = [
+    c"$1", c"$2", c"$3", c"$4", c"$5", c"$6", c"$7", c"$8", c"$9", c"$10", c"$11", c"$12", c"$13",
+    c"$14", c"$15", c"$16",
+];
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
+    if args.len() != stmt.parameter_count() || args.len() > NAMES.len() {
+        return Err(StoreError::Database(format!(
+            "statement takes {} arguments, given {}",
+            stmt.parameter_count(),
+            args.len()
+        )));
     }
-    out
+    for (name, arg) in NAMES.iter().zip(args) {
+        stmt.raw_bind_parameter(*name, arg)?;
+    }
+    Ok(())
 }
 
 impl ToSql for Arg<'_> {
@@ -110,14 +117,16 @@ impl Db for SqliteDb<'_> {
     }
 
     fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
-        let mut stmt = self.0.prepare_cached(&positional(sql))?;
-        Ok(stmt.execute(rusqlite::params_from_iter(args))? as u64)
+        let mut stmt = self.0.prepare_cached(sql)?;
+        bind(&mut stmt, args)?;
+        Ok(stmt.raw_execute()? as u64)
     }
 
     fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&positional(sql))?;
+        let mut stmt = self.0.prepare_cached(sql)?;
         let width = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        bind(&mut stmt, args)?;
+        let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut values = Vec::with_capacity(width);
@@ -142,13 +151,21 @@ impl Db for SqliteDb<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::positional;
+    use super::SqliteConn;
+    use crate::store::sql::db::{Conn, args};
 
     #[test]
-    fn placeholders_become_positional() {
-        assert_eq!(
-            positional("SELECT a FROM t WHERE b = $2 AND c = $1 AND d = '$x' LIMIT $10"),
-            "SELECT a FROM t WHERE b = ?2 AND c = ?1 AND d = '$x' LIMIT ?10"
-        );
+    fn placeholders_bind_by_number_whatever_their_order() {
+        let mut conn = SqliteConn::in_memory().expect("db");
+        let row = conn
+            .read(|db| {
+                db.query_opt("SELECT $2 || '-' || $1 || '-' || $2, $3 + 1", args!["a", "b", 41i64])
+            })
+            .expect("query")
+            .expect("row");
+        assert_eq!(row.text(0).expect("text"), "b-a-b");
+        assert_eq!(row.int(1).expect("int"), 42);
+        let wrong = conn.read(|db| db.query("SELECT $1, $2", args!["only one"]));
+        assert!(wrong.is_err(), "a missing argument is an error, not a NULL");
     }
 }
