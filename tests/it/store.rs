@@ -135,6 +135,62 @@ async fn postgres_over_tls_verifies_the_server() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn postgres_connections_come_back_after_the_server_drops_them() {
+    let db = TestDb::create();
+    let store = postgres(&db).await;
+    let mut live = store.subscribe();
+    let before = accept(store.as_ref(), new_message("+14155550701", None, "before")).await;
+
+    // The server ends every session of this database, as a restart or failover would.
+    let name = db.name.clone();
+    let ended: i64 = crate::pg::with_admin(move |c| {
+        c.query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+            &[&name],
+        )
+        .expect("terminate")
+        .get(0)
+    });
+    assert!(ended >= 6, "writer, readers and follower were connected ({ended})");
+
+    // The first write or read on a dropped connection may fail; the next ones reconnect.
+    let mut after = None;
+    for _ in 0..5 {
+        match store.accept(new_message("+14155550702", None, "after")).await {
+            Ok(AcceptOutcome::Created(m, _)) => {
+                after = Some(m);
+                break;
+            }
+            Ok(AcceptOutcome::Existing(_)) => panic!("new message"),
+            Err(e) => assert!(!e.is_domain(), "a connection error, not a refusal: {e}"),
+        }
+    }
+    let after = after.expect("writes work again");
+    let mut read = None;
+    for _ in 0..8 {
+        if let Ok(found) = store.get_message(&before.id).await {
+            read = found;
+            break;
+        }
+    }
+    assert_eq!(read.expect("reads work again and nothing was lost").id, before.id);
+    // The follower listens again: the new message's event reaches subscribers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, live.recv())
+            .await
+            .expect("the feed resumed")
+            .expect("event");
+        if matches!(&event.kind, EventKind::StatusChanged { message, .. } if message.id == after.id)
+        {
+            break;
+        }
+    }
+    store.close().await;
+}
+
 type Case = fn(Arc<dyn Store>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 const CASES: &[(&str, Case)] = &[
