@@ -5,14 +5,20 @@
 //! `cargo bench --bench loadgen` (or `-- --messages 20000 --concurrency 64`). Reports
 //! accepted durable messages/s, end-to-end messages/s (to DELIVERED), p50/p99 accept
 //! latency and peak RSS, each gateway rate also as a ratio of the echo rate. The
-//! PostgreSQL runs use a fresh database on the server `OMNIGATE_BENCH_POSTGRES` names
-//! (default: the one `scripts/postgres.sh` starts); `--no-postgres` skips them.
+//! PostgreSQL runs use a fresh database on the server `OMNIGATE_TEST_POSTGRES` names
+//! (default: the one `scripts/postgres.sh` starts), as the tests do; `--no-postgres`
+//! skips them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use omnigate::{Config, Gateway};
+
+/// The tests' fresh-database helper: the same server and the same rules.
+#[path = "../tests/it/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 use omnigate_proto::bench::v1 as echo;
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
@@ -351,7 +357,7 @@ fn fleet_sms(i: usize) -> pb::SendMessageRequest {
 
 /// SMS end to end through `replicas` gateways on one fresh PostgreSQL database.
 async fn fleet_run(args: &Args, replicas: usize) -> GatewayRun {
-    let db = BenchDb::create();
+    let db = pg::TestDb::create();
     let accounts: String = (0..FLEET_ROUTES)
         .map(|i| {
             format!(
@@ -390,44 +396,6 @@ rate_limit = {{ per_second = 1000000, burst = 1000000 }}
         gateway.shutdown().await.expect("shutdown");
     }
     run
-}
-
-/// A fresh database on the benchmark's PostgreSQL server, dropped afterwards.
-struct BenchDb {
-    url: String,
-    name: String,
-    admin: String,
-}
-
-impl BenchDb {
-    fn create() -> BenchDb {
-        let admin = std::env::var("OMNIGATE_BENCH_POSTGRES")
-            .unwrap_or_else(|_| "postgres://omnigate:omnigate@127.0.0.1:5432/postgres".into());
-        let name = format!("omnigate_bench_{}", std::process::id());
-        admin_sql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
-        admin_sql(&admin, &format!("CREATE DATABASE {name}"));
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("server URL");
-        BenchDb { url: format!("{base}/{name}"), name, admin }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        admin_sql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
-/// Runs one statement on its own thread: the sync driver cannot run on an async worker.
-fn admin_sql(url: &str, sql: &str) {
-    let (url, sql) = (url.to_string(), sql.to_string());
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} (run scripts/postgres.sh or pass --no-postgres): {e}")
-        });
-        client.batch_execute(&sql).expect(&sql);
-    })
-    .join()
-    .expect("admin statement");
 }
 
 fn main() {

@@ -337,7 +337,7 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
         // Named after its URL: replicas starting together make the same one, not two.
         let digest = sha2::Sha256::digest(sub.url.as_bytes());
         let webhook = crate::model::Webhook {
-            id: format!("whk_cfg_{}", hex(&digest[..8])),
+            id: format!("whk_cfg_{}", crate::model::hex(&digest[..8])),
             url: sub.url.clone(),
             secret: sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?,
             kinds: sub.kinds.clone(),
@@ -349,10 +349,6 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
         store.save_webhook(webhook).await?;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn recover(

@@ -15,6 +15,17 @@ pub fn now_ms() -> Millis {
 }
 
 /// A new id with a readable prefix (`msg_`, `cnv_`), sortable by creation time (UUIDv7).
+/// Lower-case hexadecimal, for digests in ids and fingerprints.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }

@@ -384,11 +384,5 @@ fn fingerprint(
         h.update(v.as_bytes());
     }
     h.update(ttl.as_millis().to_le_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in h.finalize() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-    out
+    crate::model::hex(&h.finalize())
 }

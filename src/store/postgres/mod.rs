@@ -4,8 +4,8 @@
 //!
 //! Every batch takes one advisory lock for its transaction, so batches commit one at a
 //! time across the fleet and the event and message sequences they assign follow commit
-//! order with no gaps: a reader never sees event N+1 before event N. Each batch also
-//! NOTIFYs, so every replica's follower reads new events at once, whoever wrote them.
+//! order with no gaps: a reader never sees event N+1 before event N. A batch that appends
+//! events NOTIFYs, so every replica's follower reads them at once, whoever wrote them.
 
 mod follow;
 mod schema;
@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
-use super::sql::db::{Arg, Conn, Db, Dialect, Row, Value};
+use super::sql::db::{Arg, Conn, Db, Dialect, Row, Value, Verdict};
 use super::sql::{EVENT_BUFFER, Settings, SqlStore};
 
 /// Reader connections per replica.
@@ -151,7 +151,7 @@ impl Conn for PgConn {
         f(&PgDb { client: RefCell::new(client), statements: RefCell::new(statements) })
     }
 
-    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> bool) -> Result<bool, String> {
+    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String> {
         self.client().map_err(|e| e.to_string())?;
         let PgConn { client: Some(client), statements, .. } = self else {
             return Err("the connection is closed".into());
@@ -159,15 +159,17 @@ impl Conn for PgConn {
         let mut tx = client.transaction().map_err(|e| e.to_string())?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])
             .map_err(|e| format!("taking the batch lock: {e}"))?;
-        let ok = {
+        let verdict = {
             let db = PgDb { client: RefCell::new(&mut tx), statements: RefCell::new(statements) };
             body(&db)
         };
-        if !ok {
+        let Verdict::Commit { events } = verdict else {
             tx.rollback().map_err(|e| format!("rollback: {e}"))?;
             return Ok(false);
+        };
+        if events {
+            tx.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}")).map_err(|e| e.to_string())?;
         }
-        tx.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}")).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         Ok(true)
     }

@@ -32,9 +32,19 @@ pub trait Conn: Send + 'static {
         f: impl FnOnce(&dyn Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError>;
 
-    /// Runs `body` in one transaction and commits it when `body` answers true, else rolls
-    /// it back. An error means nothing was committed.
-    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> bool) -> Result<bool, String>;
+    /// Runs `body` in one transaction and commits or rolls it back as `body` answers;
+    /// answers whether it committed. An error means nothing was committed.
+    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String>;
+}
+
+/// What a transaction's body decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Rollback,
+    /// Commit; `events` says whether it appended events (others follow the log on that).
+    Commit {
+        events: bool,
+    },
 }
 
 /// A statement argument.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use super::db::{Conn, Db};
+use super::db::{Conn, Db, Verdict};
 use crate::model::Event;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
@@ -87,7 +87,7 @@ fn commit_batch<C: Conn>(
             completions.push(completion);
             spoiled |= spoils;
         }
-        !spoiled
+        if spoiled { Verdict::Rollback } else { Verdict::Commit { events: !appended.is_empty() } }
     });
     match outcome {
         Ok(true) => Ok(completions),

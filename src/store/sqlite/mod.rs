@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::broadcast;
 
 use super::StoreError;
-use super::sql::db::{Arg, Conn, Db, Dialect, Row, Value};
+use super::sql::db::{Arg, Conn, Db, Dialect, Row, Value, Verdict};
 use super::sql::{EVENT_BUFFER, OnCommit, Settings, SqlStore};
 
 const READERS: usize = 4;
@@ -64,12 +64,12 @@ impl Conn for SqliteConn {
         f(&SqliteDb(&self.0))
     }
 
-    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> bool) -> Result<bool, String> {
+    fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String> {
         let tx = self
             .0
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| e.to_string())?;
-        if !body(&SqliteDb(&tx)) {
+        if body(&SqliteDb(&tx)) == Verdict::Rollback {
             tx.rollback().map_err(|e| format!("rollback: {e}"))?;
             return Ok(false);
         }
