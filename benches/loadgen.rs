@@ -110,6 +110,20 @@ async fn channels(addr: String, n: usize) -> Vec<Channel> {
     out
 }
 
+/// CPU time this process has used (user + system), from /proc: less noisy than wall time
+/// on a shared machine, for comparing the cost of one message between changes.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -218,6 +232,51 @@ async fn accept_run(args: &Args) -> (f64, Duration, Duration) {
     })
     .await;
     gateway.shutdown().await.expect("shutdown");
+    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+/// The embedded store alone, without gRPC: `concurrency` tasks accept SMS straight into
+/// it, each to a new number as in the gateway runs. The ceiling the gateway's acceptance
+/// works under.
+async fn store_run(args: &Args) -> (f64, Duration, Duration) {
+    use omnigate::store::{NewMessage, sql::Settings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let settings = Settings {
+        owner: "bench".into(),
+        lease: Duration::from_secs(30),
+        max_batch: 512,
+        metrics: Arc::new(omnigate::telemetry::Metrics::default()),
+    };
+    let store =
+        omnigate::store::sqlite::open(&path.to_string_lossy(), settings).expect("store").into_arc();
+    let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
+        let store = store.clone();
+        async move {
+            let now = omnigate::model::now_ms();
+            let new = NewMessage {
+                id: omnigate::model::new_id("msg"),
+                idempotency_key: None,
+                fingerprint: String::new(),
+                channel: omnigate_adapters::Channel::Sms,
+                account: "sms".into(),
+                route: "+15005550006".into(),
+                from: "+15005550006".into(),
+                to: format!("+1415{:07}", i % 10_000_000),
+                conversation_id: None,
+                content: omnigate_adapters::Content::text("benchmark message"),
+                metadata: Default::default(),
+                expires_at: now + 60_000,
+                now,
+                reply_to_message_id: None,
+                send_options: Default::default(),
+                window_ms: None,
+                dispatch_here: true,
+            };
+            store.accept(new).await.expect("accepted");
+        }
+    })
+    .await;
     (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
@@ -410,6 +469,18 @@ fn main() {
         if let Some(n) = args.only.as_deref().and_then(|o| o.strip_prefix("fleet")) {
             let f = fleet_run(&args, n.parse().unwrap_or(3)).await;
             println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
+            return;
+        }
+        if args.only.as_deref() == Some("store") {
+            let cpu = cpu_seconds();
+            let (rate, p50, p99) = store_run(&args).await;
+            let per = (cpu_seconds() - cpu) / args.messages as f64 * 1e6;
+            println!("store accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}, {per:.0} us CPU each");
+            return;
+        }
+        if args.only.as_deref() == Some("echo") {
+            let (rate, p50, p99) = echo_baseline(&args).await;
+            println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
             return;
         }
         if args.only.as_deref() == Some("accept") {

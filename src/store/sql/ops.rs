@@ -117,7 +117,7 @@ pub fn accept(
     }
     db.execute(
         "INSERT INTO messages (seq, id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
-         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM messages",
+         VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), $1, $2, $3, $4, $5, $6, $7)",
         args![
             &message.id,
             &message.conversation_id,
@@ -486,7 +486,7 @@ pub fn receive(
     };
     db.execute(
         "INSERT INTO messages (seq, id, conversation_id, account, provider_message_id, doc, contact_id)
-         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM messages",
+         VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), $1, $2, $3, $4, $5, $6)",
         args![
             &message.id,
             &message.conversation_id,
@@ -834,14 +834,29 @@ pub fn append_event(
         EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
         EventKind::InboundRejected { .. } => "",
     };
-    let row = db
-        .query_opt(
-            "INSERT INTO events (seq, at, kind, contact_id)
-             SELECT COALESCE(MAX(seq), 0) + 1, CAST($1 AS BIGINT), $2, $3 FROM events RETURNING seq",
-            args![at, &serde_json::to_string(&kind)?, contact_id],
-        )?
-        .ok_or_else(|| StoreError::Database("event insert returned no sequence".into()))?;
-    events.push(Event { sequence: row.int(0)? as u64, at, kind });
+    let doc = serde_json::to_string(&kind)?;
+    let sequence = match db.dialect() {
+        // SQLite buffers RETURNING rows and an INSERT that reads its own table in temporary
+        // b-trees, which cost more than the insert; the next sequence is one index probe.
+        Dialect::Sqlite => {
+            let next = last_sequence(db)? as i64 + 1;
+            db.execute(
+                "INSERT INTO events (seq, at, kind, contact_id) VALUES ($1, $2, $3, $4)",
+                args![next, at, &doc, contact_id],
+            )?;
+            next
+        }
+        // One round trip instead of two.
+        Dialect::Postgres => db
+            .query_opt(
+                "INSERT INTO events (seq, at, kind, contact_id)
+                 SELECT COALESCE(MAX(seq), 0) + 1, CAST($1 AS BIGINT), $2, $3 FROM events RETURNING seq",
+                args![at, &doc, contact_id],
+            )?
+            .ok_or_else(|| StoreError::Database("event insert returned no sequence".into()))?
+            .int(0)?,
+    };
+    events.push(Event { sequence: sequence as u64, at, kind });
     Ok(())
 }
 
