@@ -483,6 +483,13 @@ fn main() {
             println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
             return;
         }
+        if args.only.as_deref() == Some("sms") {
+            let cpu = cpu_seconds();
+            let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
+            let per = (cpu_seconds() - cpu) / args.messages as f64 * 1e6;
+            println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {per:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group);
+            return;
+        }
         if args.only.as_deref() == Some("accept") {
             let (rate, p50, p99) = accept_run(&args).await;
             println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");

@@ -7,7 +7,8 @@ use postgres::Client;
 
 use crate::store::StoreError;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE conversations (
     id TEXT COLLATE "C" PRIMARY KEY,
     account TEXT NOT NULL,
@@ -118,7 +119,13 @@ CREATE TABLE leases (
     owner TEXT NOT NULL,
     until_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Threading finds open conversations by contact (conversations_contact); this index of the
+-- pre-contact threading only cost a write per conversation.
+DROP INDEX IF EXISTS conversations_open;
+"#,
+];
 
 /// Fails unless the database is at this release's schema version (when migrations are a
 /// separate deploy step).

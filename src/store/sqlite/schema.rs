@@ -134,6 +134,26 @@ CREATE TABLE leases (
     until_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Fewer b-trees for each accepted message to write, since every one a commit touches costs
+-- at least a page in the WAL. Threading finds open conversations by contact
+-- (conversations_contact), so this index of the pre-contact threading only cost writes.
+DROP INDEX conversations_open;
+-- Keyed by message_id itself rather than by a rowid and an index on message_id.
+CREATE TABLE outbox_keyed (
+    message_id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    lease_owner TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    account TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+INSERT INTO outbox_keyed (message_id, route, due_at, lease_owner, lease_until, account)
+    SELECT message_id, route, due_at, lease_owner, lease_until, account FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_keyed RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (lease_until, due_at);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
@@ -156,4 +176,44 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIGRATIONS, migrate};
+    use rusqlite::Connection;
+
+    #[test]
+    fn the_keyed_outbox_keeps_work_queued_before_the_upgrade() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        for step in &MIGRATIONS[..7] {
+            conn.execute_batch(step).expect("older step");
+        }
+        conn.pragma_update(None, "user_version", 7).expect("version");
+        conn.execute(
+            "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until, account)
+             VALUES ('msg_1', '+15005550006', 42, 'node-a', 99, 'sms')",
+            [],
+        )
+        .expect("queued work");
+
+        assert_eq!(migrate(&mut conn).expect("upgrade"), MIGRATIONS.len());
+        let row: (String, i64, String, i64, String) = conn
+            .query_row(
+                "SELECT route, due_at, lease_owner, lease_until, account FROM outbox WHERE message_id = 'msg_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .expect("the entry survives");
+        assert_eq!(row, ("+15005550006".into(), 42, "node-a".into(), 99, "sms".into()));
+        let keyed: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'outbox'", [], |r| r.get(0))
+            .expect("schema");
+        assert!(keyed.contains("WITHOUT ROWID"), "{keyed}");
+        let duplicate = conn.execute(
+            "INSERT INTO outbox (message_id, route, due_at, lease_owner, lease_until) VALUES ('msg_1', 'r', 0, '', 0)",
+            [],
+        );
+        assert!(duplicate.is_err(), "message_id stays the key");
+    }
 }
