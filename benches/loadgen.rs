@@ -253,26 +253,14 @@ async fn store_run(args: &Args) -> (f64, Duration, Duration) {
     let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
         let store = store.clone();
         async move {
-            let now = omnigate::model::now_ms();
-            let new = NewMessage {
-                id: omnigate::model::new_id("msg"),
-                idempotency_key: None,
-                fingerprint: String::new(),
-                channel: omnigate_adapters::Channel::Sms,
-                account: "sms".into(),
-                route: "+15005550006".into(),
-                from: "+15005550006".into(),
-                to: format!("+1415{:07}", i % 10_000_000),
-                conversation_id: None,
-                content: omnigate_adapters::Content::text("benchmark message"),
-                metadata: Default::default(),
-                expires_at: now + 60_000,
-                now,
-                reply_to_message_id: None,
-                send_options: Default::default(),
-                window_ms: None,
-                dispatch_here: true,
-            };
+            let new = NewMessage::new(
+                omnigate_adapters::Channel::Sms,
+                "sms",
+                "+15005550006",
+                &format!("+1415{:07}", i % 10_000_000),
+                omnigate_adapters::Content::text("benchmark message"),
+                Duration::from_secs(60),
+            );
             store.accept(new).await.expect("accepted");
         }
     })

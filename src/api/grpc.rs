@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, store_status};
 use super::{people, routing, validate, webhooks};
 use crate::app::AppState;
-use crate::model::{Event, SendOptions, new_id, now_ms};
+use crate::model::{Event, SendOptions};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
 
@@ -92,30 +92,22 @@ impl Gateway for GatewayService {
             Some(d) => Duration::new(d.seconds as u64, d.nanos.max(0) as u32).min(MAX_TTL),
             None => self.state.default_ttl,
         };
-        let now = now_ms();
         let metadata: BTreeMap<String, String> = req.metadata.clone().into_iter().collect();
         let window_ms =
             account.sender.service_window(&content, tag.as_deref()).map(|w| w.as_millis() as i64);
         let dispatch_here = self.state.ownership.owns_route(&first.account, &first.route);
         let new = NewMessage {
             dispatch_here,
-            id: new_id("msg"),
             fingerprint: fingerprint(&req, &metadata, ttl),
             reply_to_message_id: (!req.reply_to_message_id.is_empty())
                 .then(|| req.reply_to_message_id.clone()),
             send_options: SendOptions { reply_to_provider_id, tag, fallbacks },
             window_ms,
             idempotency_key: (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone()),
-            channel: first.channel,
-            account: first.account,
             route: first.route,
-            from: first.from,
-            to: first.to,
             conversation_id: (!req.conversation_id.is_empty()).then_some(req.conversation_id),
-            content,
             metadata,
-            expires_at: now + ttl.as_millis() as i64,
-            now,
+            ..NewMessage::new(first.channel, &first.account, &first.from, &first.to, content, ttl)
         };
         let message = match self.state.store.accept(new).await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {

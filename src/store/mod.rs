@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions,
-    Webhook,
+    Webhook, new_id, now_ms,
 };
 
 /// An outbound message to accept.
@@ -52,6 +52,40 @@ pub struct NewMessage {
     /// Whether this process dispatches the message (it owns the route). Otherwise the
     /// outbox entry is left unleased for the route's owner to claim, and no job is answered.
     pub dispatch_here: bool,
+}
+
+impl NewMessage {
+    /// A message accepted now, due to expire after `ttl`, sent from `from` as its route,
+    /// without a key, thread, metadata or options, and dispatched by this process.
+    pub fn new(
+        channel: Channel,
+        account: &str,
+        from: &str,
+        to: &str,
+        content: Content,
+        ttl: Duration,
+    ) -> Self {
+        let now = now_ms();
+        NewMessage {
+            id: new_id("msg"),
+            idempotency_key: None,
+            fingerprint: String::new(),
+            channel,
+            account: account.to_string(),
+            route: from.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            conversation_id: None,
+            content,
+            metadata: BTreeMap::new(),
+            expires_at: now + ttl.as_millis() as i64,
+            now,
+            reply_to_message_id: None,
+            send_options: SendOptions::default(),
+            window_ms: None,
+            dispatch_here: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,6 +1,5 @@
 //! The store conformance suite: what every backend must do, run against each one.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,25 +41,17 @@ async fn postgres(db: &TestDb) -> Arc<dyn Store> {
 }
 
 fn new_message(to: &str, key: Option<&str>, body: &str) -> NewMessage {
-    let now = now_ms();
     NewMessage {
-        id: new_id("msg"),
         idempotency_key: key.map(str::to_string),
         fingerprint: format!("fp-{body}"),
-        channel: Channel::Sms,
-        account: "sms".into(),
-        route: "+15005550006".into(),
-        from: "+15005550006".into(),
-        to: to.into(),
-        conversation_id: None,
-        content: Content::text(body),
-        metadata: BTreeMap::new(),
-        expires_at: now + 60_000,
-        now,
-        reply_to_message_id: None,
-        send_options: Default::default(),
-        window_ms: None,
-        dispatch_here: true,
+        ..NewMessage::new(
+            Channel::Sms,
+            "sms",
+            "+15005550006",
+            to,
+            Content::text(body),
+            Duration::from_secs(60),
+        )
     }
 }
 
