@@ -98,7 +98,12 @@ impl Gateway for GatewayService {
         let dispatch_here = self.state.ownership.owns_route(&first.account, &first.route);
         let new = NewMessage {
             dispatch_here,
-            fingerprint: fingerprint(&req, &metadata, ttl),
+            // Only a key's second use compares fingerprints.
+            fingerprint: if req.idempotency_key.is_empty() {
+                String::new()
+            } else {
+                fingerprint(&req, &metadata, ttl)
+            },
             reply_to_message_id: (!req.reply_to_message_id.is_empty())
                 .then(|| req.reply_to_message_id.clone()),
             send_options: SendOptions { reply_to_provider_id, tag, fallbacks },
