@@ -17,10 +17,12 @@ pub struct MetaWebhooks {
 
 impl MetaWebhooks {
     pub fn new(account: &MetaAccount) -> Self {
-        MetaWebhooks {
-            app_secret: account.app_secret.clone(),
-            verify_token: account.verify_token.clone(),
-        }
+        Self::with_secrets(&account.app_secret, &account.verify_token)
+    }
+
+    /// Webhooks need only the app's secret (signatures) and the handshake's token.
+    pub fn with_secrets(app_secret: &str, verify_token: &str) -> Self {
+        MetaWebhooks { app_secret: app_secret.to_string(), verify_token: verify_token.to_string() }
     }
 }
 
