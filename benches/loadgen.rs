@@ -235,21 +235,16 @@ async fn accept_run(args: &Args) -> (f64, Duration, Duration) {
     (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-/// The embedded store alone, without gRPC: `concurrency` tasks accept SMS straight into
-/// it, each to a new number as in the gateway runs. The ceiling the gateway's acceptance
-/// works under.
+/// The embedded store alone, opened as the gateway opens it but without gRPC: `concurrency`
+/// tasks accept SMS straight into it, each to a new number as in the gateway runs. The
+/// ceiling the gateway's acceptance works under.
 async fn store_run(args: &Args) -> (f64, Duration, Duration) {
-    use omnigate::store::{NewMessage, sql::Settings};
+    use omnigate::store::NewMessage;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("store.db");
-    let settings = Settings {
-        owner: "bench".into(),
-        lease: Duration::from_secs(30),
-        max_batch: 512,
-        metrics: Arc::new(omnigate::telemetry::Metrics::default()),
-    };
-    let store =
-        omnigate::store::sqlite::open(&path.to_string_lossy(), settings).expect("store").into_arc();
+    let metrics = Arc::new(omnigate::telemetry::Metrics::default());
+    let store = omnigate::app::open_store(&gateway_config(dir.path(), 10), "bench", metrics, true)
+        .await
+        .expect("store");
     let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
         let store = store.clone();
         async move {
@@ -454,33 +449,36 @@ fn main() {
     let args = args();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        if let Some(n) = args.only.as_deref().and_then(|o| o.strip_prefix("fleet")) {
-            let f = fleet_run(&args, n.parse().unwrap_or(3)).await;
-            println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
-            return;
-        }
-        if args.only.as_deref() == Some("store") {
+        if let Some(only) = args.only.as_deref() {
             let cpu = cpu_seconds();
-            let (rate, p50, p99) = store_run(&args).await;
-            let per = (cpu_seconds() - cpu) / args.messages as f64 * 1e6;
-            println!("store accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}, {per:.0} us CPU each");
-            return;
-        }
-        if args.only.as_deref() == Some("echo") {
-            let (rate, p50, p99) = echo_baseline(&args).await;
-            println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
-            return;
-        }
-        if args.only.as_deref() == Some("sms") {
-            let cpu = cpu_seconds();
-            let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
-            let per = (cpu_seconds() - cpu) / args.messages as f64 * 1e6;
-            println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {per:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group);
-            return;
-        }
-        if args.only.as_deref() == Some("accept") {
-            let (rate, p50, p99) = accept_run(&args).await;
-            println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
+            // CPU time of the whole process per message, since the run started.
+            let cpu_each = || (cpu_seconds() - cpu) / args.messages as f64 * 1e6;
+            match only {
+                "store" => {
+                    let (rate, p50, p99) = store_run(&args).await;
+                    println!("store accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}, {:.0} us CPU each", cpu_each());
+                }
+                "echo" => {
+                    let (rate, p50, p99) = echo_baseline(&args).await;
+                    println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
+                }
+                "accept" => {
+                    let (rate, p50, p99) = accept_run(&args).await;
+                    println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
+                }
+                "sms" => {
+                    let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
+                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group, cpu_each());
+                }
+                fleet if fleet.starts_with("fleet") => {
+                    let f = fleet_run(&args, fleet["fleet".len()..].parse().unwrap_or(3)).await;
+                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
+                }
+                other => {
+                    eprintln!("--only {other:?}: expected store, echo, accept, sms or fleetN");
+                    std::process::exit(2);
+                }
+            }
             return;
         }
         // Warm both paths once (connections, page cache) before measuring.

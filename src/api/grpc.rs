@@ -96,19 +96,19 @@ impl Gateway for GatewayService {
         let window_ms =
             account.sender.service_window(&content, tag.as_deref()).map(|w| w.as_millis() as i64);
         let dispatch_here = self.state.ownership.owns_route(&first.account, &first.route);
+        let idempotency_key =
+            (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone());
         let new = NewMessage {
             dispatch_here,
             // Only a key's second use compares fingerprints.
-            fingerprint: if req.idempotency_key.is_empty() {
-                String::new()
-            } else {
-                fingerprint(&req, &metadata, ttl)
-            },
+            fingerprint: idempotency_key
+                .as_ref()
+                .map_or_else(String::new, |_| fingerprint(&req, &metadata, ttl)),
             reply_to_message_id: (!req.reply_to_message_id.is_empty())
                 .then(|| req.reply_to_message_id.clone()),
             send_options: SendOptions { reply_to_provider_id, tag, fallbacks },
             window_ms,
-            idempotency_key: (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone()),
+            idempotency_key,
             route: first.route,
             conversation_id: (!req.conversation_id.is_empty()).then_some(req.conversation_id),
             metadata,
