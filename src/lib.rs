@@ -33,3 +33,10 @@ pub mod webhooks;
 
 pub use app::Gateway;
 pub use config::Config;
+
+/// Memory is allocated on request threads and freed on the store's writer thread (and the
+/// reverse) on every message; glibc's malloc serialises those cross-thread frees on arena
+/// locks, mimalloc frees them without one. Here rather than in `main` so that the tests and
+/// the load generator run on the allocator the gateway ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -82,6 +82,29 @@ async fn sqlite_conforms() {
     }
 }
 
+/// Commits reach the database file itself (not only the WAL) soon after they are made,
+/// long before the WAL reaches the writer's own checkpoint bound: a background checkpoint
+/// copied them.
+#[tokio::test]
+async fn sqlite_checkpoints_off_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite(&dir);
+    let file = dir.path().join("conformance.db");
+    let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    // Let any checkpoint of the schema's own commits finish before taking the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = size();
+    for i in 0..200 {
+        accept(&*store, new_message(&format!("+1415555{i:04}"), None, "hello")).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while size() <= before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(size() > before, "200 messages still only in the WAL: file stays at {before} bytes");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn postgres_conforms() {
     for (name, case) in CASES {

@@ -38,12 +38,12 @@ pub fn accept(
         }
     }
     let identity = Identity { channel: new.channel, address: new.to.clone() };
-    let contact_id = people::resolve_contact(db, &identity, new.now)?;
+    let contact = people::resolve_contact(db, &identity, new.now)?;
     let conversation_id = match &new.conversation_id {
         Some(id) => {
             let c = people::load_conversation(db, id)?
                 .ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
-            if c.contact_id != contact_id {
+            if c.contact_id != contact.id {
                 return Err(StoreError::Invalid(format!(
                     "conversation {id} is with another contact than {} on {}",
                     new.to, new.channel
@@ -56,7 +56,7 @@ pub fn accept(
             db,
             events,
             &people::Party {
-                contact_id: &contact_id,
+                contact: &contact,
                 account: &new.account,
                 channel: new.channel,
                 address: &new.to,
@@ -94,7 +94,7 @@ pub fn accept(
         updated_at: new.now,
         expires_at: Some(new.expires_at),
         reply_to_message_id: new.reply_to_message_id.clone(),
-        contact_id: contact_id.clone(),
+        contact_id: contact.id,
         send_options: new.send_options.clone(),
         channel_attempts: Vec::new(),
     };
@@ -125,7 +125,7 @@ pub fn accept(
             &new.idempotency_key,
             &new.fingerprint,
             &serde_json::to_string(&message)?,
-            &contact_id
+            &message.contact_id
         ],
     )?;
     append_event(
@@ -430,12 +430,12 @@ pub fn receive(
     let (contact_id, conversation_id) = match referenced_conversation(db, inbound)? {
         Some(found) => found,
         None => {
-            let contact_id = people::resolve_contact(db, &inbound.from, inbound.now)?;
+            let contact = people::resolve_contact(db, &inbound.from, inbound.now)?;
             let conversation_id = people::thread(
                 db,
                 events,
                 &people::Party {
-                    contact_id: &contact_id,
+                    contact: &contact,
                     account: &inbound.account,
                     channel: inbound.channel,
                     address: &inbound.from.address,
@@ -443,7 +443,7 @@ pub fn receive(
                 inbound.now,
                 inactivity_ms,
             )?;
-            (contact_id, conversation_id)
+            (contact.id, conversation_id)
         }
     };
     db.execute(

@@ -95,11 +95,17 @@ fn attach(db: &dyn Db, identity: &Identity, contact_id: &str) -> Result<(), Stor
 
 /// The contact an address belongs to, created when the address is new. A new phone
 /// identity joins the contact that already has the same number on the other phone channel.
+/// The contact an identity belongs to, and whether this write made it.
+pub struct Resolved {
+    pub id: String,
+    pub created: bool,
+}
+
 pub fn resolve_contact(
     db: &dyn Db,
     identity: &Identity,
     now: Millis,
-) -> Result<String, StoreError> {
+) -> Result<Resolved, StoreError> {
     // The address and its sibling on the other phone channel, in one look-up.
     let sibling = phone_sibling(identity);
     let other = sibling.as_ref().unwrap_or(identity);
@@ -111,13 +117,13 @@ pub fn resolve_contact(
     let mut sibling_owner = None;
     for row in &owners {
         if row.text(1)? == identity.channel.as_str() {
-            return row.text(0);
+            return Ok(Resolved { id: row.text(0)?, created: false });
         }
         sibling_owner = Some(row.text(0)?);
     }
     if let Some(id) = sibling_owner {
         attach(db, identity, &id)?;
-        return Ok(id);
+        return Ok(Resolved { id, created: false });
     }
     let contact = Contact {
         id: new_id("ctc"),
@@ -129,7 +135,7 @@ pub fn resolve_contact(
     };
     save_contact(db, &contact)?;
     attach(db, identity, &contact.id)?;
-    Ok(contact.id)
+    Ok(Resolved { id: contact.id, created: true })
 }
 
 /// Checks that no identity belongs to a contact other than `contact_id` (which may be new).
@@ -291,7 +297,7 @@ pub fn load_conversation(db: &dyn Db, id: &str) -> Result<Option<Conversation>, 
 
 /// Who a message is with, as threading needs it.
 pub struct Party<'a> {
-    pub contact_id: &'a str,
+    pub contact: &'a Resolved,
     pub account: &'a str,
     pub channel: Channel,
     pub address: &'a str,
@@ -307,9 +313,12 @@ pub fn thread(
     inactivity_ms: Millis,
 ) -> Result<String, StoreError> {
     let (contact_id, account, channel, peer) =
-        (party.contact_id, party.account, party.channel, party.address);
-    let open = db
-        .query_opt(
+        (party.contact.id.as_str(), party.account, party.channel, party.address);
+    // A contact made in this very write has no conversation yet: no need to look.
+    let open = if party.contact.created {
+        None
+    } else {
+        db.query_opt(
             &format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = $1 AND state = 'open'
                  ORDER BY last_activity_at DESC LIMIT 1"
@@ -317,7 +326,8 @@ pub fn thread(
             args![contact_id],
         )?
         .map(|r| to_conversation(&r))
-        .transpose()?;
+        .transpose()?
+    };
     match open {
         Some(c) if now - c.last_activity_at <= inactivity_ms => {
             touch(db, &c, channel, now)?;

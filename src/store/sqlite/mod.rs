@@ -2,6 +2,7 @@
 //! writer. A file belongs to one gateway process at a time; at open, leases left by an
 //! earlier process are void, since that process is gone.
 
+mod checkpoint;
 mod schema;
 
 use std::ffi::CStr;
@@ -24,6 +25,7 @@ pub type SqliteStore = SqlStore<SqliteConn>;
 pub fn open(path: &str, settings: Settings) -> Result<SqliteStore, StoreError> {
     let mut conn = Connection::open(path)?;
     schema::configure(&conn)?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BOUND)?;
     schema::migrate(&mut conn)?;
     conn.execute("UPDATE outbox SET lease_owner = '', lease_until = 0", [])?;
     let readers = (0..READERS)
@@ -33,15 +35,25 @@ pub fn open(path: &str, settings: Settings) -> Result<SqliteStore, StoreError> {
             Ok(SqliteConn(c))
         })
         .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+    let checkpoints = Connection::open(path)?;
+    schema::configure(&checkpoints)?;
+    let (nudge, checkpointer) = checkpoint::spawn(checkpoints)
+        .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let feed = events.clone();
     // The only writer of this file: its commits are the whole log, in order.
     let on_commit: OnCommit = Box::new(move |committed| {
+        nudge.after_commit();
         for event in committed {
             let _ = feed.send(Arc::new(event));
         }
     });
-    SqlStore::start(SqliteConn(conn), readers, settings, events, on_commit)
+    let store = SqlStore::start(SqliteConn(conn), readers, settings, events, on_commit)?;
+    // The writer has stopped by then, and with it the nudges that keep this thread alive.
+    store.on_close(move || {
+        let _ = checkpointer.join();
+    });
+    Ok(store)
 }
 
 pub struct SqliteConn(Connection);
