@@ -116,6 +116,62 @@ async fn postgres_conforms() {
     }
 }
 
+/// Statements held to share a round trip with the next one still run in order, and one
+/// that fails fails its whole batch: nothing of it is stored.
+#[tokio::test]
+async fn postgres_held_statements_keep_order_and_fail_their_batch() {
+    use omnigate::store::sql::db::{Conn, Db, Value, Verdict};
+    let db = TestDb::create();
+    postgres(&db).await.close().await;
+    let target = omnigate::store::postgres::Target::new(&db.url, None).expect("target");
+    tokio::task::spawn_blocking(move || {
+        let mut conn = omnigate::store::postgres::PgConn::connect(&target).expect("connect");
+        let lease = |db: &dyn Db, name: &str, owner: &str| {
+            db.execute_later(
+                &format!(
+                    "INSERT INTO leases (name, owner, until_at) VALUES ('{name}', '{owner}', 1)"
+                ),
+                &[],
+            )
+        };
+        let mut seen = None;
+        let committed = conn
+            .transaction(&mut |db| {
+                lease(db, "first", "a").expect("held");
+                db.execute_later("UPDATE leases SET owner = 'b' WHERE name = 'first'", &[])
+                    .expect("held");
+                seen = db.query("SELECT owner FROM leases WHERE name = 'first'", &[]).ok();
+                Verdict::Commit { events: false }
+            })
+            .expect("commit");
+        assert!(committed);
+        let owner = seen.and_then(|rows| rows.into_iter().next()).map(|row| row.0);
+        assert_eq!(owner, Some(vec![Value::Text("b".into())]), "the update ran after the insert");
+
+        let failed = conn.transaction(&mut |db| {
+            lease(db, "second", "a").expect("held");
+            // Breaks the primary key, but only the commit finds out.
+            lease(db, "first", "c").expect("held");
+            Verdict::Commit { events: false }
+        });
+        assert!(failed.is_err(), "a failed held statement must fail the commit: {failed:?}");
+        let count = conn
+            .read(|db| db.query("SELECT count(*) FROM leases WHERE name = 'second'", &[]))
+            .expect("read");
+        assert_eq!(count[0].0, vec![Value::Int(0)], "nothing of the failed batch is stored");
+        // The connection is usable after the failed batch.
+        assert!(
+            conn.transaction(&mut |db| {
+                lease(db, "third", "a").expect("held");
+                Verdict::Commit { events: false }
+            })
+            .expect("commit")
+        );
+    })
+    .await
+    .expect("join");
+}
+
 #[tokio::test]
 async fn postgres_over_tls_verifies_the_server() {
     let db = TestDb::create();

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::broadcast;
 
-use super::{EVENTS_CHANNEL, PgConn, Target};
+use super::{EVENTS_CHANNEL, PgConn, Target, connect};
 use crate::model::Event;
 use crate::store::StoreError;
 use crate::store::sql::db::Conn;
@@ -39,7 +40,7 @@ pub fn spawn(
     events: broadcast::Sender<Arc<Event>>,
 ) -> Result<Follower, StoreError> {
     let mut conn = listen(target)?;
-    let last = conn.read(last_sequence)?;
+    let last = conn.reader.read(last_sequence)?;
     let stop = Arc::new(AtomicBool::new(false));
     let target = target.clone();
     let thread = {
@@ -52,22 +53,28 @@ pub fn spawn(
     Ok(Follower { stop, thread })
 }
 
-fn listen(target: &Target) -> Result<PgConn, StoreError> {
-    let mut conn = PgConn::connect(target)?;
-    conn.client()?.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
-    Ok(conn)
+/// Two connections: one that only waits for notifications, one that reads the log.
+struct Follow {
+    listener: Client,
+    reader: PgConn,
+}
+
+fn listen(target: &Target) -> Result<Follow, StoreError> {
+    let mut listener = connect(target)?;
+    listener.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
+    Ok(Follow { listener, reader: PgConn::connect(target)? })
 }
 
 fn run(
     target: &Target,
-    mut conn: PgConn,
+    mut conn: Follow,
     mut last: u64,
     events: &broadcast::Sender<Arc<Event>>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::Acquire) {
         // A connection opened again has lost its LISTEN.
-        if !conn.is_open() {
+        if conn.listener.is_closed() {
             match listen(target) {
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
@@ -77,11 +84,10 @@ fn run(
                 }
             }
         }
-        match read_new(&mut conn, &mut last, events) {
+        match read_new(&mut conn.reader, &mut last, events) {
             Ok(()) => {
                 // Any notification means "look again"; several fold into one look.
-                let Ok(client) = conn.client() else { continue };
-                let mut notes = client.notifications();
+                let mut notes = conn.listener.notifications();
                 let _ = notes.timeout_iter(IDLE_LOOK).next();
                 while let Ok(Some(_)) = notes.iter().next() {}
             }

@@ -13,11 +13,13 @@ mod schema;
 use bytes::BytesMut;
 use postgres::config::SslMode;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, GenericClient, NoTls, Statement};
-use std::cell::RefCell;
+use postgres::{Client, NoTls, Statement};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::Poll;
 use tokio::sync::broadcast;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -69,12 +71,14 @@ pub fn open(
     settings: Settings,
     migrate: bool,
 ) -> Result<PostgresStore, StoreError> {
-    let mut writer = PgConn::connect(target)?;
+    let mut setup = connect(target)?;
     if migrate {
-        schema::migrate(writer.client()?)?;
+        schema::migrate(&mut setup)?;
     } else {
-        schema::check(writer.client()?)?;
+        schema::check(&mut setup)?;
     }
+    drop(setup);
+    let writer = PgConn::connect(target)?;
     let readers = (0..READERS).map(|_| PgConn::connect(target)).collect::<Result<Vec<_>, _>>()?;
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let follower = follow::spawn(target, events.clone())?;
@@ -85,58 +89,106 @@ pub fn open(
 }
 
 /// A connection with its prepared statements; it reconnects when the server went away.
+///
+/// It runs on the asynchronous driver, on a runtime of its own that the owning thread
+/// blocks on (the store's writer and readers are threads), because that driver sends
+/// requests without waiting for the answers to earlier ones: a batch's inserts go out
+/// together with the next statement that needs an answer, one round trip for them all.
 pub struct PgConn {
     target: Target,
-    /// Always present but while being dropped.
-    client: Option<Client>,
+    /// Both always present but while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Option<tokio_postgres::Client>,
     statements: HashMap<String, Statement>,
 }
 
 impl PgConn {
-    pub(super) fn connect(target: &Target) -> Result<Self, StoreError> {
+    pub fn connect(target: &Target) -> Result<Self, StoreError> {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                StoreError::Database(format!("cannot start the PostgreSQL driver: {e}"))
+            })?;
+        let client = runtime.block_on(connect_async(target))?;
         Ok(PgConn {
             target: target.clone(),
-            client: Some(connect(target)?),
+            runtime: Some(runtime),
+            client: Some(client),
             statements: HashMap::new(),
         })
     }
 
-    pub(super) fn is_open(&self) -> bool {
-        self.client.as_ref().is_some_and(|c| !c.is_closed())
-    }
-
     /// The connection, opened again when the server closed it.
-    pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+    fn session(&mut self) -> Result<Session<'_>, StoreError> {
+        let runtime = self.runtime.as_ref().ok_or(StoreError::Closed)?;
+        if self.client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
             self.statements.clear();
-            self.client = Some(connect(&self.target)?);
+            self.client = Some(runtime.block_on(connect_async(&self.target))?);
         }
-        self.client.as_mut().ok_or(StoreError::Closed)
+        let PgConn { runtime: Some(runtime), client: Some(client), statements, .. } = self else {
+            return Err(StoreError::Closed);
+        };
+        Ok(Session {
+            runtime,
+            client,
+            statements: RefCell::new(statements),
+            held: RefCell::new(Vec::new()),
+            tail: Cell::new(None),
+        })
     }
 }
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        // Closing the sync driver's connection blocks on its own runtime, which cannot
-        // happen on an async worker: the last owner may be dropping the store there.
-        if tokio::runtime::Handle::try_current().is_ok()
-            && let Some(client) = self.client.take()
-        {
-            let _ = std::thread::spawn(move || drop(client));
+        let Some(runtime) = self.runtime.take() else { return };
+        // Dropping the client queues a goodbye to the server; the connection's task sends
+        // it if it gets to run, which it cannot on an async worker (where the last owner
+        // may be dropping the store), nor need to: the server also ends on a closed socket.
+        drop(self.client.take());
+        if tokio::runtime::Handle::try_current().is_err() {
+            runtime.block_on(tokio::task::yield_now());
         }
+        // Unlike dropping it, this does not block, so it may happen on an async worker.
+        runtime.shutdown_background();
     }
 }
 
+/// A synchronous connection, for what the store does outside its batches: migrations and
+/// waiting for notifications.
 fn connect(target: &Target) -> Result<Client, StoreError> {
     let connected = match &target.tls {
         None => Client::connect(&target.url, NoTls),
         Some(tls) => Client::connect(&target.url, tls.clone()),
     };
+    connected.map_err(connect_error)
+}
+
+async fn connect_async(target: &Target) -> Result<tokio_postgres::Client, StoreError> {
+    let connected = match &target.tls {
+        None => tokio_postgres::connect(&target.url, NoTls).await.map(|(client, connection)| {
+            tokio::spawn(drive(connection));
+            client
+        }),
+        Some(tls) => {
+            tokio_postgres::connect(&target.url, tls.clone()).await.map(|(client, connection)| {
+                tokio::spawn(drive(connection));
+                client
+            })
+        }
+    };
+    connected.map_err(connect_error)
+}
+
+/// Moves the connection's messages while its owner waits on the runtime.
+async fn drive(connection: impl Future<Output = Result<(), postgres::Error>>) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "PostgreSQL connection ended");
+    }
+}
+
+fn connect_error(e: postgres::Error) -> StoreError {
     // The driver's Display hides the cause (a refused certificate, a bad password).
-    connected.map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-        StoreError::Database(format!("connecting to PostgreSQL: {e}{cause}"))
-    })
+    let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+    StoreError::Database(format!("connecting to PostgreSQL: {e}{cause}"))
 }
 
 impl Conn for PgConn {
@@ -144,72 +196,158 @@ impl Conn for PgConn {
         &mut self,
         f: impl FnOnce(&dyn Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.client()?;
-        let PgConn { client: Some(client), statements, .. } = self else {
-            return Err(StoreError::Closed);
-        };
-        f(&PgDb { client: RefCell::new(client), statements: RefCell::new(statements) })
+        let session = self.session()?;
+        let answer = f(&session)?;
+        session.flush()?;
+        Ok(answer)
     }
 
     fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String> {
-        self.client().map_err(|e| e.to_string())?;
-        let PgConn { client: Some(client), statements, .. } = self else {
-            return Err("the connection is closed".into());
-        };
-        let mut tx = client.transaction().map_err(|e| e.to_string())?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK])
+        let session = self.session().map_err(|e| e.to_string())?;
+        session
+            .simple(&format!("BEGIN; SELECT pg_advisory_xact_lock({BATCH_LOCK})"))
             .map_err(|e| format!("taking the batch lock: {e}"))?;
-        let verdict = {
-            let db = PgDb { client: RefCell::new(&mut tx), statements: RefCell::new(statements) };
-            body(&db)
-        };
-        let Verdict::Commit { events } = verdict else {
-            tx.rollback().map_err(|e| format!("rollback: {e}"))?;
+        let Verdict::Commit { events } = body(&session) else {
+            session.held.borrow_mut().clear();
+            session.simple("ROLLBACK").map_err(|e| format!("rollback: {e}"))?;
             return Ok(false);
         };
-        if events {
-            tx.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}")).map_err(|e| e.to_string())?;
+        let end = if events { format!("NOTIFY {EVENTS_CHANNEL}; COMMIT") } else { "COMMIT".into() };
+        if let Err(e) = session.simple(&end) {
+            // A held statement failed (the server then ends the block on COMMIT) or the
+            // commit did: either way nothing of the batch is stored.
+            let _ = session.simple("ROLLBACK");
+            return Err(e.to_string());
         }
-        tx.commit().map_err(|e| e.to_string())?;
         Ok(true)
     }
 }
 
-struct PgDb<'a, G: GenericClient> {
-    client: RefCell<&'a mut G>,
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, postgres::Error>> + 'a>>;
+
+/// One connection's statements for one read or batch.
+struct Session<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a tokio_postgres::Client,
     statements: RefCell<&'a mut HashMap<String, Statement>>,
+    /// Statements run with `execute_later`, not yet sent.
+    held: RefCell<Vec<(Statement, Vec<Value>)>>,
+    tail: Cell<Option<u64>>,
 }
 
-impl<G: GenericClient> PgDb<'_, G> {
+impl Session<'_> {
     fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.borrow_mut().prepare(sql)?;
+        let statement = self.runtime.block_on(self.client.prepare(sql))?;
         self.statements.borrow_mut().insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
+
+    /// Sends the held statements and then `last`, back to back, and waits for all their
+    /// answers; the first error among them is the answer.
+    fn send<T>(
+        &self,
+        last: impl Future<Output = Result<T, postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = held
+            .iter()
+            .map(|(_, args)| args.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let pending: Vec<Pending<'_>> = held
+            .iter()
+            .zip(&params)
+            .map(|((statement, _), p)| Box::pin(self.client.execute(statement, p)) as Pending<'_>)
+            .collect();
+        let (held, last) = self.runtime.block_on(in_order(pending, last));
+        held?;
+        Ok(last?)
+    }
+
+    /// Runs `sql` (statements without parameters) after the held ones.
+    fn simple(&self, sql: &str) -> Result<(), StoreError> {
+        self.send(self.client.batch_execute(sql))
+    }
+
+    /// Runs the held statements, if any.
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.held.borrow().is_empty() {
+            return Ok(());
+        }
+        self.send(async { Ok(()) })
+    }
 }
 
-fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
-    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+/// Polls `pending` in order and then `last` until all are done. The driver sends a request
+/// when its future is first polled, so the server gets them in this order, pipelined.
+async fn in_order<T>(
+    mut pending: Vec<Pending<'_>>,
+    last: impl Future<Output = Result<T, postgres::Error>>,
+) -> (Result<(), postgres::Error>, Result<T, postgres::Error>) {
+    let mut last = std::pin::pin!(last);
+    let mut done = vec![false; pending.len()];
+    let mut first_error = None;
+    let mut answer = None;
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, done) in pending.iter_mut().zip(done.iter_mut()).filter(|(_, d)| !**d) {
+            match future.as_mut().poll(cx) {
+                Poll::Ready(outcome) => {
+                    *done = true;
+                    if let Err(e) = outcome {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                Poll::Pending => waiting = true,
+            }
+        }
+        if answer.is_none() {
+            match last.as_mut().poll(cx) {
+                Poll::Ready(outcome) => answer = Some(outcome),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    let held = first_error.map_or(Ok(()), Err);
+    match answer {
+        Some(last) => (held, last),
+        None => unreachable!("the poll loop ends only once `last` has answered"),
+    }
 }
 
-impl<G: GenericClient> Db for PgDb<'_, G> {
+impl Db for Session<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
 
     fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
         let statement = self.statement(sql)?;
-        Ok(self.client.borrow_mut().execute(&statement, &params(args))?)
+        self.send(self.client.execute(&statement, &params(args)))
+    }
+
+    fn execute_later(&self, sql: &str, args: &[Arg<'_>]) -> Result<(), StoreError> {
+        let statement = self.statement(sql)?;
+        self.held.borrow_mut().push((statement, args.iter().map(|a| a.to_value()).collect()));
+        Ok(())
     }
 
     fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
-        let rows = self.client.borrow_mut().query(&statement, &params(args))?;
+        let rows = self.send(self.client.query(&statement, &params(args)))?;
         rows.iter().map(to_row).collect()
     }
+
+    fn event_tail(&self) -> &Cell<Option<u64>> {
+        &self.tail
+    }
+}
+
+fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
 fn to_row(row: &postgres::Row) -> Result<Row, StoreError> {
@@ -231,6 +369,22 @@ fn to_row(row: &postgres::Row) -> Result<Row, StoreError> {
         values.push(value.unwrap_or(Value::Null));
     }
     Ok(Row(values))
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        self.as_arg().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Arg<'_> as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
 }
 
 impl ToSql for Arg<'_> {

@@ -2,6 +2,8 @@
 //! placeholders, arguments that are integers, text or NULL, and rows of the same. Both
 //! backends speak this much SQL alike, so every operation is written once.
 
+use std::cell::Cell;
+
 use crate::store::StoreError;
 
 /// Where the two SQL dialects still differ, an operation asks.
@@ -16,7 +18,16 @@ pub trait Db {
     fn dialect(&self) -> Dialect;
     /// Runs a statement; answers the number of rows it changed.
     fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError>;
+    /// Runs a statement of which only success matters. A backend may hold it and send it
+    /// with the statements after it, one round trip for several; its error then comes
+    /// back from one of those or from the commit, and fails the transaction either way.
+    fn execute_later(&self, sql: &str, args: &[Arg<'_>]) -> Result<(), StoreError> {
+        self.execute(sql, args).map(drop)
+    }
     fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError>;
+    /// The last event sequence as this transaction knows it: read from the log once, then
+    /// advanced by each event it appends (only one transaction appends at a time).
+    fn event_tail(&self) -> &Cell<Option<u64>>;
 }
 
 impl dyn Db + '_ {
@@ -110,12 +121,32 @@ macro_rules! args {
 }
 pub(crate) use args;
 
-/// A column value as read.
+/// A column value as read, or an argument kept past its statement's call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Null,
     Int(i64),
     Text(String),
+}
+
+impl Value {
+    pub fn as_arg(&self) -> Arg<'_> {
+        match self {
+            Value::Null => Arg::Null,
+            Value::Int(n) => Arg::Int(*n),
+            Value::Text(s) => Arg::Text(s),
+        }
+    }
+}
+
+impl Arg<'_> {
+    pub fn to_value(self) -> Value {
+        match self {
+            Arg::Null => Value::Null,
+            Arg::Int(n) => Value::Int(n),
+            Arg::Text(s) => Value::Text(s.to_string()),
+        }
+    }
 }
 
 /// One result row.

@@ -115,7 +115,7 @@ pub fn accept(
             ),
         ));
     }
-    db.execute(
+    db.execute_later(
         "INSERT INTO messages (seq, id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
          VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), $1, $2, $3, $4, $5, $6, $7)",
         args![
@@ -138,7 +138,7 @@ pub fn accept(
     }
     let (owner, until) =
         if new.dispatch_here { (lease.owner, new.now + lease.ms) } else { ("", 0) };
-    db.execute(
+    db.execute_later(
         "INSERT INTO outbox (message_id, account, route, due_at, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)",
         args![&message.id, &message.account, &new.route, new.now, owner, until],
     )?;
@@ -188,7 +188,10 @@ pub fn record_attempt(
             if !advance(db, events, &mut message, MessageStatus::Queued, "", now)? {
                 save(db, &message)?;
             }
-            db.execute("UPDATE outbox SET due_at = $2 WHERE message_id = $1", args![id, *due_at])?;
+            db.execute_later(
+                "UPDATE outbox SET due_at = $2 WHERE message_id = $1",
+                args![id, *due_at],
+            )?;
         }
         Attempt::Failed { status, error } => {
             if *status == MessageStatus::Failed {
@@ -446,7 +449,7 @@ pub fn receive(
             (contact.id, conversation_id)
         }
     };
-    db.execute(
+    db.execute_later(
         "INSERT INTO windows (account, peer, last_inbound_at) VALUES ($1, $2, $3)
          ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = CASE
            WHEN windows.last_inbound_at > excluded.last_inbound_at THEN windows.last_inbound_at
@@ -484,7 +487,7 @@ pub fn receive(
         send_options: Default::default(),
         channel_attempts: Vec::new(),
     };
-    db.execute(
+    db.execute_later(
         "INSERT INTO messages (seq, id, conversation_id, account, provider_message_id, doc, contact_id)
          VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), $1, $2, $3, $4, $5, $6)",
         args![
@@ -774,7 +777,7 @@ fn load(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
 /// Writes the message's document, and its provider id into the column that receipts and
 /// replies look it up by.
 fn save(db: &dyn Db, message: &Message) -> Result<(), StoreError> {
-    db.execute(
+    db.execute_later(
         "UPDATE messages SET doc = $2, provider_message_id = $3 WHERE id = $1",
         args![&message.id, &serde_json::to_string(message)?, &message.provider_message_id],
     )?;
@@ -811,7 +814,7 @@ fn advance(
 }
 
 fn remove_outbox(db: &dyn Db, id: &str) -> Result<(), StoreError> {
-    db.execute("DELETE FROM outbox WHERE message_id = $1", args![id])?;
+    db.execute_later("DELETE FROM outbox WHERE message_id = $1", args![id])?;
     Ok(())
 }
 
@@ -835,28 +838,20 @@ pub fn append_event(
         EventKind::InboundRejected { .. } => "",
     };
     let doc = serde_json::to_string(&kind)?;
-    let sequence = match db.dialect() {
-        // SQLite buffers RETURNING rows and an INSERT that reads its own table in temporary
-        // b-trees, which cost more than the insert; the next sequence is one index probe.
-        Dialect::Sqlite => {
-            let next = last_sequence(db)? as i64 + 1;
-            db.execute(
-                "INSERT INTO events (seq, at, kind, contact_id) VALUES ($1, $2, $3, $4)",
-                args![next, at, &doc, contact_id],
-            )?;
-            next
-        }
-        // One round trip instead of two.
-        Dialect::Postgres => db
-            .query_opt(
-                "INSERT INTO events (seq, at, kind, contact_id)
-                 SELECT COALESCE(MAX(seq), 0) + 1, CAST($1 AS BIGINT), $2, $3 FROM events RETURNING seq",
-                args![at, &doc, contact_id],
-            )?
-            .ok_or_else(|| StoreError::Database("event insert returned no sequence".into()))?
-            .int(0)?,
-    };
-    events.push(Event { sequence: sequence as u64, at, kind });
+    // Given here rather than by the database, so that the insert needs no answer and a
+    // PostgreSQL batch sends it with what follows; and so that SQLite builds no temporary
+    // b-tree for an INSERT ... SELECT from the table it fills.
+    let tail = db.event_tail();
+    let sequence = match tail.get() {
+        Some(last) => last,
+        None => last_sequence(db)?,
+    } + 1;
+    db.execute_later(
+        "INSERT INTO events (seq, at, kind, contact_id) VALUES ($1, $2, $3, $4)",
+        args![sequence, at, &doc, contact_id],
+    )?;
+    tail.set(Some(sequence));
+    events.push(Event { sequence, at, kind });
     Ok(())
 }
 

@@ -69,7 +69,7 @@ fn save_contact(db: &dyn Db, c: &Contact) -> Result<(), StoreError> {
         created_at: c.created_at,
         updated_at: c.updated_at,
     };
-    db.execute(
+    db.execute_later(
         "INSERT INTO contacts (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
         args![&c.id, &serde_json::to_string(&doc)?],
     )?;
@@ -86,7 +86,7 @@ pub fn owner_of(db: &dyn Db, identity: &Identity) -> Result<Option<String>, Stor
 }
 
 fn attach(db: &dyn Db, identity: &Identity, contact_id: &str) -> Result<(), StoreError> {
-    db.execute(
+    db.execute_later(
         "INSERT INTO identities (channel, address, contact_id) VALUES ($1, $2, $3)",
         args![identity.channel.as_str(), &identity.address, contact_id],
     )?;
@@ -345,7 +345,7 @@ pub fn thread(
                 created_at: now,
                 last_activity_at: now,
             };
-            db.execute(
+            db.execute_later(
                 "INSERT INTO conversations (id, account, channel, peer, state, created_at, last_activity_at, contact_id, channels)
                  VALUES ($1, $2, $3, $4, 'open', $5, $5, $6, $7)",
                 args![&c.id, account, channel.as_str(), peer, now, contact_id, &serde_json::to_string(&c.channels)?],
@@ -367,7 +367,7 @@ pub fn touch(
     if !channels.contains(&channel) {
         channels.push(channel);
     }
-    db.execute(
+    db.execute_later(
         "UPDATE conversations SET channels = $3,
            last_activity_at = CASE WHEN last_activity_at > $2 THEN last_activity_at ELSE $2 END
          WHERE id = $1",

@@ -5,6 +5,7 @@
 mod checkpoint;
 mod schema;
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +74,7 @@ impl Conn for SqliteConn {
         &mut self,
         f: impl FnOnce(&dyn Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        f(&SqliteDb(&self.0))
+        f(&SqliteDb::new(&self.0))
     }
 
     fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String> {
@@ -81,7 +82,7 @@ impl Conn for SqliteConn {
             .0
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| e.to_string())?;
-        if body(&SqliteDb(&tx)) == Verdict::Rollback {
+        if body(&SqliteDb::new(&tx)) == Verdict::Rollback {
             tx.rollback().map_err(|e| format!("rollback: {e}"))?;
             return Ok(false);
         }
@@ -90,7 +91,16 @@ impl Conn for SqliteConn {
     }
 }
 
-struct SqliteDb<'a>(&'a Connection);
+struct SqliteDb<'a> {
+    conn: &'a Connection,
+    tail: Cell<Option<u64>>,
+}
+
+impl<'a> SqliteDb<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        SqliteDb { conn, tail: Cell::new(None) }
+    }
+}
 
 /// SQLite reads `$1` as a parameter named "$1", numbered by first appearance: arguments
 /// are bound by those names, so the shared statements run as written.
@@ -129,13 +139,17 @@ impl Db for SqliteDb<'_> {
     }
 
     fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
-        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut stmt = self.conn.prepare_cached(sql)?;
         bind(&mut stmt, args)?;
         Ok(stmt.raw_execute()? as u64)
     }
 
+    fn event_tail(&self) -> &Cell<Option<u64>> {
+        &self.tail
+    }
+
     fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let width = stmt.column_count();
         bind(&mut stmt, args)?;
         let mut rows = stmt.raw_query();
