@@ -466,8 +466,12 @@ fn main() {
                     let (rate, p50, p99) = accept_run(&args).await;
                     println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
                 }
-                "sms" => {
-                    let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
+                "sms" | "whatsapp" | "email" => {
+                    let g = match only {
+                        "sms" => gateway_run(&args, sms, pb::MessageStatus::Delivered).await,
+                        "whatsapp" => gateway_run(&args, whatsapp, pb::MessageStatus::Delivered).await,
+                        _ => gateway_run(&args, email, pb::MessageStatus::Sent).await,
+                    };
                     println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group, cpu_each());
                 }
                 fleet if fleet.starts_with("fleet") => {
@@ -475,7 +479,7 @@ fn main() {
                     println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
                 }
                 other => {
-                    eprintln!("--only {other:?}: expected store, echo, accept, sms or fleetN");
+                    eprintln!("--only {other:?}: expected store, echo, accept, sms, whatsapp, email or fleetN");
                     std::process::exit(2);
                 }
             }

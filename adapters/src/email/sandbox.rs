@@ -75,6 +75,7 @@ async fn session(
     rules: &RuleSet<String>,
     accepted: &Mutex<Vec<Accepted>>,
 ) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 omnigate-sandbox ESMTP\r\n").await?;
@@ -135,8 +136,9 @@ async fn session(
             }
             _ => "502 5.5.2 Command not recognized".into(),
         };
-        write.write_all(reply.as_bytes()).await?;
-        write.write_all(b"\r\n").await?;
+        // One write per reply: a reply split over two small writes waits, under Nagle's
+        // algorithm, for the client's delayed acknowledgement of the first (40 ms).
+        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
     }
 }
 
