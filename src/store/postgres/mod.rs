@@ -204,9 +204,13 @@ impl Conn for PgConn {
 
     fn transaction(&mut self, body: &mut dyn FnMut(&dyn Db) -> Verdict) -> Result<bool, String> {
         let session = self.session().map_err(|e| e.to_string())?;
-        session
-            .simple(&format!("BEGIN; SELECT pg_advisory_xact_lock({BATCH_LOCK})"))
-            .map_err(|e| format!("taking the batch lock: {e}"))?;
+        if let Err(e) =
+            session.simple(&format!("BEGIN; SELECT pg_advisory_xact_lock({BATCH_LOCK})"))
+        {
+            // Leave no open (or failed) block behind for the next batch to stumble on.
+            let _ = session.simple("ROLLBACK");
+            return Err(format!("taking the batch lock: {e}"));
+        }
         let Verdict::Commit { events } = body(&session) else {
             session.held.borrow_mut().clear();
             session.simple("ROLLBACK").map_err(|e| format!("rollback: {e}"))?;
