@@ -44,9 +44,10 @@ impl AccountRoute {
     /// An answer of `None` spends the recipient's token.
     pub fn pair_wait(&self, recipient: &String) -> Option<Duration> {
         let pair = self.pair.as_ref()?;
-        let clock = governor::clock::DefaultClock::default();
         let not_until = pair.check_key(recipient).err()?;
-        Some(not_until.wait_time_from(governor::clock::Clock::now(&clock)))
+        // The limiter's own clock: a new one per call would calibrate the CPU's counter
+        // again each time (CPUID), and need not agree with the limiter's readings.
+        Some(not_until.wait_time_from(governor::clock::Clock::now(pair.clock())))
     }
 
     /// Holds every send on `route` until `for_` has passed.
