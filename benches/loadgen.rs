@@ -310,14 +310,17 @@ fn email(i: usize) -> pb::SendMessageRequest {
     }
 }
 
+/// A channel's load: what each message is, and the status at which it counts as done.
+type Load = (fn(usize) -> pb::SendMessageRequest, pb::MessageStatus);
+const SMS: Load = (sms, pb::MessageStatus::Delivered);
+const WHATSAPP: Load = (whatsapp, pb::MessageStatus::Delivered);
+/// Email has no receipts: SENT (the server's 250) is as far as it goes.
+const EMAIL: Load = (email, pb::MessageStatus::Sent);
+
 /// Sends with an unpaced route: every message goes through its sandbox (and, for SMS and
-/// WhatsApp, the status callbacks), and counts when it reaches `done` in the event stream:
-/// DELIVERED, or SENT for email, which has no receipts.
-async fn gateway_run(
-    args: &Args,
-    request: fn(usize) -> pb::SendMessageRequest,
-    done: pb::MessageStatus,
-) -> GatewayRun {
+/// WhatsApp, the status callbacks), and counts when it reaches its load's done status in
+/// the event stream.
+async fn gateway_run(args: &Args, (request, done): Load) -> GatewayRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 1_000_000)).await.expect("gateway");
     let run = measure(args, std::slice::from_ref(&gateway), request, done).await;
@@ -468,9 +471,9 @@ fn main() {
                 }
                 "sms" | "whatsapp" | "email" => {
                     let g = match only {
-                        "sms" => gateway_run(&args, sms, pb::MessageStatus::Delivered).await,
-                        "whatsapp" => gateway_run(&args, whatsapp, pb::MessageStatus::Delivered).await,
-                        _ => gateway_run(&args, email, pb::MessageStatus::Sent).await,
+                        "sms" => gateway_run(&args, SMS).await,
+                        "whatsapp" => gateway_run(&args, WHATSAPP).await,
+                        _ => gateway_run(&args, EMAIL).await,
                     };
                     println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group, cpu_each());
                 }
@@ -488,13 +491,13 @@ fn main() {
         // Warm both paths once (connections, page cache) before measuring.
         let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None, postgres: false };
         echo_baseline(&warm).await;
-        gateway_run(&warm, sms, pb::MessageStatus::Delivered).await;
+        gateway_run(&warm, SMS).await;
 
         let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
         let (accept_rate, accept_p50, accept_p99) = accept_run(&args).await;
-        let g = gateway_run(&args, sms, pb::MessageStatus::Delivered).await;
-        let w = gateway_run(&args, whatsapp, pb::MessageStatus::Delivered).await;
-        let e = gateway_run(&args, email, pb::MessageStatus::Sent).await;
+        let g = gateway_run(&args, SMS).await;
+        let w = gateway_run(&args, WHATSAPP).await;
+        let e = gateway_run(&args, EMAIL).await;
         let fleets = if args.postgres {
             vec![(1, fleet_run(&args, 1).await), (3, fleet_run(&args, 3).await)]
         } else {

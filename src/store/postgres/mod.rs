@@ -294,33 +294,30 @@ async fn in_order<T>(
     let mut done = vec![false; pending.len()];
     let mut first_error = None;
     let mut answer = None;
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
+    let last = std::future::poll_fn(|cx| {
         for (future, done) in pending.iter_mut().zip(done.iter_mut()).filter(|(_, d)| !**d) {
-            match future.as_mut().poll(cx) {
-                Poll::Ready(outcome) => {
-                    *done = true;
-                    if let Err(e) = outcome {
-                        first_error.get_or_insert(e);
-                    }
+            if let Poll::Ready(outcome) = future.as_mut().poll(cx) {
+                *done = true;
+                if let Err(e) = outcome {
+                    first_error.get_or_insert(e);
                 }
-                Poll::Pending => waiting = true,
             }
         }
-        if answer.is_none() {
-            match last.as_mut().poll(cx) {
-                Poll::Ready(outcome) => answer = Some(outcome),
-                Poll::Pending => waiting = true,
+        if answer.is_none()
+            && let Poll::Ready(outcome) = last.as_mut().poll(cx)
+        {
+            answer = Some(outcome);
+        }
+        match answer.take() {
+            Some(outcome) if done.iter().all(|d| *d) => Poll::Ready(outcome),
+            unfinished => {
+                answer = unfinished;
+                Poll::Pending
             }
         }
-        if waiting { Poll::Pending } else { Poll::Ready(()) }
     })
     .await;
-    let held = first_error.map_or(Ok(()), Err);
-    match answer {
-        Some(last) => (held, last),
-        None => unreachable!("the poll loop ends only once `last` has answered"),
-    }
+    (first_error.map_or(Ok(()), Err), last)
 }
 
 impl Db for Session<'_> {
