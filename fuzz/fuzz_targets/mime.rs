@@ -13,7 +13,10 @@ fuzz_target!(|raw: &[u8]| {
         max_inline_attachment_bytes: 64,
     };
     if let Ok(omnigate_adapters::email::Incoming::Message(m)) = parse(raw, &source) {
-        // What threading reads must be well-formed ids, never the raw header.
-        assert!(m.references.iter().all(|id| !id.contains(['\r', '\n'])));
+        // What threading reads and replies echo must be well-formed ids, never raw header.
+        let clean = |id: &String| !id.is_empty() && !id.chars().any(char::is_whitespace);
+        assert!(m.references.iter().all(clean));
+        assert!(m.reply_to.iter().all(clean));
+        assert!(clean(&m.provider_message_id));
     }
 });

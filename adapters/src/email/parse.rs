@@ -90,8 +90,7 @@ pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
     Ok(Incoming::Message(InboundMessage {
         provider_message_id: message
             .message_id()
-            .map(str::to_string)
-            .filter(|id| !id.is_empty())
+            .and_then(message_id)
             .unwrap_or_else(|| source.fallback_id.clone()),
         from: sender,
         to: source.account_address.to_string(),
@@ -135,12 +134,25 @@ fn other_headers(message: &Message<'_>) -> std::collections::BTreeMap<String, St
     kept
 }
 
+/// The message ids a header holds. A malformed header comes back from mail-parser as raw
+/// text, line breaks and all; such ids are dropped, since they go into threading and into
+/// the `References` of replies, where a line break would start a header of the sender's.
 fn ids(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
-    match value {
-        mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
-        mail_parser::HeaderValue::TextList(list) => list.iter().map(|t| t.to_string()).collect(),
+    let texts: Vec<&str> = match value {
+        mail_parser::HeaderValue::Text(t) => vec![t.as_ref()],
+        mail_parser::HeaderValue::TextList(list) => list.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
-    }
+    };
+    texts.into_iter().filter_map(message_id).collect()
+}
+
+/// An id as RFC 5322 3.6.4 allows it (no white space or control characters, and no longer
+/// than a header line may be), or nothing.
+fn message_id(text: &str) -> Option<String> {
+    let well_formed = !text.is_empty()
+        && text.len() <= 998
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    well_formed.then(|| text.to_string())
 }
 
 fn attachments(message: &Message<'_>, source: &Source<'_>) -> Vec<Attachment> {

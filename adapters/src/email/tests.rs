@@ -170,6 +170,20 @@ fn mail_without_message_id_gets_the_mailbox_position_as_its_id() {
 }
 
 #[test]
+fn ids_with_line_breaks_are_dropped_rather_than_threaded_or_echoed_into_replies() {
+    // Found by the mime fuzzer: a folded References header that mail-parser cannot read as
+    // ids comes back as raw text with its line break.
+    let (m, _) =
+        parsed_email(b"From: a@example.test\r\nReferences: \x00\x00 \n \xd1\xd1\r\n\r\nbody\r\n");
+    assert!(m.references.is_empty(), "{:?}", m.references);
+    let (m, _) = parsed_email(
+        b"From: a@example.test\r\nMessage-ID: <a b@example.test>\r\nIn-Reply-To: <ok@example.test>\r\n\r\nbody\r\n",
+    );
+    assert_eq!(m.provider_message_id, "imap-1-7@omnigate.test", "an id with a space is not one");
+    assert_eq!(m.references, vec!["ok@example.test"]);
+}
+
+#[test]
 fn malformed_mail_is_an_error_naming_why() {
     assert_eq!(parse(b"", &source()), Err(MailError::Unparsable));
     assert_eq!(parse(b"this is not mail at all", &source()), Err(MailError::NoSender));
