@@ -105,6 +105,20 @@ async fn sqlite_checkpoints_off_the_writer() {
     store.close().await;
 }
 
+/// A parked receipt is gone once its send is recorded and the receipt applied: the read
+/// that finds it and the delete that drops it are separate statements.
+#[tokio::test]
+async fn applied_early_receipts_leave_the_parking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite(&dir);
+    early_receipts(store.clone()).await;
+    store.close().await;
+    let db = rusqlite::Connection::open(dir.path().join("conformance.db")).expect("open");
+    let parked: i64 =
+        db.query_row("SELECT count(*) FROM early_receipts", [], |r| r.get(0)).expect("count");
+    assert_eq!(parked, 0, "applied receipts still parked");
+}
+
 #[tokio::test]
 async fn postgres_conforms() {
     for (name, case) in CASES {
