@@ -214,13 +214,41 @@ struct GatewayRun {
     e2e_per_s: f64,
     p50: Duration,
     p99: Duration,
+    store: StoreStats,
+}
+
+/// How the gateways' store writers were used, from their metrics.
+struct StoreStats {
     /// Writes per store commit: the group commit's average batch.
     group: f64,
+    /// The share of the run each writer spent on batches (averaged over replicas): near 1,
+    /// the single writer is what limits the rate.
+    writer_busy: f64,
+}
+
+fn store_stats(gateways: &[Gateway], elapsed: Duration) -> StoreStats {
+    let (mut writes, mut commits, mut busy) = (0.0, 0.0, 0.0);
+    for gateway in gateways {
+        let metrics = gateway.state().metrics.encode();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        writes += value("omnigate_store_writes_total");
+        commits += value("omnigate_store_commits_total");
+        busy += value("omnigate_store_writer_busy_seconds_total");
+    }
+    StoreStats {
+        group: writes / commits.max(1.0),
+        writer_busy: busy / (gateways.len() as f64 * elapsed.as_secs_f64()),
+    }
 }
 
 /// Accepts as fast as clients send while the route is paced at 10 messages/s, so the
 /// provider side is idle: the gateway's durable acceptance capacity (a burst that queues).
-async fn accept_run(args: &Args) -> (f64, Duration, Duration) {
+async fn accept_run(args: &Args) -> (f64, Duration, Duration, StoreStats) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 10)).await.expect("gateway");
     let chans = channels(format!("http://{}", gateway.grpc_addr), 4).await;
@@ -231,8 +259,9 @@ async fn accept_run(args: &Args) -> (f64, Duration, Duration) {
         }
     })
     .await;
+    let store = store_stats(std::slice::from_ref(&gateway), elapsed);
     gateway.shutdown().await.expect("shutdown");
-    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
+    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99), store)
 }
 
 /// The embedded store alone, opened as the gateway opens it but without gRPC: `concurrency`
@@ -372,24 +401,13 @@ async fn measure(
     })
     .await;
     let done = delivered.await.expect("delivered");
-    let (mut writes, mut commits) = (0.0, 0.0);
-    for gateway in gateways {
-        let metrics = gateway.state().metrics.encode();
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        writes += value("omnigate_store_writes_total");
-        commits += value("omnigate_store_commits_total");
-    }
+    let e2e = done.duration_since(started);
     GatewayRun {
         accepted_per_s: total as f64 / elapsed.as_secs_f64(),
-        e2e_per_s: total as f64 / done.duration_since(started).as_secs_f64(),
+        e2e_per_s: total as f64 / e2e.as_secs_f64(),
         p50: pct(&lat, 0.5),
         p99: pct(&lat, 0.99),
-        group: writes / commits.max(1.0),
+        store: store_stats(gateways, e2e),
     }
 }
 
@@ -466,8 +484,8 @@ fn main() {
                     println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
                 }
                 "accept" => {
-                    let (rate, p50, p99) = accept_run(&args).await;
-                    println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
+                    let (rate, p50, p99, store) = accept_run(&args).await;
+                    println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?} batch {:.1}, writer busy {:.0}%", store.group, store.writer_busy * 100.0);
                 }
                 "sms" | "whatsapp" | "email" => {
                     let g = match only {
@@ -475,11 +493,11 @@ fn main() {
                         "whatsapp" => gateway_run(&args, WHATSAPP).await,
                         _ => gateway_run(&args, EMAIL).await,
                     };
-                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, {:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.group, cpu_each());
+                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, writer busy {:.0}%, {:.0} us CPU each", g.accepted_per_s, g.e2e_per_s, g.p50, g.p99, g.store.group, g.store.writer_busy * 100.0, cpu_each());
                 }
                 fleet if fleet.starts_with("fleet") => {
                     let f = fleet_run(&args, fleet["fleet".len()..].parse().unwrap_or(3)).await;
-                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.group);
+                    println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, writer busy {:.0}%", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.store.group, f.store.writer_busy * 100.0);
                 }
                 other => {
                     eprintln!("--only {other:?}: expected store, echo, accept, sms, whatsapp, email or fleetN");
@@ -494,7 +512,7 @@ fn main() {
         gateway_run(&warm, SMS).await;
 
         let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
-        let (accept_rate, accept_p50, accept_p99) = accept_run(&args).await;
+        let (accept_rate, accept_p50, accept_p99, accept_store) = accept_run(&args).await;
         let g = gateway_run(&args, SMS).await;
         let w = gateway_run(&args, WHATSAPP).await;
         let e = gateway_run(&args, EMAIL).await;
@@ -519,7 +537,10 @@ fn main() {
             println!("| SMS accepted, {n} replica(s) on PostgreSQL, {FLEET_ROUTES} routes | {:.0} | {:.2} | {:.2?} | {:.2?} |", f.accepted_per_s, f.accepted_per_s / echo_rate, f.p50, f.p99);
             println!("| SMS end to end, {n} replica(s) on PostgreSQL | {:.0} | {:.2} | | |", f.e2e_per_s, f.e2e_per_s / echo_rate);
         }
-        println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp, {:.1} email", g.group, w.group, e.group);
+        println!("store writes per commit (group commit batch): {:.1} SMS, {:.1} WhatsApp, {:.1} email", g.store.group, w.store.group, e.store.group);
+        let busy = |s: &StoreStats| format!("{:.0}%", s.writer_busy * 100.0);
+        let fleet_busy: Vec<String> = fleets.iter().map(|(n, f)| format!("{} ({n} replica(s) on PostgreSQL)", busy(&f.store))).collect();
+        println!("store writer busy: {} paced acceptance, {} SMS, {} WhatsApp, {} email; {}", busy(&accept_store), busy(&g.store), busy(&w.store), busy(&e.store), fleet_busy.join(", "));
         println!("peak RSS of the whole run (clients, sandbox and gateway): {:.0} MiB", peak_rss_mib());
     });
 }

@@ -2,6 +2,8 @@
 //! tracing events with fields first and a short sentence last; message bodies and
 //! addresses are never logged.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,6 +39,7 @@ pub struct Metrics {
     mail: Family<WebhookLabels, Counter>,
     store_commits: Counter,
     store_writes: Counter,
+    store_writer_busy: Counter<f64, AtomicU64>,
     send_seconds: Histogram,
     in_flight: Gauge,
     live_replicas: Gauge,
@@ -53,6 +56,7 @@ impl Default for Metrics {
         let mail = Family::<WebhookLabels, Counter>::default();
         let store_commits = Counter::default();
         let store_writes = Counter::default();
+        let store_writer_busy = Counter::<f64, AtomicU64>::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let in_flight = Gauge::default();
         let live_replicas = Gauge::default();
@@ -99,6 +103,11 @@ impl Default for Metrics {
             store_writes.clone(),
         );
         registry.register(
+            "store_writer_busy_seconds",
+            "Time the store's single writer spent on batches; its rate near 1 means writes queue",
+            store_writer_busy.clone(),
+        );
+        registry.register(
             "send_duration_seconds",
             "Time a provider took to answer a send",
             send_seconds.clone(),
@@ -117,6 +126,7 @@ impl Default for Metrics {
             mail,
             store_commits,
             store_writes,
+            store_writer_busy,
             send_seconds,
             in_flight,
             live_replicas,
@@ -170,6 +180,11 @@ impl Metrics {
     pub fn store_commit(&self, writes: usize) {
         self.store_commits.inc();
         self.store_writes.inc_by(writes as u64);
+    }
+
+    /// A batch's time on the writer, from taking it to answering it, committed or not.
+    pub fn store_writer_busy(&self, spent: std::time::Duration) {
+        self.store_writer_busy.inc_by(spent.as_secs_f64());
     }
 
     /// What the last heartbeat and lease round found.

@@ -94,6 +94,7 @@ async fn the_same_idempotency_key_sends_once() {
 #[tokio::test]
 async fn concurrent_sends_share_commits_and_all_arrive() {
     let mut t = support::gateway().start().await;
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..200 {
         let mut client = t.client.clone();
@@ -122,6 +123,10 @@ async fn concurrent_sends_share_commits_and_all_arrive() {
     let writes = metric(&metrics, "omnigate_store_writes_total");
     assert!(writes >= 200.0 * 3.0, "accept, sent and delivered per message: {writes}");
     assert!(commits < writes, "group commit: {writes} writes in {commits} commits");
+    // The writer's busy time is a share of the time the writes took: above zero, never more.
+    let busy = metric(&metrics, "omnigate_store_writer_busy_seconds_total");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(busy > 0.0 && busy < elapsed, "writer busy {busy} s of {elapsed} s");
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ fn run<C: Conn>(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
+        let started = std::time::Instant::now();
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -68,6 +69,7 @@ fn run<C: Conn>(
                 }
             }
         }
+        metrics.store_writer_busy(started.elapsed());
     }
 }
 
