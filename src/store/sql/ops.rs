@@ -115,6 +115,7 @@ pub fn accept(
             ),
         ));
     }
+    let doc = serde_json::to_string(&message)?;
     db.execute_later(
         "INSERT INTO messages (seq, id, conversation_id, account, idempotency_key, fingerprint, doc, contact_id)
          VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), $1, $2, $3, $4, $5, $6, $7)",
@@ -124,15 +125,11 @@ pub fn accept(
             &message.account,
             &new.idempotency_key,
             &new.fingerprint,
-            &serde_json::to_string(&message)?,
+            &doc,
             &message.contact_id
         ],
     )?;
-    append_event(
-        db,
-        events,
-        EventKind::StatusChanged { message: message.clone(), previous: None },
-    )?;
+    append_status_changed(db, events, &message, &doc, None)?;
     if outside_window {
         return Ok(AcceptOutcome::Created(message, None));
     }
@@ -275,9 +272,10 @@ fn fall_back(
         at: now,
         provider_status: format!("fallback to {}", next.channel),
     });
+    let doc = serde_json::to_string(&*message)?;
     db.execute(
         "UPDATE messages SET account = $2, provider_message_id = NULL, doc = $3 WHERE id = $1",
-        args![&message.id, &message.account, &serde_json::to_string(&*message)?],
+        args![&message.id, &message.account, &doc],
     )?;
     // The fallback job goes straight to the dispatcher; its lease is the caller's, like a
     // fresh message's.
@@ -291,11 +289,7 @@ fn fall_back(
     if let Some(c) = people::load_conversation(db, &message.conversation_id)? {
         people::touch(db, &c, next.channel, now)?;
     }
-    append_event(
-        db,
-        events,
-        EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
-    )?;
+    append_status_changed(db, events, message, &doc, Some(previous))?;
     Ok(Some(Job {
         message_id: message.id.clone(),
         account: next.account,
@@ -808,12 +802,13 @@ fn load(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
 
 /// Writes the message's document, and its provider id into the column that receipts and
 /// replies look it up by.
-fn save(db: &dyn Db, message: &Message) -> Result<(), StoreError> {
+fn save(db: &dyn Db, message: &Message) -> Result<String, StoreError> {
+    let doc = serde_json::to_string(message)?;
     db.execute_later(
         "UPDATE messages SET doc = $2, provider_message_id = $3 WHERE id = $1",
-        args![&message.id, &serde_json::to_string(message)?, &message.provider_message_id],
+        args![&message.id, &doc, &message.provider_message_id],
     )?;
-    Ok(())
+    Ok(doc)
 }
 
 /// Moves `message` to `status` if that is forward, saving it and appending the event.
@@ -836,12 +831,8 @@ fn advance(
         at: now,
         provider_status: provider_status.to_string(),
     });
-    save(db, message)?;
-    append_event(
-        db,
-        events,
-        EventKind::StatusChanged { message: message.clone(), previous: Some(previous) },
-    )?;
+    let doc = save(db, message)?;
+    append_status_changed(db, events, message, &doc, Some(previous))?;
     Ok(true)
 }
 
@@ -858,6 +849,39 @@ pub fn append_event(
     events: &mut Vec<Event>,
     kind: EventKind,
 ) -> Result<(), StoreError> {
+    let doc = serde_json::to_string(&kind)?;
+    insert_event(db, events, kind, &doc)
+}
+
+/// A status change's event, with its document written around the message's document that
+/// was just stored: each status change serializes its message once, not twice (a tenth of
+/// the store's instructions per acceptance were JSON). The shape is serde's for
+/// `EventKind` (externally tagged), which `status_changed_documents_are_serdes` checks.
+fn append_status_changed(
+    db: &dyn Db,
+    events: &mut Vec<Event>,
+    message: &Message,
+    message_doc: &str,
+    previous: Option<MessageStatus>,
+) -> Result<(), StoreError> {
+    let doc = status_changed_doc(message_doc, previous)?;
+    insert_event(db, events, EventKind::StatusChanged { message: message.clone(), previous }, &doc)
+}
+
+fn status_changed_doc(
+    message_doc: &str,
+    previous: Option<MessageStatus>,
+) -> Result<String, StoreError> {
+    let previous = serde_json::to_string(&previous)?;
+    Ok(format!(r#"{{"status_changed":{{"message":{message_doc},"previous":{previous}}}}}"#))
+}
+
+fn insert_event(
+    db: &dyn Db,
+    events: &mut Vec<Event>,
+    kind: EventKind,
+    doc: &str,
+) -> Result<(), StoreError> {
     let at = now_ms();
     let contact_id = match &kind {
         EventKind::StatusChanged { message, .. } | EventKind::Received { message } => {
@@ -869,7 +893,6 @@ pub fn append_event(
         EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
         EventKind::InboundRejected { .. } => "",
     };
-    let doc = serde_json::to_string(&kind)?;
     // Given here rather than by the database, so that the insert needs no answer and a
     // PostgreSQL batch sends it with what follows; and so that SQLite builds no temporary
     // b-tree for an INSERT ... SELECT from the table it fills.
@@ -880,7 +903,7 @@ pub fn append_event(
     } + 1;
     db.execute_later(
         "INSERT INTO events (seq, at, kind, contact_id) VALUES ($1, $2, $3, $4)",
-        args![sequence, at, &doc, contact_id],
+        args![sequence, at, doc, contact_id],
     )?;
     tail.set(Some(sequence));
     events.push(Event { sequence, at, kind });
@@ -933,15 +956,59 @@ pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, Stor
 mod tests {
     use omnigate_adapters::{MessageStatus, StatusReport};
 
-    use super::{PARK_HORIZON_MS, park};
+    use super::{Lease, PARK_HORIZON_MS, accept, park, record_attempt};
+    use crate::model::Event;
     use crate::store::sql::db::{Conn, Db, args};
     use crate::store::sqlite::SqliteConn;
+    use crate::store::{Attempt, NewMessage};
 
     fn parked(db: &dyn Db) -> Vec<String> {
         let rows = db
             .query("SELECT provider_message_id FROM early_receipts ORDER BY parked_at", args![])
             .expect("rows");
         rows.iter().map(|r| r.text(0).expect("id")).collect()
+    }
+
+    /// Status events are written around the message's stored document rather than by serde:
+    /// what is stored must be what serde writes for the event, and read back as it.
+    #[test]
+    fn status_changed_documents_are_serdes() {
+        let mut conn = SqliteConn::in_memory().expect("db");
+        let lease = Lease { owner: "node-a", ms: 60_000 };
+        let new = NewMessage::new(
+            omnigate_adapters::Channel::Sms,
+            "sms",
+            "+15005550006",
+            "+14155550100",
+            omnigate_adapters::Content::text("a \"quoted\" line\nand a break"),
+            std::time::Duration::from_secs(60),
+        );
+        let mut events: Vec<Event> = Vec::new();
+        conn.read(|db| {
+            accept(db, &mut events, &new, &lease, 3_600_000)?;
+            let sent = Attempt::Sent {
+                provider_message_id: "SM1".into(),
+                provider_status: "queued".into(),
+            };
+            record_attempt(db, &mut events, &new.id, &sent, &lease)?;
+            let stored = db.query("SELECT seq, kind FROM events ORDER BY seq", args![])?;
+            let previous: Vec<_> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    crate::model::EventKind::StatusChanged { previous, .. } => Some(*previous),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(previous, [None, Some(MessageStatus::Accepted)], "both shapes covered");
+            assert_eq!(stored.len(), events.len());
+            for (row, event) in stored.iter().zip(&events) {
+                assert_eq!(row.int(0)? as u64, event.sequence);
+                assert_eq!(row.text(1)?, serde_json::to_string(&event.kind)?);
+                assert_eq!(row.doc::<crate::model::EventKind>(1)?, event.kind);
+            }
+            Ok(())
+        })
+        .expect("accept and send");
     }
 
     #[test]

@@ -6,7 +6,6 @@ mod checkpoint;
 mod schema;
 
 use std::cell::Cell;
-use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,23 +101,27 @@ impl<'a> SqliteDb<'a> {
     }
 }
 
-/// SQLite reads `$1` as a parameter named "$1", numbered by first appearance: arguments
-/// are bound by those names, so the shared statements run as written.
-const NAMES: [&CStr; 16] = [
-    c"$1", c"$2", c"$3", c"$4", c"$5", c"$6", c"$7", c"$8", c"$9", c"$10", c"$11", c"$12", c"$13",
-    c"$14", c"$15", c"$16",
-];
-
+/// SQLite reads `$1` as a parameter named "$1", numbered by first appearance: each slot is
+/// bound to the argument its name numbers, so the shared statements run as written. Slots
+/// are read by number, which is an array look-up, where binding by name would search the
+/// statement's names for every argument.
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
-    if args.len() != stmt.parameter_count() || args.len() > NAMES.len() {
+    let slots = stmt.parameter_count();
+    if args.len() != slots {
         return Err(StoreError::Database(format!(
-            "statement takes {} arguments, given {}",
-            stmt.parameter_count(),
+            "statement takes {slots} arguments, given {}",
             args.len()
         )));
     }
-    for (name, arg) in NAMES.iter().zip(args) {
-        stmt.raw_bind_parameter(*name, arg)?;
+    for slot in 1..=slots {
+        let arg = stmt
+            .parameter_name(slot)
+            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .and_then(|n| args.get(n.checked_sub(1)?))
+            .ok_or_else(|| {
+                StoreError::Database(format!("parameter {slot} is not one of $1..${slots}"))
+            })?;
+        stmt.raw_bind_parameter(slot, arg)?;
     }
     Ok(())
 }
