@@ -801,7 +801,7 @@ fn load(db: &dyn Db, id: &str) -> Result<Option<Message>, StoreError> {
 }
 
 /// Writes the message's document, and its provider id into the column that receipts and
-/// replies look it up by.
+/// replies look it up by; answers the document, for an event to embed.
 fn save(db: &dyn Db, message: &Message) -> Result<String, StoreError> {
     let doc = serde_json::to_string(message)?;
     db.execute_later(
