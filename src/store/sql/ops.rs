@@ -376,10 +376,10 @@ fn apply_early_receipts(
     early: Vec<EarlyReceipt>,
     lease: &Lease<'_>,
 ) -> Result<Option<Job>, StoreError> {
-    let Some(pid) = message.provider_message_id.clone() else { return Ok(None) };
     if early.is_empty() {
         return Ok(None);
     }
+    let Some(pid) = message.provider_message_id.clone() else { return Ok(None) };
     db.execute_later(
         "DELETE FROM early_receipts WHERE account = $1 AND provider_message_id = $2",
         args![&message.account, &pid],

@@ -93,14 +93,14 @@ fn attach(db: &dyn Db, identity: &Identity, contact_id: &str) -> Result<(), Stor
     Ok(())
 }
 
-/// The contact an address belongs to, created when the address is new. A new phone
-/// identity joins the contact that already has the same number on the other phone channel.
 /// The contact an identity belongs to, and whether this write made it.
 pub struct Resolved {
     pub id: String,
     pub created: bool,
 }
 
+/// The contact an address belongs to, created when the address is new. A new phone
+/// identity joins the contact that already has the same number on the other phone channel.
 pub fn resolve_contact(
     db: &dyn Db,
     identity: &Identity,
