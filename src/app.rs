@@ -199,8 +199,7 @@ impl Gateway {
             .collect();
         let d = &config.dispatch;
         let policy = Policy {
-            fallback_after: (d.fallback_after_secs > 0.0)
-                .then(|| Duration::from_secs_f64(d.fallback_after_secs)),
+            fallback_after: config.fallback_after(),
             backoff: Backoff::try_new(
                 Duration::from_millis(d.backoff_initial_ms),
                 Duration::from_millis(d.backoff_max_ms),
@@ -227,12 +226,7 @@ impl Gateway {
         let deliveries = Deliveries::new(
             store.clone(),
             ownership.clone(),
-            config
-                .webhooks
-                .retry_schedule_secs
-                .iter()
-                .map(|s| Duration::from_secs_f64(*s))
-                .collect(),
+            config.webhook_retry_schedule(),
             Duration::from_millis(config.webhooks.timeout_ms),
         );
         configured_webhooks(store.as_ref(), &config).await?;

@@ -240,6 +240,13 @@ fn one() -> u32 {
     1
 }
 
+impl RateLimit {
+    /// The time between two tokens; zero for rates too high to space.
+    pub fn period(&self) -> Duration {
+        Duration::try_from_secs_f64(1.0 / self.per_second).unwrap_or(Duration::ZERO)
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AccountConfig {
@@ -565,13 +572,29 @@ impl Secret {
                 ConfigError::invalid(key, format!("environment variable {name} is not set"))
             })
         } else if let Some(path) = self.0.strip_prefix("file:") {
-            std::fs::read_to_string(path)
+            read_secret_file(path)
                 .map(|s| s.trim_end().to_string())
                 .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))
         } else {
             Ok(self.0.clone())
         }
     }
+}
+
+/// Secrets are short; a path to a device or a large file by mistake (`file:/dev/zero`) is an
+/// error rather than a start-up that never ends.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_secret_file(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "longer than {MAX_SECRET_FILE_BYTES} bytes, which no secret is"
+        )));
+    }
+    Ok(text)
 }
 
 impl std::fmt::Debug for Secret {
@@ -586,6 +609,24 @@ pub enum ConfigError {
     Load(#[from] Box<figment::Error>),
     #[error("config key {key}: {reason}")]
     Invalid { key: String, reason: String },
+}
+
+const HOUR: f64 = 3_600.0;
+const DAY: f64 = 24.0 * HOUR;
+/// The longest time-to-live a message may have, requested or configured.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+const MAX_TTL_SECS: f64 = MAX_TTL.as_secs() as f64;
+
+/// A time or count setting, in its key's unit, checked against what the gateway can use:
+/// beyond it a value is a slip (days written as milliseconds) that, added to a clock, would
+/// overflow; NaN is outside every range.
+fn within(key: &str, value: f64, min: f64, max: f64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let range =
+        if max == f64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
+    Err(ConfigError::invalid(key, format!("must be {range}, not {value}")))
 }
 
 impl ConfigError {
@@ -630,9 +671,8 @@ impl Config {
                 "expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE",
             ));
         }
-        if self.store.lease_secs == 0 {
-            return Err(ConfigError::invalid("store.lease_secs", "must be at least 1"));
-        }
+        within("server.drain_timeout_secs", self.server.drain_timeout_secs as f64, 0.0, DAY)?;
+        within("store.lease_secs", self.store.lease_secs as f64, 1.0, DAY)?;
         if self.store.group_commit_max == 0 {
             return Err(ConfigError::invalid("store.group_commit_max", "must be at least 1"));
         }
@@ -643,42 +683,37 @@ impl Config {
         if d.max_attempts == 0 {
             return Err(ConfigError::invalid("dispatch.max_attempts", "must be at least 1"));
         }
-        if !d.fallback_after_secs.is_finite() || d.fallback_after_secs < 0.0 {
-            return Err(ConfigError::invalid(
-                "dispatch.fallback_after_secs",
-                "must be 0 or a positive number of seconds",
-            ));
-        }
+        within("dispatch.fallback_after_secs", d.fallback_after_secs, 0.0, MAX_TTL_SECS)?;
+        within("dispatch.default_ttl_secs", d.default_ttl_secs as f64, 1.0, MAX_TTL_SECS)?;
         if d.max_in_flight == 0 {
             return Err(ConfigError::invalid("dispatch.max_in_flight", "must be at least 1"));
         }
         if !(0.0..1.0).contains(&d.backoff_jitter) {
             return Err(ConfigError::invalid("dispatch.backoff_jitter", "must be in [0, 1)"));
         }
+        within("dispatch.backoff_max_ms", d.backoff_max_ms as f64, 1.0, DAY * 1000.0)?;
         if d.backoff_initial_ms == 0 || d.backoff_max_ms < d.backoff_initial_ms {
             return Err(ConfigError::invalid(
                 "dispatch.backoff_initial_ms",
                 "must be positive and at most dispatch.backoff_max_ms",
             ));
         }
-        if self.webhooks.retry_schedule_secs.iter().any(|s| !s.is_finite() || *s < 0.0) {
-            return Err(ConfigError::invalid(
-                "webhooks.retry_schedule_secs",
-                "delays must be finite and not negative",
-            ));
+        for (i, delay) in self.webhooks.retry_schedule_secs.iter().enumerate() {
+            within(&format!("webhooks.retry_schedule_secs[{i}]"), *delay, 0.0, MAX_TTL_SECS)?;
         }
+        within("webhooks.timeout_ms", self.webhooks.timeout_ms as f64, 1.0, HOUR * 1000.0)?;
         for (i, sub) in self.webhooks.subscriptions.iter().enumerate() {
             let secret = sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?;
             crate::webhooks::sign::key(&secret).map_err(|e| {
                 ConfigError::invalid(format!("webhooks.subscriptions[{i}].secret"), e)
             })?;
         }
-        if self.conversations.inactivity_timeout_secs == 0 {
-            return Err(ConfigError::invalid(
-                "conversations.inactivity_timeout_secs",
-                "must be at least 1",
-            ));
-        }
+        within(
+            "conversations.inactivity_timeout_secs",
+            self.conversations.inactivity_timeout_secs as f64,
+            1.0,
+            10.0 * 365.0 * DAY,
+        )?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "expected text or json"));
         }
@@ -700,13 +735,14 @@ impl Config {
                 ("pair_rate_limit", account.pair_rate_limit()),
             ];
             for (field, rate) in rates {
-                if let Some(rate) = rate
-                    && (!(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0)
-                {
-                    return Err(ConfigError::invalid(
-                        key(field),
-                        "per_second and burst must be positive",
-                    ));
+                if let Some(rate) = rate {
+                    // Slower than one a day is a slip, and its token period would not fit.
+                    if !(1.0 / DAY..=f64::MAX).contains(&rate.per_second) || rate.burst == 0 {
+                        return Err(ConfigError::invalid(
+                            key(field),
+                            "per_second must be at least one a day (1/86400) and finite, burst at least 1",
+                        ));
+                    }
                 }
             }
             match account {
@@ -730,6 +766,12 @@ impl Config {
                         ));
                     }
                     t.auth_token.resolve(&key("auth_token"))?;
+                    within(
+                        &key("request_timeout_ms"),
+                        t.request_timeout_ms as f64,
+                        1.0,
+                        HOUR * 1000.0,
+                    )?;
                 }
                 AccountConfig::Whatsapp(m)
                 | AccountConfig::Messenger(m)
@@ -746,6 +788,12 @@ impl Config {
                     m.access_token.resolve(&key("access_token"))?;
                     m.app_secret.resolve(&key("app_secret"))?;
                     m.verify_token.resolve(&key("verify_token"))?;
+                    within(
+                        &key("request_timeout_ms"),
+                        m.request_timeout_ms as f64,
+                        1.0,
+                        HOUR * 1000.0,
+                    )?;
                 }
                 AccountConfig::Email(e) => {
                     if crate::contacts::normalize(Channel::Email, &e.address).is_err() {
@@ -766,14 +814,17 @@ impl Config {
                     if let Some(p) = &e.smtp.password {
                         p.resolve(&key("smtp.password"))?;
                     }
+                    within(&key("smtp.timeout_ms"), e.smtp.timeout_ms as f64, 1.0, HOUR * 1000.0)?;
                     if let Some(imap) = &e.imap {
                         imap.password.resolve(&key("imap.password"))?;
-                        if imap.poll_interval_secs == 0 {
-                            return Err(ConfigError::invalid(
-                                key("imap.poll_interval_secs"),
-                                "must be at least 1",
-                            ));
-                        }
+                        let poll = imap.poll_interval_secs as f64;
+                        within(&key("imap.poll_interval_secs"), poll, 1.0, DAY)?;
+                        within(
+                            &key("imap.timeout_ms"),
+                            imap.timeout_ms as f64,
+                            1.0,
+                            HOUR * 1000.0,
+                        )?;
                     }
                 }
             }
@@ -802,6 +853,18 @@ impl Config {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.store.lease_secs)
     }
+
+    /// How long after SENT an undelivered message with fallbacks moves on; `None`: only on
+    /// failure.
+    pub fn fallback_after(&self) -> Option<Duration> {
+        let secs = self.dispatch.fallback_after_secs;
+        (secs > 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(MAX_TTL))
+    }
+
+    pub fn webhook_retry_schedule(&self) -> Vec<Duration> {
+        let delays = self.webhooks.retry_schedule_secs.iter();
+        delays.map(|s| Duration::try_from_secs_f64(*s).unwrap_or(MAX_TTL)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -825,6 +888,57 @@ mod tests {
         assert!(err.to_string().contains("accounts[0].rate_limit"), "{err}");
         let err = Config::from_toml("[store]\nurll = 'x'").expect_err("unknown key");
         assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    /// Each of these parsed, then panicked at start-up (a float of seconds too large for a
+    /// `Duration`, a token period of 1e300 s) or overflowed a deadline in milliseconds.
+    #[test]
+    fn times_beyond_what_a_clock_can_add_are_refused_by_key() {
+        let twilio = |rate: &str| {
+            format!(
+                "[[accounts]]\ntype = \"twilio\"\nid = \"a\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+15005550006\"\n{rate}"
+            )
+        };
+        let cases = [
+            ("[dispatch]\nfallback_after_secs = 1e300".to_string(), "dispatch.fallback_after_secs"),
+            ("[dispatch]\nfallback_after_secs = nan".into(), "dispatch.fallback_after_secs"),
+            (
+                "[dispatch]\ndefault_ttl_secs = 9223372036854775807".into(),
+                "dispatch.default_ttl_secs",
+            ),
+            ("[dispatch]\nbackoff_max_ms = 9223372036854775807".into(), "dispatch.backoff_max_ms"),
+            (
+                "[webhooks]\nretry_schedule_secs = [5, 1e300]".into(),
+                "webhooks.retry_schedule_secs[1]",
+            ),
+            ("[webhooks]\ntimeout_ms = 0".into(), "webhooks.timeout_ms"),
+            ("[store]\nlease_secs = 9223372036854775807".into(), "store.lease_secs"),
+            (
+                "[server]\ndrain_timeout_secs = 9223372036854775807".into(),
+                "server.drain_timeout_secs",
+            ),
+            (
+                "[conversations]\ninactivity_timeout_secs = 0".into(),
+                "conversations.inactivity_timeout_secs",
+            ),
+            (twilio("rate_limit = { per_second = 1e-300 }"), "accounts[0].rate_limit"),
+            (twilio("rate_limit = { per_second = inf }"), "accounts[0].rate_limit"),
+            (twilio("request_timeout_ms = 0"), "accounts[0].request_timeout_ms"),
+        ];
+        for (toml, key) in cases {
+            let err = Config::from_toml(&toml).expect_err(&toml);
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        // The edges themselves are fine.
+        let edges = "[dispatch]\nfallback_after_secs = 2592000\ndefault_ttl_secs = 2592000\n[store]\nlease_secs = 86400";
+        Config::from_toml(&format!("{edges}\n{}", twilio("rate_limit = { per_second = 1e300 }")))
+            .expect("the largest accepted values");
+    }
+
+    #[test]
+    fn a_secret_file_that_never_ends_is_an_error_not_a_hang() {
+        let err = Secret("file:/dev/zero".into()).resolve("k").expect_err("endless");
+        assert!(err.to_string().contains("longer than 65536 bytes"), "{err}");
     }
 
     #[test]

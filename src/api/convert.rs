@@ -204,7 +204,7 @@ fn parameter_to_pb(p: &TemplateParameter) -> pb::TemplateParameter {
     pb::TemplateParameter { kind: Some(kind) }
 }
 
-fn content_to_pb(content: &Content) -> pb::Content {
+pub fn content_to_pb(content: &Content) -> pb::Content {
     use pb::content::Kind;
     let kind = match content {
         Content::Text(t) => {

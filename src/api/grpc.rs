@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, store_status};
 use super::{people, routing, validate, webhooks};
 use crate::app::AppState;
+use crate::config::MAX_TTL;
 use crate::model::{Event, SendOptions};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
@@ -25,7 +26,6 @@ const MAX_PAGE: u32 = 1000;
 const REPLAY_PAGE: usize = 500;
 /// Events a slow stream consumer may fall behind before it reads from the store instead.
 const STREAM_BUFFER: usize = 256;
-const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 pub struct GatewayService {
     state: Arc<AppState>,

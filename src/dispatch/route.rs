@@ -75,8 +75,7 @@ impl AccountRoute {
 /// Rates below one per second are kept exact by spacing single tokens.
 fn quota(rate: RateLimit) -> Quota {
     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
-    let period = Duration::from_secs_f64(1.0 / rate.per_second);
-    Quota::with_period(period)
+    Quota::with_period(rate.period())
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
         .allow_burst(burst)
 }
