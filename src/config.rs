@@ -629,6 +629,27 @@ fn within(key: &str, value: f64, min: f64, max: f64) -> Result<(), ConfigError> 
     Err(ConfigError::invalid(key, format!("must be {range}, not {value}")))
 }
 
+/// A provider's API base: `sandbox` when that sandbox is configured, else an http(s) URL,
+/// checked here so that a typo fails at start rather than on every send.
+fn api_base(key: String, base: &str, sandbox: &str, sandbox_on: bool) -> Result<(), ConfigError> {
+    if base == "sandbox" {
+        if sandbox_on {
+            return Ok(());
+        }
+        return Err(ConfigError::invalid(
+            key,
+            format!("is \"sandbox\" but {sandbox} is not configured"),
+        ));
+    }
+    match reqwest::Url::parse(base) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{base:?} is neither \"sandbox\" nor an http(s) URL"),
+        )),
+    }
+}
+
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid { key: key.into(), reason: reason.into() }
@@ -753,12 +774,8 @@ impl Config {
                             "set exactly one of from and messaging_service_sid",
                         ));
                     }
-                    if t.api_base == "sandbox" && self.sandbox.twilio.is_none() {
-                        return Err(ConfigError::invalid(
-                            key("api_base"),
-                            "is \"sandbox\" but [sandbox.twilio] is not configured",
-                        ));
-                    }
+                    let sandbox = self.sandbox.twilio.is_some();
+                    api_base(key("api_base"), &t.api_base, "[sandbox.twilio]", sandbox)?;
                     if t.api_key_sid.is_some() != t.api_key_secret.is_some() {
                         return Err(ConfigError::invalid(
                             key("api_key_sid"),
@@ -779,12 +796,8 @@ impl Config {
                     if m.endpoint_id.is_empty() {
                         return Err(ConfigError::invalid(key("endpoint_id"), "is required"));
                     }
-                    if m.api_base == "sandbox" && self.sandbox.meta.is_none() {
-                        return Err(ConfigError::invalid(
-                            key("api_base"),
-                            "is \"sandbox\" but [sandbox.meta] is not configured",
-                        ));
-                    }
+                    let sandbox = self.sandbox.meta.is_some();
+                    api_base(key("api_base"), &m.api_base, "[sandbox.meta]", sandbox)?;
                     m.access_token.resolve(&key("access_token"))?;
                     m.app_secret.resolve(&key("app_secret"))?;
                     m.verify_token.resolve(&key("verify_token"))?;
@@ -891,9 +904,10 @@ mod tests {
     }
 
     /// Each of these parsed, then panicked at start-up (a float of seconds too large for a
-    /// `Duration`, a token period of 1e300 s) or overflowed a deadline in milliseconds.
+    /// `Duration`, a token period of 1e300 s), overflowed a deadline in milliseconds, or
+    /// (an API base that is no URL) failed every send.
     #[test]
-    fn times_beyond_what_a_clock_can_add_are_refused_by_key() {
+    fn settings_that_would_fail_later_are_refused_at_start_by_key() {
         let twilio = |rate: &str| {
             format!(
                 "[[accounts]]\ntype = \"twilio\"\nid = \"a\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+15005550006\"\n{rate}"
@@ -924,6 +938,7 @@ mod tests {
             (twilio("rate_limit = { per_second = 1e-300 }"), "accounts[0].rate_limit"),
             (twilio("rate_limit = { per_second = inf }"), "accounts[0].rate_limit"),
             (twilio("request_timeout_ms = 0"), "accounts[0].request_timeout_ms"),
+            (twilio("api_base = \"htps//api.twilio.com\""), "accounts[0].api_base"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(&toml).expect_err(&toml);
