@@ -2,7 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-/// A client on rustls with the ring provider, bounded timeouts and pooled connections.
+/// A client on rustls with the ring provider, bounded timeouts and pooled connections, that
+/// does not follow redirects: provider APIs and webhook receivers answer at the URL they are
+/// given, and a 301-303 followed turns a POST into a GET without its body (RFC 9110 15.4)
+/// whose 200 would read as success. A 3xx is an answer to report.
 pub fn client(timeout: Duration) -> reqwest::Client {
     build(builder(timeout))
 }
@@ -16,6 +19,7 @@ pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(64)
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 pub fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {

@@ -23,34 +23,45 @@ type Delivery = (String, String, String, Vec<u8>);
 pub struct Receiver {
     /// Answer 500 to this many requests first.
     fail_first: AtomicU32,
-    /// Answer this status to everything, when set.
+    /// Answer this status to everything, when set; 3xx with `Location: /moved`.
     always: Mutex<Option<u16>>,
     pub got: Mutex<Vec<Delivery>>,
+    /// Requests that reached `/moved`, which answers 200 to anything.
+    moved: AtomicU32,
 }
 
 async fn receive(
     State(r): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     if let Ok(mut got) = r.got.lock() {
         got.push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), body.to_vec()));
     }
     if let Some(code) = r.always.lock().ok().and_then(|a| *a) {
-        return StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, [(axum::http::header::LOCATION, "/moved")]).into_response();
     }
     if r.fail_first.load(Ordering::SeqCst) > 0 {
         r.fail_first.fetch_sub(1, Ordering::SeqCst);
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    StatusCode::NO_CONTENT
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn moved(State(r): State<Arc<Receiver>>) -> StatusCode {
+    r.moved.fetch_add(1, Ordering::SeqCst);
+    StatusCode::OK
 }
 
 pub async fn receiver() -> (Arc<Receiver>, String) {
     let r = Arc::new(Receiver::default());
-    let app =
-        axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .route("/moved", axum::routing::any(moved))
+        .with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -133,6 +144,43 @@ async fn events_arrive_signed_in_order_after_retries() {
         m.id.as_str(),
         "proto3 JSON field names"
     );
+}
+
+/// A 302 to a POST is followed by clients as a GET without the body (RFC 9110 15.4.3), whose
+/// 200 read as a delivery would lose the event; receivers are expected to answer 2xx at the
+/// subscribed URL itself, so a redirect is a failed attempt with its status.
+#[tokio::test]
+async fn a_redirecting_receiver_is_a_failed_attempt_not_a_delivery() {
+    let mut t = support::gateway().start().await;
+    let (rx, url) = receiver().await;
+    *rx.always.lock().expect("lock") = Some(302);
+    t.client
+        .create_webhook(pb::CreateWebhookRequest {
+            url,
+            kinds: vec!["conversation_opened".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    t.send("+14155550704", "x").await;
+    let mut listed = pb::Webhook::default();
+    for _ in 0..250 {
+        listed = t
+            .client
+            .list_webhooks(pb::ListWebhooksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .webhooks
+            .remove(0);
+        if listed.dead_letters > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed.dead_letters, 1, "every attempt failed: {}", listed.last_error);
+    assert!(listed.last_error.contains("HTTP 302"), "{}", listed.last_error);
+    assert_eq!(rx.moved.load(Ordering::SeqCst), 0, "the redirect was not followed");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::contract::{Accepted, Outbound, SendFailure, Sender, Thread};
 use crate::model::{Attachment, ErrorCode, ProviderError};
 
 use super::config::{EmailAccount, Security};
-use super::public_only::{PublicOnly, check_literal};
+use super::public_only::{PublicOnly, check_literal, redirects};
 use super::render::{self, File};
 
 pub struct EmailSender {
@@ -62,10 +62,14 @@ impl EmailSender {
         Ok(EmailSender {
             tls,
             transport: builder.build(),
-            http: if account.fetch_private_urls {
-                crate::http::client(smtp.timeout)
-            } else {
-                crate::http::build(crate::http::builder(smtp.timeout).dns_resolver(PublicOnly))
+            http: {
+                let public_only = !account.fetch_private_urls;
+                let builder = crate::http::builder(smtp.timeout).redirect(redirects(public_only));
+                crate::http::build(if public_only {
+                    builder.dns_resolver(PublicOnly)
+                } else {
+                    builder
+                })
             },
             account,
         })
