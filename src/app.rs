@@ -19,9 +19,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, SandboxBases};
+use crate::api::auth::ApiTokens;
 use crate::api::{grpc::GatewayService, http};
-use crate::config::Backend;
-use crate::config::Config;
+use crate::config::{Backend, Config, ConfigError};
 use crate::dispatch::dispatcher::Policy;
 use crate::dispatch::route::AccountRoute;
 use crate::dispatch::{Backoff, Dispatcher, Outlet};
@@ -47,6 +47,7 @@ pub struct AppState {
     pub ownership: Arc<Ownership>,
     /// Cancelled when shutdown begins: long-lived streams end so the servers can stop.
     pub stopping: CancellationToken,
+    pub api_tokens: ApiTokens,
     ready: AtomicBool,
 }
 
@@ -263,6 +264,7 @@ impl Gateway {
             public_url: public_url.clone(),
             default_ttl: Duration::from_secs(d.default_ttl_secs),
             stopping: stop_servers.clone(),
+            api_tokens: api_tokens(&config)?,
             ready: AtomicBool::new(true),
         });
         let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);
@@ -363,6 +365,24 @@ async fn recover(
     }
 }
 
+/// The configured API tokens, resolved; an open API beyond loopback is worth a warning.
+fn api_tokens(config: &Config) -> Result<ApiTokens, ConfigError> {
+    let tokens = config
+        .server
+        .api_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.resolve(&format!("server.api_tokens[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if tokens.is_empty() && !config.server.grpc_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %config.server.grpc_addr,
+            "the gRPC API listens beyond loopback without server.api_tokens: anyone who reaches it can send"
+        );
+    }
+    Ok(ApiTokens::new(tokens.iter().map(String::as_str)))
+}
+
 async fn serve_grpc(
     state: Arc<AppState>,
     listener: TcpListener,
@@ -374,9 +394,10 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(omnigate_proto::FILE_DESCRIPTOR_SET)
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
+    let interceptor = state.api_tokens.clone().interceptor();
     let router = builder
         .add_service(health_service)
-        .add_service(GatewayServer::new(GatewayService::new(state)));
+        .add_service(GatewayServer::with_interceptor(GatewayService::new(state), interceptor));
     let router = match reflection {
         Ok(reflection) => router.add_service(reflection),
         Err(e) => {

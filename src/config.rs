@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub node_id: String,
     /// How long SIGTERM waits for in-flight sends before exiting anyway.
     pub drain_timeout_secs: u64,
+    /// Bearer tokens the gRPC API accepts (`authorization: Bearer TOKEN`); empty: the API
+    /// is open, for a sidecar on loopback.
+    pub api_tokens: Vec<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             node_id: String::new(),
             drain_timeout_secs: 30,
+            api_tokens: Vec::new(),
         }
     }
 }
@@ -611,6 +615,8 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// Shorter tokens can be guessed; `openssl rand -hex 32` makes a good one.
+const MIN_API_TOKEN_CHARS: usize = 32;
 const HOUR: f64 = 3_600.0;
 const DAY: f64 = 24.0 * HOUR;
 /// The longest time-to-live a message may have, requested or configured.
@@ -693,6 +699,18 @@ impl Config {
             ));
         }
         within("server.drain_timeout_secs", self.server.drain_timeout_secs as f64, 0.0, DAY)?;
+        for (i, token) in self.server.api_tokens.iter().enumerate() {
+            let key = format!("server.api_tokens[{i}]");
+            let token = token.resolve(&key)?;
+            if token.len() < MIN_API_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must be at least {MIN_API_TOKEN_CHARS} printable ASCII characters without spaces"
+                    ),
+                ));
+            }
+        }
         within("store.lease_secs", self.store.lease_secs as f64, 1.0, DAY)?;
         if self.store.group_commit_max == 0 {
             return Err(ConfigError::invalid("store.group_commit_max", "must be at least 1"));
@@ -948,6 +966,20 @@ mod tests {
         let edges = "[dispatch]\nfallback_after_secs = 2592000\ndefault_ttl_secs = 2592000\n[store]\nlease_secs = 86400";
         Config::from_toml(&format!("{edges}\n{}", twilio("rate_limit = { per_second = 1e300 }")))
             .expect("the largest accepted values");
+    }
+
+    #[test]
+    fn api_tokens_must_be_long_enough_not_to_be_guessed() {
+        let err = Config::from_toml("[server]\napi_tokens = [\"0123456789abcdef\"]")
+            .expect_err("16 characters");
+        assert!(err.to_string().contains("server.api_tokens[0]"), "{err}");
+        let err = Config::from_toml(&format!("[server]\napi_tokens = [\"{}\"]", "x y".repeat(12)))
+            .expect_err("spaces");
+        assert!(err.to_string().contains("without spaces"), "{err}");
+        let config =
+            Config::from_toml(&format!("[server]\napi_tokens = [\"{}\"]", "ab".repeat(16)))
+                .expect("32 characters");
+        assert!(!format!("{config:?}").contains(&"ab".repeat(16)), "tokens never print");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use omnigate::{Config, Gateway};
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 #[command(name = "omnigate", version, about = "Headless omnichannel messaging gateway")]
@@ -42,6 +46,9 @@ enum Command {
         /// The gateway's gRPC address.
         #[arg(long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
         addr: String,
+        /// One of the gateway's `server.api_tokens`, when it has any.
+        #[arg(long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, value_enum, default_value = "sms")]
         channel: ChannelArg,
         #[arg(long)]
@@ -128,7 +135,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Demo { config, channel, to } => demo(load(&config)?, channel.into(), to).await,
-        Command::Send { addr, channel, to, text, media_url, account, idempotency_key, wait } => {
+        Command::Send {
+            addr,
+            token,
+            channel,
+            to,
+            text,
+            media_url,
+            account,
+            idempotency_key,
+            wait,
+        } => {
             let content = match (media_url, text) {
                 (Some(url), caption) => pb::content::Kind::Media(pb::Media {
                     url,
@@ -140,9 +157,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
-            let mut client = GatewayClient::connect(addr.clone())
-                .await
-                .with_context(|| format!("connecting to {addr}"))?;
+            let mut client = connect(addr, token.as_deref()).await?;
             let request = pb::SendMessageRequest {
                 idempotency_key,
                 channel: pb::Channel::from(channel) as i32,
@@ -214,8 +229,12 @@ async fn demo(
     config.server.grpc_addr = "127.0.0.1:0".parse()?;
     config.server.http_addr = "127.0.0.1:0".parse()?;
     config.server.public_url.clear();
+    let token = match config.server.api_tokens.first() {
+        Some(token) => Some(token.resolve("server.api_tokens[0]")?),
+        None => None,
+    };
     let gateway = Gateway::start(config).await?;
-    let mut client = GatewayClient::connect(format!("http://{}", gateway.grpc_addr)).await?;
+    let mut client = connect(format!("http://{}", gateway.grpc_addr), token.as_deref()).await?;
     println!(
         "gateway on {} (gRPC) and {} (HTTP), sandbox providers",
         gateway.grpc_addr, gateway.http_addr
@@ -246,9 +265,40 @@ async fn demo(
     }
 }
 
+/// Adds `authorization: Bearer TOKEN` to every call, when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = GatewayClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(addr: String, token: Option<&str>) -> anyhow::Result<Client> {
+    let bearer = token
+        .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
+        .transpose()
+        .context("the API token must be printable ASCII")?;
+    let channel = Channel::from_shared(addr.clone())
+        .with_context(|| format!("{addr} is not a URL"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(GatewayClient::with_interceptor(channel, Bearer(bearer)))
+}
+
 /// Prints the message's status changes until it reaches `done` or a terminal status.
 async fn follow(
-    client: &mut GatewayClient<tonic::transport::Channel>,
+    client: &mut Client,
     id: &str,
     done: pb::MessageStatus,
 ) -> anyhow::Result<pb::MessageStatus> {

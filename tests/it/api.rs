@@ -87,3 +87,72 @@ fn the_demo_shows_sms_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("MESSAGE_STATUS_FAILED (smtp 550 5.1.1"), "{out}");
 }
+
+/// With `server.api_tokens`, every Gateway RPC needs `authorization: Bearer TOKEN`, from
+/// any client and from `omnigate send`; gRPC health stays open for probes.
+#[tokio::test]
+async fn api_tokens_guard_the_gateway_but_not_its_health() {
+    const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+    let t = support::gateway().api_token(TOKEN).start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let with = |value: &'static str| {
+        pb::gateway_client::GatewayClient::with_interceptor(
+            channel.clone(),
+            move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", value.parse().expect("ascii"));
+                Ok(r)
+            },
+        )
+    };
+    let request = || support::text_request("+14155550505", "guarded");
+    let anonymous = pb::gateway_client::GatewayClient::new(channel.clone())
+        .send_message(request())
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    assert!(anonymous.message().contains("Bearer"), "{}", anonymous.message());
+    let wrong = with("Bearer not-the-token-0123456789abcdef0123456")
+        .send_message(request())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    let sent = with("Bearer test-token-0123456789abcdef0123456789")
+        .send_message(request())
+        .await
+        .expect("the configured token")
+        .into_inner()
+        .message
+        .expect("message");
+    assert_eq!(sent.status, pb::MessageStatus::Accepted as i32);
+
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health needs no token")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let cli = |token: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"));
+        command.args(["send", "--addr", &addr, "--to", "+14155550506", "--text", "cli"]);
+        command.env_remove("OMNIGATE_API_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        command.output()
+    };
+    let refused = cli(None).await.expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Bearer"), "{refused:?}");
+    let ok = cli(Some(TOKEN)).await.expect("runs");
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("MESSAGE_STATUS_ACCEPTED"), "{ok:?}");
+}

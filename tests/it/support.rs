@@ -37,6 +37,7 @@ pub struct Builder {
     dispatch: String,
     callback_delay_ms: u64,
     extra: String,
+    api_tokens: String,
 }
 
 pub fn gateway() -> Builder {
@@ -51,6 +52,7 @@ pub fn gateway() -> Builder {
                 .into(),
         callback_delay_ms: 10,
         extra: String::new(),
+        api_tokens: "[]".into(),
     }
 }
 
@@ -102,6 +104,12 @@ impl Builder {
         self
     }
 
+    /// Require this bearer token on the gRPC API.
+    pub fn api_token(mut self, token: &str) -> Self {
+        self.api_tokens = format!("[\"{token}\"]");
+        self
+    }
+
     pub fn callback_delay_ms(mut self, ms: u64) -> Self {
         self.callback_delay_ms = ms;
         self
@@ -114,6 +122,7 @@ impl Builder {
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 drain_timeout_secs = 10
+api_tokens = {api_tokens}
 
 [store]
 url = "sqlite://{db}"
@@ -203,6 +212,7 @@ smtp = {{ host = "sandbox" }}
             meta_rules = self.meta_rules,
             inactivity = self.inactivity_secs,
             pair_rate = self.pair_rate,
+            api_tokens = self.api_tokens,
         );
         Config::from_toml(&text).expect("test config is valid")
     }
