@@ -131,6 +131,7 @@ pub fn node_id(config: &Config) -> String {
 
 impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let grpc_server = grpc_server(&config)?;
         let metrics = Arc::new(Metrics::default());
         let twilio_sandbox = match &config.sandbox.twilio {
             Some(sb) => {
@@ -268,7 +269,12 @@ impl Gateway {
             ready: AtomicBool::new(true),
         });
         let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);
-        let grpc = tokio::spawn(serve_grpc(state.clone(), grpc_listener, stop_servers.clone()));
+        let grpc = tokio::spawn(serve_grpc(
+            grpc_server,
+            state.clone(),
+            grpc_listener,
+            stop_servers.clone(),
+        ));
         let http = {
             let stop = stop_servers.clone();
             let app = http::router(state.clone());
@@ -383,7 +389,30 @@ fn api_tokens(config: &Config) -> Result<ApiTokens, ConfigError> {
     Ok(ApiTokens::new(tokens.iter().map(String::as_str)))
 }
 
+/// The gRPC server, over TLS (and asking for client certificates) when the config says so.
+fn grpc_server(config: &Config) -> Result<tonic::transport::Server, ConfigError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let s = &config.server;
+    let (Some(cert), Some(key)) = (&s.tls_cert_file, &s.tls_key_file) else {
+        return Ok(tonic::transport::Server::builder());
+    };
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+    };
+    let identity =
+        Identity::from_pem(read("server.tls_cert_file", cert)?, read("server.tls_key_file", key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &s.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read("server.tls_client_ca_file", ca)?));
+    }
+    tonic::transport::Server::builder().tls_config(tls).map_err(|e| {
+        ConfigError::invalid("server.tls_cert_file", format!("unusable certificate or key: {e}"))
+    })
+}
+
 async fn serve_grpc(
+    mut builder: tonic::transport::Server,
     state: Arc<AppState>,
     listener: TcpListener,
     stop: CancellationToken,
@@ -393,7 +422,6 @@ async fn serve_grpc(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(omnigate_proto::FILE_DESCRIPTOR_SET)
         .build_v1();
-    let mut builder = tonic::transport::Server::builder();
     let interceptor = state.api_tokens.clone().interceptor();
     let router = builder
         .add_service(health_service)

@@ -49,6 +49,11 @@ pub struct ServerConfig {
     /// Bearer tokens the gRPC API accepts (`authorization: Bearer TOKEN`); empty: the API
     /// is open, for a sidecar on loopback.
     pub api_tokens: Vec<Secret>,
+    /// PEM certificate chain and private key: the gRPC API is served over TLS.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates: gRPC clients must present a certificate one of them signed.
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +65,9 @@ impl Default for ServerConfig {
             node_id: String::new(),
             drain_timeout_secs: 30,
             api_tokens: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -699,6 +707,19 @@ impl Config {
             ));
         }
         within("server.drain_timeout_secs", self.server.drain_timeout_secs as f64, 0.0, DAY)?;
+        let s = &self.server;
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "server.tls_cert_file",
+                "and server.tls_key_file go together",
+            ));
+        }
+        if s.tls_client_ca_file.is_some() && s.tls_cert_file.is_none() {
+            return Err(ConfigError::invalid(
+                "server.tls_client_ca_file",
+                "needs server.tls_cert_file and server.tls_key_file: client certificates are asked for over TLS",
+            ));
+        }
         for (i, token) in self.server.api_tokens.iter().enumerate() {
             let key = format!("server.api_tokens[{i}]");
             let token = token.resolve(&key)?;
@@ -957,6 +978,8 @@ mod tests {
             (twilio("rate_limit = { per_second = inf }"), "accounts[0].rate_limit"),
             (twilio("request_timeout_ms = 0"), "accounts[0].request_timeout_ms"),
             (twilio("api_base = \"htps//api.twilio.com\""), "accounts[0].api_base"),
+            ("[server]\ntls_cert_file = \"/etc/omnigate/tls.pem\"".into(), "server.tls_cert_file"),
+            ("[server]\ntls_client_ca_file = \"/etc/ca.pem\"".into(), "server.tls_client_ca_file"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(&toml).expect_err(&toml);

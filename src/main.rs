@@ -49,6 +49,8 @@ enum Command {
         /// One of the gateway's `server.api_tokens`, when it has any.
         #[arg(long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[arg(long, value_enum, default_value = "sms")]
         channel: ChannelArg,
         #[arg(long)]
@@ -138,6 +140,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send {
             addr,
             token,
+            tls,
             channel,
             to,
             text,
@@ -157,7 +160,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
-            let mut client = connect(addr, token.as_deref()).await?;
+            let mut client = connect(addr, token.as_deref(), &tls).await?;
             let request = pb::SendMessageRequest {
                 idempotency_key,
                 channel: pb::Channel::from(channel) as i32,
@@ -229,12 +232,14 @@ async fn demo(
     config.server.grpc_addr = "127.0.0.1:0".parse()?;
     config.server.http_addr = "127.0.0.1:0".parse()?;
     config.server.public_url.clear();
-    let token = match config.server.api_tokens.first() {
-        Some(token) => Some(token.resolve("server.api_tokens[0]")?),
-        None => None,
-    };
+    // The demo's gateway listens on loopback only, for its own client.
+    config.server.api_tokens.clear();
+    config.server.tls_cert_file = None;
+    config.server.tls_key_file = None;
+    config.server.tls_client_ca_file = None;
     let gateway = Gateway::start(config).await?;
-    let mut client = connect(format!("http://{}", gateway.grpc_addr), token.as_deref()).await?;
+    let tls = TlsArgs { ca_file: None, cert_file: None, key_file: None };
+    let mut client = connect(format!("http://{}", gateway.grpc_addr), None, &tls).await?;
     println!(
         "gateway on {} (gRPC) and {} (HTTP), sandbox providers",
         gateway.grpc_addr, gateway.http_addr
@@ -283,16 +288,40 @@ impl Interceptor for Bearer {
 
 type Client = GatewayClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(addr: String, token: Option<&str>) -> anyhow::Result<Client> {
+/// How `send` reaches a gateway served over TLS (an `https://` address).
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// PEM CA certificates to trust beside the system's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// A PEM client certificate and its key, for a gateway that asks for one.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+}
+
+async fn connect(addr: String, token: Option<&str>, tls: &TlsArgs) -> anyhow::Result<Client> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let bearer = token
         .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
         .transpose()
         .context("the API token must be printable ASCII")?;
-    let channel = Channel::from_shared(addr.clone())
-        .with_context(|| format!("{addr} is not a URL"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
+    let mut endpoint =
+        Channel::from_shared(addr.clone()).with_context(|| format!("{addr} is not a URL"))?;
+    if addr.starts_with("https://") {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &tls.ca_file {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(config)?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("connecting to {addr}"))?;
     Ok(GatewayClient::with_interceptor(channel, Bearer(bearer)))
 }
 

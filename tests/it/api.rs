@@ -156,3 +156,92 @@ async fn api_tokens_guard_the_gateway_but_not_its_health() {
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("MESSAGE_STATUS_ACCEPTED"), "{ok:?}");
 }
+
+/// Certificates from `scripts/test-certs.sh` (a CA, a server certificate for localhost, a
+/// client certificate), made fresh in `dir`.
+fn certificates(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-certs.sh");
+    let status = std::process::Command::new("bash")
+        .args([script, &dir.display().to_string()])
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "scripts/test-certs.sh needs openssl");
+    dir.to_path_buf()
+}
+
+/// With a certificate and a client CA, the gRPC API speaks TLS only and lets in only
+/// clients with a certificate that CA signed, `omnigate send` among them.
+#[tokio::test]
+async fn the_grpc_api_serves_mutual_tls() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certificates(dir.path());
+    let file = |name: &str| certs.join(name).display().to_string();
+    let config = support::gateway()
+        .server(&format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntls_client_ca_file = \"{}\"",
+            file("server.pem"),
+            file("server.key"),
+            file("ca.pem")
+        ))
+        .config(dir.path());
+    let gateway = omnigate::Gateway::start(config).await.expect("starts with TLS");
+    let port = gateway.grpc_addr.port();
+    let read = |name: &str| std::fs::read(certs.join(name)).expect("pem");
+    let ca = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca.pem")));
+    let send = |channel: Channel| async move {
+        pb::gateway_client::GatewayClient::new(channel)
+            .send_message(support::text_request("+14155550507", "over tls"))
+            .await
+    };
+
+    let plain =
+        Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await;
+    let plain_refused = match plain {
+        Ok(channel) => send(channel).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(plain_refused, "plaintext gRPC is not served");
+
+    let https = format!("https://localhost:{port}");
+    let anonymous =
+        Channel::from_shared(https.clone()).expect("uri").tls_config(ca()).expect("tls");
+    let anonymous_refused = match anonymous.connect().await {
+        Ok(channel) => send(channel).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(anonymous_refused, "a client without a certificate is refused");
+
+    let identity = Identity::from_pem(read("client.pem"), read("client.key"));
+    let channel = Channel::from_shared(https.clone())
+        .expect("uri")
+        .tls_config(ca().identity(identity))
+        .expect("tls")
+        .connect()
+        .await
+        .expect("mutual TLS handshake");
+    let sent =
+        send(channel).await.expect("accepted over TLS").into_inner().message.expect("message");
+    assert_eq!(sent.status, pb::MessageStatus::Accepted as i32);
+
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(["send", "--addr", &https, "--to", "+14155550508", "--text", "cli over tls"])
+        .args(["--ca-file", &file("ca.pem"), "--cert-file", &file("client.pem")])
+        .args(["--key-file", &file("client.key")])
+        .output()
+        .await
+        .expect("runs");
+    assert!(cli.status.success(), "{cli:?}");
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("MESSAGE_STATUS_ACCEPTED"), "{cli:?}");
+    gateway.shutdown().await.expect("shutdown");
+
+    let unusable = support::gateway()
+        .server(&format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            file("ca.pem"),
+            file("ca.pem")
+        ))
+        .config(dir.path());
+    let err = omnigate::Gateway::start(unusable).await.err().expect("a certificate as the key");
+    assert!(format!("{err:#}").contains("server.tls_cert_file"), "{err:#}");
+}

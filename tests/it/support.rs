@@ -37,7 +37,7 @@ pub struct Builder {
     dispatch: String,
     callback_delay_ms: u64,
     extra: String,
-    api_tokens: String,
+    server: String,
 }
 
 pub fn gateway() -> Builder {
@@ -52,7 +52,7 @@ pub fn gateway() -> Builder {
                 .into(),
         callback_delay_ms: 10,
         extra: String::new(),
-        api_tokens: "[]".into(),
+        server: String::new(),
     }
 }
 
@@ -105,8 +105,14 @@ impl Builder {
     }
 
     /// Require this bearer token on the gRPC API.
-    pub fn api_token(mut self, token: &str) -> Self {
-        self.api_tokens = format!("[\"{token}\"]");
+    pub fn api_token(self, token: &str) -> Self {
+        self.server(&format!("api_tokens = [\"{token}\"]"))
+    }
+
+    /// More `[server]` keys, as TOML lines.
+    pub fn server(mut self, toml: &str) -> Self {
+        self.server.push_str(toml);
+        self.server.push('\n');
         self
     }
 
@@ -122,7 +128,7 @@ impl Builder {
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 drain_timeout_secs = 10
-api_tokens = {api_tokens}
+{server}
 
 [store]
 url = "sqlite://{db}"
@@ -212,7 +218,7 @@ smtp = {{ host = "sandbox" }}
             meta_rules = self.meta_rules,
             inactivity = self.inactivity_secs,
             pair_rate = self.pair_rate,
-            api_tokens = self.api_tokens,
+            server = self.server,
         );
         Config::from_toml(&text).expect("test config is valid")
     }
