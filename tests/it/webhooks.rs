@@ -146,6 +146,26 @@ async fn events_arrive_signed_in_order_after_retries() {
     );
 }
 
+/// The first subscription, once it has dead-lettered an event (or as it is after 5 s).
+async fn once_dead_lettered(t: &mut support::TestGateway) -> pb::Webhook {
+    let mut listed = pb::Webhook::default();
+    for _ in 0..250 {
+        listed = t
+            .client
+            .list_webhooks(pb::ListWebhooksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .webhooks
+            .remove(0);
+        if listed.dead_letters > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    listed
+}
+
 /// A 302 to a POST is followed by clients as a GET without the body (RFC 9110 15.4.3), whose
 /// 200 read as a delivery would lose the event; receivers are expected to answer 2xx at the
 /// subscribed URL itself, so a redirect is a failed attempt with its status.
@@ -163,21 +183,7 @@ async fn a_redirecting_receiver_is_a_failed_attempt_not_a_delivery() {
         .await
         .expect("created");
     t.send("+14155550704", "x").await;
-    let mut listed = pb::Webhook::default();
-    for _ in 0..250 {
-        listed = t
-            .client
-            .list_webhooks(pb::ListWebhooksRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .webhooks
-            .remove(0);
-        if listed.dead_letters > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listed = once_dead_lettered(&mut t).await;
     assert_eq!(listed.dead_letters, 1, "every attempt failed: {}", listed.last_error);
     assert!(listed.last_error.contains("HTTP 302"), "{}", listed.last_error);
     assert_eq!(rx.moved.load(Ordering::SeqCst), 0, "the redirect was not followed");
@@ -200,21 +206,7 @@ async fn last_attempt_dead_letters_then_replay_redelivers_and_410_disables() {
         .into_inner();
     t.send("+14155550702", "x").await;
     until("four attempts at the first event", || rx.got.lock().expect("lock").len() >= 4).await;
-    let mut listed = pb::Webhook::default();
-    for _ in 0..200 {
-        listed = t
-            .client
-            .list_webhooks(pb::ListWebhooksRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .webhooks
-            .remove(0);
-        if listed.dead_letters > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listed = once_dead_lettered(&mut t).await;
     assert_eq!(listed.dead_letters, 1);
     assert!(listed.last_error.contains("503"), "{}", listed.last_error);
     assert_eq!(listed.secret, "", "the secret is shown once");
