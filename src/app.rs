@@ -275,13 +275,12 @@ impl Gateway {
             grpc_listener,
             stop_servers.clone(),
         ));
-        let http = {
-            let stop = stop_servers.clone();
-            let app = http::router(state.clone());
-            tokio::spawn(async move {
-                axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
-            })
-        };
+        let http = tokio::spawn(http::serve(
+            http_listener,
+            http::router(state.clone()),
+            Duration::from_millis(config.server.http_header_timeout_ms),
+            stop_servers.clone(),
+        ));
         tracing::info!(%grpc_addr, %http_addr, %public_url, node, "omnigate is serving");
         Ok(Gateway {
             grpc_addr,

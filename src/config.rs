@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub tls_key_file: Option<std::path::PathBuf>,
     /// PEM CA certificates: gRPC clients must present a certificate one of them signed.
     pub tls_client_ca_file: Option<std::path::PathBuf>,
+    /// How long an HTTP client may take to send its request headers.
+    pub http_header_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            http_header_timeout_ms: 10_000,
         }
     }
 }
@@ -707,6 +710,8 @@ impl Config {
             ));
         }
         within("server.drain_timeout_secs", self.server.drain_timeout_secs as f64, 0.0, DAY)?;
+        let header_timeout = self.server.http_header_timeout_ms as f64;
+        within("server.http_header_timeout_ms", header_timeout, 1.0, HOUR * 1000.0)?;
         let s = &self.server;
         if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
             return Err(ConfigError::invalid(

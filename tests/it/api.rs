@@ -245,3 +245,21 @@ async fn the_grpc_api_serves_mutual_tls() {
     let err = omnigate::Gateway::start(unusable).await.err().expect("a certificate as the key");
     assert!(format!("{err:#}").contains("server.tls_cert_file"), "{err:#}");
 }
+
+/// The ingress faces the internet: a client that never finishes its request headers is cut
+/// off (after `server.http_header_timeout_ms`) rather than holding a connection for good,
+/// while complete requests are served as before.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = support::gateway().server("http_header_timeout_ms = 200").start().await;
+    let mut slow = tokio::net::TcpStream::connect(t.gw().http_addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: omnigate\r\n").await.expect("partial headers");
+    assert_eq!(reqwest_get(&t.url("/healthz")).await, "ok", "others are still served");
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "the connection is closed by the server: {closed:?}");
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
