@@ -131,7 +131,9 @@ pub fn node_id(config: &Config) -> String {
 
 impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        // Settings read from files, checked before anything starts.
         let grpc_server = grpc_server(&config)?;
+        let api_tokens = api_tokens(&config)?;
         let metrics = Arc::new(Metrics::default());
         let twilio_sandbox = match &config.sandbox.twilio {
             Some(sb) => {
@@ -265,7 +267,7 @@ impl Gateway {
             public_url: public_url.clone(),
             default_ttl: Duration::from_secs(d.default_ttl_secs),
             stopping: stop_servers.clone(),
-            api_tokens: api_tokens(&config)?,
+            api_tokens,
             ready: AtomicBool::new(true),
         });
         let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);

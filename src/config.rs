@@ -630,6 +630,8 @@ pub enum ConfigError {
 const MIN_API_TOKEN_CHARS: usize = 32;
 const HOUR: f64 = 3_600.0;
 const DAY: f64 = 24.0 * HOUR;
+/// The longest wait on a peer (a provider, a mail server, a webhook receiver, a client).
+const HOUR_MS: f64 = HOUR * 1000.0;
 /// The longest time-to-live a message may have, requested or configured.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 const MAX_TTL_SECS: f64 = MAX_TTL.as_secs() as f64;
@@ -711,7 +713,7 @@ impl Config {
         }
         within("server.drain_timeout_secs", self.server.drain_timeout_secs as f64, 0.0, DAY)?;
         let header_timeout = self.server.http_header_timeout_ms as f64;
-        within("server.http_header_timeout_ms", header_timeout, 1.0, HOUR * 1000.0)?;
+        within("server.http_header_timeout_ms", header_timeout, 1.0, HOUR_MS)?;
         let s = &self.server;
         if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
@@ -766,7 +768,7 @@ impl Config {
         for (i, delay) in self.webhooks.retry_schedule_secs.iter().enumerate() {
             within(&format!("webhooks.retry_schedule_secs[{i}]"), *delay, 0.0, MAX_TTL_SECS)?;
         }
-        within("webhooks.timeout_ms", self.webhooks.timeout_ms as f64, 1.0, HOUR * 1000.0)?;
+        within("webhooks.timeout_ms", self.webhooks.timeout_ms as f64, 1.0, HOUR_MS)?;
         for (i, sub) in self.webhooks.subscriptions.iter().enumerate() {
             let secret = sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?;
             crate::webhooks::sign::key(&secret).map_err(|e| {
@@ -827,12 +829,7 @@ impl Config {
                         ));
                     }
                     t.auth_token.resolve(&key("auth_token"))?;
-                    within(
-                        &key("request_timeout_ms"),
-                        t.request_timeout_ms as f64,
-                        1.0,
-                        HOUR * 1000.0,
-                    )?;
+                    within(&key("request_timeout_ms"), t.request_timeout_ms as f64, 1.0, HOUR_MS)?;
                 }
                 AccountConfig::Whatsapp(m)
                 | AccountConfig::Messenger(m)
@@ -845,12 +842,7 @@ impl Config {
                     m.access_token.resolve(&key("access_token"))?;
                     m.app_secret.resolve(&key("app_secret"))?;
                     m.verify_token.resolve(&key("verify_token"))?;
-                    within(
-                        &key("request_timeout_ms"),
-                        m.request_timeout_ms as f64,
-                        1.0,
-                        HOUR * 1000.0,
-                    )?;
+                    within(&key("request_timeout_ms"), m.request_timeout_ms as f64, 1.0, HOUR_MS)?;
                 }
                 AccountConfig::Email(e) => {
                     if crate::contacts::normalize(Channel::Email, &e.address).is_err() {
@@ -871,17 +863,12 @@ impl Config {
                     if let Some(p) = &e.smtp.password {
                         p.resolve(&key("smtp.password"))?;
                     }
-                    within(&key("smtp.timeout_ms"), e.smtp.timeout_ms as f64, 1.0, HOUR * 1000.0)?;
+                    within(&key("smtp.timeout_ms"), e.smtp.timeout_ms as f64, 1.0, HOUR_MS)?;
                     if let Some(imap) = &e.imap {
                         imap.password.resolve(&key("imap.password"))?;
                         let poll = imap.poll_interval_secs as f64;
                         within(&key("imap.poll_interval_secs"), poll, 1.0, DAY)?;
-                        within(
-                            &key("imap.timeout_ms"),
-                            imap.timeout_ms as f64,
-                            1.0,
-                            HOUR * 1000.0,
-                        )?;
+                        within(&key("imap.timeout_ms"), imap.timeout_ms as f64, 1.0, HOUR_MS)?;
                     }
                 }
             }
