@@ -48,6 +48,8 @@ pub struct AppState {
     /// Cancelled when shutdown begins: long-lived streams end so the servers can stop.
     pub stopping: CancellationToken,
     pub api_tokens: ApiTokens,
+    /// One permit per SendMessage waiting for the store (`server.max_pending_sends`).
+    pub pending_sends: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
 
@@ -268,6 +270,7 @@ impl Gateway {
             default_ttl: Duration::from_secs(d.default_ttl_secs),
             stopping: stop_servers.clone(),
             api_tokens,
+            pending_sends: tokio::sync::Semaphore::new(config.server.max_pending_sends),
             ready: AtomicBool::new(true),
         });
         let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);

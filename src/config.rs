@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub tls_client_ca_file: Option<std::path::PathBuf>,
     /// How long an HTTP client may take to send its request headers.
     pub http_header_timeout_ms: u64,
+    /// SendMessage calls that may wait for the store at once; more are answered UNAVAILABLE
+    /// at once rather than queueing without bound.
+    pub max_pending_sends: usize,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             http_header_timeout_ms: 10_000,
+            max_pending_sends: 10_000,
         }
     }
 }
@@ -715,6 +719,7 @@ impl Config {
         let header_timeout = self.server.http_header_timeout_ms as f64;
         within("server.http_header_timeout_ms", header_timeout, 1.0, HOUR_MS)?;
         let s = &self.server;
+        within("server.max_pending_sends", s.max_pending_sends as f64, 1.0, 1e6)?;
         if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
                 "server.tls_cert_file",

@@ -40,6 +40,7 @@ pub struct Metrics {
     store_commits: Counter,
     store_writes: Counter,
     store_writer_busy: Counter<f64, AtomicU64>,
+    sends_shed: Counter,
     send_seconds: Histogram,
     in_flight: Gauge,
     live_replicas: Gauge,
@@ -57,6 +58,7 @@ impl Default for Metrics {
         let store_commits = Counter::default();
         let store_writes = Counter::default();
         let store_writer_busy = Counter::<f64, AtomicU64>::default();
+        let sends_shed = Counter::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let in_flight = Gauge::default();
         let live_replicas = Gauge::default();
@@ -108,6 +110,11 @@ impl Default for Metrics {
             store_writer_busy.clone(),
         );
         registry.register(
+            "sends_shed",
+            "SendMessage calls answered UNAVAILABLE because server.max_pending_sends were waiting",
+            sends_shed.clone(),
+        );
+        registry.register(
             "send_duration_seconds",
             "Time a provider took to answer a send",
             send_seconds.clone(),
@@ -127,6 +134,7 @@ impl Default for Metrics {
             store_commits,
             store_writes,
             store_writer_busy,
+            sends_shed,
             send_seconds,
             in_flight,
             live_replicas,
@@ -185,6 +193,10 @@ impl Metrics {
     /// A batch's time on the writer, from taking it to answering it, committed or not.
     pub fn store_writer_busy(&self, spent: std::time::Duration) {
         self.store_writer_busy.inc_by(spent.as_secs_f64());
+    }
+
+    pub fn send_shed(&self) {
+        self.sends_shed.inc();
     }
 
     /// What the last heartbeat and lease round found.

@@ -66,6 +66,13 @@ impl Gateway for GatewayService {
         if !self.state.is_ready() {
             return Err(Status::unavailable("the gateway is shutting down"));
         }
+        // Past what the store keeps up with, shedding at once beats an unbounded queue.
+        let _pending = self.state.pending_sends.try_acquire().map_err(|_| {
+            self.state.metrics.send_shed();
+            Status::unavailable(
+                "server.max_pending_sends sends are already waiting for the store; retry with backoff",
+            )
+        })?;
         let req = request.into_inner();
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;

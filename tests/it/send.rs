@@ -296,3 +296,36 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
 }
+
+/// Past `server.max_pending_sends`, SendMessage answers UNAVAILABLE at once instead of
+/// queueing without bound; the sends already waiting are kept and complete.
+#[tokio::test]
+async fn sends_past_the_pending_limit_are_shed_and_the_waiting_ones_kept() {
+    let t = support::gateway().server("max_pending_sends = 2").start().await;
+    // Another connection holds the database's write lock, so accepted sends wait for the
+    // writer (its busy timeout is 5 s) while more arrive.
+    let lock = rusqlite::Connection::open(t._dir.path().join("omnigate.db")).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("write lock");
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut client = t.client.clone();
+        sends.spawn(async move {
+            client.send_message(support::text_request(&format!("+1415555081{i}"), "x")).await
+        });
+    }
+    let mut shed = 0;
+    while shed < 8 {
+        let answer = sends.join_next().await.expect("a send").expect("task");
+        let status = answer.expect_err("only two may wait; none can finish while locked");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("max_pending_sends"), "{}", status.message());
+        shed += 1;
+    }
+    lock.execute_batch("COMMIT").expect("release");
+    while let Some(answer) = sends.join_next().await {
+        let message = answer.expect("task").expect("the waiting sends are accepted").into_inner();
+        assert_eq!(message.message.expect("message").status, pb::MessageStatus::Accepted as i32);
+    }
+    let text = reqwest_get(&t.url("/metrics")).await;
+    assert_eq!(metric(&text, "omnigate_sends_shed_total"), 8.0, "{text}");
+}
