@@ -377,13 +377,7 @@ async fn recover(
 
 /// The configured API tokens, resolved; an open API beyond loopback is worth a warning.
 fn api_tokens(config: &Config) -> Result<ApiTokens, ConfigError> {
-    let tokens = config
-        .server
-        .api_tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| t.resolve(&format!("server.api_tokens[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = config.api_tokens()?;
     if tokens.is_empty() && !config.server.grpc_addr.ip().is_loopback() {
         tracing::warn!(
             addr = %config.server.grpc_addr,

@@ -732,18 +732,7 @@ impl Config {
                 "needs server.tls_cert_file and server.tls_key_file: client certificates are asked for over TLS",
             ));
         }
-        for (i, token) in self.server.api_tokens.iter().enumerate() {
-            let key = format!("server.api_tokens[{i}]");
-            let token = token.resolve(&key)?;
-            if token.len() < MIN_API_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!(
-                        "must be at least {MIN_API_TOKEN_CHARS} printable ASCII characters without spaces"
-                    ),
-                ));
-            }
-        }
+        self.api_tokens()?;
         within("store.lease_secs", self.store.lease_secs as f64, 1.0, DAY)?;
         if self.store.group_commit_max == 0 {
             return Err(ConfigError::invalid("store.group_commit_max", "must be at least 1"));
@@ -897,6 +886,28 @@ impl Config {
         }
         (url.starts_with("postgres://") || url.starts_with("postgresql://"))
             .then_some(Backend::Postgres(url))
+    }
+
+    /// `server.api_tokens`, resolved, each long and plain enough to serve as a token.
+    pub fn api_tokens(&self) -> Result<Vec<String>, ConfigError> {
+        let tokens = self.server.api_tokens.iter().enumerate();
+        tokens
+            .map(|(i, token)| {
+                let key = format!("server.api_tokens[{i}]");
+                let token = token.resolve(&key)?;
+                if token.len() < MIN_API_TOKEN_CHARS
+                    || !token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "must be at least {MIN_API_TOKEN_CHARS} printable ASCII characters without spaces"
+                        ),
+                    ));
+                }
+                Ok(token)
+            })
+            .collect()
     }
 
     pub fn lease(&self) -> Duration {

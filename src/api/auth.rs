@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ApiTokens {
     digests: std::sync::Arc<[[u8; 32]]>,
 }
