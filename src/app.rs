@@ -410,7 +410,7 @@ fn grpc_server(config: &Config) -> Result<tonic::transport::Server, ConfigError>
 }
 
 async fn serve_grpc(
-    mut builder: tonic::transport::Server,
+    builder: tonic::transport::Server,
     state: Arc<AppState>,
     listener: TcpListener,
     stop: CancellationToken,
@@ -422,6 +422,7 @@ async fn serve_grpc(
         .build_v1();
     let interceptor = state.api_tokens.clone().interceptor();
     let router = builder
+        .trace_fn(crate::telemetry::grpc_span)
         .add_service(health_service)
         .add_service(GatewayServer::with_interceptor(GatewayService::new(state), interceptor));
     let router = match reflection {

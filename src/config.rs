@@ -22,6 +22,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub conversations: ConversationsConfig,
     pub webhooks: WebhooksConfig,
     /// Provider accounts; each has an `id`, a `type` and that provider's fields.
@@ -233,6 +234,30 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// Traces over OTLP. The usual `OTEL_*` variables (headers, timeouts, batching) apply on
+/// top of these keys.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OTLP/gRPC collector (`http://collector:4317`, or https); empty: no traces leave.
+    pub otlp_endpoint: String,
+    /// `service.name` on every span.
+    pub service_name: String,
+    /// The share of traces started here that are kept; a caller's sampling decision
+    /// (its `traceparent`) always wins.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: "omnigate".into(),
+            sample_ratio: 1.0,
+        }
     }
 }
 
@@ -664,13 +689,15 @@ fn api_base(key: String, base: &str, sandbox: &str, sandbox_on: bool) -> Result<
             format!("is \"sandbox\" but {sandbox} is not configured"),
         ));
     }
-    match reqwest::Url::parse(base) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            format!("{base:?} is neither \"sandbox\" nor an http(s) URL"),
-        )),
+    if is_http_url(base) {
+        return Ok(());
     }
+    Err(ConfigError::invalid(key, format!("{base:?} is neither \"sandbox\" nor an http(s) URL")))
+}
+
+fn is_http_url(s: &str) -> bool {
+    reqwest::Url::parse(s)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
 }
 
 impl ConfigError {
@@ -778,6 +805,17 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "expected text or json"));
         }
+        let telemetry = &self.telemetry;
+        if !telemetry.otlp_endpoint.is_empty() && !is_http_url(&telemetry.otlp_endpoint) {
+            return Err(ConfigError::invalid(
+                "telemetry.otlp_endpoint",
+                format!("{:?} is not an http(s) URL", telemetry.otlp_endpoint),
+            ));
+        }
+        if telemetry.service_name.is_empty() {
+            return Err(ConfigError::invalid("telemetry.service_name", "must be set"));
+        }
+        within("telemetry.sample_ratio", telemetry.sample_ratio, 0.0, 1.0)?;
         let mut ids = HashSet::new();
         let mut defaults = HashSet::new();
         for (i, account) in self.accounts.iter().enumerate() {
@@ -988,6 +1026,9 @@ mod tests {
             (twilio("api_base = \"htps//api.twilio.com\""), "accounts[0].api_base"),
             ("[server]\ntls_cert_file = \"/etc/omnigate/tls.pem\"".into(), "server.tls_cert_file"),
             ("[server]\ntls_client_ca_file = \"/etc/ca.pem\"".into(), "server.tls_client_ca_file"),
+            ("[telemetry]\notlp_endpoint = \"collector:4317\"".into(), "telemetry.otlp_endpoint"),
+            ("[telemetry]\nsample_ratio = 1.5".into(), "telemetry.sample_ratio"),
+            ("[telemetry]\nservice_name = \"\"".into(), "telemetry.service_name"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(&toml).expect_err(&toml);

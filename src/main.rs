@@ -129,11 +129,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let config = load(&config)?;
-            omnigate::telemetry::init_logs(&config.log.format, &config.log.level);
+            let telemetry = omnigate::telemetry::init(&config.log, &config.telemetry)?;
             let gateway = Gateway::start(config).await?;
             wait_for_signal().await?;
             tracing::info!("draining");
             let drained = gateway.shutdown().await?;
+            telemetry.shutdown().await;
             Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Demo { config, channel, to } => demo(load(&config)?, channel.into(), to).await,

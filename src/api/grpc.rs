@@ -12,6 +12,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::convert::{self, store_status};
 use super::{people, routing, validate, webhooks};
@@ -121,10 +123,12 @@ impl Gateway for GatewayService {
             metadata,
             ..NewMessage::new(first.channel, &first.account, &first.from, &first.to, content, ttl)
         };
-        let message = match self.state.store.accept(new).await.map_err(store_status)? {
+        let accepted = self.state.store.accept(new).instrument(tracing::info_span!("store.accept"));
+        let message = match accepted.await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {
                 self.state.metrics.accepted(message.channel.as_str());
-                if let Some(job) = job {
+                if let Some(mut job) = job {
+                    job.origin = tracing::Span::current().context();
                     self.state.outlet.submit(*job);
                 }
                 message

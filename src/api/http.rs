@@ -66,7 +66,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/webhooks/{provider}/{account}/{hook}", post(webhook).get(handshake))
+        .route(
+            "/webhooks/{provider}/{account}/{hook}",
+            post(webhook)
+                .get(handshake)
+                .layer(axum::middleware::from_fn(crate::telemetry::trace_webhook)),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)
 }

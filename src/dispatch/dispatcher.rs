@@ -15,6 +15,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::DelayQueue;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::backoff::Backoff;
 use super::route::AccountRoute;
@@ -174,13 +177,35 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
             }
             let Ok(slot) = shared.slots.clone().acquire_owned().await else { return };
             let shared2 = shared.clone();
-            shared.sends.spawn(async move {
-                attempt(&shared2, job).await;
-                drop(slot);
-            });
+            let span = send_span(&job);
+            shared.sends.spawn(
+                async move {
+                    attempt(&shared2, job).await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
         }
     });
     tx
+}
+
+/// A span for one attempt, in the trace of the call that accepted the message.
+fn send_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "send",
+        otel.name = "send",
+        otel.kind = "client",
+        omnigate.message_id = %job.message_id,
+        omnigate.account = %job.account,
+        omnigate.attempt = job.attempts + 1,
+        omnigate.outcome = Empty,
+        omnigate.error_code = Empty,
+        omnigate.provider_code = Empty,
+        otel.status_code = Empty,
+    );
+    let _ = span.set_parent(job.origin.clone());
+    span
 }
 
 async fn attempt(shared: &Shared, mut job: Job) {
@@ -324,6 +349,15 @@ async fn thread_for(
 /// leaves the outbox entry, so the message is tried again after a restart (at least once).
 async fn record(shared: &Shared, job: &Job, attempt: Attempt, outcome: &str, seconds: f64) -> bool {
     shared.metrics.attempt(&job.account, outcome, seconds);
+    let span = tracing::Span::current();
+    span.record("omnigate.outcome", outcome);
+    if let Attempt::Failed { error, .. } | Attempt::Retry { error, .. } = &attempt {
+        span.record("omnigate.error_code", tracing::field::debug(error.code));
+        span.record("omnigate.provider_code", error.provider_code.as_str());
+    }
+    if let Attempt::Failed { .. } = attempt {
+        span.record("otel.status_code", "error");
+    }
     match shared.store.record_attempt(&job.message_id, attempt).await {
         Ok((_, fallback)) => {
             // A permanent failure moved the message to its next channel.

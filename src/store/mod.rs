@@ -112,6 +112,8 @@ pub struct Job {
     pub send_options: SendOptions,
     /// Not a send: at `due_at`, fall back unless the message was delivered by then.
     pub delivery_deadline: bool,
+    /// The trace of the call that accepted it, which its sends join; empty after a restart.
+    pub origin: opentelemetry::Context,
 }
 
 /// What came of one attempt to hand a message to its provider.

@@ -1,82 +1,18 @@
 //! The real binary, killed and restarted: nothing accepted is lost; SIGTERM drains.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use omnigate_adapters::twilio::sandbox::SandboxHandle;
 use omnigate_proto::v1 as pb;
-use omnigate_proto::v1::gateway_client::GatewayClient;
 
-use crate::process::{Running, free_port, spawn, twilio_sandbox};
-use crate::support::{FROM, SID, TOKEN, text_request};
-
-struct Binary {
-    config: std::path::PathBuf,
-    grpc: String,
-}
-
-impl Binary {
-    fn new(dir: &Path, sandbox: &SandboxHandle, max_in_flight: usize) -> Binary {
-        let (grpc, http) = (free_port(), free_port());
-        let config = dir.join("omnigate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[server]
-grpc_addr = "127.0.0.1:{grpc}"
-http_addr = "127.0.0.1:{http}"
-drain_timeout_secs = 20
-
-[store]
-url = "sqlite://{db}"
-
-[dispatch]
-max_in_flight = {max_in_flight}
-backoff_initial_ms = 50
-backoff_max_ms = 500
-
-[[accounts]]
-type = "twilio"
-id = "sms"
-api_base = "{api}"
-account_sid = "{SID}"
-auth_token = "{TOKEN}"
-from = "{FROM}"
-rate_limit = {{ per_second = 1000, burst = 1000 }}
-"#,
-                db = dir.join("omnigate.db").display(),
-                api = sandbox.api_base(),
-            ),
-        )
-        .expect("write config");
-        Binary { config, grpc: format!("http://127.0.0.1:{grpc}") }
-    }
-
-    async fn spawn(&self) -> (Running, GatewayClient<tonic::transport::Channel>) {
-        spawn(&self.config, &self.grpc).await
-    }
-}
-
-async fn status_of(
-    client: &mut GatewayClient<tonic::transport::Channel>,
-    id: &str,
-) -> pb::MessageStatus {
-    let m = client
-        .get_message(pb::GetMessageRequest { id: id.into() })
-        .await
-        .expect("get")
-        .into_inner();
-    pb::MessageStatus::try_from(m.message.expect("message").status).expect("status")
-}
+use crate::process::{Binary, status_of, terminate, twilio_sandbox};
+use crate::support::text_request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_accepted_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = twilio_sandbox(200).await;
     let max_in_flight = 4;
-    let binary = Binary::new(dir.path(), &sandbox, max_in_flight);
+    let binary = Binary::new(dir.path(), &sandbox, max_in_flight, "");
     let (mut child, mut client) = binary.spawn().await;
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -123,7 +59,7 @@ async fn kill_9_loses_no_accepted_message() {
 async fn sigterm_finishes_in_flight_sends_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = twilio_sandbox(1500).await;
-    let binary = Binary::new(dir.path(), &sandbox, 16);
+    let binary = Binary::new(dir.path(), &sandbox, 16, "");
     let (mut child, mut client) = binary.spawn().await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -136,11 +72,7 @@ async fn sigterm_finishes_in_flight_sends_and_exits_zero() {
     while sandbox.request_count() < 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let status =
-        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-    let exit = child.0.wait().expect("exit");
-    assert_eq!(exit.code(), Some(0), "a drained exit is a clean exit");
+    assert_eq!(terminate(&mut child), Some(0), "a drained exit is a clean exit");
     assert_eq!(sandbox.sent_count(), 5, "the in-flight sends were finished, not abandoned");
 
     // Their outcome was recorded before exit: reopen the store the process left.

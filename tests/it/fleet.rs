@@ -12,7 +12,7 @@ use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
 use crate::pg::TestDb;
-use crate::process::{Running, free_port, spawn, twilio_sandbox};
+use crate::process::{Running, free_port, spawn, status_of, twilio_sandbox};
 use crate::support::{SID, TOKEN, post_signed, text_request};
 
 type Client = GatewayClient<tonic::transport::Channel>;
@@ -149,11 +149,6 @@ async fn send_in_parallel(clients: &[Client], range: std::ops::Range<usize>) -> 
         ids.extend(part.await.expect("load"));
     }
     ids
-}
-
-async fn status_of(client: &mut Client, id: &str) -> pb::MessageStatus {
-    let m = client.get_message(pb::GetMessageRequest { id: id.into() }).await.expect("get");
-    pb::MessageStatus::try_from(m.into_inner().message.expect("message").status).expect("status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,4 +14,5 @@ mod retries;
 mod send;
 mod store;
 mod support;
+mod telemetry;
 mod webhooks;

@@ -6,9 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use omnigate_adapters::twilio::sandbox::{self, SandboxConfig, SandboxHandle};
+use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
-use crate::support::{SID, TOKEN};
+use crate::support::{FROM, SID, TOKEN};
 
 /// A spawned gateway that is killed when dropped, so a failing test leaves no process
 /// behind (one would hold the test runner's output open).
@@ -51,14 +52,87 @@ pub async fn spawn(
 
 /// A Twilio sandbox for child processes to send to, answering after `latency_ms`.
 pub async fn twilio_sandbox(latency_ms: u64) -> SandboxHandle {
+    twilio_sandbox_with(latency_ms, Vec::new()).await
+}
+
+/// A Twilio sandbox for child processes, applying fault `rules`.
+pub async fn twilio_sandbox_with(latency_ms: u64, rules: Vec<sandbox::Rule>) -> SandboxHandle {
     sandbox::start(SandboxConfig {
         addr: "127.0.0.1:0".parse().expect("addr"),
         account_sid: SID.into(),
         auth_token: TOKEN.into(),
         callback_delay_ms: 10,
         latency_ms,
-        rules: Vec::new(),
+        rules,
     })
     .await
     .expect("sandbox")
+}
+
+/// A config file for the binary: SQLite in `dir`, one Twilio account on `sandbox`, and
+/// `extra` TOML sections after it.
+pub struct Binary {
+    pub config: std::path::PathBuf,
+    pub grpc: String,
+}
+
+impl Binary {
+    pub fn new(dir: &Path, sandbox: &SandboxHandle, max_in_flight: usize, extra: &str) -> Binary {
+        let (grpc, http) = (free_port(), free_port());
+        let config = dir.join("omnigate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[server]
+grpc_addr = "127.0.0.1:{grpc}"
+http_addr = "127.0.0.1:{http}"
+drain_timeout_secs = 20
+
+[store]
+url = "sqlite://{db}"
+
+[dispatch]
+max_in_flight = {max_in_flight}
+backoff_initial_ms = 50
+backoff_max_ms = 500
+
+[[accounts]]
+type = "twilio"
+id = "sms"
+api_base = "{api}"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+from = "{FROM}"
+rate_limit = {{ per_second = 1000, burst = 1000 }}
+
+{extra}
+"#,
+                db = dir.join("omnigate.db").display(),
+                api = sandbox.api_base(),
+            ),
+        )
+        .expect("write config");
+        Binary { config, grpc: format!("http://127.0.0.1:{grpc}") }
+    }
+
+    pub async fn spawn(&self) -> (Running, GatewayClient<tonic::transport::Channel>) {
+        spawn(&self.config, &self.grpc).await
+    }
+}
+
+pub async fn status_of(
+    client: &mut GatewayClient<tonic::transport::Channel>,
+    id: &str,
+) -> pb::MessageStatus {
+    let m = client.get_message(pb::GetMessageRequest { id: id.into() }).await.expect("get");
+    pb::MessageStatus::try_from(m.into_inner().message.expect("message").status).expect("status")
+}
+
+/// Sends SIGTERM and answers the exit code.
+pub fn terminate(child: &mut Running) -> Option<i32> {
+    let status =
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    child.0.wait().expect("exit").code()
 }

@@ -153,6 +153,7 @@ pub fn accept(
         due_at: new.now,
         send_options: new.send_options.clone(),
         delivery_deadline: false,
+        origin: opentelemetry::Context::new(),
     };
     Ok(AcceptOutcome::Created(message, Some(Box::new(job))))
 }
@@ -301,6 +302,7 @@ fn fall_back(
         due_at: now,
         send_options: message.send_options.clone(),
         delivery_deadline: false,
+        origin: opentelemetry::Context::new(),
     }))
 }
 
@@ -768,6 +770,7 @@ pub fn claim(
             due_at,
             send_options: message.send_options,
             delivery_deadline: false,
+            origin: opentelemetry::Context::new(),
         });
     }
     Ok(jobs)

@@ -1,6 +1,4 @@
-//! Metrics and logs, named once here. Metrics are Prometheus text on `/metrics`. Logs are
-//! tracing events with fields first and a short sentence last; message bodies and
-//! addresses are never logged.
+//! Metrics, named once here, as Prometheus text on `/metrics`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -215,12 +213,4 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Installs the log subscriber: `RUST_LOG` wins over the configured level.
-pub fn init_logs(format: &str, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
