@@ -26,6 +26,7 @@ use crate::dispatch::dispatcher::Policy;
 use crate::dispatch::route::AccountRoute;
 use crate::dispatch::{Backoff, Dispatcher, Outlet};
 use crate::fleet::{Keeper, Ownership, WEBHOOKS, mailbox_key, route_key};
+use crate::retention::{RETENTION, Retention};
 use crate::store::Store;
 use crate::store::sql::Settings;
 use crate::telemetry::Metrics;
@@ -77,6 +78,7 @@ pub struct Gateway {
     http: JoinHandle<std::io::Result<()>>,
     dispatcher: Dispatcher,
     keeper: JoinHandle<()>,
+    retention: Option<JoinHandle<()>>,
     stop_keeper: CancellationToken,
     drain_timeout: Duration,
 }
@@ -248,7 +250,9 @@ impl Gateway {
                     (route_key(&a.id, &route), (a.id.clone(), route))
                 })
                 .collect(),
-            names: std::iter::once(WEBHOOKS.to_string())
+            names: [WEBHOOKS, RETENTION]
+                .into_iter()
+                .map(str::to_string)
                 .chain(accounts.iter().filter(|a| a.inbox.is_some()).map(|a| mailbox_key(&a.id)))
                 .collect(),
             node: node.clone(),
@@ -258,6 +262,9 @@ impl Gateway {
             metrics: metrics.clone(),
         }
         .spawn(stop_keeper.clone());
+        let retention =
+            Retention { events: config.events_retention(), messages: config.messages_retention() }
+                .spawn(store.clone(), ownership.clone(), metrics.clone(), stop_keeper.clone());
         let stop_servers = CancellationToken::new();
         let state = Arc::new(AppState {
             deliveries,
@@ -301,6 +308,7 @@ impl Gateway {
             http,
             dispatcher,
             keeper,
+            retention,
             stop_keeper,
             drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
         })
@@ -321,6 +329,9 @@ impl Gateway {
         self.state.deliveries.close().await;
         self.stop_keeper.cancel();
         self.keeper.await?;
+        if let Some(retention) = self.retention {
+            retention.await?;
+        }
         self.stop_servers.cancel();
         for reader in self.mailboxes {
             reader.await?;
@@ -351,6 +362,7 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
             cursor: store.last_sequence().await?,
             dead_letters: 0,
             last_error: String::new(),
+            missed: 0,
         };
         store.save_webhook(webhook).await?;
     }

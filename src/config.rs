@@ -23,6 +23,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub retention: RetentionConfig,
     pub conversations: ConversationsConfig,
     pub webhooks: WebhooksConfig,
     /// Provider accounts; each has an `id`, a `type` and that provider's fields.
@@ -234,6 +235,23 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// How long what the store keeps is kept; 0 keeps it for ever.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// The event log (StreamEvents, webhooks, replays), which holds a copy of every
+    /// message at each status it reached.
+    pub events_days: f64,
+    /// Messages, counted from their creation; one still waiting for its provider stays.
+    pub messages_days: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { events_days: 30.0, messages_days: 0.0 }
     }
 }
 
@@ -665,6 +683,10 @@ const HOUR_MS: f64 = HOUR * 1000.0;
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 const MAX_TTL_SECS: f64 = MAX_TTL.as_secs() as f64;
 
+fn retention(days: f64) -> Option<Duration> {
+    (days > 0.0).then(|| Duration::from_secs_f64(days * DAY))
+}
+
 /// A time or count setting, in its key's unit, checked against what the gateway can use:
 /// beyond it a value is a slip (days written as milliseconds) that, added to a clock, would
 /// overflow; NaN is outside every range.
@@ -816,6 +838,8 @@ impl Config {
             return Err(ConfigError::invalid("telemetry.service_name", "must be set"));
         }
         within("telemetry.sample_ratio", telemetry.sample_ratio, 0.0, 1.0)?;
+        within("retention.events_days", self.retention.events_days, 0.0, 100.0 * 365.0)?;
+        within("retention.messages_days", self.retention.messages_days, 0.0, 100.0 * 365.0)?;
         let mut ids = HashSet::new();
         let mut defaults = HashSet::new();
         for (i, account) in self.accounts.iter().enumerate() {
@@ -954,6 +978,16 @@ impl Config {
 
     /// How long after SENT an undelivered message with fallbacks moves on; `None`: only on
     /// failure.
+    /// How long events are kept, if not for ever.
+    pub fn events_retention(&self) -> Option<Duration> {
+        retention(self.retention.events_days)
+    }
+
+    /// How long messages are kept, if not for ever.
+    pub fn messages_retention(&self) -> Option<Duration> {
+        retention(self.retention.messages_days)
+    }
+
     pub fn fallback_after(&self) -> Option<Duration> {
         let secs = self.dispatch.fallback_after_secs;
         (secs > 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(MAX_TTL))

@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod inbound;
 pub mod mailbox;
 pub mod model;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -26,8 +26,16 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A new id: the prefix, then a UUIDv7, whose first 48 bits are the time it was made in
+/// Unix milliseconds, in lowercase hex; so ids sort by the time they were made.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The bound below which sort exactly the ids `new_id(prefix)` made before `at`, so that
+/// "made before" is a range on an id's index.
+pub fn ids_before(prefix: &str, at: Millis) -> String {
+    format!("{prefix}_{:012x}", at.clamp(0, (1 << 48) - 1))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,4 +255,22 @@ pub struct Webhook {
     pub cursor: u64,
     pub dead_letters: u64,
     pub last_error: String,
+    /// Events retention deleted before this subscription delivered them.
+    #[serde(default)]
+    pub missed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ids_before, new_id, now_ms};
+
+    #[test]
+    fn ids_sort_below_the_bound_of_any_later_time_and_above_an_earlier_one() {
+        let before = now_ms();
+        let id = new_id("msg");
+        let after = now_ms();
+        assert!(id.as_str() >= ids_before("msg", before).as_str(), "{id}");
+        assert!(id.as_str() < ids_before("msg", after + 1).as_str(), "{id}");
+        assert_eq!(ids_before("msg", 0x0190_0000_0001), "msg_019000000001");
+    }
 }

@@ -488,6 +488,7 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::IdentityTaken { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
         StoreError::Closed => Status::unavailable(e.to_string()),
+        StoreError::Purged { .. } => Status::out_of_range(e.to_string()),
         StoreError::Sqlite(_)
         | StoreError::Postgres(_)
         | StoreError::Database(_)

@@ -31,7 +31,15 @@ pub fn to_pb(w: &Webhook, with_secret: bool) -> pb::Webhook {
         cursor: w.cursor,
         dead_letters: w.dead_letters,
         last_error: w.last_error.clone(),
+        missed_events: w.missed,
     }
+}
+
+/// `cursor`, unless retention has deleted events after it (OUT_OF_RANGE, naming the oldest
+/// kept): a subscription would miss them without a word.
+async fn still_kept(state: &AppState, cursor: u64) -> Result<u64, Status> {
+    state.store.events_after(cursor, 1).await.map_err(store_status)?;
+    Ok(cursor)
 }
 
 pub async fn create(
@@ -52,7 +60,7 @@ pub async fn create(
     let cursor = if r.from_now {
         state.store.last_sequence().await.map_err(store_status)?
     } else {
-        r.from_sequence
+        still_kept(state, r.from_sequence).await?
     };
     let webhook = Webhook {
         id: new_id("whk"),
@@ -63,6 +71,7 @@ pub async fn create(
         cursor,
         dead_letters: 0,
         last_error: String::new(),
+        missed: 0,
     };
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;
@@ -86,6 +95,7 @@ pub async fn replay(
     state: &Arc<AppState>,
     r: pb::ReplayWebhookRequest,
 ) -> Result<pb::Webhook, Status> {
+    let from = still_kept(state, r.from_sequence).await?;
     state.deliveries.stop(&r.id).await;
     let mut webhook = state
         .store
@@ -95,7 +105,7 @@ pub async fn replay(
         .into_iter()
         .find(|w| w.id == r.id)
         .ok_or_else(|| Status::not_found(format!("webhook {} not found", r.id)))?;
-    webhook.cursor = r.from_sequence;
+    webhook.cursor = from;
     webhook.active = true;
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;

@@ -190,6 +190,11 @@ pub enum StoreError {
     Closed,
     #[error("commit failed, nothing in this write was stored: {0}")]
     CommitFailed(String),
+    #[error(
+        "events after {after} up to {} were deleted by retention (retention.events_days); the oldest kept is {oldest}",
+        .oldest - 1
+    )]
+    Purged { after: u64, oldest: u64 },
 }
 
 /// The server's own message and code, which the driver's Display leaves out.
@@ -210,6 +215,7 @@ impl StoreError {
                 | StoreError::NotFound(_)
                 | StoreError::IdentityTaken { .. }
                 | StoreError::Invalid(_)
+                | StoreError::Purged { .. }
         )
     }
 }
@@ -373,6 +379,31 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), StoreError>;
 
+    /// The sequence of the first event logged at or after `at`, or the newest event's when
+    /// none was (0 for an empty log): where retention's deletions stop.
+    async fn first_event_since(&self, at: Millis) -> Result<u64, StoreError>;
+
+    /// Deletes, oldest first and at most `limit` of each in one transaction, what `cutoff`
+    /// says has been kept long enough.
+    async fn purge(&self, cutoff: Cutoff, limit: usize) -> Result<Purged, StoreError>;
+
     /// Flushes pending writes and stops the writer.
     async fn close(&self);
+}
+
+/// What retention deletes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cutoff {
+    /// Events below this sequence, and the dead letters that pointed at them; never the
+    /// newest event, whose sequence the next one follows.
+    pub events_below: Option<u64>,
+    /// Messages created before this time that no longer wait for their provider.
+    pub messages_before: Option<Millis>,
+}
+
+/// What one purge deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub events: u64,
+    pub messages: u64,
 }

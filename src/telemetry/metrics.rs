@@ -15,6 +15,12 @@ pub struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// events, messages
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub account: String,
     /// sent, retry, rate_limited, failed, expired
@@ -39,6 +45,7 @@ pub struct Metrics {
     store_writes: Counter,
     store_writer_busy: Counter<f64, AtomicU64>,
     sends_shed: Counter,
+    retention_deleted: Family<KindLabel, Counter>,
     send_seconds: Histogram,
     in_flight: Gauge,
     live_replicas: Gauge,
@@ -57,6 +64,7 @@ impl Default for Metrics {
         let store_writes = Counter::default();
         let store_writer_busy = Counter::<f64, AtomicU64>::default();
         let sends_shed = Counter::default();
+        let retention_deleted = Family::<KindLabel, Counter>::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let in_flight = Gauge::default();
         let live_replicas = Gauge::default();
@@ -113,6 +121,11 @@ impl Default for Metrics {
             sends_shed.clone(),
         );
         registry.register(
+            "retention_deleted",
+            "Events and messages deleted by retention (retention.events_days, messages_days)",
+            retention_deleted.clone(),
+        );
+        registry.register(
             "send_duration_seconds",
             "Time a provider took to answer a send",
             send_seconds.clone(),
@@ -133,6 +146,7 @@ impl Default for Metrics {
             store_writes,
             store_writer_busy,
             sends_shed,
+            retention_deleted,
             send_seconds,
             in_flight,
             live_replicas,
@@ -195,6 +209,10 @@ impl Metrics {
 
     pub fn send_shed(&self) {
         self.sends_shed.inc();
+    }
+
+    pub fn retention_deleted(&self, kind: &str, count: u64) {
+        self.retention_deleted.get_or_create(&KindLabel { kind: kind.to_string() }).inc_by(count);
     }
 
     /// What the last heartbeat and lease round found.

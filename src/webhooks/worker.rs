@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Deliveries, sign};
 use crate::api::convert::event_to_pb;
 use crate::model::{Event, Webhook};
+use crate::store::StoreError;
 
 const PAGE: usize = 100;
 
@@ -34,6 +35,19 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
     loop {
         let page = match store.events_after(webhook.cursor, PAGE).await {
             Ok(page) => page,
+            Err(StoreError::Purged { oldest, .. }) => {
+                // Retention outran this subscription: count what it missed, then go on.
+                webhook.last_error = format!(
+                    "events {} to {} were deleted by retention before delivery",
+                    webhook.cursor + 1,
+                    oldest - 1
+                );
+                tracing::warn!(webhook = %webhook.id, error = %webhook.last_error, "events skipped");
+                webhook.missed += oldest - 1 - webhook.cursor;
+                webhook.cursor = oldest - 1;
+                save(&deliveries, &webhook).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(webhook = %webhook.id, error = %e, "cannot read the event log; retrying");
                 if sleep_or_stop(&stop, Duration::from_secs(1)).await {

@@ -373,7 +373,7 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
         assert_eq!(value("omnigate_fleet_live_replicas "), Some(2), "{metrics}");
         held += value("omnigate_fleet_leases_held ").expect("leases gauge");
     }
-    assert_eq!(held, ROUTES.len() as i64 + 1, "every route and the webhooks, once");
+    assert_eq!(held, ROUTES.len() as i64 + 2, "every route, the webhooks and retention, once");
     let all: Vec<String> = crm.got.lock().expect("got").iter().map(|(id, ..)| id.clone()).collect();
     let mut unique = all.clone();
     unique.dedup();

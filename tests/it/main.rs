@@ -10,6 +10,7 @@ mod omnichannel;
 mod pg;
 mod process;
 mod receipts;
+mod retention;
 mod retries;
 mod send;
 mod store;

@@ -105,6 +105,19 @@ async fn sqlite_checkpoints_off_the_writer() {
     store.close().await;
 }
 
+/// Retention's dead letters go with the events they pointed at.
+#[tokio::test]
+async fn retention_takes_the_dead_letters_of_deleted_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite(&dir);
+    retention(store.clone()).await;
+    store.close().await;
+    let db = rusqlite::Connection::open(dir.path().join("conformance.db")).expect("open");
+    let letters: i64 =
+        db.query_row("SELECT count(*) FROM webhook_dead_letters", [], |r| r.get(0)).expect("count");
+    assert_eq!(letters, 0, "a dead letter outlived its event");
+}
+
 /// A parked receipt is gone once its send is recorded and the receipt applied: the read
 /// that finds it and the delete that drops it are separate statements.
 #[tokio::test]
@@ -288,6 +301,7 @@ const CASES: &[(&str, Case)] = &[
     ("mailbox cursors and rejections", |s| Box::pin(mailbox_cursors(s))),
     ("contacts", |s| Box::pin(contacts(s))),
     ("fleet leases and route claims", |s| Box::pin(fleet_leases(s))),
+    ("retention", |s| Box::pin(retention(s))),
 ];
 
 fn sms_identity(address: &str) -> Identity {
@@ -674,4 +688,72 @@ async fn mailbox_cursors(store: Arc<dyn Store>) {
         &events.last().expect("event").kind,
         EventKind::InboundRejected { account, reason, .. } if account == "mail" && reason == "no sender"
     ));
+}
+
+/// Retention deletes old events oldest first but never the newest (the sequence goes on
+/// from it), old messages but never one still waiting for its provider, at most `limit` a
+/// transaction; and a reader behind what was deleted is told, not silently moved on.
+async fn retention(store: Arc<dyn Store>) {
+    let old_sent = accept(store.as_ref(), new_message("+14155550501", None, "a")).await;
+    sent(store.as_ref(), &old_sent.id, "SM501").await;
+    let old_waiting = accept(store.as_ref(), new_message("+14155550502", None, "b")).await;
+    let old_failed = accept(store.as_ref(), new_message("+14155550503", None, "c")).await;
+    let error = omnigate_adapters::ProviderError::gateway(
+        omnigate_adapters::ErrorCode::InvalidRecipient,
+        "no such number",
+    );
+    store
+        .record_attempt(&old_failed.id, Attempt::Failed { status: MessageStatus::Failed, error })
+        .await
+        .expect("failed");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let young = accept(store.as_ref(), new_message("+14155550504", None, "d")).await;
+    sent(store.as_ref(), &young.id, "SM504").await;
+    let hook = omnigate::model::Webhook {
+        id: "whk_r".into(),
+        url: "http://127.0.0.1:9/".into(),
+        secret: "whsec_AAAA".into(),
+        kinds: Vec::new(),
+        active: true,
+        cursor: 0,
+        dead_letters: 0,
+        last_error: String::new(),
+        missed: 0,
+    };
+    let hook = store.save_webhook(hook).await.expect("webhook");
+    store.dead_letter(hook, 1, "HTTP 500").await.expect("dead letter");
+
+    let newest = store.last_sequence().await.expect("last");
+    assert_eq!(store.first_event_since(now_ms() + 60_000).await.expect("since"), newest);
+    let first_young = store.first_event_since(cutoff).await.expect("since");
+    assert!(first_young > 1 && first_young < newest, "{first_young} of {newest}");
+
+    let cut =
+        omnigate::store::Cutoff { events_below: Some(newest + 10), messages_before: Some(cutoff) };
+    let first = store.purge(cut, 1).await.expect("purge");
+    assert_eq!((first.events, first.messages), (1, 1), "at most the limit of each");
+    let rest = store.purge(cut, 100).await.expect("purge");
+    assert_eq!(rest.events, newest - 2, "all but the newest event, whatever the cutoff says");
+    assert_eq!(rest.messages, 1, "the other old message no longer waiting");
+    assert_eq!(store.purge(cut, 100).await.expect("purge"), Default::default(), "nothing left");
+
+    for (id, kept) in
+        [(&old_sent.id, false), (&old_waiting.id, true), (&old_failed.id, false), (&young.id, true)]
+    {
+        let found = store.get_message(id).await.expect("get").is_some();
+        assert_eq!(found, kept, "{id}");
+    }
+    let left = store.events_after(0, 100).await.expect("from the oldest kept");
+    assert_eq!(left.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![newest]);
+    match store.events_after(1, 100).await {
+        Err(StoreError::Purged { after: 1, oldest }) => assert_eq!(oldest, newest),
+        other => panic!("a cursor behind retention must fail, got {other:?}"),
+    }
+    assert_eq!(store.events_after(newest - 1, 100).await.expect("just before").len(), 1);
+    let next = accept(store.as_ref(), new_message("+14155550505", None, "e")).await;
+    let after = store.events_after(newest, 100).await.expect("after");
+    assert_eq!(after.first().map(|e| e.sequence), Some(newest + 1), "the sequence goes on");
+    assert!(store.get_message(&next.id).await.expect("get").is_some());
 }

@@ -28,6 +28,8 @@ pub struct Receiver {
     pub got: Mutex<Vec<Delivery>>,
     /// Requests that reached `/moved`, which answers 200 to anything.
     moved: AtomicU32,
+    /// Requests are recorded, then answered once no one holds this for writing.
+    pub gate: tokio::sync::RwLock<()>,
 }
 
 async fn receive(
@@ -40,6 +42,7 @@ async fn receive(
     if let Ok(mut got) = r.got.lock() {
         got.push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), body.to_vec()));
     }
+    drop(r.gate.read().await);
     if let Some(code) = r.always.lock().ok().and_then(|a| *a) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, [(axum::http::header::LOCATION, "/moved")]).into_response();

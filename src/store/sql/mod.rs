@@ -30,10 +30,10 @@ use tokio::sync::oneshot;
 use self::db::{Conn, Db};
 use self::ops::Lease;
 use super::{
-    AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Job, NewInbound, NewMessage, Store,
-    StoreError,
+    AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Cutoff, Job, NewInbound, NewMessage,
+    Purged, Store, StoreError,
 };
-use crate::model::{Contact, Conversation, Event, Identity, Message, Webhook, now_ms};
+use crate::model::{Contact, Conversation, Event, Identity, Message, Millis, Webhook, now_ms};
 use crate::telemetry::Metrics;
 
 /// A conversation quiet for longer than this is closed when the person comes back.
@@ -267,6 +267,14 @@ impl<C: Conn> Store for SqlStore<C> {
 
     async fn last_sequence(&self) -> Result<u64, StoreError> {
         self.read(ops::last_sequence).await
+    }
+
+    async fn first_event_since(&self, at: Millis) -> Result<u64, StoreError> {
+        self.read(move |db| ops::first_event_since(db, at)).await
+    }
+
+    async fn purge(&self, cutoff: Cutoff, limit: usize) -> Result<Purged, StoreError> {
+        self.write(move |db, _, _| ops::purge(db, &cutoff, limit)).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

@@ -8,9 +8,11 @@ use super::db::{Db, Dialect, args};
 use super::people;
 use crate::model::{
     ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
-    StatusChange, now_ms,
+    StatusChange, ids_before, now_ms,
 };
-use crate::store::{AcceptOutcome, Attempt, Job, NewInbound, NewMessage, StoreError};
+use crate::store::{
+    AcceptOutcome, Attempt, Cutoff, Job, NewInbound, NewMessage, Purged, StoreError,
+};
 
 /// Who holds the work a write hands to the dispatcher, and for how long.
 pub struct Lease<'a> {
@@ -702,14 +704,58 @@ pub fn list_messages(
     .collect()
 }
 
+/// The events after `sequence`; an error, rather than a silent jump, when retention has
+/// deleted some of them. Cursor 0 means "from the oldest kept".
 pub fn events_after(db: &dyn Db, sequence: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-    db.query(
-        "SELECT seq, at, kind FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        args![sequence, limit],
-    )?
-    .iter()
-    .map(|r| Ok(Event { sequence: r.int(0)? as u64, at: r.int(1)?, kind: r.doc(2)? }))
-    .collect()
+    let events = db
+        .query(
+            "SELECT seq, at, kind FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            args![sequence, limit],
+        )?
+        .iter()
+        .map(|r| Ok(Event { sequence: r.int(0)? as u64, at: r.int(1)?, kind: r.doc(2)? }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if sequence > 0 && events.first().is_some_and(|e| e.sequence > sequence + 1) {
+        // The log is gap-free, so a jump past the cursor can only be retention's.
+        let oldest = events[0].sequence;
+        return Err(StoreError::Purged { after: sequence, oldest });
+    }
+    Ok(events)
+}
+
+pub fn first_event_since(db: &dyn Db, at: Millis) -> Result<u64, StoreError> {
+    let row = db.query_opt(
+        "SELECT COALESCE((SELECT seq FROM events WHERE at >= $1 ORDER BY seq LIMIT 1), (SELECT MAX(seq) FROM events), 0)",
+        args![at],
+    )?;
+    Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
+}
+
+pub fn purge(db: &dyn Db, cutoff: &Cutoff, limit: usize) -> Result<Purged, StoreError> {
+    let mut purged = Purged::default();
+    if let Some(below) = cutoff.events_below {
+        purged.events = db.execute(
+            "DELETE FROM events WHERE seq IN (
+                SELECT seq FROM events WHERE seq < $1 AND seq < (SELECT MAX(seq) FROM events)
+                ORDER BY seq LIMIT $2)",
+            args![below, limit],
+        )?;
+        db.execute(
+            "DELETE FROM webhook_dead_letters WHERE sequence < (SELECT MIN(seq) FROM events)",
+            args![],
+        )?;
+    }
+    if let Some(before) = cutoff.messages_before {
+        // Ids sort by creation time, so the unique index on id finds the old ones.
+        purged.messages = db.execute(
+            "DELETE FROM messages WHERE id IN (
+                SELECT id FROM messages WHERE id < $1
+                AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)
+                ORDER BY id LIMIT $2)",
+            args![&ids_before("msg", before), limit],
+        )?;
+    }
+    Ok(purged)
 }
 
 pub fn last_sequence(db: &dyn Db) -> Result<u64, StoreError> {
