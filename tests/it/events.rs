@@ -58,12 +58,7 @@ async fn a_consumer_that_falls_behind_gets_every_event_once_in_order() {
 async fn crm_deliveries_stay_in_order_under_concurrent_sends() {
     let t = support::gateway().start().await;
     let (crm, url) = crate::webhooks::receiver().await;
-    let mut client = t.client.clone();
-    let hook = client
-        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
-        .await
-        .expect("hook");
-    let secret = hook.into_inner().secret;
+    let secret = t.subscribe(url).await.secret;
     burst(&t, 40, "+1415562").await;
     crate::webhooks::until("160 events at the CRM", || crm.got.lock().expect("lock").len() >= 160)
         .await;

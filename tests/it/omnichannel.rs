@@ -365,12 +365,7 @@ async fn journey_across_channels_with_fallback_and_crm_webhooks() {
         .start()
         .await;
     let (crm, url) = crate::webhooks::receiver().await;
-    let hook = t
-        .client
-        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
-        .await
-        .expect("hook")
-        .into_inner();
+    let hook = t.subscribe(url).await;
 
     let sms = t.send("+14155550630", "your parcel is on its way").await;
     t.wait_for(&sms.id, pb::MessageStatus::Delivered).await;

@@ -17,12 +17,7 @@ async fn retention_deletes_old_messages_and_events_and_tells_readers_behind_it()
     let (crm, url) = receiver().await;
     let held = crm.gate.write().await;
     let mut t = support::gateway().extra(RETENTION).start().await;
-    let hook = t
-        .client
-        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
-        .await
-        .expect("hook")
-        .into_inner();
+    let hook = t.subscribe(url).await;
     // More events than the subscription reads in one page (100), so that it has to come
     // back to the log for the rest after they were deleted.
     let mut sent = Vec::new();

@@ -307,6 +307,12 @@ impl TestGateway {
         Ok(self.client.send_message(request).await?.into_inner().message.expect("message"))
     }
 
+    /// A CRM webhook subscription to `url`, for every event from the start of the log.
+    pub async fn subscribe(&self, url: String) -> pb::Webhook {
+        let request = pb::CreateWebhookRequest { url, ..Default::default() };
+        self.client.clone().create_webhook(request).await.expect("webhook").into_inner()
+    }
+
     pub async fn get(&mut self, id: &str) -> pb::Message {
         self.client
             .get_message(pb::GetMessageRequest { id: id.into() })

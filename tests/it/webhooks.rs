@@ -98,12 +98,7 @@ async fn events_arrive_signed_in_order_after_retries() {
     let mut t = support::gateway().start().await;
     let (rx, url) = receiver().await;
     rx.fail_first.store(2, Ordering::SeqCst);
-    let hook = t
-        .client
-        .create_webhook(pb::CreateWebhookRequest { url, ..Default::default() })
-        .await
-        .expect("created")
-        .into_inner();
+    let hook = t.subscribe(url).await;
     assert!(hook.secret.starts_with("whsec_"));
     let m = t.send("+14155550701", "tell the CRM").await;
     t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
