@@ -1,5 +1,6 @@
 //! One tracing subscriber for logs and traces. The log level filters only the logs: the
-//! gateway's spans reach the collector whatever it is, so quiet logs cost no traces.
+//! gateway's spans reach the collector whatever it is, so quiet logs cost no traces, and
+//! without a collector no span is made at all.
 
 use axum::extract::Request;
 use axum::http::HeaderMap;
@@ -14,7 +15,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
 
@@ -41,24 +42,38 @@ impl Telemetry {
 /// Installs the subscriber: logs on stderr (`RUST_LOG` wins over `log.level`), and spans to
 /// `telemetry.otlp_endpoint` when set. Runs inside the runtime that will carry the exports.
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, ConfigError> {
-    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let json = log.format == "json";
-    let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr));
-    let json = json.then(|| fmt::layer().json().with_writer(std::io::stderr));
-    let logs = Layer::and_then(text, json).with_filter(level);
-
     let provider = match telemetry.otlp_endpoint.as_str() {
         "" => None,
         _ => Some(tracer_provider(telemetry)?),
     };
-    let traces = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("omnigate"))
-            .with_filter(Targets::new().with_target("omnigate", LevelFilter::INFO))
-    });
     // A second init (tests, `demo` after `serve`) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    let _ = subscriber(log, provider.as_ref()).try_init();
     Ok(Telemetry { provider })
+}
+
+fn subscriber(
+    log: &LogConfig,
+    provider: Option<&SdkTracerProvider>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let json = log.format == "json";
+    let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr));
+    let json = json.then(|| fmt::layer().json().with_writer(std::io::stderr));
+    // Log lines carry their own fields; spans are for the collector alone, so without one
+    // they are never even created.
+    let logs = Layer::and_then(text, json).with_filter(level.and(filter_fn(|m| m.is_event())));
+    let logged = tracing_subscriber::registry().with(logs);
+    // Not an `Option` layer: an absent layer counts as one that wants every span.
+    match provider {
+        None => Box::new(logged),
+        Some(p) => Box::new(
+            logged.with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(p.tracer("omnigate"))
+                    .with_filter(Targets::new().with_target("omnigate", LevelFilter::INFO)),
+            ),
+        ),
+    }
 }
 
 fn tracer_provider(telemetry: &TelemetryConfig) -> Result<SdkTracerProvider, ConfigError> {
@@ -140,5 +155,26 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SdkTracerProvider, subscriber};
+    use crate::config::LogConfig;
+
+    /// Spans cost nothing without a collector, and reach one whatever the log level.
+    #[test]
+    fn spans_exist_only_for_a_collector_and_regardless_of_the_log_level() {
+        let verbose = LogConfig { level: "trace".into(), ..LogConfig::default() };
+        tracing::subscriber::with_default(subscriber(&verbose, None), || {
+            assert!(tracing::info_span!("send").is_disabled(), "a span without a collector");
+            assert!(tracing::event_enabled!(tracing::Level::INFO), "logs still flow");
+        });
+        let provider = SdkTracerProvider::builder().build();
+        let quiet = LogConfig { level: "error".into(), ..LogConfig::default() };
+        tracing::subscriber::with_default(subscriber(&quiet, Some(&provider)), || {
+            assert!(!tracing::info_span!("send").is_disabled(), "quiet logs dropped a span");
+        });
     }
 }
