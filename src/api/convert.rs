@@ -485,7 +485,9 @@ pub fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::IdempotencyConflict(_) => Status::already_exists(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),
-        StoreError::IdentityTaken { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::IdentityTaken { .. } | StoreError::TooLate { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
         StoreError::Closed => Status::unavailable(e.to_string()),
         StoreError::Purged { .. } => Status::out_of_range(e.to_string()),

@@ -160,6 +160,34 @@ impl Gateway for GatewayService {
         }))
     }
 
+    async fn cancel_message(
+        &self,
+        request: Request<pb::CancelMessageRequest>,
+    ) -> Result<Response<pb::CancelMessageResponse>, Status> {
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id is required"));
+        }
+        let state = &self.state;
+        let message = state.store.get_message(&id).await.map_err(store_status)?;
+        let message =
+            message.ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
+        // Only the dispatcher of the message's route knows whether its send has started.
+        let route = state.accounts.get(&message.account).map(|a| a.sender.route());
+        if let Some(route) = route
+            && !state.ownership.owns_route(&message.account, route)
+        {
+            return Err(Status::failed_precondition(format!(
+                "message {id} is dispatched by the replica that holds route {route} of account {}; retry the cancellation there or later",
+                message.account
+            )));
+        }
+        let message = state.outlet.cancel(state.store.as_ref(), &id).await.map_err(store_status)?;
+        Ok(Response::new(pb::CancelMessageResponse {
+            message: Some(convert::message_to_pb(&message)),
+        }))
+    }
+
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,

@@ -20,11 +20,15 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::backoff::Backoff;
+use super::cancel::{Marks, Start};
 use super::route::AccountRoute;
 use crate::fleet::Ownership;
-use crate::model::now_ms;
-use crate::store::{Attempt, Job, Store};
+use crate::model::{Message, now_ms};
+use crate::store::{Attempt, Job, Store, StoreError};
 use crate::telemetry::Metrics;
+
+/// How long a due send waits for a cancellation of it to be decided.
+const CANCELING_WAIT_MS: i64 = 20;
 
 /// How long a route pauses on a throttling answer that says nothing of when to come back.
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
@@ -49,14 +53,29 @@ struct Shared {
     sends: TaskTracker,
 }
 
-/// Where jobs enter the dispatcher. Cheap to clone.
+/// Where jobs enter the dispatcher, and cancellations meet the sends. Cheap to clone.
 #[derive(Clone)]
-pub struct Outlet(mpsc::UnboundedSender<Job>);
+pub struct Outlet {
+    jobs: mpsc::UnboundedSender<Job>,
+    marks: Arc<Marks>,
+}
 
 impl Outlet {
     /// Queues a committed job. After shutdown the job stays in the store for the next start.
     pub fn submit(&self, job: Job) {
-        let _ = self.0.send(job);
+        let _ = self.jobs.send(job);
+    }
+
+    /// Cancels a message in `store` unless a send of it has started; its job, wherever it
+    /// waits in this dispatcher, is then dropped instead of sent.
+    pub async fn cancel(&self, store: &dyn Store, id: &str) -> Result<Message, StoreError> {
+        if !self.marks.begin_cancel(id) {
+            let why = "its send to the provider is under way; its outcome decides".to_string();
+            return Err(StoreError::TooLate { id: id.to_string(), why });
+        }
+        let canceled = store.cancel(id).await;
+        self.marks.end_cancel(id, canceled.is_ok());
+        canceled
     }
 }
 
@@ -73,7 +92,7 @@ impl Dispatcher {
         policy: Policy,
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (jobs, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             store,
             ownership,
@@ -81,7 +100,7 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(policy.max_in_flight)),
             policy,
             metrics,
-            outlet: Outlet(tx),
+            outlet: Outlet { jobs, marks: Arc::default() },
             stop: CancellationToken::new(),
             sends: TaskTracker::new(),
         });
@@ -157,6 +176,7 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
             // The route moved to another replica: hand the work over rather than break
             // the route's rate limit.
             if !shared.ownership.owns(&owned) {
+                shared.outlet.marks.finish(&job.message_id);
                 if let Err(e) = shared.store.release(Some(&job.message_id)).await {
                     tracing::warn!(message_id = %job.message_id, error = %e, "cannot hand work over; its lease expires instead");
                 }
@@ -208,7 +228,24 @@ fn send_span(job: &Job) -> tracing::Span {
     span
 }
 
+/// One attempt, unless the message was canceled before it started.
 async fn attempt(shared: &Shared, mut job: Job) {
+    let marks = &shared.outlet.marks;
+    match marks.start(&job.message_id) {
+        Start::Go => {}
+        Start::Drop => return shared.metrics.attempt_not_made(&job.account, "canceled"),
+        Start::Later => {
+            job.due_at = now_ms() + CANCELING_WAIT_MS;
+            shared.outlet.submit(job);
+            return;
+        }
+    }
+    let id = job.message_id.clone();
+    send(shared, job).await;
+    marks.finish(&id);
+}
+
+async fn send(shared: &Shared, mut job: Job) {
     let Some(target) = shared.accounts.get(&job.account) else { return };
     let now = now_ms();
     if now >= job.expires_at {

@@ -8,6 +8,7 @@
 //! - [`dispatcher`]: the loop that times retries and routes due work, and the send itself.
 
 pub mod backoff;
+pub mod cancel;
 pub mod dispatcher;
 pub mod route;
 

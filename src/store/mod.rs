@@ -174,6 +174,8 @@ pub enum StoreError {
     IdempotencyConflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("message {id} cannot be canceled: {why}")]
+    TooLate { id: String, why: String },
     #[error("identity {identity} belongs to contact {contact_id}; merge the contacts to move it")]
     IdentityTaken { identity: String, contact_id: String },
     #[error("{0}")]
@@ -214,6 +216,7 @@ impl StoreError {
             StoreError::IdempotencyConflict(_)
                 | StoreError::NotFound(_)
                 | StoreError::IdentityTaken { .. }
+                | StoreError::TooLate { .. }
                 | StoreError::Invalid(_)
                 | StoreError::Purged { .. }
         )
@@ -378,6 +381,11 @@ pub trait Store: Send + Sync + 'static {
         reference: &str,
         reason: &str,
     ) -> Result<(), StoreError>;
+
+    /// Moves an outbound message its provider does not have yet (ACCEPTED or QUEUED) to
+    /// CANCELED and drops its outbox entry; a CANCELED one is answered as it is. The caller
+    /// makes sure no send of it has started.
+    async fn cancel(&self, message_id: &str) -> Result<Message, StoreError>;
 
     /// The sequence of the first event logged at or after `at`, or the newest event's when
     /// none was (0 for an empty log): where retention's deletions stop.

@@ -23,7 +23,7 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub account: String,
-    /// sent, retry, rate_limited, failed, expired
+    /// sent, retry, rate_limited, failed, expired, canceled (dropped before it started)
     pub outcome: String,
 }
 
@@ -161,13 +161,18 @@ impl Metrics {
     }
 
     pub fn attempt(&self, account: &str, outcome: &str, seconds: f64) {
+        self.attempt_not_made(account, outcome);
+        self.send_seconds.observe(seconds);
+    }
+
+    /// An attempt that ended before reaching the provider, so took no send time.
+    pub fn attempt_not_made(&self, account: &str, outcome: &str) {
         self.attempts
             .get_or_create(&AttemptLabels {
                 account: account.to_string(),
                 outcome: outcome.to_string(),
             })
             .inc();
-        self.send_seconds.observe(seconds);
     }
 
     pub fn mailbox(&self, account: &str, result: &str) {

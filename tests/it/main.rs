@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway, on loopback, against the provider sandboxes.
 
 mod api;
+mod cancel;
 mod crash;
 mod email;
 mod events;

@@ -302,6 +302,7 @@ const CASES: &[(&str, Case)] = &[
     ("contacts", |s| Box::pin(contacts(s))),
     ("fleet leases and route claims", |s| Box::pin(fleet_leases(s))),
     ("retention", |s| Box::pin(retention(s))),
+    ("cancellation", |s| Box::pin(cancellation(s))),
 ];
 
 fn sms_identity(address: &str) -> Identity {
@@ -756,4 +757,53 @@ async fn retention(store: Arc<dyn Store>) {
     let after = store.events_after(newest, 100).await.expect("after");
     assert_eq!(after.first().map(|e| e.sequence), Some(newest + 1), "the sequence goes on");
     assert!(store.get_message(&next.id).await.expect("get").is_some());
+}
+
+/// Canceling takes a message out of the outbox for good, once; a message the provider has,
+/// and an inbound one, cannot be canceled.
+async fn cancellation(store: Arc<dyn Store>) {
+    let waiting = accept(store.as_ref(), new_message("+14155550801", None, "a")).await;
+    let canceled = store.cancel(&waiting.id).await.expect("cancel");
+    assert_eq!(canceled.status, MessageStatus::Canceled);
+    let after = store.last_sequence().await.expect("last");
+    let again = store.cancel(&waiting.id).await.expect("again");
+    assert_eq!(again.history.len(), 2, "accepted, canceled");
+    assert_eq!(store.last_sequence().await.expect("last"), after, "no second event");
+    let claimed = store.claim("node-b", Duration::ZERO, 10, None).await.expect("claim");
+    assert!(claimed.is_empty(), "a canceled message is no longer work: {claimed:?}");
+    let events = store.events_after(after - 1, 10).await.expect("events");
+    match &events[0].kind {
+        EventKind::StatusChanged { message, .. } => {
+            assert_eq!(
+                (message.id.as_str(), message.status),
+                (waiting.id.as_str(), MessageStatus::Canceled)
+            )
+        }
+        other => panic!("expected the cancellation's event, got {other:?}"),
+    }
+
+    let handed = accept(store.as_ref(), new_message("+14155550802", None, "b")).await;
+    sent(store.as_ref(), &handed.id, "SM802").await;
+    match store.cancel(&handed.id).await {
+        Err(StoreError::TooLate { why, .. }) => assert!(why.contains("sent"), "{why}"),
+        other => panic!("a sent message must not be canceled, got {other:?}"),
+    }
+    let inbound = NewInbound {
+        id: new_id("msg"),
+        from: Identity { channel: Channel::Sms, address: "+14155550803".into() },
+        channel: Channel::Sms,
+        account: "sms".into(),
+        message: InboundMessage {
+            provider_message_id: "SMin803".into(),
+            from: "+14155550803".into(),
+            to: "+15005550006".into(),
+            content: Content::text("hi"),
+            reply_to: None,
+            references: Vec::new(),
+        },
+        now: now_ms(),
+    };
+    let received = store.receive(inbound).await.expect("stored").expect("new");
+    assert!(matches!(store.cancel(&received.id).await, Err(StoreError::TooLate { .. })));
+    assert!(matches!(store.cancel("msg_none").await, Err(StoreError::NotFound(_))));
 }

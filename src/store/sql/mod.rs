@@ -269,6 +269,11 @@ impl<C: Conn> Store for SqlStore<C> {
         self.read(ops::last_sequence).await
     }
 
+    async fn cancel(&self, message_id: &str) -> Result<Message, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |db, events, _| ops::cancel(db, events, &id)).await
+    }
+
     async fn first_event_since(&self, at: Millis) -> Result<u64, StoreError> {
         self.read(move |db| ops::first_event_since(db, at)).await
     }

@@ -885,6 +885,25 @@ fn advance(
     Ok(true)
 }
 
+pub fn cancel(db: &dyn Db, events: &mut Vec<Event>, id: &str) -> Result<Message, StoreError> {
+    let mut message = load(db, id)?.ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+    let why = match (message.direction, message.status) {
+        (_, MessageStatus::Canceled) => return Ok(message),
+        (Direction::Outbound, MessageStatus::Accepted | MessageStatus::Queued) => None,
+        (Direction::Inbound, _) => Some("it is inbound".to_string()),
+        (_, status) => Some(format!(
+            "it is {}: its provider has it, or it ended, and a provider cannot take a message back",
+            status.as_str()
+        )),
+    };
+    if let Some(why) = why {
+        return Err(StoreError::TooLate { id: id.to_string(), why });
+    }
+    advance(db, events, &mut message, MessageStatus::Canceled, "", now_ms())?;
+    remove_outbox(db, id)?;
+    Ok(message)
+}
+
 fn remove_outbox(db: &dyn Db, id: &str) -> Result<(), StoreError> {
     db.execute_later("DELETE FROM outbox WHERE message_id = $1", args![id])?;
     Ok(())
