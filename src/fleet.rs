@@ -137,7 +137,10 @@ impl Keeper {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = renew.tick() => self.renew().await,
-                _ = claim.tick(), if self.ownership.is_shared() => self.claim().await,
+                _ = claim.tick(), if self.ownership.is_shared() => {
+                    self.claim().await;
+                    self.answer_cancels().await;
+                }
             }
         }
         if self.ownership.is_shared() {
@@ -200,6 +203,41 @@ impl Keeper {
             Ok(jobs) => jobs.into_iter().for_each(|job| self.outlet.submit(job)),
             Err(e) => tracing::error!(error = %e, "cannot claim outbox work"),
         }
+    }
+
+    /// Decides the cancellations other replicas were asked for messages whose route this
+    /// one dispatches: only its dispatcher knows whether their send has started.
+    async fn answer_cancels(&self) {
+        let pending = match self.store.pending_cancels(CLAIM_PAGE).await {
+            Ok(pending) => pending,
+            Err(e) => return tracing::error!(error = %e, "cannot read cancellation requests"),
+        };
+        for id in pending {
+            let answer = match self.store.get_message(&id).await {
+                Ok(None) => format!("message {id} not found"),
+                Ok(Some(message)) if !self.dispatches(&message.account) => continue,
+                Ok(Some(_)) => match self.outlet.cancel(self.store.as_ref(), &id).await {
+                    Ok(_) => String::new(),
+                    Err(e) if e.is_domain() => e.to_string(),
+                    Err(e) => {
+                        tracing::error!(message_id = %id, error = %e, "cannot cancel; next round retries");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "cannot read a message to cancel");
+                    continue;
+                }
+            };
+            if let Err(e) = self.store.answer_cancel(&id, &answer).await {
+                tracing::error!(message_id = %id, error = %e, "cannot answer a cancellation request");
+            }
+        }
+    }
+
+    /// Whether this replica holds the route of `account`.
+    fn dispatches(&self, account: &str) -> bool {
+        self.routes.iter().any(|(name, (a, _))| a == account && self.ownership.owns(name))
     }
 
     /// On the way out: gives every name and every unsent entry back at once, so the

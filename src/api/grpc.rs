@@ -19,6 +19,9 @@ use super::convert::{self, store_status};
 use super::{people, routing, validate, webhooks};
 use crate::app::AppState;
 use crate::config::MAX_TTL;
+
+/// How long a cancellation waits for the replica that dispatches the message.
+const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
 use crate::model::{Event, SendOptions};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
@@ -172,17 +175,15 @@ impl Gateway for GatewayService {
         let message = state.store.get_message(&id).await.map_err(store_status)?;
         let message =
             message.ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
-        // Only the dispatcher of the message's route knows whether its send has started.
+        // Only the dispatcher of the message's route knows whether its send has started; in
+        // a fleet that may be another replica's, which decides through the store.
         let route = state.accounts.get(&message.account).map(|a| a.sender.route());
-        if let Some(route) = route
-            && !state.ownership.owns_route(&message.account, route)
-        {
-            return Err(Status::failed_precondition(format!(
-                "message {id} is dispatched by the replica that holds route {route} of account {}; retry the cancellation there or later",
-                message.account
-            )));
-        }
-        let message = state.outlet.cancel(state.store.as_ref(), &id).await.map_err(store_status)?;
+        let message = match route {
+            Some(route) if !state.ownership.owns_route(&message.account, route) => {
+                cancel_elsewhere(state, &id).await?
+            }
+            _ => state.outlet.cancel(state.store.as_ref(), &id).await.map_err(store_status)?,
+        };
         Ok(Response::new(pb::CancelMessageResponse {
             message: Some(convert::message_to_pb(&message)),
         }))
@@ -330,6 +331,26 @@ impl Gateway for GatewayService {
         tokio::spawn(follow(self.state.clone(), req.from_sequence, req.kinds, live, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Asks the replica dispatching message `id` to cancel it, and waits for its answer.
+async fn cancel_elsewhere(state: &AppState, id: &str) -> Result<crate::model::Message, Status> {
+    state.store.request_cancel(id).await.map_err(store_status)?;
+    let deadline = tokio::time::Instant::now() + CANCEL_ELSEWHERE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match state.store.take_cancel_answer(id).await.map_err(store_status)? {
+            Some(why) if !why.is_empty() => return Err(Status::failed_precondition(why)),
+            Some(_) => {
+                let message = state.store.get_message(id).await.map_err(store_status)?;
+                return message.ok_or_else(|| Status::not_found(format!("message {id} not found")));
+            }
+            None => {}
+        }
+    }
+    Err(Status::unavailable(format!(
+        "the replica dispatching message {id} did not decide its cancellation in time; it still may: GetMessage tells"
+    )))
 }
 
 /// Replays from the store after `cursor`, then forwards live events, skipping any already

@@ -387,6 +387,18 @@ pub trait Store: Send + Sync + 'static {
     /// makes sure no send of it has started.
     async fn cancel(&self, message_id: &str) -> Result<Message, StoreError>;
 
+    /// Asks the replica that dispatches `message_id` to cancel it (see `answer_cancel`).
+    async fn request_cancel(&self, message_id: &str) -> Result<(), StoreError>;
+
+    /// Cancellations asked of some replica and not answered yet, oldest first.
+    async fn pending_cancels(&self, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// The dispatching replica's decision: empty when canceled, else why not.
+    async fn answer_cancel(&self, message_id: &str, answer: &str) -> Result<(), StoreError>;
+
+    /// The decision on a requested cancellation, once there is one; the request goes.
+    async fn take_cancel_answer(&self, message_id: &str) -> Result<Option<String>, StoreError>;
+
     /// The sequence of the first event logged at or after `at`, or the newest event's when
     /// none was (0 for an empty log): where retention's deletions stop.
     async fn first_event_since(&self, at: Millis) -> Result<u64, StoreError>;

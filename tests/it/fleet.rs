@@ -103,6 +103,18 @@ async fn leases(db: &TestDb) -> Vec<(String, String)> {
     .expect("join")
 }
 
+/// Which replica holds a message's outbox entry.
+async fn claimed_by(db: &TestDb, message_id: &str) -> Option<String> {
+    let (url, id) = (db.url.clone(), message_id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let row = c.query_opt("SELECT lease_owner FROM outbox WHERE message_id = $1", &[&id]);
+        row.ok().flatten().map(|r| r.get(0))
+    })
+    .await
+    .expect("join")
+}
+
 /// Waits until every route is held by the replica rendezvous hashing gives it to.
 async fn settled(db: &TestDb, live: &[String]) {
     for _ in 0..200 {
@@ -464,4 +476,76 @@ async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
     let urls: std::collections::BTreeSet<&str> =
         sent.iter().filter_map(|s| s.field("StatusCallback")).collect();
     assert!(by_newcomer > 0, "the newcomer took its routes over and sent: {urls:?} {}", r3.http);
+}
+
+/// A cancellation that reaches a replica other than the one dispatching the message is
+/// decided by that one (which alone knows whether the send started): the waiting message
+/// is canceled and never sent; one already sent is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_through_another_replica_is_decided_by_the_dispatching_one() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = twilio_sandbox(0).await;
+    let live: Vec<String> = ["r1", "r2"].map(String::from).to_vec();
+    let (r1, r2) = (
+        Replica::new(dir.path(), "r1", &db, &sandbox),
+        Replica::new(dir.path(), "r2", &db, &sandbox),
+    );
+    let (_a, client1) = r1.start().await;
+    let (_b, client2) = r2.start().await;
+    settled(&db, &live).await;
+    let (account, from) = ROUTES[0];
+    let owner = owner_of(&route_key(account, from), &live).expect("owner");
+    let mut client = if owner == "r1" { client2 } else { client1 };
+
+    // Three seconds of work at the route's rate: the last message waits its turn.
+    let count = 3 * RATE as usize;
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let request = pb::SendMessageRequest {
+            account: account.into(),
+            ..text_request(&format!("+1415558{i:04}"), "queued")
+        };
+        let m = client.send_message(request).await.expect("accepted").into_inner();
+        ids.push(m.message.expect("message").id);
+    }
+    let last = ids.pop().expect("last");
+    // The dispatching replica holds it in memory by now, waiting for the route's rate.
+    for _ in 0..100 {
+        if claimed_by(&db, &last).await.as_deref() == Some(owner) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(claimed_by(&db, &last).await.as_deref(), Some(owner), "never claimed");
+    let request = pb::CancelMessageRequest { id: last.clone() };
+    let canceled = client.cancel_message(request).await.expect("canceled").into_inner();
+    assert_eq!(canceled.message.expect("message").status, pb::MessageStatus::Canceled as i32);
+    // The route is first in, first out: once a message accepted after the cancellation is
+    // sent, the canceled one's turn has passed.
+    let marker = pb::SendMessageRequest {
+        account: account.into(),
+        ..text_request("+14155589999", "after the cancellation")
+    };
+    let m = client.send_message(marker).await.expect("accepted").into_inner();
+    ids.push(m.message.expect("message").id);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        while !matches!(
+            status_of(&mut client, id).await,
+            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
+        ) {
+            assert!(tokio::time::Instant::now() < deadline, "{id} never sent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let last_to = format!("+1415558{:04}", count - 1);
+    assert_eq!(sandbox.sent().len(), count, "everything but the canceled message");
+    assert!(sandbox.sent().iter().all(|s| s.field("To") != Some(last_to.as_str())));
+    assert_eq!(status_of(&mut client, &last).await, pb::MessageStatus::Canceled);
+
+    let request = pb::CancelMessageRequest { id: ids[0].clone() };
+    let refused = client.cancel_message(request).await.expect_err("already sent");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 }

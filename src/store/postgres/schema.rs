@@ -125,6 +125,15 @@ CREATE TABLE leases (
 -- pre-contact threading only cost a write per conversation.
 DROP INDEX IF EXISTS conversations_open;
 "#,
+    r#"
+-- CancelMessage requests that reached a replica other than the one dispatching the
+-- message, for that one to decide; `answer` is empty when it canceled, else its reason.
+CREATE TABLE cancel_requests (
+    message_id TEXT PRIMARY KEY,
+    requested_at BIGINT NOT NULL,
+    answer TEXT
+);
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

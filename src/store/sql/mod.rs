@@ -274,6 +274,56 @@ impl<C: Conn> Store for SqlStore<C> {
         self.write(move |db, events, _| ops::cancel(db, events, &id)).await
     }
 
+    async fn request_cancel(&self, message_id: &str) -> Result<(), StoreError> {
+        let id = message_id.to_string();
+        self.write(move |db, _, _| {
+            db.execute(
+                "INSERT INTO cancel_requests (message_id, requested_at) VALUES ($1, $2)
+                 ON CONFLICT (message_id) DO NOTHING",
+                db::args![&id, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_cancels(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |db| {
+            db.query(
+                "SELECT message_id FROM cancel_requests WHERE answer IS NULL ORDER BY requested_at LIMIT $1",
+                db::args![limit],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+        })
+        .await
+    }
+
+    async fn answer_cancel(&self, message_id: &str, answer: &str) -> Result<(), StoreError> {
+        let (id, answer) = (message_id.to_string(), answer.to_string());
+        self.write(move |db, _, _| {
+            db.execute(
+                "UPDATE cancel_requests SET answer = $2 WHERE message_id = $1",
+                db::args![&id, &answer],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_cancel_answer(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |db, _, _| {
+            let answer = db.query_opt(
+                "DELETE FROM cancel_requests WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer",
+                db::args![&id],
+            )?;
+            answer.map(|r| r.text(0)).transpose()
+        })
+        .await
+    }
+
     async fn first_event_since(&self, at: Millis) -> Result<u64, StoreError> {
         self.read(move |db| ops::first_event_since(db, at)).await
     }

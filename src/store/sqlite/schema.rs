@@ -154,6 +154,15 @@ DROP TABLE outbox;
 ALTER TABLE outbox_keyed RENAME TO outbox;
 CREATE INDEX outbox_due ON outbox (lease_until, due_at);
 "#,
+    r#"
+-- CancelMessage requests that reached a replica other than the one dispatching the
+-- message, for that one to decide; `answer` is empty when it canceled, else its reason.
+CREATE TABLE cancel_requests (
+    message_id TEXT PRIMARY KEY,
+    requested_at INTEGER NOT NULL,
+    answer TEXT
+);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
