@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use omnigate_proto::v1 as pb;
-
-use crate::process::{Binary, status_of, terminate, twilio_sandbox};
+use crate::process::{Binary, terminate, twilio_sandbox, until_sent};
 use crate::support::text_request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,19 +30,7 @@ async fn kill_9_loses_no_accepted_message() {
     // The provider has every message again: SENT at least. (A receipt Twilio posted while
     // the gateway was down is lost, as it would be with Twilio, which does not retry status
     // callbacks; such a message stays SENT.)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for id in &ids {
-        while !matches!(
-            status_of(&mut client, id).await,
-            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
-        ) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} never reached the provider after the restart"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    until_sent(&mut client, &ids, Duration::from_secs(60)).await;
     let sent = sandbox.sent();
     let mut recipients: Vec<&str> = sent.iter().filter_map(|s| s.field("To")).collect();
     recipients.sort();

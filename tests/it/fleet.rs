@@ -12,7 +12,7 @@ use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 
 use crate::pg::TestDb;
-use crate::process::{Running, free_port, spawn, status_of, twilio_sandbox};
+use crate::process::{Running, free_port, spawn, status_of, twilio_sandbox, until_sent};
 use crate::support::{SID, TOKEN, post_signed, text_request};
 
 type Client = GatewayClient<tonic::transport::Channel>;
@@ -199,16 +199,7 @@ async fn three_replicas_survive_a_sigkill_under_load() {
     }
 
     let (_, reader) = running[survivors[0]].as_mut().expect("running");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    for id in &accepted {
-        while !matches!(
-            status_of(reader, id).await,
-            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
-        ) {
-            assert!(tokio::time::Instant::now() < deadline, "{id} never reached the provider");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    until_sent(reader, &accepted, Duration::from_secs(90)).await;
 
     let sent = sandbox.sent();
     let mut recipients: Vec<&str> = sent.iter().filter_map(|s| s.field("To")).collect();
@@ -456,16 +447,7 @@ async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
         let m = client.send_message(request(i)).await.expect("accepted").into_inner();
         ids.push(m.message.expect("message").id);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for id in &ids {
-        while !matches!(
-            status_of(&mut client, id).await,
-            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
-        ) {
-            assert!(tokio::time::Instant::now() < deadline, "{id} never sent");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    until_sent(&mut client, &ids, Duration::from_secs(60)).await;
     let sent = sandbox.sent();
     assert_eq!(sent.len(), total, "a clean handover sends nothing twice");
     // Each send names its sender's callback URL: the newcomer sent its routes' share.
@@ -530,16 +512,7 @@ async fn a_cancellation_through_another_replica_is_decided_by_the_dispatching_on
     let m = client.send_message(marker).await.expect("accepted").into_inner();
     ids.push(m.message.expect("message").id);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for id in &ids {
-        while !matches!(
-            status_of(&mut client, id).await,
-            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
-        ) {
-            assert!(tokio::time::Instant::now() < deadline, "{id} never sent");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    until_sent(&mut client, &ids, Duration::from_secs(60)).await;
     let last_to = format!("+1415558{:04}", count - 1);
     assert_eq!(sandbox.sent().len(), count, "everything but the canceled message");
     assert!(sandbox.sent().iter().all(|s| s.field("To") != Some(last_to.as_str())));

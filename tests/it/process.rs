@@ -129,6 +129,25 @@ pub async fn status_of(
     pb::MessageStatus::try_from(m.into_inner().message.expect("message").status).expect("status")
 }
 
+/// Waits until the provider has every message of `ids` (SENT or beyond), for at most
+/// `within`.
+pub async fn until_sent(
+    client: &mut GatewayClient<tonic::transport::Channel>,
+    ids: &[String],
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    for id in ids {
+        while !matches!(
+            status_of(client, id).await,
+            pb::MessageStatus::Sent | pb::MessageStatus::Delivered
+        ) {
+            assert!(tokio::time::Instant::now() < deadline, "{id} never reached the provider");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Sends SIGTERM and answers the exit code.
 pub fn terminate(child: &mut Running) -> Option<i32> {
     let status =
