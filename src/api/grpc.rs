@@ -147,17 +147,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::GetMessageRequest>,
     ) -> Result<Response<pb::GetMessageResponse>, Status> {
-        let id = request.into_inner().id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id is required"));
-        }
-        let message = self
-            .state
-            .store
-            .get_message(&id)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
+        let message = stored_message(&self.state, &request.into_inner().id).await?;
         Ok(Response::new(pb::GetMessageResponse {
             message: Some(convert::message_to_pb(&message)),
         }))
@@ -168,13 +158,8 @@ impl Gateway for GatewayService {
         request: Request<pb::CancelMessageRequest>,
     ) -> Result<Response<pb::CancelMessageResponse>, Status> {
         let id = request.into_inner().id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id is required"));
-        }
         let state = &self.state;
-        let message = state.store.get_message(&id).await.map_err(store_status)?;
-        let message =
-            message.ok_or_else(|| Status::not_found(format!("message {id} not found")))?;
+        let message = stored_message(state, &id).await?;
         // Only the dispatcher of the message's route knows whether its send has started; in
         // a fleet that may be another replica's, which decides through the store.
         let route = state.accounts.get(&message.account).map(|a| a.sender.route());
@@ -333,6 +318,14 @@ impl Gateway for GatewayService {
     }
 }
 
+async fn stored_message(state: &AppState, id: &str) -> Result<crate::model::Message, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("id is required"));
+    }
+    let message = state.store.get_message(id).await.map_err(store_status)?;
+    message.ok_or_else(|| Status::not_found(format!("message {id} not found")))
+}
+
 /// Asks the replica dispatching message `id` to cancel it, and waits for its answer.
 async fn cancel_elsewhere(state: &AppState, id: &str) -> Result<crate::model::Message, Status> {
     state.store.request_cancel(id).await.map_err(store_status)?;
@@ -341,10 +334,7 @@ async fn cancel_elsewhere(state: &AppState, id: &str) -> Result<crate::model::Me
         tokio::time::sleep(Duration::from_millis(50)).await;
         match state.store.take_cancel_answer(id).await.map_err(store_status)? {
             Some(why) if !why.is_empty() => return Err(Status::failed_precondition(why)),
-            Some(_) => {
-                let message = state.store.get_message(id).await.map_err(store_status)?;
-                return message.ok_or_else(|| Status::not_found(format!("message {id} not found")));
-            }
+            Some(_) => return stored_message(state, id).await,
             None => {}
         }
     }
