@@ -83,6 +83,7 @@ fn conversion(c: &mut Criterion) {
         contact_id: "ctc_01a204aa5b94708cba7eeffdc77d1d18".into(),
         send_options: Default::default(),
         channel_attempts: Vec::new(),
+        send_at: None,
     };
     let mut g = c.benchmark_group("message");
     g.throughput(Throughput::Elements(1));

@@ -85,6 +85,9 @@ pub struct Message {
     /// Earlier channels it fell back from, first tried first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_attempts: Vec<ChannelAttempt>,
+    /// Not to be sent before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<Millis>,
 }
 
 /// Where a message can go: a channel, the account on it, and the person's address there.

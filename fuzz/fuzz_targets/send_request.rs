@@ -14,6 +14,10 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(request) = pb::SendMessageRequest::decode(bytes) else { return };
     let _ = validate::idempotency_key(&request.idempotency_key);
     let _ = validate::metadata(request.metadata.iter());
+    let now = omnigate::model::now_ms();
+    if let Ok(Some(at)) = validate::send_at(request.send_at.as_ref().map(convert::millis), now) {
+        assert!(at > now, "a time to wait for is in the future");
+    }
     for channel in Channel::ALL {
         if let Ok(identity) = normalize(channel, &request.to) {
             // A normalised address is its own normal form: threading keys on it.

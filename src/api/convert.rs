@@ -380,6 +380,7 @@ pub fn message_to_pb(m: &Message) -> pb::Message {
         created_at: Some(timestamp(m.created_at)),
         updated_at: Some(timestamp(m.updated_at)),
         expires_at: m.expires_at.map(timestamp),
+        send_at: m.send_at.map(timestamp),
         reply_to_message_id: m.reply_to_message_id.clone().unwrap_or_default(),
         contact_id: m.contact_id.clone(),
         channel_attempts: m
@@ -476,8 +477,9 @@ pub fn conversation_to_pb(c: &Conversation) -> pb::Conversation {
     }
 }
 
+/// A client's timestamp in milliseconds; saturating, since any i64 of seconds may come.
 pub fn millis(t: &omnigate_proto::pbjson_types::Timestamp) -> Millis {
-    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
 /// Store errors as gRPC statuses, with the reason in the message.

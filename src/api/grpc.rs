@@ -22,7 +22,7 @@ use crate::config::MAX_TTL;
 
 /// How long a cancellation waits for the replica that dispatches the message.
 const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
-use crate::model::{Event, SendOptions};
+use crate::model::{Event, SendOptions, now_ms};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
 
@@ -81,6 +81,7 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         validate::idempotency_key(&req.idempotency_key)?;
         validate::metadata(req.metadata.iter())?;
+        let send_at = validate::send_at(req.send_at.as_ref().map(convert::millis), now_ms())?;
         let mut content = convert::content_from_pb(req.content.clone())?;
         validate::content(&content)?;
         if let Content::Reaction(r) = &mut content {
@@ -110,7 +111,7 @@ impl Gateway for GatewayService {
         let dispatch_here = self.state.ownership.owns_route(&first.account, &first.route);
         let idempotency_key =
             (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone());
-        let new = NewMessage {
+        let mut new = NewMessage {
             dispatch_here,
             // Only a key's second use compares fingerprints.
             fingerprint: idempotency_key
@@ -126,6 +127,10 @@ impl Gateway for GatewayService {
             metadata,
             ..NewMessage::new(first.channel, &first.account, &first.from, &first.to, content, ttl)
         };
+        if let Some(at) = send_at {
+            new.send_at = Some(at);
+            new.expires_at = at + ttl.as_millis() as i64;
+        }
         let accepted = self.state.store.accept(new).instrument(tracing::info_span!("store.accept"));
         let message = match accepted.await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {

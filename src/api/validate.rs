@@ -5,6 +5,9 @@ use omnigate_adapters::email::render;
 use omnigate_adapters::{Content, Email};
 use tonic::Status;
 
+use crate::config::MAX_TTL;
+use crate::model::Millis;
+
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
@@ -107,6 +110,21 @@ pub fn idempotency_key(key: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// When a message may go: `None` for at once (also for a time already past), else a time
+/// at most the longest TTL ahead, since the outbox holds it until then.
+pub fn send_at(at: Option<Millis>, now: Millis) -> Result<Option<Millis>, Status> {
+    match at {
+        Some(at) if at > now.saturating_add(MAX_TTL.as_millis() as i64) => {
+            Err(Status::invalid_argument(format!(
+                "send_at is more than {} days ahead",
+                MAX_TTL.as_secs() / 86_400
+            )))
+        }
+        Some(at) if at > now => Ok(Some(at)),
+        _ => Ok(None),
+    }
 }
 
 pub fn metadata<'a>(

@@ -44,6 +44,8 @@ pub struct NewMessage {
     pub metadata: BTreeMap<String, String>,
     pub expires_at: Millis,
     pub now: Millis,
+    /// Not before this time; `None`: at once.
+    pub send_at: Option<Millis>,
     pub reply_to_message_id: Option<String>,
     pub send_options: SendOptions,
     /// The content may only go out this long after the person's last inbound message
@@ -80,6 +82,7 @@ impl NewMessage {
             metadata: BTreeMap::new(),
             expires_at: now + ttl.as_millis() as i64,
             now,
+            send_at: None,
             reply_to_message_id: None,
             send_options: SendOptions::default(),
             window_ms: None,

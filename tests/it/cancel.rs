@@ -10,10 +10,6 @@ async fn cancel(t: &mut TestGateway, id: &str) -> Result<pb::Message, tonic::Sta
     Ok(t.client.cancel_message(request).await?.into_inner().message.expect("message"))
 }
 
-fn recipients(t: &TestGateway) -> Vec<String> {
-    t.sandbox().sent().iter().filter_map(|s| s.field("To").map(str::to_string)).collect()
-}
-
 /// One send a second on the route: the third message waits its turn, and is canceled then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_waiting_for_its_turn_is_canceled_and_never_sent_even_after_a_restart() {
@@ -32,7 +28,7 @@ async fn a_message_waiting_for_its_turn_is_canceled_and_never_sent_even_after_a_
     // canceled one's turn, so once it is delivered the canceled one would have been sent.
     let fourth = t.send("+14155550704", "four").await;
     t.wait_for(&fourth.id, pb::MessageStatus::Delivered).await;
-    assert_eq!(recipients(&t), ["+14155550701", "+14155550702", "+14155550704"]);
+    assert_eq!(t.recipients(), ["+14155550701", "+14155550702", "+14155550704"]);
 
     let refused = cancel(&mut t, &first.id).await.expect_err("delivered");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
@@ -51,7 +47,7 @@ async fn a_message_waiting_for_its_turn_is_canceled_and_never_sent_even_after_a_
     let seventh = t.send("+14155550707", "seven").await;
     t.wait_for(&fifth.id, pb::MessageStatus::Sent).await;
     t.wait_for(&seventh.id, pb::MessageStatus::Delivered).await;
-    assert!(!recipients(&t).contains(&"+14155550706".to_string()), "{:?}", recipients(&t));
+    assert!(!t.recipients().contains(&"+14155550706".to_string()), "{:?}", t.recipients());
     assert_eq!(t.get(&sixth.id).await.status, pb::MessageStatus::Canceled as i32);
     assert_eq!(t.get(&second.id).await.status, pb::MessageStatus::Delivered as i32);
 }
@@ -83,7 +79,7 @@ async fn a_retry_can_be_canceled_but_not_a_send_under_way() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(text.contains(dropped), "the retry's job was not dropped when due:\n{text}");
-    assert!(recipients(&t).is_empty(), "the canceled retry reached the provider");
+    assert!(t.recipients().is_empty(), "the canceled retry reached the provider");
 
     let slow = t.send("+14155550712", "slow").await;
     while t.sandbox().request_count() < 2 {

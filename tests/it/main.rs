@@ -13,6 +13,7 @@ mod process;
 mod receipts;
 mod retention;
 mod retries;
+mod schedule;
 mod send;
 mod store;
 mod support;

@@ -307,6 +307,11 @@ impl TestGateway {
         Ok(self.client.send_message(request).await?.into_inner().message.expect("message"))
     }
 
+    /// The `To` of every send the Twilio sandbox took, in order.
+    pub fn recipients(&self) -> Vec<String> {
+        self.sandbox().sent().iter().filter_map(|s| s.field("To").map(str::to_string)).collect()
+    }
+
     /// A CRM webhook subscription to `url`, for every event from the start of the log.
     pub async fn subscribe(&self, url: String) -> pb::Webhook {
         let request = pb::CreateWebhookRequest { url, ..Default::default() };

@@ -99,6 +99,7 @@ pub fn accept(
         contact_id: contact.id,
         send_options: new.send_options.clone(),
         channel_attempts: Vec::new(),
+        send_at: new.send_at,
     };
     if outside_window {
         let hours = new.window_ms.unwrap_or_default() / 3_600_000;
@@ -137,9 +138,10 @@ pub fn accept(
     }
     let (owner, until) =
         if new.dispatch_here { (lease.owner, new.now + lease.ms) } else { ("", 0) };
+    let due_at = new.send_at.unwrap_or(new.now);
     db.execute_later(
         "INSERT INTO outbox (message_id, account, route, due_at, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)",
-        args![&message.id, &message.account, &new.route, new.now, owner, until],
+        args![&message.id, &message.account, &new.route, due_at, owner, until],
     )?;
     if !new.dispatch_here {
         return Ok(AcceptOutcome::Created(message, None));
@@ -152,7 +154,7 @@ pub fn accept(
         content: message.content.clone(),
         attempts: 0,
         expires_at: new.expires_at,
-        due_at: new.now,
+        due_at,
         send_options: new.send_options.clone(),
         delivery_deadline: false,
         origin: opentelemetry::Context::new(),
@@ -516,6 +518,7 @@ pub fn receive(
         contact_id: contact_id.clone(),
         send_options: Default::default(),
         channel_attempts: Vec::new(),
+        send_at: None,
     };
     db.execute_later(
         "INSERT INTO messages (seq, id, conversation_id, account, provider_message_id, doc, contact_id)
