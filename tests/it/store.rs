@@ -118,6 +118,27 @@ async fn retention_takes_the_dead_letters_of_deleted_events() {
     assert_eq!(letters, 0, "a dead letter outlived its event");
 }
 
+/// A cancellation request nobody took (its asker gave up) goes with retention's next pass.
+#[tokio::test]
+async fn retention_drops_cancellation_requests_nobody_took() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite(&dir);
+    store.request_cancel("msg_fresh").await.expect("request");
+    let path = dir.path().join("conformance.db");
+    let db = rusqlite::Connection::open(&path).expect("open");
+    db.execute(
+        "INSERT INTO cancel_requests (message_id, requested_at, answer) VALUES ('msg_old', 0, '')",
+        [],
+    )
+    .expect("an old request");
+    store.purge(omnigate::store::Cutoff::default(), 10).await.expect("purge");
+    store.close().await;
+    let mut left = db.prepare("SELECT message_id FROM cancel_requests").expect("select");
+    let left: Vec<String> =
+        left.query_map([], |r| r.get(0)).expect("rows").map(|r| r.expect("row")).collect();
+    assert_eq!(left, ["msg_fresh"]);
+}
+
 /// A parked receipt is gone once its send is recorded and the receipt applied: the read
 /// that finds it and the delete that drops it are separate statements.
 #[tokio::test]
@@ -806,4 +827,15 @@ async fn cancellation(store: Arc<dyn Store>) {
     let received = store.receive(inbound).await.expect("stored").expect("new");
     assert!(matches!(store.cancel(&received.id).await, Err(StoreError::TooLate { .. })));
     assert!(matches!(store.cancel("msg_none").await, Err(StoreError::NotFound(_))));
+
+    // Requests between replicas: asked once, answered once, taken once.
+    store.request_cancel("msg_x").await.expect("request");
+    store.request_cancel("msg_x").await.expect("asking twice is one request");
+    assert_eq!(store.pending_cancels(10).await.expect("pending"), ["msg_x"]);
+    assert_eq!(store.take_cancel_answer("msg_x").await.expect("take"), None, "not answered yet");
+    store.answer_cancel("msg_x", "it is sent").await.expect("answer");
+    assert!(store.pending_cancels(10).await.expect("pending").is_empty());
+    let answer = store.take_cancel_answer("msg_x").await.expect("take");
+    assert_eq!(answer.as_deref(), Some("it is sent"));
+    assert_eq!(store.take_cancel_answer("msg_x").await.expect("take"), None, "taken once");
 }

@@ -726,6 +726,9 @@ pub fn events_after(db: &dyn Db, sequence: u64, limit: usize) -> Result<Vec<Even
     Ok(events)
 }
 
+/// How long a cancellation request is kept: far longer than anyone waits for its answer.
+const CANCEL_REQUEST_MS: i64 = 3_600_000;
+
 pub fn first_event_since(db: &dyn Db, at: Millis) -> Result<u64, StoreError> {
     let row = db.query_opt(
         "SELECT COALESCE((SELECT seq FROM events WHERE at >= $1 ORDER BY seq LIMIT 1), (SELECT MAX(seq) FROM events), 0)",
@@ -736,6 +739,11 @@ pub fn first_event_since(db: &dyn Db, at: Millis) -> Result<u64, StoreError> {
 
 pub fn purge(db: &dyn Db, cutoff: &Cutoff, limit: usize) -> Result<Purged, StoreError> {
     let mut purged = Purged::default();
+    // A cancellation request whose asker gave up waiting, answered or not, is of no use.
+    db.execute(
+        "DELETE FROM cancel_requests WHERE requested_at < $1",
+        args![now_ms() - CANCEL_REQUEST_MS],
+    )?;
     if let Some(below) = cutoff.events_below {
         purged.events = db.execute(
             "DELETE FROM events WHERE seq IN (
