@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use omnigate::{Config, Gateway};
+use omnigate_proto::pbjson_types as pb_types;
 use omnigate_proto::v1 as pb;
 use omnigate_proto::v1::gateway_client::GatewayClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -43,14 +44,8 @@ enum Command {
     },
     /// Sends one message through a running gateway's gRPC API.
     Send {
-        /// The gateway's gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
-        addr: String,
-        /// One of the gateway's `server.api_tokens`, when it has any.
-        #[arg(long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
-        token: Option<String>,
         #[command(flatten)]
-        tls: TlsArgs,
+        api: ApiArgs,
         #[arg(long, value_enum, default_value = "sms")]
         channel: ChannelArg,
         #[arg(long)]
@@ -65,9 +60,19 @@ enum Command {
         account: String,
         #[arg(long, default_value = "")]
         idempotency_key: String,
+        /// Send it this many seconds from now rather than at once (`send_at`).
+        #[arg(long)]
+        after_secs: Option<u64>,
         /// Follow the message's events until it is delivered or fails.
         #[arg(long)]
         wait: bool,
+    },
+    /// Cancels a message its provider does not have yet, through a running gateway.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The message id (`msg_...`).
+        id: String,
     },
     /// Loads and validates a config, then prints it with secrets redacted.
     CheckConfig {
@@ -139,15 +144,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { config, channel, to } => demo(load(&config)?, channel.into(), to).await,
         Command::Send {
-            addr,
-            token,
-            tls,
+            api,
             channel,
             to,
             text,
             media_url,
             account,
             idempotency_key,
+            after_secs,
             wait,
         } => {
             let content = match (media_url, text) {
@@ -161,8 +165,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
-            let mut client = connect(addr, token.as_deref(), &tls).await?;
+            let mut client = api.connect().await?;
+            let send_at = after_secs.map(|secs| {
+                let at = std::time::SystemTime::now() + Duration::from_secs(secs);
+                let unix = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                pb_types::Timestamp { seconds: unix.as_secs() as i64, nanos: 0 }
+            });
             let request = pb::SendMessageRequest {
+                send_at,
                 idempotency_key,
                 channel: pb::Channel::from(channel) as i32,
                 to,
@@ -180,6 +190,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 follow(&mut client, &message.id, done).await?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { api, id } => {
+            let mut client = api.connect().await?;
+            let request = pb::CancelMessageRequest { id };
+            let message = client
+                .cancel_message(request)
+                .await?
+                .into_inner()
+                .message
+                .context("empty answer")?;
+            println!("{} {}", message.id, status_name(message.status));
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
@@ -289,7 +311,26 @@ impl Interceptor for Bearer {
 
 type Client = GatewayClient<InterceptedService<Channel, Bearer>>;
 
-/// How `send` reaches a gateway served over TLS (an `https://` address).
+/// Where a running gateway's API is, and how to get in.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The gateway's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
+    addr: String,
+    /// One of the gateway's `server.api_tokens`, when it has any.
+    #[arg(long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl ApiArgs {
+    async fn connect(self) -> anyhow::Result<Client> {
+        connect(self.addr, self.token.as_deref(), &self.tls).await
+    }
+}
+
+/// How a client reaches a gateway served over TLS (an `https://` address).
 #[derive(clap::Args)]
 struct TlsArgs {
     /// PEM CA certificates to trust beside the system's roots.

@@ -88,6 +88,39 @@ fn the_demo_shows_sms_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
     assert!(out.contains("MESSAGE_STATUS_FAILED (smtp 550 5.1.1"), "{out}");
 }
 
+/// `omnigate send --after-secs` schedules a message and `omnigate cancel` stops it; a
+/// cancellation the gateway refuses fails the command with the gateway's reason.
+#[tokio::test]
+async fn the_cli_schedules_and_cancels() {
+    let mut t = support::gateway().start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let cli = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .args(args)
+            .args(["--addr", &addr])
+            .output()
+    };
+    let out = cli(&["send", "--to", "+14155550521", "--text", "later", "--after-secs", "600"])
+        .await
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = stdout.split_whitespace().next().expect("an id").to_string();
+    assert!(stdout.contains("MESSAGE_STATUS_ACCEPTED"), "{stdout}");
+    let scheduled = t.get(&id).await;
+    let send_at = scheduled.send_at.as_ref().map(omnigate::api::convert::millis).expect("send_at");
+    assert!(send_at > omnigate::model::now_ms() + 500_000, "about ten minutes ahead: {send_at}");
+
+    let out = cli(&["cancel", &id]).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MESSAGE_STATUS_CANCELED"), "{out:?}");
+    assert_eq!(t.get(&id).await.status, pb::MessageStatus::Canceled as i32);
+
+    let out = cli(&["cancel", "msg_unknown"]).await.expect("runs");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
+}
+
 /// With `server.api_tokens`, every Gateway RPC needs `authorization: Bearer TOKEN`, from
 /// any client and from `omnigate send`; gRPC health stays open for probes.
 #[tokio::test]
