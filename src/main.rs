@@ -1,4 +1,4 @@
-//! The `omnigate` binary: `serve`, `demo`, `send`, `check-config`, `migrate`.
+//! The `omnigate` binary: `serve`, `demo`, `send`, `cancel`, `check-config`, `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
