@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 enum Mark {
-    Sending,
+    /// Sends under way: a retry or a fallback may start before the attempt that
+    /// submitted it has finished.
+    Sending(u32),
     /// The store is being asked; a send that comes due meanwhile waits for the answer.
     Canceling,
     /// Stored as CANCELED: its job is dropped when it comes due.
@@ -34,27 +36,36 @@ impl Marks {
     }
 
     pub fn start(&self, id: &str) -> Start {
-        self.with(|map| match map.get(id) {
+        self.with(|map| match map.get_mut(id) {
+            Some(Mark::Canceling) => Start::Later,
+            Some(Mark::Sending(n)) => {
+                *n += 1;
+                Start::Go
+            }
             Some(Mark::Canceled) => {
                 map.remove(id);
                 Start::Drop
             }
-            Some(Mark::Canceling) => Start::Later,
-            Some(Mark::Sending) | None => {
-                map.insert(id.to_string(), Mark::Sending);
+            None => {
+                map.insert(id.to_string(), Mark::Sending(1));
                 Start::Go
             }
         })
     }
 
     pub fn finish(&self, id: &str) {
-        self.with(|map| map.remove(id));
+        self.with(|map| match map.get_mut(id) {
+            Some(Mark::Sending(n)) if *n > 1 => *n -= 1,
+            _ => {
+                map.remove(id);
+            }
+        });
     }
 
     /// Before the store cancels: false while a send of `id` runs.
     pub fn begin_cancel(&self, id: &str) -> bool {
         self.with(|map| match map.get(id) {
-            Some(Mark::Sending) => false,
+            Some(Mark::Sending(_)) => false,
             _ => {
                 map.insert(id.to_string(), Mark::Canceling);
                 true
@@ -95,5 +106,14 @@ mod tests {
         assert!(marks.begin_cancel("c"));
         marks.end_cancel("c", false);
         assert_eq!(marks.start("c"), Start::Go, "a refused cancellation lets it send");
+        marks.finish("c");
+
+        // A fallback starts before the attempt that submitted it has finished.
+        assert_eq!(marks.start("d"), Start::Go);
+        assert_eq!(marks.start("d"), Start::Go);
+        marks.finish("d");
+        assert!(!marks.begin_cancel("d"), "the fallback's send is still under way");
+        marks.finish("d");
+        assert!(marks.begin_cancel("d"));
     }
 }
