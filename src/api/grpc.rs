@@ -19,12 +19,12 @@ use super::convert::{self, store_status};
 use super::{people, routing, validate, webhooks};
 use crate::app::AppState;
 use crate::config::MAX_TTL;
-
-/// How long a cancellation waits for the replica that dispatches the message.
-const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
 use crate::model::{Event, SendOptions, now_ms};
 use crate::store::{AcceptOutcome, NewMessage};
 use omnigate_adapters::Content;
+
+/// How long a cancellation waits for the replica that dispatches the message.
+const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
