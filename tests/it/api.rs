@@ -296,3 +296,46 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let answer = String::from_utf8_lossy(&rest);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// `omnigate check-config` validates and prints a config with every secret left out: auth
+/// tokens, API tokens and the database password; a bad config fails naming its key.
+#[test]
+fn check_config_prints_no_secret_and_names_a_bad_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("omnigate.toml");
+    let check = |toml: &str| {
+        std::fs::write(&path, toml).expect("write");
+        std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("runs")
+    };
+    let out = check(
+        r#"
+[server]
+api_tokens = ["api-token-0123456789abcdef0123456789abcdef"]
+
+[store]
+url = "postgres://omnigate:db-password-42@db.internal:5432/omnigate"
+
+[[accounts]]
+type = "twilio"
+id = "sms"
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "twilio-auth-token-42"
+from = "+15005550006"
+"#,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("config OK: 1 account(s)"), "{stdout}");
+    for secret in ["api-token-0123456789", "db-password-42", "twilio-auth-token-42"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    assert!(stdout.contains("db.internal"), "the rest of the URL stays: {stdout}");
+
+    let out = check("[dispatch]\nmax_attempts = \"ten\"\n");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_attempts"), "{out:?}");
+}
