@@ -114,6 +114,10 @@ async fn spans_follow_the_callers_trace_to_the_provider_and_carry_no_personal_da
     let delivered = delivered.message.expect("message").id;
     let rejected = client.send_message(text_request(REJECTED_TO, BODY)).await.expect("accepted");
     let rejected = rejected.into_inner().message.expect("message").id;
+    // A malformed traceparent is ignored: the call is served, in a trace of its own.
+    let mut garbled = tonic::Request::new(text_request(DELIVERED_TO, BODY));
+    garbled.metadata_mut().insert("traceparent", "00-not-a-trace-01".parse().expect("ascii"));
+    client.send_message(garbled).await.expect("a bad traceparent does not fail the call");
     wait_for(&mut client, &delivered, pb::MessageStatus::Delivered).await;
     wait_for(&mut client, &rejected, pb::MessageStatus::Failed).await;
     // The batch exporter waits 5 s between exports: these spans leave only if the drain
@@ -125,7 +129,10 @@ async fn spans_follow_the_callers_trace_to_the_provider_and_carry_no_personal_da
     let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
     let calls: Vec<&Span> =
         spans.iter().filter(|s| s.name == "/omnigate.v1.Gateway/SendMessage").collect();
-    assert_eq!(calls.len(), 2, "one span per SendMessage: {:#?}", spans);
+    assert_eq!(calls.len(), 3, "one span per SendMessage: {:#?}", spans);
+    let untraced = calls.iter().filter(|s| hex(&s.trace_id) != TRACE);
+    assert!(untraced.clone().all(|s| s.parent_span_id.is_empty()), "roots of their own");
+    assert_eq!(untraced.count(), 2);
     let call = calls.iter().find(|s| hex(&s.trace_id) == TRACE).expect("the caller's trace");
     assert_eq!(hex(&call.parent_span_id), CALLER, "the call is a child of the caller's span");
     assert_eq!(call.kind, span::SpanKind::Server as i32);
