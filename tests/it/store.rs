@@ -112,10 +112,13 @@ async fn retention_takes_the_dead_letters_of_deleted_events() {
     let store = sqlite(&dir);
     retention(store.clone()).await;
     store.close().await;
+    assert_eq!(rows(&dir, "webhook_dead_letters"), 0, "a dead letter outlived its event");
+}
+
+/// How many rows a table of the closed conformance database holds.
+fn rows(dir: &tempfile::TempDir, table: &str) -> i64 {
     let db = rusqlite::Connection::open(dir.path().join("conformance.db")).expect("open");
-    let letters: i64 =
-        db.query_row("SELECT count(*) FROM webhook_dead_letters", [], |r| r.get(0)).expect("count");
-    assert_eq!(letters, 0, "a dead letter outlived its event");
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
 }
 
 /// A cancellation request nobody took (its asker gave up) goes with retention's next pass.
@@ -147,10 +150,7 @@ async fn applied_early_receipts_leave_the_parking() {
     let store = sqlite(&dir);
     early_receipts(store.clone()).await;
     store.close().await;
-    let db = rusqlite::Connection::open(dir.path().join("conformance.db")).expect("open");
-    let parked: i64 =
-        db.query_row("SELECT count(*) FROM early_receipts", [], |r| r.get(0)).expect("count");
-    assert_eq!(parked, 0, "applied receipts still parked");
+    assert_eq!(rows(&dir, "early_receipts"), 0, "applied receipts still parked");
 }
 
 #[tokio::test]
