@@ -31,11 +31,12 @@ impl Telemetry {
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else { return };
         // The flush blocks until the exporter, a task on this runtime, has answered.
-        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "spans batched at exit were not exported"),
-            Err(e) => tracing::warn!(error = %e, "spans batched at exit were not exported"),
-        }
+        let error = match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error, "spans batched at exit were not exported");
     }
 }
 

@@ -68,11 +68,10 @@ async fn a_retry_can_be_canceled_but_not_a_send_under_way() {
         statuses(&canceled),
         [pb::MessageStatus::Accepted, pb::MessageStatus::Queued, pb::MessageStatus::Canceled]
     );
-    let metrics = t.url("/metrics");
     let dropped = r#"omnigate_send_attempts_total{account="sms",outcome="canceled"} 1"#;
     let mut text = String::new();
     for _ in 0..300 {
-        text = reqwest::get(&metrics).await.expect("get").text().await.expect("body");
+        text = crate::send::reqwest_get(&t.url("/metrics")).await;
         if text.contains(dropped) {
             break;
         }

@@ -313,6 +313,20 @@ impl<C: Conn> Store for SqlStore<C> {
     }
 
     async fn take_cancel_answer(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        // The asker polls: look on a reader, and take the writer (under PostgreSQL, the
+        // fleet's batch lock) only once there is an answer to take.
+        let id = message_id.to_string();
+        let answered = self
+            .read(move |db| {
+                db.query_opt(
+                    "SELECT 1 FROM cancel_requests WHERE message_id = $1 AND answer IS NOT NULL",
+                    db::args![&id],
+                )
+            })
+            .await?;
+        if answered.is_none() {
+            return Ok(None);
+        }
         let id = message_id.to_string();
         self.write(move |db, _, _| {
             let answer = db.query_opt(
