@@ -435,6 +435,7 @@ async fn serve_grpc(
     let interceptor = state.api_tokens.clone().interceptor();
     let router = builder
         .trace_fn(crate::telemetry::grpc_span)
+        .layer(crate::telemetry::CallsLayer::new(state.metrics.clone()))
         .add_service(health_service)
         .add_service(GatewayServer::with_interceptor(GatewayService::new(state), interceptor));
     let router = match reflection {

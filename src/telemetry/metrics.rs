@@ -15,6 +15,19 @@ pub struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// A method of omnigate.v1.Gateway
+    pub method: &'static str,
+    /// The gRPC status, as in OK, NOT_FOUND, UNAVAILABLE
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// events, messages
     pub kind: String,
@@ -47,6 +60,8 @@ pub struct Metrics {
     sends_shed: Counter,
     retention_deleted: Family<KindLabel, Counter>,
     send_seconds: Histogram,
+    grpc_calls: Family<CallLabels, Counter>,
+    grpc_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     live_replicas: Gauge,
     leases_held: Gauge,
@@ -66,6 +81,11 @@ impl Default for Metrics {
         let sends_shed = Counter::default();
         let retention_deleted = Family::<KindLabel, Counter>::default();
         let send_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let grpc_calls = Family::<CallLabels, Counter>::default();
+        let grpc_seconds =
+            Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+            });
         let in_flight = Gauge::default();
         let live_replicas = Gauge::default();
         let leases_held = Gauge::default();
@@ -131,6 +151,16 @@ impl Default for Metrics {
             send_seconds.clone(),
         );
         registry.register(
+            "grpc_requests",
+            "Calls to the Gateway API, by method and gRPC status",
+            grpc_calls.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time from a Gateway call's arrival to its answer (for StreamEvents, to the stream's start)",
+            grpc_seconds.clone(),
+        );
+        registry.register(
             "sends_in_flight",
             "Sends waiting for their provider's answer",
             in_flight.clone(),
@@ -148,6 +178,8 @@ impl Default for Metrics {
             sends_shed,
             retention_deleted,
             send_seconds,
+            grpc_calls,
+            grpc_seconds,
             in_flight,
             live_replicas,
             leases_held,
@@ -173,6 +205,11 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    pub fn grpc_call(&self, method: &'static str, code: &'static str, took: std::time::Duration) {
+        self.grpc_calls.get_or_create(&CallLabels { method, code }).inc();
+        self.grpc_seconds.get_or_create(&MethodLabel { method }).observe(took.as_secs_f64());
     }
 
     pub fn mailbox(&self, account: &str, result: &str) {

@@ -3,8 +3,10 @@
 //! last; spans carry ids, channels, accounts and outcomes. Message bodies and addresses
 //! are never logged nor traced.
 
+mod calls;
 mod metrics;
 mod traces;
 
+pub use calls::CallsLayer;
 pub use metrics::*;
 pub use traces::{Telemetry, grpc_span, init, trace_webhook};

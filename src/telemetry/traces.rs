@@ -113,6 +113,8 @@ pub fn grpc_span(request: &axum::http::Request<()>) -> tracing::Span {
         rpc.system = "grpc",
         rpc.service = "omnigate.v1.Gateway",
         rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        otel.status_code = Empty,
     );
     continue_callers_trace(&span, request.headers());
     span

@@ -63,6 +63,45 @@ async fn grpc_health_and_reflection_are_served() {
     assert!(names.contains(&"omnigate.v1.Gateway".to_string()), "{names:?}");
 }
 
+/// Every Gateway call is counted by method and gRPC status, and timed by method; health
+/// probes are not calls to count.
+#[tokio::test]
+async fn gateway_calls_are_counted_by_method_and_status() {
+    let mut t = support::gateway().start().await;
+    t.send("+14155550502", "counted").await;
+    t.send("+14155550503", "counted").await;
+    let missing = t
+        .client
+        .get_message(pb::GetMessageRequest { id: "msg_none".into() })
+        .await
+        .expect_err("no such message");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let invalid =
+        t.client.send_message(support::text_request("", "nobody")).await.expect_err("no recipient");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.gw().grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health");
+
+    let text = reqwest_get(&t.url("/metrics")).await;
+    let calls = |labels: &str| metric(&text, &format!("omnigate_grpc_requests_total{{{labels}}}"));
+    assert_eq!(calls(r#"method="SendMessage",code="OK""#), 2.0, "{text}");
+    assert_eq!(calls(r#"method="SendMessage",code="INVALID_ARGUMENT""#), 1.0, "{text}");
+    assert_eq!(calls(r#"method="GetMessage",code="NOT_FOUND""#), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, r#"omnigate_grpc_request_duration_seconds_count{method="SendMessage"}"#),
+        3.0,
+        "{text}"
+    );
+    assert!(!text.contains("Health"), "probes are not counted: {text}");
+}
+
 /// `omnigate demo` on the default config, as the README tells a new user to run it.
 fn demo(args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
@@ -188,6 +227,9 @@ async fn api_tokens_guard_the_gateway_but_not_its_health() {
     let ok = cli(Some(TOKEN)).await.expect("runs");
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("MESSAGE_STATUS_ACCEPTED"), "{ok:?}");
+    let text = reqwest_get(&t.url("/metrics")).await;
+    let refused = r#"omnigate_grpc_requests_total{method="SendMessage",code="UNAUTHENTICATED"}"#;
+    assert_eq!(metric(&text, refused), 3.0, "{text}");
 }
 
 /// Certificates from `scripts/test-certs.sh` (a CA, a server certificate for localhost, a

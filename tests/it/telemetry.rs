@@ -120,6 +120,8 @@ async fn spans_follow_the_callers_trace_to_the_provider_and_carry_no_personal_da
     client.send_message(garbled).await.expect("a bad traceparent does not fail the call");
     wait_for(&mut client, &delivered, pb::MessageStatus::Delivered).await;
     wait_for(&mut client, &rejected, pb::MessageStatus::Failed).await;
+    let missing = pb::GetMessageRequest { id: "msg_none".into() };
+    client.get_message(missing).await.expect_err("no such message");
     // The batch exporter waits 5 s between exports: these spans leave only if the drain
     // flushes them.
     assert_eq!(terminate(&mut child), Some(0));
@@ -136,6 +138,13 @@ async fn spans_follow_the_callers_trace_to_the_provider_and_carry_no_personal_da
     let call = calls.iter().find(|s| hex(&s.trace_id) == TRACE).expect("the caller's trace");
     assert_eq!(hex(&call.parent_span_id), CALLER, "the call is a child of the caller's span");
     assert_eq!(call.kind, span::SpanKind::Server as i32);
+    assert_eq!(value(&call.attributes, "rpc.grpc.status_code"), Some(&Value::IntValue(0)));
+    let not_found: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "/omnigate.v1.Gateway/GetMessage")
+        .filter(|s| value(&s.attributes, "rpc.grpc.status_code") == Some(&Value::IntValue(5)))
+        .collect();
+    assert_eq!(not_found.len(), 1, "the failed look-up's span has its status: {spans:#?}");
     let accept =
         spans.iter().find(|s| s.name == "store.accept" && s.parent_span_id == call.span_id);
     assert!(accept.is_some(), "the wait for the commit is a child of the call");
