@@ -236,6 +236,7 @@ impl Gateway {
             ownership.clone(),
             config.webhook_retry_schedule(),
             Duration::from_millis(config.webhooks.timeout_ms),
+            metrics.clone(),
         );
         configured_webhooks(store.as_ref(), &config).await?;
         deliveries.resume().await.context("starting webhook deliveries")?;

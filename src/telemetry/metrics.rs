@@ -28,6 +28,19 @@ pub struct MethodLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabel {
+    pub webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub webhook: String,
+    /// delivered, failed (an attempt, retried unless it was the last), dead_lettered, gone,
+    /// missed (deleted by retention before delivery)
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// events, messages
     pub kind: String,
@@ -62,6 +75,8 @@ pub struct Metrics {
     send_seconds: Histogram,
     grpc_calls: Family<CallLabels, Counter>,
     grpc_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    event_deliveries: Family<DeliveryLabels, Counter>,
+    event_lag: Family<SubscriptionLabel, Gauge>,
     in_flight: Gauge,
     live_replicas: Gauge,
     leases_held: Gauge,
@@ -86,6 +101,8 @@ impl Default for Metrics {
             Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
             });
+        let event_deliveries = Family::<DeliveryLabels, Counter>::default();
+        let event_lag = Family::<SubscriptionLabel, Gauge>::default();
         let in_flight = Gauge::default();
         let live_replicas = Gauge::default();
         let leases_held = Gauge::default();
@@ -161,6 +178,16 @@ impl Default for Metrics {
             grpc_seconds.clone(),
         );
         registry.register(
+            "event_deliveries",
+            "Event deliveries to CRM webhook subscriptions, by result",
+            event_deliveries.clone(),
+        );
+        registry.register(
+            "event_delivery_lag",
+            "Events committed that a webhook subscription has not yet delivered or passed over",
+            event_lag.clone(),
+        );
+        registry.register(
             "sends_in_flight",
             "Sends waiting for their provider's answer",
             in_flight.clone(),
@@ -180,6 +207,8 @@ impl Default for Metrics {
             send_seconds,
             grpc_calls,
             grpc_seconds,
+            event_deliveries,
+            event_lag,
             in_flight,
             live_replicas,
             leases_held,
@@ -210,6 +239,20 @@ impl Metrics {
     pub fn grpc_call(&self, method: &'static str, code: &'static str, took: std::time::Duration) {
         self.grpc_calls.get_or_create(&CallLabels { method, code }).inc();
         self.grpc_seconds.get_or_create(&MethodLabel { method }).observe(took.as_secs_f64());
+    }
+
+    pub fn event_deliveries(&self, webhook: &str, result: &'static str, events: u64) {
+        let labels = DeliveryLabels { webhook: webhook.to_string(), result };
+        self.event_deliveries.get_or_create(&labels).inc_by(events);
+    }
+
+    pub fn event_lag(&self, webhook: &str, behind: u64) {
+        let labels = SubscriptionLabel { webhook: webhook.to_string() };
+        self.event_lag.get_or_create(&labels).set(i64::try_from(behind).unwrap_or(i64::MAX));
+    }
+
+    pub fn forget_event_lag(&self, webhook: &str) {
+        self.event_lag.remove(&SubscriptionLabel { webhook: webhook.to_string() });
     }
 
     pub fn mailbox(&self, account: &str, result: &str) {

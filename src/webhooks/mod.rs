@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::Ownership;
 use crate::model::Webhook;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// The Standard Webhooks reference schedule after the first attempt: 5 s, 5 min, 30 min,
 /// 2 h, 5 h, 10 h, 10 h (about 28 h in all), each with jitter.
@@ -32,6 +33,7 @@ pub struct Deliveries {
     ownership: Arc<Ownership>,
     http: reqwest::Client,
     schedule: Vec<Duration>,
+    metrics: Arc<Metrics>,
     workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
     /// Set by [`Deliveries::close`]: no worker starts after it.
     closed: std::sync::atomic::AtomicBool,
@@ -43,12 +45,14 @@ impl Deliveries {
         ownership: Arc<Ownership>,
         schedule: Vec<Duration>,
         timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Deliveries {
             store,
             ownership,
             http: omnigate_adapters::http::client(timeout),
             schedule,
+            metrics,
             workers: Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
         })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnigate_proto::pbjson_types::Timestamp;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{Deliveries, sign};
@@ -22,7 +23,14 @@ enum Outcome {
     Stopped,
 }
 
-pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: CancellationToken) {
+pub async fn run(deliveries: Arc<Deliveries>, webhook: Webhook, stop: CancellationToken) {
+    let id = webhook.id.clone();
+    follow(&deliveries, webhook, stop).await;
+    // This replica no longer delivers for it: its lag is another's to report, or none's.
+    deliveries.metrics.forget_event_lag(&id);
+}
+
+async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: CancellationToken) {
     let key = match sign::key(&webhook.secret) {
         Ok(k) => k,
         Err(e) => {
@@ -32,6 +40,7 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
     };
     let store = deliveries.store.clone();
     let mut live = store.subscribe();
+    let mut lag = Lag { head: store.last_sequence().await.unwrap_or(0) };
     loop {
         let page = match store.events_after(webhook.cursor, PAGE).await {
             Ok(page) => page,
@@ -43,9 +52,11 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
                     oldest - 1
                 );
                 tracing::warn!(webhook = %webhook.id, error = %webhook.last_error, "events skipped");
-                webhook.missed += oldest - 1 - webhook.cursor;
+                let missed = oldest - 1 - webhook.cursor;
+                deliveries.metrics.event_deliveries(&webhook.id, "missed", missed);
+                webhook.missed += missed;
                 webhook.cursor = oldest - 1;
-                save(&deliveries, &webhook).await;
+                save(deliveries, &webhook).await;
                 continue;
             }
             Err(e) => {
@@ -56,6 +67,8 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
                 continue;
             }
         };
+        lag.catch_up(&mut live, page.last());
+        deliveries.metrics.event_lag(&webhook.id, lag.behind(webhook.cursor));
         if page.is_empty() {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -71,18 +84,21 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
                 webhook.cursor = event.sequence;
                 continue;
             }
-            match deliver(&deliveries, &webhook, &key, &event, &stop).await {
+            match deliver(deliveries, &webhook, &key, &event, &stop).await {
                 Outcome::Delivered => {
                     webhook.cursor = event.sequence;
                     webhook.last_error.clear();
+                    deliveries.metrics.event_deliveries(&webhook.id, "delivered", 1);
                 }
                 Outcome::Gone => {
                     webhook.active = false;
                     webhook.last_error = format!("410 Gone at event {}; disabled", event.sequence);
-                    save(&deliveries, &webhook).await;
+                    deliveries.metrics.event_deliveries(&webhook.id, "gone", 1);
+                    save(deliveries, &webhook).await;
                     return;
                 }
                 Outcome::GaveUp(error) => {
+                    deliveries.metrics.event_deliveries(&webhook.id, "dead_lettered", 1);
                     match store.dead_letter(webhook.clone(), event.sequence, &error).await {
                         Ok(w) => webhook = w,
                         Err(e) => {
@@ -92,14 +108,39 @@ pub async fn run(deliveries: Arc<Deliveries>, mut webhook: Webhook, stop: Cancel
                     }
                 }
                 Outcome::Stopped => {
-                    save(&deliveries, &webhook).await;
+                    save(deliveries, &webhook).await;
                     return;
                 }
             }
+            deliveries.metrics.event_lag(&webhook.id, lag.behind(webhook.cursor));
         }
         if webhook.cursor != before {
-            save(&deliveries, &webhook).await;
+            save(deliveries, &webhook).await;
         }
+    }
+}
+
+/// The newest event committed, as far as this worker has heard: from the store at start,
+/// then from the pages it reads and the commits' feed, read between pages without waiting.
+struct Lag {
+    head: u64,
+}
+
+impl Lag {
+    fn catch_up(&mut self, live: &mut broadcast::Receiver<Arc<Event>>, read: Option<&Event>) {
+        self.head = self.head.max(read.map_or(0, |e| e.sequence));
+        loop {
+            match live.try_recv() {
+                Ok(event) => self.head = self.head.max(event.sequence),
+                // Skipped events are older than those still in the feed.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn behind(&self, cursor: u64) -> u64 {
+        self.head.saturating_sub(cursor)
     }
 }
 
@@ -173,6 +214,7 @@ async fn deliver(
                 last_error = format!("{} unreachable: {e}", webhook.url);
             }
         }
+        deliveries.metrics.event_deliveries(&webhook.id, "failed", 1);
         tracing::debug!(webhook = %webhook.id, sequence = event.sequence, error = %last_error, "webhook attempt failed");
     }
     Outcome::GaveUp(last_error)

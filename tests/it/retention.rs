@@ -86,4 +86,8 @@ async fn retention_deletes_old_messages_and_events_and_tells_readers_behind_it()
     assert!(hook.missed_events > 0, "{hook:?}");
     // Each event up to the oldest kept was delivered or counted missed, none both.
     assert_eq!(delivered.len() as u64 + hook.missed_events, oldest.sequence, "{got:?} {hook:?}");
+    let missed =
+        format!("omnigate_event_deliveries_total{{webhook=\"{}\",result=\"missed\"}}", hook.id);
+    let text = reqwest_get(&t.url("/metrics")).await;
+    assert_eq!(metric(&text, &missed), hook.missed_events as f64, "{text}");
 }

@@ -297,6 +297,20 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
 }
 
+/// Polls `/metrics` at `url` until the metric `name` (with its labels) reads `want`.
+pub async fn until_metric(url: &str, name: &str, want: f64) {
+    let mut text = String::new();
+    for _ in 0..250 {
+        text = reqwest_get(url).await;
+        let value = text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok());
+        if value == Some(want) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{name} never read {want}:\n{text}");
+}
+
 /// Past `server.max_pending_sends`, SendMessage answers UNAVAILABLE at once instead of
 /// queueing without bound; the sends already waiting are kept and complete.
 #[tokio::test]

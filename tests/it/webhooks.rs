@@ -14,6 +14,7 @@ use omnigate_proto::v1 as pb;
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::send::{metric, reqwest_get, until_metric};
 use crate::support;
 
 /// (webhook-id, webhook-timestamp, webhook-signature, body) of one request.
@@ -100,8 +101,14 @@ async fn events_arrive_signed_in_order_after_retries() {
     rx.fail_first.store(2, Ordering::SeqCst);
     let hook = t.subscribe(url).await;
     assert!(hook.secret.starts_with("whsec_"));
+    let held = rx.gate.write().await;
     let m = t.send("+14155550701", "tell the CRM").await;
     t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    until("the first attempt, held", || !rx.got.lock().expect("lock").is_empty()).await;
+    let metrics = t.url("/metrics");
+    let lag = format!("omnigate_event_delivery_lag{{webhook=\"{}\"}}", hook.id);
+    assert!(metric(&reqwest_get(&metrics).await, &lag) >= 1.0, "the held event is behind");
+    drop(held);
     // conversation_opened, ACCEPTED, SENT, DELIVERED.
     until("four distinct events", || {
         let got = rx.got.lock().expect("lock");
@@ -142,6 +149,12 @@ async fn events_arrive_signed_in_order_after_retries() {
         m.id.as_str(),
         "proto3 JSON field names"
     );
+    let deliveries = |result: &str| {
+        format!("omnigate_event_deliveries_total{{webhook=\"{}\",result=\"{result}\"}}", hook.id)
+    };
+    until_metric(&metrics, &deliveries("delivered"), 4.0).await;
+    until_metric(&metrics, &lag, 0.0).await;
+    assert_eq!(metric(&reqwest_get(&metrics).await, &deliveries("failed")), 2.0);
 }
 
 /// The first subscription, once it has dead-lettered an event (or as it is after 5 s).
@@ -246,6 +259,13 @@ async fn last_attempt_dead_letters_then_replay_redelivers_and_410_disables() {
         .delete_webhook(pb::DeleteWebhookRequest { id: hook.id.clone() })
         .await
         .expect("deleted");
+    let text = reqwest_get(&t.url("/metrics")).await;
+    let deliveries = |result: &str| {
+        format!("omnigate_event_deliveries_total{{webhook=\"{}\",result=\"{result}\"}}", hook.id)
+    };
+    assert_eq!(metric(&text, &deliveries("dead_lettered")), 1.0, "{text}");
+    assert_eq!(metric(&text, &deliveries("gone")), 1.0, "{text}");
+    assert!(!text.contains("omnigate_event_delivery_lag{"), "no lag for a deleted one: {text}");
     assert!(
         t.client
             .list_webhooks(pb::ListWebhooksRequest {})
