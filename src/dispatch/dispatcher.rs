@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use omnigate_adapters::{
     ErrorCode, FailureClass, MessageStatus, Outbound, ProviderError, SendFailure, Sender, Thread,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,12 +59,29 @@ struct Shared {
 pub struct Outlet {
     jobs: mpsc::UnboundedSender<Job>,
     marks: Arc<Marks>,
+    /// Sends waiting in this dispatcher for their time, their route's rate or a send slot,
+    /// by account: made once at start, so that counting takes no lock.
+    waiting: Arc<HashMap<String, Gauge>>,
 }
 
 impl Outlet {
     /// Queues a committed job. After shutdown the job stays in the store for the next start.
     pub fn submit(&self, job: Job) {
+        if !job.delivery_deadline {
+            self.waiting(&job, Gauge::inc);
+        }
         let _ = self.jobs.send(job);
+    }
+
+    /// A submitted send stopped waiting: it starts, or this dispatcher lets it go.
+    fn leave(&self, job: &Job) {
+        self.waiting(job, Gauge::dec);
+    }
+
+    fn waiting(&self, job: &Job, count: fn(&Gauge) -> i64) {
+        if let Some(gauge) = self.waiting.get(&job.account) {
+            count(gauge);
+        }
     }
 
     /// Cancels a message in `store` unless a send of it has started; its job, wherever it
@@ -93,6 +111,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         let (jobs, rx) = mpsc::unbounded_channel();
+        let waiting = accounts.keys().map(|a| (a.clone(), metrics.dispatch_waiting(a))).collect();
         let shared = Arc::new(Shared {
             store,
             ownership,
@@ -100,7 +119,7 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(policy.max_in_flight)),
             policy,
             metrics,
-            outlet: Outlet { jobs, marks: Arc::default() },
+            outlet: Outlet { jobs, marks: Arc::default(), waiting: Arc::new(waiting) },
             stop: CancellationToken::new(),
             sends: TaskTracker::new(),
         });
@@ -154,7 +173,10 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) {
         }
         let key = (job.account.clone(), job.route.clone());
         let queue = routes.entry(key).or_insert_with(|| spawn_route(shared.clone(), &job));
-        let _ = queue.send(job);
+        if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+            // Its route stopped (an unconfigured account): the job stays in the outbox.
+            shared.outlet.leave(&job);
+        }
     }
 }
 
@@ -176,6 +198,7 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
             // The route moved to another replica: hand the work over rather than break
             // the route's rate limit.
             if !shared.ownership.owns(&owned) {
+                shared.outlet.leave(&job);
                 shared.outlet.marks.finish(&job.message_id);
                 if let Err(e) = shared.store.release(Some(&job.message_id)).await {
                     tracing::warn!(message_id = %job.message_id, error = %e, "cannot hand work over; its lease expires instead");
@@ -185,6 +208,7 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
             // A recipient still inside its pair limit waits in the timer queue, not here,
             // so the route keeps moving for everyone else.
             if let Some(wait) = target.pair_wait(&job.to) {
+                shared.outlet.leave(&job);
                 let mut job = job;
                 job.due_at = now_ms() + wait.as_millis() as i64 + 1;
                 shared.outlet.submit(job);
@@ -196,6 +220,7 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
                 _ = target.ready(&route) => {}
             }
             let Ok(slot) = shared.slots.clone().acquire_owned().await else { return };
+            shared.outlet.leave(&job);
             let shared2 = shared.clone();
             let span = send_span(&job);
             shared.sends.spawn(

@@ -28,6 +28,11 @@ pub struct MethodLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriptionLabel {
     pub webhook: String,
 }
@@ -78,6 +83,7 @@ pub struct Metrics {
     event_deliveries: Family<DeliveryLabels, Counter>,
     event_lag: Family<SubscriptionLabel, Gauge>,
     in_flight: Gauge,
+    waiting: Family<AccountLabel, Gauge>,
     live_replicas: Gauge,
     leases_held: Gauge,
 }
@@ -104,6 +110,7 @@ impl Default for Metrics {
         let event_deliveries = Family::<DeliveryLabels, Counter>::default();
         let event_lag = Family::<SubscriptionLabel, Gauge>::default();
         let in_flight = Gauge::default();
+        let waiting = Family::<AccountLabel, Gauge>::default();
         let live_replicas = Gauge::default();
         let leases_held = Gauge::default();
         registry.register(
@@ -192,6 +199,11 @@ impl Default for Metrics {
             "Sends waiting for their provider's answer",
             in_flight.clone(),
         );
+        registry.register(
+            "sends_waiting",
+            "Sends held in memory by this replica's dispatcher for their time (a retry, a schedule), their route's rate or a free send slot",
+            waiting.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -210,6 +222,7 @@ impl Default for Metrics {
             event_deliveries,
             event_lag,
             in_flight,
+            waiting,
             live_replicas,
             leases_held,
         }
@@ -308,6 +321,11 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// The count of `account`'s sends waiting in the dispatcher, to move without a look-up.
+    pub fn dispatch_waiting(&self, account: &str) -> Gauge {
+        self.waiting.get_or_create(&AccountLabel { account: account.to_string() }).clone()
     }
 
     pub fn encode(&self) -> String {

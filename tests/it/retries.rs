@@ -3,6 +3,7 @@
 
 use omnigate_proto::v1 as pb;
 
+use crate::send::{metric, reqwest_get, until_metric};
 use crate::support::{self, statuses, text_request};
 
 #[tokio::test]
@@ -129,9 +130,14 @@ async fn a_route_never_sends_faster_than_its_rate_and_keeps_order() {
     for i in 0..8 {
         ids.push(t.send("+14155550410", &format!("n{i}")).await.id);
     }
+    // At most two have left in the time the eight calls took; the rest wait for their turn.
+    let metrics = t.url("/metrics");
+    let waiting = r#"omnigate_sends_waiting{account="sms"}"#;
+    assert!(metric(&reqwest_get(&metrics).await, waiting) >= 5.0);
     for id in &ids {
         t.wait_for(id, pb::MessageStatus::Delivered).await;
     }
+    until_metric(&metrics, waiting, 0.0).await;
     let sent = t.sandbox().sent();
     let bodies: Vec<&str> = sent.iter().map(|s| s.field("Body").expect("body")).collect();
     assert_eq!(
