@@ -74,6 +74,29 @@ enum Command {
         /// The message id (`msg_...`).
         id: String,
     },
+    /// Prints a message with its status history, as proto3 JSON, from a running gateway.
+    Get {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The message id (`msg_...`).
+        id: String,
+    },
+    /// Prints a running gateway's events as they are committed, one proto3 JSON line each.
+    Events {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Replay the events after this sequence first (0: from the oldest kept); without
+        /// it, only what happens from now on.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Only events of this kind (`message_status_changed`, `message_received`, ...);
+        /// repeat for more.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Loads and validates a config, then prints it with secrets redacted.
     CheckConfig {
         #[arg(long, short, default_value = "config/omnigate.toml")]
@@ -166,6 +189,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --text or --media-url"),
             };
             let mut client = api.connect().await?;
+            let mut statuses = match wait {
+                true => Some(watch(&mut client).await?),
+                false => None,
+            };
             let send_at = after_secs.map(|secs| {
                 let at = std::time::SystemTime::now() + Duration::from_secs(secs);
                 let unix = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -183,12 +210,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let message =
                 client.send_message(request).await?.into_inner().message.context("empty answer")?;
             println!("{} {}", message.id, status_name(message.status));
-            if wait {
+            if let Some(statuses) = &mut statuses {
                 let done = match channel {
                     ChannelArg::Email => pb::MessageStatus::Sent,
                     _ => pb::MessageStatus::Delivered,
                 };
-                follow(&mut client, &message.id, done).await?;
+                follow(statuses, &message, done).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { api, id } => {
+            let request = pb::GetMessageRequest { id };
+            let answer = api.connect().await?.get_message(request).await?.into_inner();
+            let message = answer.message.context("empty answer")?;
+            println!("{}", serde_json::to_string_pretty(&message)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { api, from, kinds, count } => {
+            let request = pb::StreamEventsRequest {
+                from_sequence: from.unwrap_or(0),
+                kinds,
+                from_now: from.is_none(),
+            };
+            let mut events = api.connect().await?.stream_events(request).await?.into_inner();
+            let mut printed = 0;
+            while count.is_none_or(|count| printed < count) {
+                let Some(event) = events.message().await? else { break };
+                println!("{}", serde_json::to_string(&event)?);
+                printed += 1;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -263,6 +312,7 @@ async fn demo(
     let gateway = Gateway::start(config).await?;
     let tls = TlsArgs { ca_file: None, cert_file: None, key_file: None };
     let mut client = connect(format!("http://{}", gateway.grpc_addr), None, &tls).await?;
+    let mut statuses = watch(&mut client).await?;
     println!(
         "gateway on {} (gRPC) and {} (HTTP), sandbox providers",
         gateway.grpc_addr, gateway.http_addr
@@ -282,7 +332,7 @@ async fn demo(
         client.send_message(request).await?.into_inner().message.context("empty answer")?;
     println!("{} {}", message.id, status_name(message.status));
     let outcome =
-        tokio::time::timeout(Duration::from_secs(30), follow(&mut client, &message.id, done)).await;
+        tokio::time::timeout(Duration::from_secs(30), follow(&mut statuses, &message, done)).await;
     gateway.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
@@ -367,26 +417,26 @@ async fn connect(addr: String, token: Option<&str>, tls: &TlsArgs) -> anyhow::Re
     Ok(GatewayClient::with_interceptor(channel, Bearer(bearer)))
 }
 
-/// Prints the message's status changes until it reaches `done` or a terminal status.
+/// Status changes from now on: opened before sending, so that none is missed, and without
+/// replaying the whole event log.
+async fn watch(client: &mut Client) -> anyhow::Result<tonic::Streaming<pb::Event>> {
+    let request = pb::StreamEventsRequest {
+        kinds: vec!["message_status_changed".into()],
+        from_now: true,
+        ..Default::default()
+    };
+    Ok(client.stream_events(request).await?.into_inner())
+}
+
+/// Prints the status changes of `sent` after the one already shown, until it reaches
+/// `done` or a terminal status.
 async fn follow(
-    client: &mut Client,
-    id: &str,
+    events: &mut tonic::Streaming<pb::Event>,
+    sent: &pb::Message,
     done: pb::MessageStatus,
 ) -> anyhow::Result<pb::MessageStatus> {
-    let mut events = client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
-        .await?
-        .into_inner();
-    while let Some(event) = events.message().await? {
-        let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
-        let Some(message) = change.message.filter(|m| m.id == id) else { continue };
-        let status = pb::MessageStatus::try_from(message.status).unwrap_or_default();
-        let detail = message
-            .error
-            .map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message))
-            .unwrap_or_default();
-        println!("{} {}{detail}", message.id, status_name(message.status));
-        if status == done
+    let finished = |status: pb::MessageStatus| {
+        status == done
             || matches!(
                 status,
                 pb::MessageStatus::Delivered
@@ -395,11 +445,24 @@ async fn follow(
                     | pb::MessageStatus::Canceled
                     | pb::MessageStatus::Expired
             )
-        {
-            return Ok(status);
+    };
+    let mut shown = pb::MessageStatus::try_from(sent.status).unwrap_or_default();
+    while !finished(shown) {
+        let Some(event) = events.message().await? else { anyhow::bail!("the event stream ended") };
+        let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
+        let Some(message) = change.message.filter(|m| m.id == sent.id) else { continue };
+        let status = pb::MessageStatus::try_from(message.status).unwrap_or_default();
+        if status == shown {
+            continue;
         }
+        let detail = message
+            .error
+            .map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message))
+            .unwrap_or_default();
+        println!("{} {}{detail}", message.id, status_name(message.status));
+        shown = status;
     }
-    anyhow::bail!("the event stream ended")
+    Ok(shown)
 }
 
 fn status_name(status: i32) -> &'static str {

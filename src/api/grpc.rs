@@ -316,9 +316,16 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         webhooks::check_kinds(&req.kinds)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        if req.from_now && req.from_sequence > 0 {
+            return Err(Status::invalid_argument("give from_sequence or from_now, not both"));
+        }
         // Subscribe before replaying, so nothing committed during the replay is missed.
         let live = self.state.store.subscribe();
-        tokio::spawn(follow(self.state.clone(), req.from_sequence, req.kinds, live, tx));
+        let from = match req.from_now {
+            true => self.state.store.last_sequence().await.map_err(store_status)?,
+            false => req.from_sequence,
+        };
+        tokio::spawn(follow(self.state.clone(), from, req.kinds, live, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -1,6 +1,7 @@
 //! Operability: HTTP health, readiness and metrics; gRPC health and reflection.
 
 use omnigate_proto::v1 as pb;
+use serde_json::Value;
 
 use crate::send::{metric, reqwest_get};
 use crate::support;
@@ -158,6 +159,70 @@ async fn the_cli_schedules_and_cancels() {
     let out = cli(&["cancel", "msg_unknown"]).await.expect("runs");
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
+}
+
+/// `omnigate get` prints a message and `omnigate events` the event log, as proto3 JSON;
+/// `send --wait` shows each status once.
+#[tokio::test]
+async fn the_cli_prints_messages_and_events_as_json() {
+    let mut t = support::gateway().start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let cli = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .args(args)
+            .args(["--addr", &addr])
+            .output()
+    };
+    let out =
+        cli(&["send", "--to", "+14155550531", "--text", "watched", "--wait"]).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let shown: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        shown,
+        ["MESSAGE_STATUS_ACCEPTED", "MESSAGE_STATUS_SENT", "MESSAGE_STATUS_DELIVERED"],
+        "{out:?}"
+    );
+    let id =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+
+    let out = cli(&["get", &id]).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let message: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(message["id"], id.as_str());
+    assert_eq!(message["status"], "MESSAGE_STATUS_DELIVERED");
+    assert_eq!(message["statusHistory"].as_array().map(Vec::len), Some(3), "{message}");
+
+    let out = cli(&["events", "--from", "0", "--kind", "message_status_changed", "--count", "3"])
+        .await
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["messageStatusChanged"]["message"]["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["MESSAGE_STATUS_ACCEPTED", "MESSAGE_STATUS_SENT", "MESSAGE_STATUS_DELIVERED"]
+    );
+
+    // Without --from, only what happens once it is connected: no replay of the first
+    // message's four events (its conversation opened, three statuses).
+    let tail = tokio::spawn(cli(&["events", "--count", "1"]));
+    while !tail.is_finished() {
+        t.send("+14155550532", "next").await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = tail.await.expect("task").expect("runs");
+    let first: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let sequence: u64 = first["sequence"].as_str().and_then(|s| s.parse().ok()).expect("sequence");
+    assert!(sequence > 4, "{first}");
 }
 
 /// With `server.api_tokens`, every Gateway RPC needs `authorization: Bearer TOKEN`, from

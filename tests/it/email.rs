@@ -415,8 +415,11 @@ async fn malformed_mail_becomes_an_event_and_the_mailbox_goes_on() {
     let ok = gw.received(&format!("ok.{ann}")).await;
     assert_eq!(ok.from, ann);
     // From the start of the log: the stream replays what happened before it opened.
-    let request =
-        pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["inbound_rejected".into()] };
+    let request = pb::StreamEventsRequest {
+        from_sequence: 0,
+        kinds: vec!["inbound_rejected".into()],
+        ..Default::default()
+    };
     let mut events = gw.client.stream_events(request).await.expect("stream").into_inner();
     let mut rejected = Vec::new();
     for _ in 0..2 {

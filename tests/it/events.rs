@@ -71,10 +71,30 @@ async fn crm_deliveries_stay_in_order_under_concurrent_sends() {
     );
 }
 
+/// `from_now` replays nothing: the first event is the first committed after the call.
+#[tokio::test]
+async fn a_stream_from_now_starts_with_what_happens_next() {
+    let mut t = support::gateway().start().await;
+    let earlier = t.send("+14155550111", "before").await;
+    t.wait_for(&earlier.id, pb::MessageStatus::Delivered).await;
+    let request = pb::StreamEventsRequest { from_now: true, ..Default::default() };
+    let mut events = t.client.stream_events(request).await.expect("stream").into_inner();
+    let later = t.send("+14155550112", "after").await;
+    let first = events.message().await.expect("ok").expect("an event");
+    let Some(pb::event::Kind::ConversationOpened(opened)) = first.kind else {
+        panic!("not the later message's conversation: {first:?}")
+    };
+    assert_eq!(opened.conversation.expect("conversation").id, later.conversation_id);
+
+    let both = pb::StreamEventsRequest { from_now: true, from_sequence: 3, kinds: vec![] };
+    let refused = t.client.stream_events(both).await.expect_err("both starts");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
 #[tokio::test]
 async fn shutdown_ends_open_event_streams_instead_of_waiting_for_them() {
     let mut t = support::gateway().start().await;
-    let request = pb::StreamEventsRequest { from_sequence: 0, kinds: vec![] };
+    let request = pb::StreamEventsRequest { from_sequence: 0, kinds: vec![], ..Default::default() };
     let mut events = t.client.stream_events(request).await.expect("stream").into_inner();
     t.send("+14155550100", "hello").await;
     assert!(events.message().await.expect("ok").is_some(), "the stream is live");

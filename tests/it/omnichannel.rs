@@ -146,8 +146,8 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
     let mut merges = t
         .client
         .stream_events(pb::StreamEventsRequest {
-            from_sequence: 0,
             kinds: vec!["contact_merged".into()],
+            ..Default::default()
         })
         .await
         .expect("stream")
@@ -161,7 +161,11 @@ async fn identities_belong_to_one_contact_and_move_only_by_merge() {
     assert_eq!(m.merged_contact_id, fb.contact_id);
     let bad = t
         .client
-        .stream_events(pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["nope".into()] })
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 0,
+            kinds: vec!["nope".into()],
+            ..Default::default()
+        })
         .await
         .expect_err("unknown kind");
     assert_eq!(bad.code(), Code::InvalidArgument);

@@ -268,8 +268,11 @@ impl TestGateway {
 
     /// Follows the event stream until the inbound message with this provider id arrives.
     pub async fn received(&mut self, provider_id: &str) -> pb::Message {
-        let request =
-            pb::StreamEventsRequest { from_sequence: 0, kinds: vec!["message_received".into()] };
+        let request = pb::StreamEventsRequest {
+            from_sequence: 0,
+            kinds: vec!["message_received".into()],
+            ..Default::default()
+        };
         let mut events = self.client.stream_events(request).await.expect("stream").into_inner();
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), events.message()).await;
