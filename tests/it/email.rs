@@ -1,5 +1,5 @@
 //! Email against real mail servers: Postfix (submission 587 STARTTLS, 465 TLS) and Dovecot
-//! (IMAPS 993), started by `scripts/mail-servers.sh` (`.ci/run` runs it). Every user at
+//! (IMAPS 993), started by `scripts/mail-servers.sh` (`scripts/test.sh` runs it). Every user at
 //! omnigate.test and example.test exists; each test takes addresses of its own.
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ fn mail_dir() -> PathBuf {
     );
     assert!(
         dir.join("ca.pem").exists(),
-        "the email tests need the real mail servers: run scripts/mail-servers.sh as root first"
+        "the email tests need the real mail servers: run them with scripts/test.sh (or scripts/mail-servers.sh as root)"
     );
     dir
 }

@@ -71,7 +71,7 @@ fn run_blocking(url: &str, sql: &str) {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
-            panic!("PostgreSQL is needed for these tests (set OMNIGATE_TEST_POSTGRES or run .ci/run): {url}: {e}")
+            panic!("PostgreSQL is needed for these tests (run scripts/test.sh, or set OMNIGATE_TEST_POSTGRES): {url}: {e}")
         });
         c.batch_execute(&sql).expect(&sql);
     })
