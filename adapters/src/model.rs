@@ -313,6 +313,21 @@ impl Content {
     pub fn text(body: impl Into<String>) -> Content {
         Content::Text(Text { body: body.into(), preview_url: false })
     }
+
+    /// A copy without the bytes of inline attachments (their name, type and size stay), or
+    /// None when there are none to leave out.
+    pub fn without_inline_data(&self) -> Option<Content> {
+        let Content::Email(email) = self else { return None };
+        if email.attachments.iter().all(|a| a.data.is_empty()) {
+            return None;
+        }
+        let mut light = email.clone();
+        for attachment in &mut light.attachments {
+            attachment.size = attachment.size.max(attachment.data.len() as u64);
+            attachment.data = Vec::new();
+        }
+        Some(Content::Email(light))
+    }
 }
 
 /// An error for content a channel cannot carry, naming both.

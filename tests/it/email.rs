@@ -184,6 +184,14 @@ fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {
     })
 }
 
+/// The first attachment's bytes of an email content.
+fn attachment_bytes(content: &pb::Content) -> Vec<u8> {
+    match &content.kind {
+        Some(pb::content::Kind::Email(e)) => e.attachments[0].data.clone(),
+        _ => Vec::new(),
+    }
+}
+
 /// A plain text email through the gateway's default email account.
 async fn send_text(gw: &mut TestGateway, to: &str, text: &str) -> pb::Message {
     gw.send_request(support::request(pb::Channel::Email, to, support::text(text)))
@@ -228,6 +236,29 @@ async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversati
         .expect("accepted");
     let first = gw.wait_for(&first.id, pb::MessageStatus::Sent).await;
     assert_eq!(first.provider_message_id, format!("{}@omnigate.test", first.id));
+    assert_eq!(first.content.as_ref().map(attachment_bytes), Some(b"total: 42 EUR".to_vec()));
+    // Status events name the attachment but do not copy its bytes each time.
+    let request = pb::StreamEventsRequest {
+        kinds: vec!["message_status_changed".into()],
+        ..Default::default()
+    };
+    let mut events = gw.client.stream_events(request).await.expect("stream").into_inner();
+    let mut seen = 0;
+    while seen < 2 {
+        let event = events.message().await.expect("ok").expect("an event");
+        let Some(pb::event::Kind::MessageStatusChanged(change)) = event.kind else { continue };
+        let message = change.message.expect("message");
+        if message.id != first.id {
+            continue;
+        }
+        let Some(pb::content::Kind::Email(content)) = message.content.and_then(|c| c.kind) else {
+            panic!("not an email")
+        };
+        let attachment = &content.attachments[0];
+        assert_eq!((attachment.filename.as_str(), attachment.size), ("receipt.txt", 13));
+        assert!(attachment.data.is_empty(), "{attachment:?}");
+        seen += 1;
+    }
 
     // What Ann's mail client shows.
     let mails = inbox(&ann, 1).await;

@@ -943,6 +943,18 @@ fn append_status_changed(
     message_doc: &str,
     previous: Option<MessageStatus>,
 ) -> Result<(), StoreError> {
+    // The message as it stands, but for the bytes of inline attachments: each status change
+    // would copy them again, into the log and to every CRM; GetMessage has them.
+    if let Some(content) = message.content.without_inline_data() {
+        let light = Message { content, ..message.clone() };
+        let doc = status_changed_doc(&serde_json::to_string(&light)?, previous)?;
+        return insert_event(
+            db,
+            events,
+            EventKind::StatusChanged { message: light, previous },
+            &doc,
+        );
+    }
     let doc = status_changed_doc(message_doc, previous)?;
     insert_event(db, events, EventKind::StatusChanged { message: message.clone(), previous }, &doc)
 }
