@@ -1171,3 +1171,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod documented {
+    use super::Config;
+    use figment::providers::Format;
+
+    /// Each key as the README names it: `section.key`, or within an account `key` and
+    /// `smtp.key`; keys of inline tables (a rate limit, a sandbox rule) by their own name.
+    fn names(
+        value: &serde_json::Value,
+        path: &[&str],
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        let items: Vec<&serde_json::Value> = match value {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            let serde_json::Value::Object(map) = item else { continue };
+            for (key, inner) in map {
+                let name = match path {
+                    [] | ["accounts"] => key.clone(),
+                    [section] => format!("{section}.{key}"),
+                    ["accounts", table] => format!("{table}.{key}"),
+                    _ => key.clone(),
+                };
+                out.insert(name);
+                let below: Vec<&str> = path.iter().copied().chain([key.as_str()]).collect();
+                names(inner, &below, out);
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_config_key() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+        let spans: Vec<&str> = readme.split('`').skip(1).step_by(2).collect();
+        // Every key the shipped configs write (secrets from the environment need none
+        // here), and every key the default config has, defaults included.
+        let mut all = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(root.join("config")).expect("config/") {
+            let path = entry.expect("entry").path();
+            let raw: serde_json::Value =
+                figment::Figment::from(figment::providers::Toml::file(&path))
+                    .extract()
+                    .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            names(&raw, &[], &mut all);
+        }
+        let text = std::fs::read_to_string(root.join("config/omnigate.toml")).expect("default");
+        let config = Config::from_toml(&text).expect("the default config");
+        names(&serde_json::to_value(&config).expect("serializes"), &[], &mut all);
+        let missing: Vec<&String> =
+            all.iter().filter(|k| !spans.iter().any(|s| s.contains(k.as_str()))).collect();
+        assert!(missing.is_empty(), "config keys the README does not name: {missing:?}");
+    }
+}
