@@ -17,6 +17,8 @@ use crate::app::AppState;
 
 /// Webhook bodies larger than this are refused before parsing.
 const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
+/// How long `/readyz` waits for the store to answer.
+const READY_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves `app` until `stop`, then lets requests in flight finish. The ingress faces the
 /// internet (providers call it), so a client that never completes its request headers is
@@ -76,11 +78,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Ready while not draining and while the store answers a read: a replica cut off from its
+/// database can accept nothing durably, so a load balancer should send calls elsewhere.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    if !state.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    match tokio::time::timeout(READY_STORE_WAIT, state.store.last_sequence()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => unavailable(format!("store unavailable: {e}")),
+        Err(_) => unavailable(format!("store unavailable: no answer in {READY_STORE_WAIT:?}")),
     }
 }
 

@@ -23,6 +23,57 @@ async fn health_readiness_and_metrics() {
     assert!(metric(&text, "omnigate_store_commits_total") >= 1.0);
 }
 
+/// A replica cut off from its database is not ready, says why, and is ready again once
+/// the database lets it back in.
+#[tokio::test]
+async fn readiness_follows_the_store() {
+    let db = crate::pg::TestDb::create();
+    let t = support::gateway().store_url(&db.url).start().await;
+    let ready = || async {
+        let client = omnigate_adapters::http::client(std::time::Duration::from_secs(5));
+        let response = client.get(t.url("/readyz")).send().await.expect("reachable");
+        (response.status().as_u16(), response.text().await.expect("body"))
+    };
+    assert_eq!(ready().await, (200, "ready".to_string()));
+
+    // As a failover or a firewall would: no session of this database, no new one either.
+    let name = db.name.clone();
+    let allow = move |allowed: bool| {
+        let name = name.clone();
+        crate::pg::with_admin(move |c| {
+            c.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}"))
+                .expect("alter database");
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .expect("terminate");
+        })
+    };
+    allow(false);
+    let mut answer = ready().await;
+    for _ in 0..100 {
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answer = ready().await;
+    }
+    assert_eq!(answer.0, 503, "{answer:?}");
+    assert!(answer.1.starts_with("store unavailable"), "{answer:?}");
+
+    allow(true);
+    for _ in 0..100 {
+        answer = ready().await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, (200, "ready".to_string()));
+}
+
 #[tokio::test]
 async fn grpc_health_and_reflection_are_served() {
     let t = support::gateway().start().await;

@@ -38,6 +38,8 @@ pub struct Builder {
     callback_delay_ms: u64,
     extra: String,
     server: String,
+    /// `store.url`; a fresh SQLite file in the test's directory when empty.
+    store_url: String,
 }
 
 pub fn gateway() -> Builder {
@@ -53,6 +55,7 @@ pub fn gateway() -> Builder {
         callback_delay_ms: 10,
         extra: String::new(),
         server: String::new(),
+        store_url: String::new(),
     }
 }
 
@@ -116,6 +119,12 @@ impl Builder {
         self
     }
 
+    /// Runs on this store rather than a fresh SQLite file.
+    pub fn store_url(mut self, url: &str) -> Self {
+        self.store_url = url.to_string();
+        self
+    }
+
     pub fn callback_delay_ms(mut self, ms: u64) -> Self {
         self.callback_delay_ms = ms;
         self
@@ -131,7 +140,7 @@ drain_timeout_secs = 10
 {server}
 
 [store]
-url = "sqlite://{db}"
+url = "{store}"
 
 [dispatch]
 {dispatch}
@@ -210,7 +219,10 @@ smtp = {{ host = "sandbox" }}
 {extra}
 "#,
             extra = self.extra,
-            db = dir.join("omnigate.db").display(),
+            store = match self.store_url.as_str() {
+                "" => format!("sqlite://{}", dir.join("omnigate.db").display()),
+                url => url.to_string(),
+            },
             dispatch = self.dispatch,
             delay = self.callback_delay_ms,
             rules = self.rules,
