@@ -179,18 +179,24 @@ fn the_demo_shows_sms_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
     assert!(out.contains("MESSAGE_STATUS_FAILED (smtp 550 5.1.1"), "{out}");
 }
 
+/// Runs `omnigate ARGS` as a client of the gateway at `addr`.
+fn cli(
+    addr: &str,
+    args: &[&str],
+) -> impl Future<Output = std::io::Result<std::process::Output>> + use<> {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(args)
+        .args(["--addr", addr])
+        .output()
+}
+
 /// `omnigate send --after-secs` schedules a message and `omnigate cancel` stops it; a
 /// cancellation the gateway refuses fails the command with the gateway's reason.
 #[tokio::test]
 async fn the_cli_schedules_and_cancels() {
     let mut t = support::gateway().start().await;
     let addr = format!("http://{}", t.gw().grpc_addr);
-    let cli = |args: &[&str]| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
-            .args(args)
-            .args(["--addr", &addr])
-            .output()
-    };
+    let cli = |args: &[&str]| cli(&addr, args);
     let out = cli(&["send", "--to", "+14155550521", "--text", "later", "--after-secs", "600"])
         .await
         .expect("runs");
@@ -218,12 +224,7 @@ async fn the_cli_schedules_and_cancels() {
 async fn the_cli_prints_messages_and_events_as_json() {
     let mut t = support::gateway().start().await;
     let addr = format!("http://{}", t.gw().grpc_addr);
-    let cli = |args: &[&str]| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
-            .args(args)
-            .args(["--addr", &addr])
-            .output()
-    };
+    let cli = |args: &[&str]| cli(&addr, args);
     let out =
         cli(&["send", "--to", "+14155550531", "--text", "watched", "--wait"]).await.expect("runs");
     assert!(out.status.success(), "{out:?}");
