@@ -55,6 +55,7 @@ where
             method,
             started: Instant::now(),
             metrics: self.metrics.clone(),
+            span: None,
         });
         Observed { inner: self.inner.call(request), call }
     }
@@ -71,6 +72,9 @@ struct Call {
     method: &'static str,
     started: Instant,
     metrics: Arc<Metrics>,
+    /// The call's span, entered while the call is polled (not while it is dropped), so
+    /// taken at the first poll.
+    span: Option<tracing::Span>,
 }
 
 pin_project_lite::pin_project! {
@@ -78,6 +82,27 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         call: Option<Call>,
+    }
+
+    impl<F> PinnedDrop for Observed<F> {
+        // Dropped unanswered: the client went away or its deadline passed first.
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.end(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl Call {
+    fn end(self, code: Code) {
+        self.metrics.grpc_call(self.method, code_name(code), self.started.elapsed());
+        if let Some(span) = self.span {
+            span.record("rpc.grpc.status_code", code as i64);
+            if is_server_error(code) {
+                span.record("otel.status_code", "error");
+            }
+        }
     }
 }
 
@@ -89,6 +114,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        if let Some(call) = this.call.as_mut() {
+            call.span.get_or_insert_with(tracing::Span::current);
+        }
         let out = ready!(this.inner.poll(cx));
         if let Some(call) = this.call.take() {
             // A handler's error comes back as a trailers-only response, its status in the
@@ -100,12 +128,7 @@ where
                     .map_or(Code::Ok, |status| Code::from_bytes(status.as_bytes())),
                 Err(_) => Code::Unknown,
             };
-            call.metrics.grpc_call(call.method, code_name(code), call.started.elapsed());
-            let span = tracing::Span::current();
-            span.record("rpc.grpc.status_code", code as i64);
-            if is_server_error(code) {
-                span.record("otel.status_code", "error");
-            }
+            call.end(code);
         }
         Poll::Ready(out)
     }

@@ -98,9 +98,11 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                     return;
                 }
                 Outcome::GaveUp(error) => {
-                    deliveries.metrics.event_deliveries(&webhook.id, "dead_lettered", 1);
                     match store.dead_letter(webhook.clone(), event.sequence, &error).await {
-                        Ok(w) => webhook = w,
+                        Ok(w) => {
+                            webhook = w;
+                            deliveries.metrics.event_deliveries(&webhook.id, "dead_lettered", 1);
+                        }
                         Err(e) => {
                             tracing::error!(webhook = %webhook.id, error = %e, "cannot record a dead letter");
                             return;

@@ -3,7 +3,7 @@
 use omnigate_proto::v1 as pb;
 use serde_json::Value;
 
-use crate::send::{metric, reqwest_get};
+use crate::send::{metric, reqwest_get, until_metric};
 use crate::support;
 
 #[tokio::test]
@@ -152,6 +152,17 @@ async fn gateway_calls_are_counted_by_method_and_status() {
         "{text}"
     );
     assert!(!text.contains("Health"), "probes are not counted: {text}");
+
+    // A call dropped unanswered (here its deadline passes while another connection holds
+    // the database's write lock) counts as CANCELLED.
+    let lock = rusqlite::Connection::open(t._dir.path().join("omnigate.db")).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("write lock");
+    let mut hurried = tonic::Request::new(support::text_request("+14155550504", "hurried"));
+    hurried.set_timeout(std::time::Duration::from_millis(200));
+    t.client.send_message(hurried).await.expect_err("the deadline passes first");
+    lock.execute_batch("COMMIT").expect("release");
+    let cancelled = r#"omnigate_grpc_requests_total{method="SendMessage",code="CANCELLED"}"#;
+    until_metric(&t.url("/metrics"), cancelled, 1.0).await;
 }
 
 /// `omnigate demo` on the default config, as the README tells a new user to run it.
