@@ -74,24 +74,25 @@ async fn readiness_follows_the_store() {
     assert_eq!(answer, (200, "ready".to_string()));
 }
 
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string()).expect("uri");
+    endpoint.connect().await.expect("connect")
+}
+
+/// The gRPC health status of `service` (empty: the server as a whole).
+async fn health(channel: tonic::transport::Channel, service: &str) -> i32 {
+    let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client.check(request).await.expect("health").into_inner().status
+}
+
 #[tokio::test]
 async fn grpc_health_and_reflection_are_served() {
     let t = support::gateway().start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.gw().grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let answer = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "omnigate.v1.Gateway".into() })
-        .await
-        .expect("health")
-        .into_inner();
-    assert_eq!(
-        answer.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    let channel = channel(&format!("http://{}", t.gw().grpc_addr)).await;
+    assert_eq!(health(channel.clone(), "omnigate.v1.Gateway").await, SERVING);
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -131,15 +132,8 @@ async fn gateway_calls_are_counted_by_method_and_status() {
     let invalid =
         t.client.send_message(support::text_request("", "nobody")).await.expect_err("no recipient");
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", t.gw().grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-        .await
-        .expect("health");
+    let channel = channel(&format!("http://{}", t.gw().grpc_addr)).await;
+    assert_eq!(health(channel, "").await, SERVING);
 
     let text = reqwest_get(&t.url("/metrics")).await;
     let calls = |labels: &str| metric(&text, &format!("omnigate_grpc_requests_total{{{labels}}}"));
@@ -295,11 +289,7 @@ async fn api_tokens_guard_the_gateway_but_not_its_health() {
     const TOKEN: &str = "test-token-0123456789abcdef0123456789";
     let t = support::gateway().api_token(TOKEN).start().await;
     let addr = format!("http://{}", t.gw().grpc_addr);
-    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(&addr).await;
     let with = |value: &'static str| {
         pb::gateway_client::GatewayClient::with_interceptor(
             channel.clone(),
@@ -330,15 +320,7 @@ async fn api_tokens_guard_the_gateway_but_not_its_health() {
         .expect("message");
     assert_eq!(sent.status, pb::MessageStatus::Accepted as i32);
 
-    let health = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-        .await
-        .expect("health needs no token")
-        .into_inner();
-    assert_eq!(
-        health.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(health(channel, "").await, SERVING, "health needs no token");
 
     let cli = |token: Option<&str>| {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"));
