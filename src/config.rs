@@ -289,7 +289,8 @@ pub struct SandboxSection {
     pub email: Option<SmtpSandboxConfig>,
 }
 
-/// Sends per second and burst of one route (account + sender).
+/// Sends per second and burst of one route (account + sender), in the units its provider
+/// paces by (Twilio: SMS segments).
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {

@@ -2,6 +2,7 @@
 //! [`WebhookHandler`] for what a provider posts back (receipts and inbound messages).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,6 +113,12 @@ pub trait Sender: Send + Sync {
     fn route(&self) -> &str;
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure>;
+
+    /// How many of its route's rate-limit tokens sending `content` spends: one, unless the
+    /// provider paces something smaller than a message (Twilio: SMS segments).
+    fn rate_cost(&self, _content: &Content) -> NonZeroU32 {
+        NonZeroU32::MIN
+    }
 
     /// Whether this account can carry the message at all (content kind, sizes), checked
     /// without sending; lets the gateway pick a channel that can.

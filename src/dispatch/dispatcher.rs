@@ -217,7 +217,7 @@ fn spawn_route(shared: Arc<Shared>, first: &Job) -> mpsc::UnboundedSender<Job> {
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
-                _ = target.ready(&route) => {}
+                _ = target.ready(&route, target.sender.rate_cost(&job.content)) => {}
             }
             let Ok(slot) = shared.slots.clone().acquire_owned().await else { return };
             shared.outlet.leave(&job);

@@ -1,6 +1,7 @@
 //! A route is one provider account and one sender on it. Each route has its own FIFO queue,
 //! its own token bucket (a keyed governor limiter per account, keyed by sender) and a pause
-//! that a provider's throttling answer sets.
+//! that a provider's throttling answer sets. A message spends as many tokens as its
+//! provider paces it by ([`Sender::rate_cost`]): Twilio counts SMS segments.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -18,7 +19,9 @@ pub struct AccountRoute {
     pub sender: Arc<dyn Sender>,
     /// Where this account's provider posts receipts, when it takes a per-message URL.
     pub status_callback: Option<String>,
-    pub limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    /// The most tokens the limiter can grant at once.
+    burst: NonZeroU32,
     /// A per-recipient pace (WhatsApp's pair rate limit), keyed by recipient.
     pair: Option<DefaultKeyedRateLimiter<String>>,
     pauses: Mutex<HashMap<String, Instant>>,
@@ -31,10 +34,12 @@ impl AccountRoute {
         rate: RateLimit,
         pair: Option<RateLimit>,
     ) -> Self {
+        let pace = quota(rate);
         AccountRoute {
             sender,
             status_callback,
-            limiter: DefaultKeyedRateLimiter::keyed(quota(rate)),
+            limiter: DefaultKeyedRateLimiter::keyed(pace),
+            burst: pace.burst_size(),
             pair: pair.map(|p| DefaultKeyedRateLimiter::keyed(quota(p))),
             pauses: Mutex::new(HashMap::new()),
         }
@@ -59,8 +64,8 @@ impl AccountRoute {
         }
     }
 
-    /// Waits out a pause, then for a token of this route's rate.
-    pub async fn ready(&self, route: &String) {
+    /// Waits out a pause, then for `cost` tokens of this route's rate.
+    pub async fn ready(&self, route: &String, cost: NonZeroU32) {
         loop {
             let until = self.pauses.lock().ok().and_then(|p| p.get(route).copied());
             match until {
@@ -68,7 +73,15 @@ impl AccountRoute {
                 _ => break,
             }
         }
-        self.limiter.until_key_ready(route).await;
+        // A message dearer than the bucket holds (a long SMS on a burst of one) takes its
+        // tokens a bucketful at a time: the same average pace, and a wait that ends.
+        let mut left = cost.get();
+        while let Some(n) = NonZeroU32::new(left.min(self.burst.get())) {
+            if self.limiter.until_key_n_ready(route, n).await.is_err() {
+                break; // n never exceeds the burst.
+            }
+            left -= n.get();
+        }
     }
 }
 

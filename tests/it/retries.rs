@@ -149,3 +149,26 @@ async fn a_route_never_sends_faster_than_its_rate_and_keeps_order() {
     let span = sent[7].at.duration_since(sent[0].at);
     assert!(span.as_millis() >= 1300, "8 sends in {span:?}");
 }
+
+#[tokio::test]
+async fn a_long_sms_spends_a_token_of_the_route_per_segment() {
+    let mut t = support::gateway().rate(5.0, 1).start().await;
+    // 400 GSM-7 characters are three segments of 153 (shared/providers/README.md: Twilio
+    // paces a sender by segment), so they take three of the route's 200 ms tokens.
+    let long = "a".repeat(400);
+    let ids = [
+        t.send("+14155550411", "before").await.id,
+        t.send("+14155550411", &long).await.id,
+        t.send("+14155550411", "after").await.id,
+    ];
+    for id in &ids {
+        t.wait_for(id, pb::MessageStatus::Delivered).await;
+    }
+    let sent = t.sandbox().sent();
+    let bodies: Vec<&str> = sent.iter().map(|s| s.field("Body").expect("body")).collect();
+    assert_eq!(bodies, ["before", long.as_str(), "after"]);
+    // Five tokens at five per second with a burst of one: the last leaves at least 4 × 200 ms
+    // after the first. Counting messages, it would have been 2 × 200 ms.
+    let span = sent[2].at.duration_since(sent[0].at);
+    assert!(span.as_millis() >= 700, "5 segments in {span:?}");
+}

@@ -1,11 +1,14 @@
 //! Sends through `POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json`.
 
+use std::num::NonZeroU32;
+
 use async_trait::async_trait;
 
 use crate::contract::{Accepted, Outbound, SendFailure, Sender};
 use crate::model::{Channel, Content, ErrorCode, ProviderError, unsupported};
 
 use super::config::{TwilioAccount, TwilioSenderId};
+use super::segments::segments;
 use super::wire::{self, MessageResource};
 use super::{PROVIDER, errors};
 
@@ -96,6 +99,14 @@ impl Sender for TwilioSender {
 
     fn check(&self, message: &Outbound) -> Result<(), ProviderError> {
         self.form(message).map(drop).map_err(|f| f.error)
+    }
+
+    fn rate_cost(&self, content: &Content) -> NonZeroU32 {
+        match content {
+            Content::Text(text) => NonZeroU32::new(segments(&text.body)).unwrap_or(NonZeroU32::MIN),
+            // An MMS goes whole, whatever its caption's length.
+            _ => NonZeroU32::MIN,
+        }
     }
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure> {

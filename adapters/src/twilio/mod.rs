@@ -6,6 +6,7 @@
 //! - [`errors`]: Twilio error codes to canonical classes.
 //! - [`signature`]: the `X-Twilio-Signature` algorithm.
 //! - [`client`]: the [`Sender`](crate::Sender).
+//! - [`segments`]: how many SMS segments a body takes; Twilio paces senders by them.
 //! - [`webhook`]: status callbacks and inbound messages, verified and parsed.
 //! - `sandbox`: a local server speaking Twilio's wire protocol (feature `sandbox`).
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod errors;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod segments;
 pub mod signature;
 #[cfg(all(test, feature = "sandbox"))]
 mod tests;

@@ -318,7 +318,7 @@ async fn create_message(
     }
     let sid = sandbox.new_sid(if media.is_empty() { "SM" } else { "MM" });
     let now = httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "+0000");
-    let segments = text.chars().count().div_ceil(if text.is_ascii() { 153 } else { 67 }).max(1);
+    let segments = super::segments::segments(text);
     let resource = json!({
         "account_sid": sandbox.config.account_sid,
         "api_version": "2010-04-01",

@@ -224,3 +224,26 @@ async fn sandbox_errors_have_twilios_shape_and_classify() {
     let down = unreachable.send(&outbound("+14155550100", text())).await.expect_err("refused");
     assert_eq!(down.class, FailureClass::Retryable { retry_after: None });
 }
+
+#[tokio::test]
+async fn a_send_spends_as_many_rate_tokens_as_twilio_counts_segments() {
+    let sb = sandbox::start(sandbox_config(Vec::new())).await.expect("sandbox");
+    let s = sender(sb.api_base(), TwilioSenderId::From("+15005550006".into()));
+    let url = format!("{}/2010-04-01/Accounts/{SID}/Messages.json", sb.api_base());
+    let http = crate::http::client(Duration::from_secs(5));
+    // `num_segments`: "The number of segments that make up the complete message" (the
+    // Message schema); the sandbox answers it as the sender paces.
+    for body in ["hello".to_string(), "a".repeat(161), "ж".repeat(135)] {
+        let form = [("To", "+14155550100"), ("From", "+15005550006"), ("Body", body.as_str())];
+        let response =
+            http.post(&url).basic_auth(SID, Some("token")).form(&form).send().await.expect("send");
+        let resource: Value = response.json().await.expect("json");
+        let cost = s.rate_cost(&Content::text(body.clone())).get().to_string();
+        assert_eq!(resource["num_segments"], Value::String(cost.clone()), "{} chars", body.len());
+        assert_ne!(cost, "0");
+    }
+    assert_eq!(s.rate_cost(&Content::text("a".repeat(400))).get(), 3);
+    let long_caption =
+        Media { url: "https://e.com/a.png".into(), caption: "a".repeat(400), ..Media::default() };
+    assert_eq!(s.rate_cost(&Content::Media(long_caption)).get(), 1, "an MMS goes whole");
+}
