@@ -193,6 +193,16 @@ pub struct InboundMessage {
     /// Further provider ids this message refers to, newest last (email's `References`);
     /// any of them finds the conversation.
     pub references: Vec<String>,
+    /// What the message says of the person's consent to get more from this sender.
+    pub consent: Option<Consent>,
+}
+
+/// A person's word on getting messages from a sender: an SMS `STOP` bars the sender until
+/// a `START`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consent {
+    OptedOut,
+    OptedIn,
 }
 
 /// The body the provider expects back on success.

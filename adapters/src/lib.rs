@@ -30,8 +30,8 @@ pub mod meta;
 pub mod twilio;
 
 pub use contract::{
-    Accepted, FailureClass, InboundMessage, Outbound, Parsed, SendFailure, Sender, StatusReport,
-    Thread, WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
+    Accepted, Consent, FailureClass, InboundMessage, Outbound, Parsed, SendFailure, Sender,
+    StatusReport, Thread, WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
 };
 pub use model::{
     Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,

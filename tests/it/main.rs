@@ -2,6 +2,7 @@
 
 mod api;
 mod cancel;
+mod consent;
 mod crash;
 mod email;
 mod events;

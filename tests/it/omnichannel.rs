@@ -284,7 +284,7 @@ async fn conversations_close_explicitly_and_after_inactivity() {
 
 /// A contact reachable on SMS and WhatsApp at `number`, who wrote on WhatsApp (so its
 /// window is open) with message id `wamid`.
-async fn phone_contact_who_wrote(
+pub async fn phone_contact_who_wrote(
     t: &mut support::TestGateway,
     number: &str,
     wamid: &str,

@@ -11,7 +11,8 @@ use omnigate::store::{
     AcceptOutcome, Attempt, ContactUpdate, NewInbound, NewMessage, Store, StoreError,
 };
 use omnigate_adapters::{
-    Channel, Content, Email, InboundMessage, MessageStatus, StatusReport, Thread,
+    Channel, Consent, Content, Email, ErrorCode, InboundMessage, MessageStatus, ProviderError,
+    StatusReport, Thread,
 };
 
 fn settings() -> Settings {
@@ -324,7 +325,93 @@ const CASES: &[(&str, Case)] = &[
     ("fleet leases and route claims", |s| Box::pin(fleet_leases(s))),
     ("retention", |s| Box::pin(retention(s))),
     ("cancellation", |s| Box::pin(cancellation(s))),
+    ("opt-outs", |s| Box::pin(opt_outs(s))),
 ];
+
+fn sms_said(from: &str, pid: &str, body: &str, consent: Consent) -> NewInbound {
+    NewInbound {
+        id: new_id("msg"),
+        from: sms_identity(from),
+        channel: Channel::Sms,
+        account: "sms".into(),
+        message: InboundMessage {
+            provider_message_id: pid.into(),
+            from: from.into(),
+            to: "+15005550006".into(),
+            content: Content::text(body),
+            reply_to: None,
+            references: Vec::new(),
+            consent: Some(consent),
+        },
+        now: now_ms(),
+    }
+}
+
+/// Whether acceptance refused the message for an opt-out (and so handed out no work).
+async fn refused_for_opt_out(store: &dyn Store, to: &str) -> bool {
+    match store.accept(new_message(to, None, "offer")).await.expect("accept") {
+        AcceptOutcome::Created(m, job) => {
+            let refused = m.error.is_some_and(|e| e.code == ErrorCode::RecipientOptedOut);
+            assert_eq!(refused, job.is_none() && m.status == MessageStatus::Failed);
+            refused
+        }
+        AcceptOutcome::Existing(m) => panic!("unexpected existing {}", m.id),
+    }
+}
+
+async fn opt_outs(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    store
+        .receive(sms_said("+14155550501", "SMstop", "STOP", Consent::OptedOut))
+        .await
+        .expect("stop");
+    assert!(refused_for_opt_out(s, "+14155550501").await);
+    assert!(!refused_for_opt_out(s, "+14155550502").await, "only the one who said it");
+    store
+        .receive(sms_said("+14155550501", "SMstart", "START", Consent::OptedIn))
+        .await
+        .expect("start");
+    assert!(!refused_for_opt_out(s, "+14155550501").await);
+
+    // Twilio refusing a send for an opt-out (21610) records one; WhatsApp's 131050, which
+    // bars only marketing templates, does not.
+    let refused_by = |provider: &str, code: &str| Attempt::Failed {
+        status: MessageStatus::Failed,
+        error: ProviderError {
+            code: ErrorCode::RecipientOptedOut,
+            message: "opted out".into(),
+            provider: provider.into(),
+            provider_code: code.into(),
+            retryable: false,
+        },
+    };
+    let sms = accept(s, new_message("+14155550503", None, "1")).await;
+    store.record_attempt(&sms.id, refused_by("twilio", "21610")).await.expect("failed");
+    assert!(refused_for_opt_out(s, "+14155550503").await);
+    // Erasing the person keeps them off the list of whom to message.
+    store.forget_contact(&sms.contact_id).await.expect("forget");
+    assert!(refused_for_opt_out(s, "+14155550503").await, "an erased opt-out still holds");
+    let whatsapp = accept(
+        s,
+        NewMessage {
+            channel: Channel::Whatsapp,
+            account: "wa".into(),
+            ..new_message("+14155550504", None, "1")
+        },
+    )
+    .await;
+    store.record_attempt(&whatsapp.id, refused_by("meta", "131050")).await.expect("failed");
+    let again = accept(
+        s,
+        NewMessage {
+            channel: Channel::Whatsapp,
+            account: "wa".into(),
+            ..new_message("+14155550504", None, "2")
+        },
+    )
+    .await;
+    assert_eq!(again.status, MessageStatus::Accepted);
+}
 
 fn sms_identity(address: &str) -> Identity {
     Identity { channel: Channel::Sms, address: address.into() }
@@ -565,6 +652,7 @@ async fn conversations(store: Arc<dyn Store>) {
             content: Content::text("reply"),
             reply_to: None,
             references: Vec::new(),
+            consent: None,
         },
         now: now_ms(),
     };
@@ -613,6 +701,7 @@ fn email_inbound(from: &str, pid: &str, references: &[&str]) -> NewInbound {
             }),
             reply_to: references.last().map(|r| r.to_string()),
             references: references.iter().map(|r| r.to_string()).collect(),
+            consent: None,
         },
         now: now_ms(),
     }
@@ -821,6 +910,7 @@ async fn cancellation(store: Arc<dyn Store>) {
             content: Content::text("hi"),
             reply_to: None,
             references: Vec::new(),
+            consent: None,
         },
         now: now_ms(),
     };

@@ -97,6 +97,7 @@ pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
         content: Content::Email(email),
         reply_to: in_reply_to.last().cloned(),
         references,
+        consent: None,
     }))
 }
 

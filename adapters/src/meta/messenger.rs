@@ -196,6 +196,7 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
             content: Content::Reaction(Reaction { provider_message_id: mid.to_string(), emoji }),
             reply_to: None,
             references: Vec::new(),
+            consent: None,
         }));
         return 0;
     }
@@ -250,5 +251,6 @@ fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMess
         content,
         reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
         references: Vec::new(),
+        consent: None,
     })
 }

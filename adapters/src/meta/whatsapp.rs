@@ -307,5 +307,6 @@ fn parse_message(m: &Value, our_number: &str) -> Option<InboundMessage> {
         content,
         reply_to: m["context"]["id"].as_str().map(str::to_string),
         references: Vec::new(),
+        consent: None,
     })
 }

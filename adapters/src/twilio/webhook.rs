@@ -5,8 +5,8 @@
 use bytes::Bytes;
 
 use crate::contract::{
-    InboundMessage, Parsed, StatusReport, WebhookAck, WebhookError, WebhookEvent, WebhookHandler,
-    WebhookRequest,
+    Consent, InboundMessage, Parsed, StatusReport, WebhookAck, WebhookError, WebhookEvent,
+    WebhookHandler, WebhookRequest,
 };
 use crate::model::{Content, Media};
 
@@ -107,7 +107,30 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
         content,
         reply_to: None,
         references: Vec::new(),
+        consent: consent(param(params, "OptOutType"), body),
     })
+}
+
+/// Twilio answers `STOP` and `START` itself and bars the sender in between, then posts
+/// the message anyway: with `OptOutType` where Advanced Opt-Out is on (which also knows an
+/// account's own keywords), else the default keywords, as the whole body, tell.
+fn consent(opt_out_type: Option<&str>, body: &str) -> Option<Consent> {
+    let (word, out, in_): (&str, &[&str], &[&str]) = match opt_out_type {
+        Some(kind) => (kind, &["STOP"], &["START"]),
+        None => (
+            body,
+            &["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"],
+            &["START", "YES", "UNSTOP"],
+        ),
+    };
+    let said = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(word.trim()));
+    if said(out) {
+        Some(Consent::OptedOut)
+    } else if said(in_) {
+        Some(Consent::OptedIn)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +209,32 @@ mod tests {
         assert_eq!(media.caption, "look");
     }
 
+    // shared/providers/DETAILS.md 1.3: "carriers and Twilio handle STOP/START/HELP keywords
+    // (defaults: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT; START/YES/UNSTOP). The
+    // inbound webhook is still sent"; README: `OptOutType` (STOP, START, HELP) where
+    // advanced opt-out is on.
+    #[test]
+    fn opt_out_keywords_and_opt_out_type_carry_consent() {
+        let h = TwilioWebhooks::new("tok");
+        let consent = |extra: &[(&str, &str)]| {
+            let mut params =
+                vec![("MessageSid", "SM9"), ("From", "+15551230000"), ("To", "+15005550006")];
+            params.extend_from_slice(extra);
+            let events = h.handle(&request("inbound", &params, "tok")).expect("valid").events;
+            let WebhookEvent::Inbound(m) = &events[0] else { panic!("not inbound") };
+            m.consent
+        };
+        assert_eq!(consent(&[("Body", " stop ")]), Some(Consent::OptedOut));
+        assert_eq!(consent(&[("Body", "Unsubscribe")]), Some(Consent::OptedOut));
+        assert_eq!(consent(&[("Body", "UNSTOP")]), Some(Consent::OptedIn));
+        assert_eq!(consent(&[("Body", "please stop texting me")]), None, "only the whole body");
+        assert_eq!(consent(&[("Body", "HELP")]), None);
+        // Advanced Opt-Out names the kind, whatever the account's own keyword was.
+        assert_eq!(consent(&[("Body", "arrêt"), ("OptOutType", "STOP")]), Some(Consent::OptedOut));
+        assert_eq!(consent(&[("Body", "go"), ("OptOutType", "START")]), Some(Consent::OptedIn));
+        assert_eq!(consent(&[("Body", "STOP"), ("OptOutType", "HELP")]), None);
+    }
+
     /// Fuzz-style property: whatever a signed body holds, parsing answers Ok or a clear
     /// error and never panics.
     #[test]
@@ -203,6 +252,7 @@ mod tests {
             "MediaUrl0",
             "MediaUrl1",
             "MediaContentType0",
+            "OptOutType",
             "x",
         ];
         let values = [
@@ -218,6 +268,7 @@ mod tests {
             "é",
             "https://a/b",
             "%ZZ",
+            "STOP",
         ];
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = |n: usize| {

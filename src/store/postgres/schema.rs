@@ -134,6 +134,18 @@ CREATE TABLE cancel_requests (
     answer TEXT
 );
 "#,
+    r#"
+-- People who told an account's sender to stop (an SMS STOP, or the provider refusing a
+-- send for it): sends from that account to that address fail at acceptance until they
+-- opt back in.
+CREATE TABLE opt_outs (
+    account TEXT NOT NULL,
+    address TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (account, address)
+);
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

@@ -7,8 +7,10 @@
 //! - [`writer`]: group commit.
 //! - [`ops`]: messages, receipts, the outbox and the event log.
 //! - [`people`]: contacts, identities and conversations.
+//! - [`consent`]: opt-outs, which acceptance honours.
 //! - [`fleet`]: replica heartbeats and named leases, for replicas sharing one database.
 
+mod consent;
 pub mod db;
 mod fleet;
 mod ops;

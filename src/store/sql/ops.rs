@@ -2,10 +2,10 @@
 //! (writes) or on a reader connection (reads).
 
 use omnigate_adapters::email::render;
-use omnigate_adapters::{Content, MessageStatus, StatusReport, Thread};
+use omnigate_adapters::{Content, ErrorCode, MessageStatus, ProviderError, StatusReport, Thread};
 
 use super::db::{Db, Dialect, args};
-use super::people;
+use super::{consent, people};
 use crate::model::{
     ChannelAttempt, ConversationState, Direction, Event, EventKind, Identity, Message, Millis,
     StatusChange, ids_before, now_ms,
@@ -67,12 +67,7 @@ pub fn accept(
             inactivity_ms,
         )?,
     };
-    let outside_window = match new.window_ms {
-        Some(window) => {
-            last_inbound(db, &new.account, &new.to)?.is_none_or(|at| new.now - at > window)
-        }
-        None => false,
-    };
+    let refusal = refusal(db, new)?;
     let mut message = Message {
         id: new.id.clone(),
         conversation_id,
@@ -101,22 +96,14 @@ pub fn accept(
         channel_attempts: Vec::new(),
         send_at: new.send_at,
     };
-    if outside_window {
-        let hours = new.window_ms.unwrap_or_default() / 3_600_000;
+    if let Some(error) = refusal {
         message.status = MessageStatus::Failed;
         message.history.push(StatusChange {
             status: MessageStatus::Failed,
             at: new.now,
             provider_status: String::new(),
         });
-        message.error = Some(omnigate_adapters::ProviderError::gateway(
-            omnigate_adapters::ErrorCode::OutsideWindow,
-            format!(
-                "{} content needs the person to have written within the last {hours} h on {}; send a template instead",
-                message.content.kind(),
-                message.channel
-            ),
-        ));
+        message.error = Some(error);
     }
     let doc = serde_json::to_string(&message)?;
     db.execute_later(
@@ -133,8 +120,10 @@ pub fn accept(
         ],
     )?;
     append_status_changed(db, events, &message, &doc, None)?;
-    if outside_window {
-        return Ok(AcceptOutcome::Created(message, None));
+    if message.status == MessageStatus::Failed {
+        // Refused here as a provider would have refused it: the next channel, if any.
+        let next = fall_back(db, events, &mut message, new.now, MessageStatus::Failed, lease)?;
+        return Ok(AcceptOutcome::Created(message, next.map(Box::new)));
     }
     let (owner, until) =
         if new.dispatch_here { (lease.owner, new.now + lease.ms) } else { ("", 0) };
@@ -160,6 +149,27 @@ pub fn accept(
         origin: opentelemetry::Context::new(),
     };
     Ok(AcceptOutcome::Created(message, Some(Box::new(job))))
+}
+
+/// Why the gateway fails a message at acceptance rather than send it: the person opted out
+/// of the account's messages, or the content needs a service window that is not open.
+fn refusal(db: &dyn Db, new: &NewMessage) -> Result<Option<ProviderError>, StoreError> {
+    if let Some(reason) = consent::opted_out(db, &new.account, &new.to)? {
+        return Ok(Some(consent::refusal(&new.to, &new.account, &reason)));
+    }
+    let Some(window) = new.window_ms else { return Ok(None) };
+    if last_inbound(db, &new.account, &new.to)?.is_some_and(|at| new.now - at <= window) {
+        return Ok(None);
+    }
+    Ok(Some(ProviderError::gateway(
+        ErrorCode::OutsideWindow,
+        format!(
+            "{} content needs the person to have written within the last {} h on {}; send a template instead",
+            new.content.kind(),
+            window / 3_600_000,
+            new.channel
+        ),
+    )))
 }
 
 pub fn record_attempt(
@@ -207,6 +217,7 @@ pub fn record_attempt(
                 message.attempts += 1;
             }
             message.error = Some(error.clone());
+            consent::note_refusal(db, &message, error, now)?;
             if *status == MessageStatus::Failed
                 && let Some(job) =
                     fall_back(db, events, &mut message, now, MessageStatus::Failed, lease)?
@@ -232,8 +243,8 @@ pub fn fall_back_if_undelivered(
     if message.status != MessageStatus::Sent {
         return Ok(None);
     }
-    message.error = Some(omnigate_adapters::ProviderError::gateway(
-        omnigate_adapters::ErrorCode::Undeliverable,
+    message.error = Some(ProviderError::gateway(
+        ErrorCode::Undeliverable,
         "no delivery receipt before the fallback deadline",
     ));
     let left_at = message.status;
@@ -340,8 +351,9 @@ fn apply_report(
     if !message.status.can_advance_to(report.status) {
         return Ok((false, None));
     }
-    if report.error.is_some() {
-        message.error = report.error.clone();
+    if let Some(error) = &report.error {
+        message.error = Some(error.clone());
+        consent::note_refusal(db, message, error, now_ms())?;
     }
     if report.status == MessageStatus::Failed
         && let Some(job) = fall_back(db, events, message, now_ms(), MessageStatus::Failed, lease)?
@@ -428,7 +440,7 @@ fn park(db: &dyn Db, account: &str, report: &StatusReport, now: Millis) -> Resul
 struct EarlyReceipt {
     status: MessageStatus,
     provider_status: String,
-    error: Option<omnigate_adapters::ProviderError>,
+    error: Option<ProviderError>,
 }
 
 impl From<&StatusReport> for EarlyReceipt {
@@ -481,6 +493,11 @@ pub fn receive(
             (contact.id, conversation_id)
         }
     };
+    if let Some(said) = m.consent {
+        // Only an opt-out keeps its reason; an opt-in clears it.
+        let reason = format!("replied STOP on {}", inbound.channel);
+        consent::record(db, &inbound.account, &inbound.from.address, said, &reason, inbound.now)?;
+    }
     db.execute_later(
         "INSERT INTO windows (account, peer, last_inbound_at) VALUES ($1, $2, $3)
          ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = CASE

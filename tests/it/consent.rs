@@ -1,0 +1,96 @@
+//! Opt-outs: an SMS `STOP`, or Twilio refusing a send because of one (21610), bars the
+//! account's sends to that person at acceptance, without a provider call, until `START`.
+//! shared/providers/DETAILS.md 1.3: "After STOP, sends from that sender to that number fail
+//! with 21610 until the user sends START"; 6: "Opt-outs (Twilio 21610 ...) should also
+//! update contact consent state."
+
+use omnigate_proto::v1 as pb;
+
+use crate::support::{self, FROM, text};
+
+fn sends_to(t: &support::TestGateway, to: &str) -> usize {
+    t.sandbox().sent().iter().filter(|s| s.field("To") == Some(to)).count()
+}
+
+#[tokio::test]
+async fn stop_bars_the_accounts_sends_until_start() {
+    let mut t = support::gateway().start().await;
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let sandbox = t.sandbox().clone();
+    let said = |body: &'static str| {
+        let (sandbox, inbound) = (sandbox.clone(), inbound.clone());
+        async move { sandbox.deliver_inbound(&inbound, "+14155550601", FROM, body).await }
+    };
+    assert_eq!(said(" Stop ").await.expect("post"), 200);
+
+    let refused = t.send("+14155550601", "20% off today").await;
+    assert_eq!(refused.status, pb::MessageStatus::Failed as i32, "answered failed at once");
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
+    assert!(error.message.contains("replied STOP on sms"), "{}", error.message);
+    assert!(!error.retryable);
+    assert_eq!(refused.attempts, 0);
+    assert_eq!(
+        support::statuses(&t.get(&refused.id).await),
+        [pb::MessageStatus::Accepted, pb::MessageStatus::Failed],
+        "stored as refused"
+    );
+    // Others still get theirs.
+    let other = t.send("+14155550602", "20% off today").await;
+    t.wait_for(&other.id, pb::MessageStatus::Delivered).await;
+
+    assert_eq!(said("START").await.expect("post"), 200);
+    let welcome = t.send("+14155550601", "welcome back").await;
+    t.wait_for(&welcome.id, pb::MessageStatus::Delivered).await;
+    assert_eq!(sends_to(&t, "+14155550601"), 1, "only the message after START went out");
+}
+
+#[tokio::test]
+async fn a_send_twilio_refuses_for_an_opt_out_bars_the_next_before_sending() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550603", fault = { kind = "reject", code = 21610 } }"#)
+        .start()
+        .await;
+    let first = t.send("+14155550603", "one").await;
+    let first = t.wait_for(&first.id, pb::MessageStatus::Failed).await;
+    assert_eq!(first.error.expect("error").provider_code, "21610");
+    assert_eq!(t.sandbox().request_count(), 1);
+
+    let second = t.send("+14155550603", "two").await;
+    assert_eq!(second.status, pb::MessageStatus::Failed as i32);
+    let error = second.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
+    assert_eq!(error.provider_code, "", "the gateway refused it, not Twilio");
+    assert!(error.message.contains("twilio refused a send with 21610"), "{}", error.message);
+    assert_eq!(t.sandbox().request_count(), 1, "no second call to Twilio");
+}
+
+#[tokio::test]
+async fn an_opted_out_channel_falls_back_to_the_next() {
+    let mut t = support::gateway().start().await;
+    let contact =
+        crate::omnichannel::phone_contact_who_wrote(&mut t, "+14155550604", "wamid.C1").await;
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let stop = t.sandbox().deliver_inbound(&inbound, "+14155550604", FROM, "STOP");
+    assert_eq!(stop.await.expect("post"), 200);
+
+    let answer = t
+        .send_request(pb::SendMessageRequest {
+            contact_id: contact.id.clone(),
+            channel: pb::Channel::Sms as i32,
+            fallback_channels: vec![pb::Channel::Whatsapp as i32],
+            content: Some(pb::Content { kind: Some(text("your order shipped")) }),
+            ..Default::default()
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(answer.channel, pb::Channel::Whatsapp as i32, "moved on at acceptance");
+    let done = t.wait_for(&answer.id, pb::MessageStatus::Delivered).await;
+    let attempt = &done.channel_attempts[0];
+    assert_eq!(attempt.channel, pb::Channel::Sms as i32);
+    assert_eq!(
+        attempt.error.as_ref().map(|e| e.code),
+        Some(pb::ErrorCode::RecipientOptedOut as i32)
+    );
+    assert_eq!(sends_to(&t, "+14155550604"), 0);
+}
