@@ -172,11 +172,20 @@ pub enum EventKind {
         reference: String,
         reason: String,
     },
+    /// A person opted out of an account's messages, or back in.
+    ConsentChanged {
+        contact_id: String,
+        account: String,
+        channel: Channel,
+        address: String,
+        opted_out: bool,
+        reason: String,
+    },
 }
 
 impl EventKind {
     /// Every name [`EventKind::name`] answers, for checking client filters.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "message_status_changed",
         "message_received",
         "conversation_opened",
@@ -184,6 +193,7 @@ impl EventKind {
         "contact_merged",
         "contact_forgotten",
         "inbound_rejected",
+        "consent_changed",
     ];
 
     /// The name clients filter on in `StreamEvents.kinds`.
@@ -196,6 +206,7 @@ impl EventKind {
             EventKind::ContactMerged { .. } => "contact_merged",
             EventKind::ContactForgotten { .. } => "contact_forgotten",
             EventKind::InboundRejected { .. } => "inbound_rejected",
+            EventKind::ConsentChanged { .. } => "consent_changed",
         }
     }
 }

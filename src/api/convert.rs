@@ -438,6 +438,16 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
                 reason: reason.clone(),
             })
         }
+        EventKind::ConsentChanged { contact_id, account, channel, address, opted_out, reason } => {
+            pb::event::Kind::ConsentChanged(pb::ConsentChanged {
+                contact_id: contact_id.clone(),
+                account: account.clone(),
+                channel: channel_to_pb(*channel) as i32,
+                address: address.clone(),
+                opted_out: *opted_out,
+                reason: reason.clone(),
+            })
+        }
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
 }

@@ -4,6 +4,8 @@
 //! with 21610 until the user sends START"; 6: "Opt-outs (Twilio 21610 ...) should also
 //! update contact consent state."
 
+use std::time::Duration;
+
 use omnigate_proto::v1 as pb;
 
 use crate::support::{self, FROM, text};
@@ -21,13 +23,41 @@ async fn stop_bars_the_accounts_sends_until_start() {
         let (sandbox, inbound) = (sandbox.clone(), inbound.clone());
         async move { sandbox.deliver_inbound(&inbound, "+14155550601", FROM, body).await }
     };
+    let mut changes = t
+        .client
+        .stream_events(pb::StreamEventsRequest {
+            kinds: vec!["consent_changed".into()],
+            from_now: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut next_change = async move || {
+        let event = tokio::time::timeout(Duration::from_secs(10), changes.message())
+            .await
+            .expect("an event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        match event.kind {
+            Some(pb::event::Kind::ConsentChanged(c)) => c,
+            other => panic!("asked for consent changes only, got {other:?}"),
+        }
+    };
     assert_eq!(said(" Stop ").await.expect("post"), 200);
+    let out = next_change().await;
+    assert!(out.opted_out && !out.contact_id.is_empty());
+    assert_eq!(
+        (out.account.as_str(), out.channel, out.address.as_str(), out.reason.as_str()),
+        ("sms", pb::Channel::Sms as i32, "+14155550601", r#"replied "Stop" on sms"#)
+    );
+    assert_eq!(said("STOP").await.expect("post"), 200, "a second STOP changes nothing");
 
     let refused = t.send("+14155550601", "20% off today").await;
     assert_eq!(refused.status, pb::MessageStatus::Failed as i32, "answered failed at once");
     let error = refused.error.expect("error");
     assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
-    assert!(error.message.contains("replied STOP on sms"), "{}", error.message);
+    assert!(error.message.contains(r#"replied "Stop" on sms"#), "{}", error.message);
     assert!(!error.retryable);
     assert_eq!(refused.attempts, 0);
     assert_eq!(
@@ -40,6 +70,12 @@ async fn stop_bars_the_accounts_sends_until_start() {
     t.wait_for(&other.id, pb::MessageStatus::Delivered).await;
 
     assert_eq!(said("START").await.expect("post"), 200);
+    let back = next_change().await;
+    assert!(!back.opted_out, "the next change is the opt-in, not the repeated STOP");
+    assert_eq!(
+        (back.contact_id, back.reason.as_str()),
+        (out.contact_id, r#"replied "START" on sms"#)
+    );
     let welcome = t.send("+14155550601", "welcome back").await;
     t.wait_for(&welcome.id, pb::MessageStatus::Delivered).await;
     assert_eq!(sends_to(&t, "+14155550601"), 1, "only the message after START went out");

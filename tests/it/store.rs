@@ -411,6 +411,38 @@ async fn opt_outs(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(again.status, MessageStatus::Accepted);
+
+    // Each change is an event of the person's; the repeated and the void ones are not.
+    store
+        .receive(sms_said("+14155550503", "SMstop2", "STOP", Consent::OptedOut))
+        .await
+        .expect("stop");
+    store
+        .receive(sms_said("+14155550505", "SMstart2", "START", Consent::OptedIn))
+        .await
+        .expect("start");
+    let changes: Vec<(String, bool, String)> = store
+        .events_after(0, 1_000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ConsentChanged { address, opted_out, reason, .. } => {
+                Some((address, opted_out, reason))
+            }
+            _ => None,
+        })
+        .collect();
+    let change = |address: &str, out: bool, reason: &str| (address.into(), out, reason.into());
+    assert_eq!(
+        changes,
+        [
+            change("+14155550501", true, r#"replied "STOP" on sms"#),
+            change("+14155550501", false, r#"replied "START" on sms"#),
+            // Forgetting the person scrubbed the address from the log.
+            change("", true, "twilio refused a send with 21610"),
+        ]
+    );
 }
 
 fn sms_identity(address: &str) -> Identity {

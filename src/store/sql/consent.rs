@@ -5,7 +5,8 @@
 use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
 use super::db::{Db, args};
-use crate::model::{Message, Millis};
+use super::ops::append_event;
+use crate::model::{Event, EventKind, Message, Millis};
 use crate::store::StoreError;
 
 /// Why `address` opted out of `account`'s messages, when it did and has not opted back in.
@@ -18,26 +19,51 @@ pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<Str
     .transpose()
 }
 
-/// Records a person's word on `account`'s messages; `reason` says how it came.
+/// Whose consent changed: a person's address on one account.
+pub struct Party<'a> {
+    pub contact_id: &'a str,
+    pub account: &'a str,
+    pub channel: Channel,
+    pub address: &'a str,
+}
+
+/// Records a person's word on an account's messages, and an event when it changes
+/// anything; `reason` says how it came. A repeated opt-out keeps the first one's time and
+/// reason.
 pub fn record(
     db: &dyn Db,
-    account: &str,
-    address: &str,
+    events: &mut Vec<Event>,
+    party: &Party<'_>,
     consent: Consent,
     reason: &str,
     now: Millis,
 ) -> Result<(), StoreError> {
-    match consent {
-        Consent::OptedOut => db.execute_later(
+    let changed = match consent {
+        Consent::OptedOut => db.execute(
             "INSERT INTO opt_outs (account, address, at, reason) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (account, address) DO UPDATE SET at = excluded.at, reason = excluded.reason",
-            args![account, address, now, reason],
-        ),
-        Consent::OptedIn => db.execute_later(
+             ON CONFLICT (account, address) DO NOTHING",
+            args![party.account, party.address, now, reason],
+        )?,
+        Consent::OptedIn => db.execute(
             "DELETE FROM opt_outs WHERE account = $1 AND address = $2",
-            args![account, address],
-        ),
+            args![party.account, party.address],
+        )?,
+    };
+    if changed == 0 {
+        return Ok(());
     }
+    append_event(
+        db,
+        events,
+        EventKind::ConsentChanged {
+            contact_id: party.contact_id.to_string(),
+            account: party.account.to_string(),
+            channel: party.channel,
+            address: party.address.to_string(),
+            opted_out: consent == Consent::OptedOut,
+            reason: reason.to_string(),
+        },
+    )
 }
 
 /// Records an opt-out when the provider refused `message` for one. Only an SMS refusal
@@ -45,6 +71,7 @@ pub fn record(
 /// templates alone, which acceptance cannot tell from others, so it records nothing.
 pub fn note_refusal(
     db: &dyn Db,
+    events: &mut Vec<Event>,
     message: &Message,
     error: &ProviderError,
     now: Millis,
@@ -52,8 +79,14 @@ pub fn note_refusal(
     if error.code != ErrorCode::RecipientOptedOut || message.channel != Channel::Sms {
         return Ok(());
     }
+    let party = Party {
+        contact_id: &message.contact_id,
+        account: &message.account,
+        channel: message.channel,
+        address: &message.to,
+    };
     let reason = format!("{} refused a send with {}", error.provider, error.provider_code);
-    record(db, &message.account, &message.to, Consent::OptedOut, &reason, now)
+    record(db, events, &party, Consent::OptedOut, &reason, now)
 }
 
 /// The error a message gets at acceptance when its recipient opted out.

@@ -217,7 +217,7 @@ pub fn record_attempt(
                 message.attempts += 1;
             }
             message.error = Some(error.clone());
-            consent::note_refusal(db, &message, error, now)?;
+            consent::note_refusal(db, events, &message, error, now)?;
             if *status == MessageStatus::Failed
                 && let Some(job) =
                     fall_back(db, events, &mut message, now, MessageStatus::Failed, lease)?
@@ -353,7 +353,7 @@ fn apply_report(
     }
     if let Some(error) = &report.error {
         message.error = Some(error.clone());
-        consent::note_refusal(db, message, error, now_ms())?;
+        consent::note_refusal(db, events, message, error, now_ms())?;
     }
     if report.status == MessageStatus::Failed
         && let Some(job) = fall_back(db, events, message, now_ms(), MessageStatus::Failed, lease)?
@@ -493,11 +493,6 @@ pub fn receive(
             (contact.id, conversation_id)
         }
     };
-    if let Some(said) = m.consent {
-        // Only an opt-out keeps its reason; an opt-in clears it.
-        let reason = format!("replied STOP on {}", inbound.channel);
-        consent::record(db, &inbound.account, &inbound.from.address, said, &reason, inbound.now)?;
-    }
     db.execute_later(
         "INSERT INTO windows (account, peer, last_inbound_at) VALUES ($1, $2, $3)
          ON CONFLICT (account, peer) DO UPDATE SET last_inbound_at = CASE
@@ -550,6 +545,20 @@ pub fn receive(
         ],
     )?;
     append_event(db, events, EventKind::Received { message: message.clone() })?;
+    if let Some(said) = m.consent {
+        let party = consent::Party {
+            contact_id: &contact_id,
+            account: &inbound.account,
+            channel: inbound.channel,
+            address: &inbound.from.address,
+        };
+        let word = match &m.content {
+            Content::Text(text) => text.body.trim(),
+            _ => "",
+        };
+        let reason = format!("replied {word:?} on {}", inbound.channel);
+        consent::record(db, events, &party, said, &reason, inbound.now)?;
+    }
     Ok(Some(message))
 }
 
@@ -998,7 +1007,8 @@ fn insert_event(
         EventKind::ConversationOpened { conversation }
         | EventKind::ConversationClosed { conversation } => conversation.contact_id.as_str(),
         EventKind::ContactMerged { contact, .. } => contact.id.as_str(),
-        EventKind::ContactForgotten { contact_id } => contact_id.as_str(),
+        EventKind::ContactForgotten { contact_id }
+        | EventKind::ConsentChanged { contact_id, .. } => contact_id.as_str(),
         EventKind::InboundRejected { .. } => "",
     };
     // Given here rather than by the database, so that the insert needs no answer and a
@@ -1050,6 +1060,7 @@ pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, Stor
                 contact.display_name.clear();
                 contact.identities.clear();
             }
+            EventKind::ConsentChanged { address, .. } => address.clear(),
             _ => continue,
         }
         db.execute(
