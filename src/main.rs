@@ -1,4 +1,5 @@
-//! The `omnigate` binary: `serve`, `demo`, `send`, `cancel`, `check-config`, `migrate`.
+//! The `omnigate` binary: `serve`, `demo`, `send`, `cancel`, `get`, `events`, `consent`,
+//! `check-config`, `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,26 @@ enum Command {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// Records that a person opted out of an account's messages (`--out`) or back in
+    /// (`--in`), through a running gateway.
+    Consent {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The person's address on the channel.
+        address: String,
+        #[arg(long, value_enum, default_value = "sms")]
+        channel: ChannelArg,
+        /// Default: the channel's default account.
+        #[arg(long, default_value = "")]
+        account: String,
+        #[arg(long = "out", conflicts_with = "opted_in", required_unless_present = "opted_in")]
+        opted_out: bool,
+        #[arg(long = "in")]
+        opted_in: bool,
+        /// How the person said it, kept with an opt-out.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Loads and validates a config, then prints it with secrets redacted.
     CheckConfig {
@@ -251,6 +272,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .message
                 .context("empty answer")?;
             println!("{} {}", message.id, status_name(message.status));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Consent { api, address, channel, account, opted_out, opted_in: _, reason } => {
+            let channel = pb::Channel::from(channel) as i32;
+            let request = pb::SetConsentRequest {
+                identity: Some(pb::Identity { channel, address }),
+                account,
+                opted_out,
+                reason,
+            };
+            let answer = api.connect().await?.set_consent(request).await?.into_inner();
+            let now = if opted_out { "opted out" } else { "opted in" };
+            let change = if answer.changed { "now" } else { "already" };
+            println!("{} {change} {now}", answer.contact_id);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -272,6 +272,13 @@ impl Gateway for GatewayService {
         people::list_conversations(&self.state, r.into_inner()).await.map(Response::new)
     }
 
+    async fn set_consent(
+        &self,
+        r: Request<pb::SetConsentRequest>,
+    ) -> Result<Response<pb::SetConsentResponse>, Status> {
+        people::set_consent(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     async fn close_conversation(
         &self,
         r: Request<pb::CloseConversationRequest>,

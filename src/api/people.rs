@@ -1,6 +1,7 @@
 //! The contact and conversation RPCs: requests checked and converted, then handed to the
 //! store, whose rules (an identity belongs to one contact; merging is explicit) they expose.
 
+use omnigate_adapters::Consent;
 use omnigate_proto::v1 as pb;
 use tonic::Status;
 
@@ -11,6 +12,8 @@ use crate::store::{ContactUpdate, ConversationFilter};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+/// A consent reason is a note, kept with the opt-out and on every copy of its event.
+const MAX_REASON_CHARS: usize = 500;
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
@@ -110,6 +113,27 @@ pub async fn get_conversation(state: &AppState, id: &str) -> Result<pb::Conversa
         .map_err(store_status)?
         .ok_or_else(|| Status::not_found(format!("conversation {id} not found")))?;
     Ok(convert::conversation_to_pb(&c))
+}
+
+pub async fn set_consent(
+    state: &AppState,
+    r: pb::SetConsentRequest,
+) -> Result<pb::SetConsentResponse, Status> {
+    let identity = convert::identity_from_pb(r.identity)?;
+    let account = super::routing::account_for(state, identity.channel, &r.account)?;
+    let consent = if r.opted_out { Consent::OptedOut } else { Consent::OptedIn };
+    if r.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "reason is longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    let reason = if r.reason.is_empty() { "set through the API".into() } else { r.reason };
+    let (changed, contact_id) = state
+        .store
+        .set_consent(&account.id, identity, consent, reason)
+        .await
+        .map_err(store_status)?;
+    Ok(pb::SetConsentResponse { changed, contact_id })
 }
 
 pub async fn close_conversation(state: &AppState, id: &str) -> Result<pb::Conversation, Status> {

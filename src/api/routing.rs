@@ -7,6 +7,7 @@ use omnigate_proto::v1 as pb;
 use tonic::Status;
 
 use super::convert::{self, store_status};
+use crate::accounts::Account;
 use crate::app::AppState;
 use crate::contacts::normalize;
 use crate::model::{Contact, Route, now_ms};
@@ -71,6 +72,31 @@ pub async fn plan(
     Ok(Plan { first, fallbacks: routes.collect() })
 }
 
+/// The account a request names for `channel` (`requested`), or the channel's default.
+pub fn account_for<'a>(
+    state: &'a AppState,
+    channel: Channel,
+    requested: &str,
+) -> Result<&'a Account, Status> {
+    let account = if requested.is_empty() {
+        state.accounts.default_for(channel).ok_or_else(|| {
+            Status::failed_precondition(format!("no account is configured for channel {channel}"))
+        })?
+    } else {
+        state
+            .accounts
+            .get(requested)
+            .ok_or_else(|| Status::not_found(format!("account {requested:?} is not configured")))?
+    };
+    if account.channel != channel {
+        return Err(Status::invalid_argument(format!(
+            "account {:?} serves {}, not {channel}",
+            account.id, account.channel
+        )));
+    }
+    Ok(account)
+}
+
 /// An address on a channel: that route first, as asked; fallbacks from the contact that
 /// holds the address, if any.
 async fn explicit(
@@ -88,21 +114,7 @@ async fn explicit(
     }
     let to =
         normalize(channel, &req.to).map_err(|e| Status::invalid_argument(format!("to: {e}")))?;
-    let account = if req.account.is_empty() {
-        state.accounts.default_for(channel).ok_or_else(|| {
-            Status::failed_precondition(format!("no account is configured for channel {channel}"))
-        })?
-    } else {
-        state.accounts.get(&req.account).ok_or_else(|| {
-            Status::not_found(format!("account {:?} is not configured", req.account))
-        })?
-    };
-    if account.channel != channel {
-        return Err(Status::invalid_argument(format!(
-            "account {:?} serves {}, not {channel}",
-            account.id, account.channel
-        )));
-    }
+    let account = account_for(state, channel, &req.account)?;
     let first = Route {
         channel,
         account: account.id.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use omnigate_adapters::{
-    Channel, Content, InboundMessage, MessageStatus, ProviderError, StatusReport, Thread,
+    Channel, Consent, Content, InboundMessage, MessageStatus, ProviderError, StatusReport, Thread,
 };
 use tokio::sync::broadcast;
 
@@ -344,6 +344,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Conversation>, StoreError>;
 
     async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError>;
+
+    /// Records `identity`'s word on `account`'s messages; answers whether it changed
+    /// anything, and the identity's contact (made when the address is new).
+    async fn set_consent(
+        &self,
+        account: &str,
+        identity: Identity,
+        consent: Consent,
+        reason: String,
+    ) -> Result<(bool, String), StoreError>;
 
     /// Creates or replaces a webhook subscription.
     async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError>;

@@ -493,3 +493,28 @@ from = "+15005550006"
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_attempts"), "{out:?}");
 }
+
+/// `omnigate consent` records an opt-out or an opt-in and says whether it changed anything.
+#[tokio::test]
+async fn the_cli_records_consent() {
+    let mut t = support::gateway().start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let cli = |args: &[&str]| cli(&addr, args);
+    let said = |out: std::process::Output| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let out = said(
+        cli(&["consent", "+1 415 555 0530", "--out", "--reason", "web form"]).await.expect("runs"),
+    );
+    assert!(out.starts_with("ctc_") && out.ends_with(" now opted out"), "{out}");
+    let refused = t.send("+14155550530", "offer").await;
+    let error = refused.error.expect("refused");
+    assert!(error.message.contains("web form"), "{}", error.message);
+    let out = said(cli(&["consent", "+14155550530", "--out"]).await.expect("runs"));
+    assert!(out.ends_with(" already opted out"), "{out}");
+    let out = said(cli(&["consent", "+14155550530", "--in"]).await.expect("runs"));
+    assert!(out.ends_with(" now opted in"), "{out}");
+    let neither = cli(&["consent", "+14155550530"]).await.expect("runs");
+    assert!(!neither.status.success(), "--out or --in is required");
+}

@@ -130,3 +130,55 @@ async fn an_opted_out_channel_falls_back_to_the_next() {
     );
     assert_eq!(sends_to(&t, "+14155550604"), 0);
 }
+
+#[tokio::test]
+async fn consent_set_through_the_api_bars_any_channel_until_withdrawn() {
+    let mut t = support::gateway().start().await;
+    let set = |opted_out: bool| pb::SetConsentRequest {
+        identity: Some(pb::Identity {
+            channel: pb::Channel::Email as i32,
+            address: "Pat@Example.com".into(),
+        }),
+        opted_out,
+        reason: "unsubscribe link".into(),
+        ..Default::default()
+    };
+    let out = t.client.set_consent(set(true)).await.expect("opt out").into_inner();
+    assert!(out.changed && !out.contact_id.is_empty());
+    let again = t.client.set_consent(set(true)).await.expect("opt out").into_inner();
+    assert_eq!((again.changed, again.contact_id.as_str()), (false, out.contact_id.as_str()));
+
+    let news = || support::request(pb::Channel::Email, "pat@example.com", text("news"));
+    let refused = t.send_request(news()).await.expect("accepted");
+    assert_eq!(refused.status, pb::MessageStatus::Failed as i32);
+    assert_eq!(refused.contact_id, out.contact_id);
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
+    assert!(error.message.contains("unsubscribe link"), "{}", error.message);
+
+    let back = t.client.set_consent(set(false)).await.expect("opt in").into_inner();
+    assert!(back.changed);
+    let sent = t.send_request(news()).await.expect("accepted");
+    t.wait_for(&sent.id, pb::MessageStatus::Sent).await;
+    let mailed = t.smtp().accepted().into_iter().filter(|m| m.to == ["pat@example.com"]).count();
+    assert_eq!(mailed, 1, "only the message after the opt-in went out");
+
+    // Bad requests name what is wrong.
+    let status = |r: Result<tonic::Response<pb::SetConsentResponse>, tonic::Status>| {
+        let e = r.expect_err("refused");
+        (e.code(), e.message().to_string())
+    };
+    let (code, why) = status(t.client.set_consent(pb::SetConsentRequest::default()).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{why}");
+    let (code, why) = status(
+        t.client.set_consent(pb::SetConsentRequest { account: "nope".into(), ..set(true) }).await,
+    );
+    assert_eq!(code, tonic::Code::NotFound, "{why}");
+    let (code, why) = status(
+        t.client.set_consent(pb::SetConsentRequest { account: "sms".into(), ..set(true) }).await,
+    );
+    assert_eq!((code, why.contains("serves sms")), (tonic::Code::InvalidArgument, true), "{why}");
+    let long = pb::SetConsentRequest { reason: "x".repeat(501), ..set(true) };
+    let (code, why) = status(t.client.set_consent(long).await);
+    assert_eq!((code, why.contains("reason")), (tonic::Code::InvalidArgument, true), "{why}");
+}

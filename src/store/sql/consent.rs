@@ -6,7 +6,8 @@ use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
 use super::db::{Db, args};
 use super::ops::append_event;
-use crate::model::{Event, EventKind, Message, Millis};
+use super::people;
+use crate::model::{Event, EventKind, Identity, Message, Millis};
 use crate::store::StoreError;
 
 /// Why `address` opted out of `account`'s messages, when it did and has not opted back in.
@@ -28,8 +29,8 @@ pub struct Party<'a> {
 }
 
 /// Records a person's word on an account's messages, and an event when it changes
-/// anything; `reason` says how it came. A repeated opt-out keeps the first one's time and
-/// reason.
+/// anything (the answer); `reason` says how it came. A repeated opt-out keeps the first
+/// one's time and reason.
 pub fn record(
     db: &dyn Db,
     events: &mut Vec<Event>,
@@ -37,7 +38,7 @@ pub fn record(
     consent: Consent,
     reason: &str,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let changed = match consent {
         Consent::OptedOut => db.execute(
             "INSERT INTO opt_outs (account, address, at, reason) VALUES ($1, $2, $3, $4)
@@ -50,7 +51,7 @@ pub fn record(
         )?,
     };
     if changed == 0 {
-        return Ok(());
+        return Ok(false);
     }
     append_event(
         db,
@@ -63,7 +64,30 @@ pub fn record(
             opted_out: consent == Consent::OptedOut,
             reason: reason.to_string(),
         },
-    )
+    )?;
+    Ok(true)
+}
+
+/// Consent given or withdrawn outside any channel: answers whether it changed anything,
+/// and the address's contact, made when the address is new.
+pub fn set(
+    db: &dyn Db,
+    events: &mut Vec<Event>,
+    account: &str,
+    identity: &Identity,
+    consent: Consent,
+    reason: &str,
+    now: Millis,
+) -> Result<(bool, String), StoreError> {
+    let contact = people::resolve_contact(db, identity, now)?;
+    let party = Party {
+        contact_id: &contact.id,
+        account,
+        channel: identity.channel,
+        address: &identity.address,
+    };
+    let changed = record(db, events, &party, consent, reason, now)?;
+    Ok((changed, contact.id))
 }
 
 /// Records an opt-out when the provider refused `message` for one. Only an SMS refusal
@@ -86,7 +110,7 @@ pub fn note_refusal(
         address: &message.to,
     };
     let reason = format!("{} refused a send with {}", error.provider, error.provider_code);
-    record(db, events, &party, Consent::OptedOut, &reason, now)
+    record(db, events, &party, Consent::OptedOut, &reason, now).map(drop)
 }
 
 /// The error a message gets at acceptance when its recipient opted out.

@@ -439,6 +439,20 @@ impl<C: Conn> Store for SqlStore<C> {
         self.write(move |db, events, _| people::close(db, events, &id)).await
     }
 
+    async fn set_consent(
+        &self,
+        account: &str,
+        identity: Identity,
+        consent: omnigate_adapters::Consent,
+        reason: String,
+    ) -> Result<(bool, String), StoreError> {
+        let account = account.to_string();
+        self.write(move |db, events, _| {
+            consent::set(db, events, &account, &identity, consent, &reason, now_ms())
+        })
+        .await
+    }
+
     async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError> {
         self.write(move |db, _, _| {
             db.execute(
