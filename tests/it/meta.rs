@@ -33,6 +33,30 @@ fn last_body(t: &support::TestGateway) -> Value {
     t.meta().sent().last().expect("a send").body.clone()
 }
 
+/// A closed window fails the channel as Meta would, so the message moves on to its
+/// fallback at acceptance.
+#[tokio::test]
+async fn a_closed_window_falls_back_at_acceptance() {
+    let mut t = support::gateway().start().await;
+    let phone = |channel: pb::Channel| pb::Identity {
+        channel: channel as i32,
+        address: "+16315550050".into(),
+    };
+    let both = pb::UpsertContactRequest {
+        identities: vec![phone(pb::Channel::Whatsapp), phone(pb::Channel::Sms)],
+        ..Default::default()
+    };
+    t.client.upsert_contact(both).await.expect("contact");
+    let mut free = request(pb::Channel::Whatsapp, "+16315550050", text("still there?"));
+    free.fallback_channels = vec![pb::Channel::Sms as i32];
+    let answer = t.send_request(free).await.expect("accepted");
+    assert_eq!(answer.channel, pb::Channel::Sms as i32, "moved on at once");
+    let done = t.wait_for(&answer.id, pb::MessageStatus::Delivered).await;
+    let error = done.channel_attempts[0].error.as_ref().expect("the window's error");
+    assert_eq!(error.code, pb::ErrorCode::OutsideWindow as i32);
+    assert_eq!(t.meta().request_count(), 0);
+}
+
 #[tokio::test]
 async fn whatsapp_free_form_needs_the_window_and_templates_do_not() {
     let mut t = support::gateway().start().await;
