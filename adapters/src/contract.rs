@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,6 +70,11 @@ pub enum FailureClass {
     Retryable { retry_after: Option<Duration> },
     /// The provider throttled this route: slow the whole route down, then try again.
     RateLimited { retry_after: Option<Duration> },
+    /// The request may have reached the provider and only its answer was lost (a timeout
+    /// after sending). Retry, but first ask the provider whether it has the message
+    /// ([`Sender::find_sent`]): most providers take no idempotency key, so a blind retry
+    /// could send twice.
+    Unsure,
     /// Retrying cannot help.
     Permanent,
 }
@@ -97,6 +102,13 @@ impl SendFailure {
         }
     }
 
+    pub fn unsure(error: ProviderError) -> Self {
+        SendFailure {
+            class: FailureClass::Unsure,
+            error: ProviderError { retryable: true, ..error },
+        }
+    }
+
     pub fn rate_limited(error: ProviderError, retry_after: Option<Duration>) -> Self {
         SendFailure {
             class: FailureClass::RateLimited { retry_after },
@@ -113,6 +125,18 @@ pub trait Sender: Send + Sync {
     fn route(&self) -> &str;
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure>;
+
+    /// What the provider holds that could be `message` from an attempt that started at
+    /// `since` and ended [`FailureClass::Unsure`]; empty when it holds none or
+    /// cannot be asked (then a retry sends blindly). A candidate may be another message
+    /// alike (same recipient, content and time): the caller rules out those it knows.
+    async fn find_sent(
+        &self,
+        _message: &Outbound,
+        _since: SystemTime,
+    ) -> Result<Vec<Accepted>, SendFailure> {
+        Ok(Vec::new())
+    }
 
     /// How many of its route's rate-limit tokens sending `content` spends: one, unless the
     /// provider paces something smaller than a message (Twilio: SMS segments).

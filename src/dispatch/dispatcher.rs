@@ -23,6 +23,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::backoff::Backoff;
 use super::cancel::{Marks, Start};
 use super::route::AccountRoute;
+use super::unsure;
 use crate::fleet::Ownership;
 use crate::model::{Message, now_ms};
 use crate::store::{Attempt, Job, Store, StoreError};
@@ -302,7 +303,18 @@ async fn send(shared: &Shared, mut job: Job) {
                 thread,
             };
             shared.metrics.in_flight().inc();
-            let result = target.sender.send(&outbound).await;
+            let result = match job.unsure_since {
+                Some(since) => {
+                    let store = shared.store.as_ref();
+                    let sender = target.sender.as_ref();
+                    match unsure::lost_answer(store, sender, &job.account, &outbound, since).await {
+                        Ok(Some(accepted)) => Ok((accepted, "found")),
+                        Ok(None) => target.sender.send(&outbound).await.map(|a| (a, "sent")),
+                        Err(failure) => Err(failure),
+                    }
+                }
+                None => target.sender.send(&outbound).await.map(|a| (a, "sent")),
+            };
             shared.metrics.in_flight().dec();
             result
         }
@@ -310,7 +322,7 @@ async fn send(shared: &Shared, mut job: Job) {
     };
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(accepted) => {
+        Ok((accepted, outcome)) => {
             let sent = Attempt::Sent {
                 provider_message_id: accepted.provider_message_id,
                 provider_status: accepted.provider_status,
@@ -327,7 +339,7 @@ async fn send(shared: &Shared, mut job: Job) {
                 };
                 shared.outlet.submit(deadline);
             }
-            record(shared, &job, sent, "sent", seconds).await;
+            record(shared, &job, sent, outcome, seconds).await;
         }
         Err(SendFailure { class: FailureClass::Permanent, error }) => {
             record(
@@ -346,6 +358,10 @@ async fn send(shared: &Shared, mut job: Job) {
                     (retry_after, "rate_limited")
                 }
                 FailureClass::Retryable { retry_after } => (retry_after, "retry"),
+                FailureClass::Unsure => {
+                    job.unsure_since.get_or_insert(now);
+                    (None, "unsure")
+                }
                 FailureClass::Permanent => (None, "failed"),
             };
             job.attempts += 1;

@@ -6,11 +6,13 @@
 //! - [`backoff`]: the one retry delay policy.
 //! - [`route`]: per-route queues, limits and pauses.
 //! - [`dispatcher`]: the loop that times retries and routes due work, and the send itself.
+//! - [`unsure`]: what a retry asks first when the last attempt's answer was lost.
 
 pub mod backoff;
 pub mod cancel;
 pub mod dispatcher;
 pub mod route;
+pub mod unsure;
 
 pub use backoff::Backoff;
 pub use dispatcher::{Dispatcher, Outlet};

@@ -110,6 +110,9 @@ pub struct Job {
     pub content: Content,
     /// Attempts made so far.
     pub attempts: u32,
+    /// When an attempt began whose answer was lost (it may have been sent); the next
+    /// attempt first asks the provider. In memory only: after a restart a retry is blind.
+    pub unsure_since: Option<Millis>,
     pub expires_at: Millis,
     pub due_at: Millis,
     pub send_options: SendOptions,
@@ -257,6 +260,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the person last wrote to `account` from `peer`.
     async fn last_inbound(&self, account: &str, peer: &str) -> Result<Option<Millis>, StoreError>;
+
+    /// The message `account`'s provider knows by `provider_message_id`, if any is stored.
+    async fn message_by_provider_id(
+        &self,
+        account: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Stores an inbound message in its conversation and opens the sender's service
     /// window. `None` when it is a redelivery.

@@ -50,6 +50,36 @@ async fn server_errors_and_timeouts_are_retried() {
     assert_eq!(b.attempts, 2, "the timed-out attempt counts");
 }
 
+/// A send Twilio took but whose answer timed out is not sent again: the retry finds it in
+/// Twilio's message list (shared/providers/DETAILS.md 6: "Twilio and Meta create calls are
+/// not idempotent ... reconcile: Twilio via GET Messages.json?To=&From=").
+#[tokio::test]
+async fn a_send_whose_answer_was_lost_is_found_not_sent_twice() {
+    // The first send loses its answer; a second one alike, sent meanwhile, goes through.
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550412", fault = { kind = "lost", delay_ms = 3000 }, times = 1 }"#)
+        .start()
+        .await;
+    let m = t.send("+14155550412", "your order shipped").await;
+    let other = t.send("+14155550412", "your order shipped").await;
+    let m = t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    let other = t.wait_for(&other.id, pb::MessageStatus::Delivered).await;
+    let sent = t.sandbox().sent();
+    assert_eq!(sent.len(), 2, "one message at Twilio each");
+    // Twilio's list has both; the other's is known as the other message's.
+    assert_eq!(m.provider_message_id, sent[0].sid, "the lost answer's message is this one");
+    assert_eq!(other.provider_message_id, sent[1].sid);
+    assert_eq!(m.attempts, 2, "the unsure attempt counts");
+    assert!(t.sandbox().lookup_count() >= 1);
+    let metrics = reqwest_get(&t.url("/metrics")).await;
+    let found = r#"omnigate_send_attempts_total{account="sms",outcome="found"}"#;
+    assert_eq!(metric(&metrics, found), 1.0);
+    assert_eq!(
+        metric(&metrics, r#"omnigate_send_attempts_total{account="sms",outcome="unsure"}"#),
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn permanent_errors_fail_fast_with_the_twilio_code() {
     let mut t = support::gateway()

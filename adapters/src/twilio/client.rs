@@ -1,6 +1,7 @@
 //! Sends through `POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json`.
 
 use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -9,7 +10,7 @@ use crate::model::{Channel, Content, ErrorCode, ProviderError, unsupported};
 
 use super::config::{TwilioAccount, TwilioSenderId};
 use super::segments::segments;
-use super::wire::{self, MessageResource};
+use super::wire::{self, MessagePage, MessageResource};
 use super::{PROVIDER, errors};
 
 pub struct TwilioSender {
@@ -111,10 +112,7 @@ impl Sender for TwilioSender {
 
     async fn send(&self, message: &Outbound) -> Result<Accepted, SendFailure> {
         let form = self.form(message)?;
-        let (user, password) = match &self.account.api_key {
-            Some((sid, secret)) => (sid.as_str(), secret.as_str()),
-            None => (self.account.account_sid.as_str(), self.account.auth_token.as_str()),
-        };
+        let (user, password) = self.credentials();
         let response = self
             .http
             .post(&self.url)
@@ -143,5 +141,88 @@ impl Sender for TwilioSender {
             provider_message_id: resource.sid,
             provider_status: resource.status.unwrap_or_default(),
         })
+    }
+
+    /// Lists the recipient's latest messages from this sender (Twilio has no lookup by a
+    /// client's key) and keeps those with the same body and media count created since the
+    /// attempt began, less a minute for the clocks' disagreement.
+    async fn find_sent(
+        &self,
+        message: &Outbound,
+        since: SystemTime,
+    ) -> Result<Vec<Accepted>, SendFailure> {
+        let form = self.form(message)?;
+        let field = |name: &str| form.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
+        let mut query = vec![("To", message.to.as_str()), ("PageSize", LOOKUP_PAGE)];
+        query.extend(field("From").map(|from| ("From", from)));
+        let url =
+            format!("{}?{}", self.url, serde_urlencoded::to_string(&query).unwrap_or_default());
+        let (user, password) = self.credentials();
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(|e| errors::classify_transport(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| errors::classify_transport(&e))?;
+        if !status.is_success() {
+            return Err(errors::classify_http(status.as_u16(), &body, None));
+        }
+        let page: MessagePage = serde_json::from_slice(&body).map_err(|e| {
+            SendFailure::retryable(
+                ProviderError {
+                    code: ErrorCode::ProviderUnavailable,
+                    message: format!("unreadable Twilio message list: {e}"),
+                    provider: PROVIDER.into(),
+                    provider_code: status.as_u16().to_string(),
+                    retryable: true,
+                },
+                None,
+            )
+        })?;
+        let earliest = since.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH);
+        let media = form.iter().filter(|(k, _)| *k == "MediaUrl").count().to_string();
+        let found = page
+            .messages
+            .into_iter()
+            .filter(|m| {
+                m.direction.as_deref() == Some("outbound-api")
+                    && m.to.as_deref() == Some(message.to.as_str())
+                    && m.body.as_deref().unwrap_or_default() == field("Body").unwrap_or_default()
+                    && m.num_media.as_deref().unwrap_or("0") == media
+                    && match field("MessagingServiceSid") {
+                        Some(service) => m.messaging_service_sid.as_deref() == Some(service),
+                        None => m.from.as_deref() == field("From"),
+                    }
+            })
+            .filter(|m| {
+                m.date_created
+                    .as_deref()
+                    .and_then(wire::parse_date)
+                    .is_some_and(|at| at >= earliest)
+            })
+            .map(|m| Accepted {
+                provider_message_id: m.sid,
+                provider_status: m.status.unwrap_or_default(),
+            })
+            .collect();
+        Ok(found)
+    }
+}
+
+/// The recipient's latest messages a lookup reads: more than a sender sends one person
+/// between an attempt and its retry.
+const LOOKUP_PAGE: &str = "50";
+/// How far Twilio's clock may be behind ours.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+impl TwilioSender {
+    fn credentials(&self) -> (&str, &str) {
+        match &self.account.api_key {
+            Some((sid, secret)) => (sid.as_str(), secret.as_str()),
+            None => (self.account.account_sid.as_str(), self.account.auth_token.as_str()),
+        }
     }
 }

@@ -36,18 +36,19 @@ pub fn classify_http(status: u16, body: &[u8], retry_after: Option<Duration>) ->
     }
 }
 
-/// A connection error or timeout: Twilio may not have seen the request.
+/// A transport error: one before the connection was made, or one after it, when Twilio
+/// may have taken the request.
 pub fn classify_transport(err: &reqwest::Error) -> SendFailure {
-    SendFailure::retryable(
-        ProviderError {
-            code: ErrorCode::ProviderUnavailable,
-            message: format!("Twilio unreachable: {err}"),
-            provider: PROVIDER.into(),
-            provider_code: String::new(),
-            retryable: true,
-        },
-        None,
-    )
+    let error = ProviderError {
+        code: ErrorCode::ProviderUnavailable,
+        message: format!("Twilio unreachable: {err}"),
+        provider: PROVIDER.into(),
+        provider_code: String::new(),
+        retryable: true,
+    };
+    // Not connected: Twilio never saw the request. Anything later (a timeout waiting for
+    // the answer) may have created the message, which a create cannot be asked twice for.
+    if err.is_connect() { SendFailure::retryable(error, None) } else { SendFailure::unsure(error) }
 }
 
 /// The error a delivery callback reports (`ErrorCode` on failed/undelivered).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -57,6 +57,9 @@ pub enum Fault {
     ServerError,
     /// Answer only after this long (longer than the client's timeout, it is a timeout).
     Slow { delay_ms: u64 },
+    /// Take the message (and report on it) at once, but answer only after this long: a
+    /// timeout that loses the answer to a send Twilio made.
+    Lost { delay_ms: u64 },
     /// HTTP 400 with this Twilio error code (21211, 21610, 21614...).
     Reject { code: u32 },
     /// Accept, then report `undelivered` with this code (30003, 30005...).
@@ -70,6 +73,8 @@ pub struct RecordedSend {
     /// The form fields as sent, in order.
     pub form: Vec<(String, String)>,
     pub at: Instant,
+    /// The Message resource as created, which the list answers.
+    pub resource: serde_json::Value,
 }
 
 impl RecordedSend {
@@ -84,6 +89,7 @@ struct Sandbox {
     rules: RuleSet<Fault>,
     sent: std::sync::Mutex<Vec<RecordedSend>>,
     requests: AtomicU64,
+    lookups: AtomicU64,
     next_sid: AtomicU64,
     http: reqwest::Client,
 }
@@ -113,6 +119,11 @@ impl SandboxHandle {
     /// Every send request, accepted or not.
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every list request, answered or not.
+    pub fn lookup_count(&self) -> u64 {
+        self.inner.lookups.load(Ordering::Relaxed)
     }
 
     /// Posts a signed inbound SMS webhook to `url`, as Twilio would when a person texts `to`.
@@ -153,11 +164,15 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         config,
         sent: std::sync::Mutex::new(Vec::new()),
         requests: AtomicU64::new(0),
+        lookups: AtomicU64::new(0),
         next_sid: AtomicU64::new(1),
         http: crate::http::client(Duration::from_secs(15)),
     });
     let app = Router::new()
-        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(create_message))
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Messages.json",
+            post(create_message).get(list_messages),
+        )
         .with_state(inner.clone());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -170,6 +185,19 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
 }
 
 impl Sandbox {
+    /// Twilio's answer to a wrong credential or another account's path, if either.
+    fn refusal(&self, headers: &HeaderMap, account_sid: &str) -> Option<Response> {
+        let authorized = headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == self.auth_header.as_bytes());
+        if !authorized {
+            return Some(twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"));
+        }
+        (account_sid != self.config.account_sid).then(|| {
+            twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
+        })
+    }
+
     fn new_sid(&self, prefix: &str) -> String {
         let n = self.next_sid.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
@@ -221,6 +249,52 @@ impl Sandbox {
     }
 }
 
+/// `GET .../Messages.json`: the account's messages, newest first, filtered by `To` and
+/// `From`, one page of `PageSize` (50 by default, at most 1000).
+async fn list_messages(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(account_sid): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    sandbox.lookups.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = sandbox.refusal(&headers, &account_sid) {
+        return refused;
+    }
+    let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let page_size =
+        get("PageSize").and_then(|n| n.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
+    let matches = |resource: &serde_json::Value, field: &str, filter: Option<&str>| {
+        filter.is_none_or(|want| resource[field].as_str() == Some(want))
+    };
+    let messages: Vec<serde_json::Value> = sandbox
+        .sent
+        .lock()
+        .map(|sent| {
+            sent.iter()
+                .rev()
+                .map(|s| &s.resource)
+                .filter(|r| matches(r, "to", get("To")) && matches(r, "from", get("From")))
+                .take(page_size)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let uri = format!("/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize={page_size}");
+    let page = json!({
+        "end": messages.len().saturating_sub(1),
+        "first_page_uri": format!("{uri}&Page=0"),
+        "messages": messages,
+        "next_page_uri": null,
+        "page": 0,
+        "page_size": page_size,
+        "previous_page_uri": null,
+        "start": 0,
+        "uri": uri,
+    });
+    (StatusCode::OK, axum::Json(page)).into_response()
+}
+
 fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = ErrorBody {
         code: Some(code),
@@ -243,14 +317,8 @@ async fn create_message(
     body: Bytes,
 ) -> Response {
     sandbox.requests.fetch_add(1, Ordering::Relaxed);
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == sandbox.auth_header.as_bytes());
-    if !authorized {
-        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
-    }
-    if account_sid != sandbox.config.account_sid {
-        return twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+    if let Some(refused) = sandbox.refusal(&headers, &account_sid) {
+        return refused;
     }
     let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return twilio_error(StatusCode::BAD_REQUEST, 21601, "Malformed form body");
@@ -295,7 +363,8 @@ async fn create_message(
         tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
     }
     let mut end = Ok(());
-    match sandbox.rules.fault_for(to) {
+    let fault = sandbox.rules.fault_for(to);
+    match fault {
         Some(Fault::Throttle { retry_after_secs }) => {
             let mut response =
                 twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
@@ -314,7 +383,7 @@ async fn create_message(
             return twilio_error(StatusCode::BAD_REQUEST, *code, "Rejected by sandbox rule");
         }
         Some(Fault::Undelivered { code }) => end = Err(*code),
-        None => {}
+        Some(Fault::Lost { .. }) | None => {}
     }
     let sid = sandbox.new_sid(if media.is_empty() { "SM" } else { "MM" });
     let now = httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "+0000");
@@ -344,10 +413,19 @@ async fn create_message(
         "uri": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"),
     });
     if let Ok(mut sent) = sandbox.sent.lock() {
-        sent.push(RecordedSend { sid: sid.clone(), form: form.clone(), at: Instant::now() });
+        let resource = resource.clone();
+        sent.push(RecordedSend {
+            sid: sid.clone(),
+            form: form.clone(),
+            at: Instant::now(),
+            resource,
+        });
     }
     if let Some(callback) = get("StatusCallback") {
         tokio::spawn(sandbox.clone().report(callback.to_string(), resource.clone(), end));
+    }
+    if let Some(Fault::Lost { delay_ms }) = fault {
+        tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
     }
     (StatusCode::CREATED, axum::Json(resource)).into_response()
 }

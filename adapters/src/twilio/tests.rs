@@ -2,7 +2,7 @@
 //! field we send is a documented request field, and every resource the sandbox answers
 //! validates against the documented Message schema (OpenAPI 3.0 `nullable` honoured).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use serde_json::Value;
@@ -29,15 +29,19 @@ fn sandbox_config(rules: Vec<Rule>) -> SandboxConfig {
     }
 }
 
-fn sender(api_base: String, sender: TwilioSenderId) -> TwilioSender {
-    TwilioSender::new(TwilioAccount {
+fn sender_account(api_base: String, sender: TwilioSenderId) -> TwilioAccount {
+    TwilioAccount {
         api_base,
         account_sid: SID.into(),
         auth_token: "token".into(),
         api_key: None,
         sender,
         request_timeout: Duration::from_secs(5),
-    })
+    }
+}
+
+fn sender(api_base: String, sender: TwilioSenderId) -> TwilioSender {
+    TwilioSender::new(sender_account(api_base, sender))
 }
 
 fn outbound(to: &str, content: Content) -> Outbound {
@@ -246,4 +250,64 @@ async fn a_send_spends_as_many_rate_tokens_as_twilio_counts_segments() {
     let long_caption =
         Media { url: "https://e.com/a.png".into(), caption: "a".repeat(400), ..Media::default() };
     assert_eq!(s.rate_cost(&Content::Media(long_caption)).get(), 1, "an MMS goes whole");
+}
+
+/// A send whose answer is lost is `Unsure`, and the message list (`GET Messages.json`, the
+/// spec's ListMessageResponse, filtered by its documented `To`, `From` and `PageSize`)
+/// finds the message it made, and no other.
+#[tokio::test]
+async fn a_lost_answer_is_unsure_and_the_message_list_finds_what_it_made() {
+    let spec = spec();
+    let list = &spec["paths"][MESSAGES]["get"];
+    let documented: Vec<&str> = list["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in ["To", "From", "PageSize"] {
+        assert!(documented.contains(&name), "{name} is not a list filter");
+    }
+    let rules = vec![Rule {
+        to_prefix: "+1415555030".into(),
+        fault: Fault::Lost { delay_ms: 2_000 },
+        times: None,
+    }];
+    let sb = sandbox::start(sandbox_config(rules)).await.expect("sandbox");
+    let s = TwilioSender::new(TwilioAccount {
+        request_timeout: Duration::from_millis(300),
+        ..sender_account(sb.api_base(), TwilioSenderId::From("+15005550006".into()))
+    });
+    let began = SystemTime::now();
+    let message = outbound("+14155550300", Content::text("your code is 1234"));
+    let lost = s.send(&message).await.expect_err("the answer never comes in time");
+    assert_eq!(lost.class, FailureClass::Unsure);
+    assert!(lost.error.retryable);
+
+    let found = s.find_sent(&message, began).await.expect("listed");
+    let made = sb.sent()[0].sid.clone();
+    assert_eq!(found.iter().map(|a| a.provider_message_id.as_str()).collect::<Vec<_>>(), [&made]);
+    let other_body = outbound("+14155550300", Content::text("your code is 9999"));
+    assert!(s.find_sent(&other_body, began).await.expect("listed").is_empty());
+    let other_person = outbound("+14155550301", Content::text("your code is 1234"));
+    assert!(s.find_sent(&other_person, began).await.expect("listed").is_empty());
+    let after = began + Duration::from_secs(120);
+    assert!(s.find_sent(&message, after).await.expect("listed").is_empty(), "made before it");
+    assert_eq!(sb.lookup_count(), 4);
+
+    let http = crate::http::client(Duration::from_secs(5));
+    let url =
+        format!("{}/2010-04-01/Accounts/{SID}/Messages.json?To=%2B14155550300", sb.api_base());
+    let page: Value = http
+        .get(&url)
+        .basic_auth(SID, Some("token"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let schema = &list["responses"]["200"]["content"]["application/json"]["schema"];
+    validate(&spec, schema, &page, "page");
+    assert_eq!(page["messages"][0]["sid"], made.as_str());
 }

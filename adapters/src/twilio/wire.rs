@@ -19,6 +19,34 @@ pub struct MessageResource {
     pub sid: String,
     #[serde(default)]
     pub status: Option<String>,
+    // What a lookup after an unsure send compares.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub num_media: Option<String>,
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// RFC 2822, in GMT: `Thu, 24 Aug 2023 05:01:45 +0000`.
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+/// A page of `GET .../Messages.json`.
+#[derive(Debug, Deserialize)]
+pub struct MessagePage {
+    pub messages: Vec<MessageResource>,
+}
+
+/// Twilio's `date_created` and the like: RFC 2822 in GMT.
+pub fn parse_date(value: &str) -> Option<std::time::SystemTime> {
+    let gmt = value.strip_suffix("+0000")?;
+    httpdate::parse_http_date(&format!("{gmt}GMT")).ok()
 }
 
 /// The v2010 error body: `{"code", "message", "more_info", "status"}`.

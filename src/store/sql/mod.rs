@@ -182,6 +182,15 @@ impl<C: Conn> Store for SqlStore<C> {
         self.read(move |db| ops::last_inbound(db, &account, &peer)).await
     }
 
+    async fn message_by_provider_id(
+        &self,
+        account: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (account, pid) = (account.to_string(), provider_message_id.to_string());
+        self.read(move |db| Ok(ops::provider_message(db, &account, &pid)?.map(|(id, _)| id))).await
+    }
+
     async fn apply_status(
         &self,
         account: &str,

@@ -142,6 +142,7 @@ pub fn accept(
         to: message.to.clone(),
         content: message.content.clone(),
         attempts: 0,
+        unsure_since: None,
         expires_at: new.expires_at,
         due_at,
         send_options: new.send_options.clone(),
@@ -313,6 +314,7 @@ fn fall_back(
         to: next.to,
         content: message.content.clone(),
         attempts: message.attempts,
+        unsure_since: None,
         expires_at: message.expires_at.unwrap_or(i64::MAX),
         due_at: now,
         send_options: message.send_options.clone(),
@@ -588,7 +590,7 @@ fn referenced_conversation(
 }
 
 /// The message an account's provider knows by `provider_id`: (id, conversation id).
-fn provider_message(
+pub fn provider_message(
     db: &dyn Db,
     account: &str,
     provider_id: &str,
@@ -849,6 +851,7 @@ pub fn claim(
             to: message.to,
             content: message.content,
             attempts: message.attempts,
+            unsure_since: None,
             expires_at: message.expires_at.unwrap_or(i64::MAX),
             due_at,
             send_options: message.send_options,

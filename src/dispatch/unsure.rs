@@ -1,0 +1,39 @@
+//! Sends whose answer was lost. A create that timed out after reaching the provider may
+//! have made the message, and Twilio takes no idempotency key, so the next attempt first
+//! asks the provider what it holds: a candidate no other message of ours holds is the lost
+//! answer, and nothing is sent twice. When the provider cannot be asked, the attempt fails
+//! as it would have and is retried later, rather than risk a second copy.
+
+use std::time::{Duration, SystemTime};
+
+use omnigate_adapters::{Accepted, ErrorCode, Outbound, ProviderError, SendFailure, Sender};
+
+use crate::model::Millis;
+use crate::store::Store;
+
+/// What the provider took from the unsure attempt that began at `since`, if anything.
+pub async fn lost_answer(
+    store: &dyn Store,
+    sender: &dyn Sender,
+    account: &str,
+    outbound: &Outbound,
+    since: Millis,
+) -> Result<Option<Accepted>, SendFailure> {
+    let began = SystemTime::UNIX_EPOCH + Duration::from_millis(since.max(0) as u64);
+    for candidate in sender.find_sent(outbound, began).await? {
+        let holder = store
+            .message_by_provider_id(account, &candidate.provider_message_id)
+            .await
+            .map_err(|e| {
+                let error = ProviderError::gateway(
+                    ErrorCode::ProviderUnavailable,
+                    format!("cannot tell a lost send from another message: {e}"),
+                );
+                SendFailure::retryable(error, None)
+            })?;
+        if holder.is_none() {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
