@@ -6,7 +6,7 @@ use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
 use super::db::{Db, args};
 use super::ops::append_event;
-use super::people;
+use super::people::{self, Party, Resolved};
 use crate::model::{Event, EventKind, Identity, Message, Millis};
 use crate::store::StoreError;
 
@@ -18,14 +18,6 @@ pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<Str
     )?
     .map(|row| row.text(0))
     .transpose()
-}
-
-/// Whose consent changed: a person's address on one account.
-pub struct Party<'a> {
-    pub contact_id: &'a str,
-    pub account: &'a str,
-    pub channel: Channel,
-    pub address: &'a str,
 }
 
 /// Records a person's word on an account's messages, and an event when it changes
@@ -57,7 +49,7 @@ pub fn record(
         db,
         events,
         EventKind::ConsentChanged {
-            contact_id: party.contact_id.to_string(),
+            contact_id: party.contact.id.clone(),
             account: party.account.to_string(),
             channel: party.channel,
             address: party.address.to_string(),
@@ -80,12 +72,8 @@ pub fn set(
     now: Millis,
 ) -> Result<(bool, String), StoreError> {
     let contact = people::resolve_contact(db, identity, now)?;
-    let party = Party {
-        contact_id: &contact.id,
-        account,
-        channel: identity.channel,
-        address: &identity.address,
-    };
+    let party =
+        Party { contact: &contact, account, channel: identity.channel, address: &identity.address };
     let changed = record(db, events, &party, consent, reason, now)?;
     Ok((changed, contact.id))
 }
@@ -103,8 +91,9 @@ pub fn note_refusal(
     if error.code != ErrorCode::RecipientOptedOut || message.channel != Channel::Sms {
         return Ok(());
     }
+    let contact = Resolved { id: message.contact_id.clone(), created: false };
     let party = Party {
-        contact_id: &message.contact_id,
+        contact: &contact,
         account: &message.account,
         channel: message.channel,
         address: &message.to,

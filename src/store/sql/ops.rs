@@ -548,8 +548,9 @@ pub fn receive(
     )?;
     append_event(db, events, EventKind::Received { message: message.clone() })?;
     if let Some(said) = m.consent {
-        let party = consent::Party {
-            contact_id: &contact_id,
+        let contact = people::Resolved { id: contact_id.clone(), created: false };
+        let party = people::Party {
+            contact: &contact,
             account: &inbound.account,
             channel: inbound.channel,
             address: &inbound.from.address,

@@ -295,7 +295,7 @@ pub fn load_conversation(db: &dyn Db, id: &str) -> Result<Option<Conversation>, 
     .transpose()
 }
 
-/// Who a message is with, as threading needs it.
+/// Who a message is with, as threading and consent need it.
 pub struct Party<'a> {
     pub contact: &'a Resolved,
     pub account: &'a str,
