@@ -10,6 +10,7 @@ use omnigate_adapters::twilio::config::TwilioSenderId;
 use omnigate_adapters::twilio::{TwilioAccount, TwilioSender, TwilioWebhooks};
 use std::path::PathBuf;
 
+use omnigate_adapters::email::unsubscribe::OneClick;
 use omnigate_adapters::email::{
     EmailAccount, EmailSender, ImapConfig, Mailbox, Security, SmtpConfig,
 };
@@ -35,6 +36,8 @@ pub struct Account {
     pub sandbox_webhook: Option<(String, String)>,
     /// For an email account that reads replies: its IMAP mailbox.
     pub inbox: Option<Inbox>,
+    /// For an email account with one-click unsubscribe: what checks its links.
+    pub one_click: Option<OneClick>,
 }
 
 /// The base URLs of the in-process sandboxes that are running.
@@ -137,6 +140,7 @@ fn build_one(
                 sandbox_webhook: (m.api_base == "sandbox")
                     .then(|| (m.endpoint_id.clone(), webhook_url)),
                 inbox: None,
+                one_click: None,
             })
         }
         AccountConfig::Twilio(t) => {
@@ -179,15 +183,17 @@ fn build_one(
                 pair_rate: None,
                 sandbox_webhook: None,
                 inbox: None,
+                one_click: None,
             })
         }
-        AccountConfig::Email(e) => build_email(e, &key, sandboxes),
+        AccountConfig::Email(e) => build_email(e, &key, public_url, sandboxes),
     }
 }
 
 fn build_email(
     e: &EmailAccountConfig,
     key: &dyn Fn(&str) -> String,
+    public_url: &str,
     sandboxes: &SandboxBases,
 ) -> Result<Account, ConfigError> {
     let (host, port, security) = if e.smtp.host == "sandbox" {
@@ -234,6 +240,10 @@ fn build_email(
         ca_file: e.ca_file.as_ref().map(PathBuf::from),
         max_attachment_bytes: e.max_attachment_bytes,
         fetch_private_urls: e.fetch_private_urls,
+        one_click_unsubscribe: match &e.unsubscribe_secret {
+            Some(secret) => Some(one_click(e, secret, key, public_url)?),
+            None => None,
+        },
     };
     let inbox = match imap {
         Some(imap) => Some(Inbox {
@@ -243,6 +253,7 @@ fn build_email(
         }),
         None => None,
     };
+    let one_click = account.one_click_unsubscribe.clone();
     let sender =
         EmailSender::new(account).map_err(|reason| ConfigError::invalid(key("smtp"), reason))?;
     Ok(Account {
@@ -257,8 +268,34 @@ fn build_email(
         pair_rate: None,
         sandbox_webhook: None,
         inbox,
+        one_click,
     })
 }
+
+/// What an email account's unsubscribe links need: a secret long enough that they cannot
+/// be guessed, and the public URL they point at.
+fn one_click(
+    e: &EmailAccountConfig,
+    secret: &crate::config::Secret,
+    key: &dyn Fn(&str) -> String,
+    public_url: &str,
+) -> Result<OneClick, ConfigError> {
+    let secret = secret.resolve(&key("unsubscribe_secret"))?;
+    if secret.len() < MIN_UNSUBSCRIBE_SECRET {
+        return Err(ConfigError::invalid(
+            key("unsubscribe_secret"),
+            format!("must be at least {MIN_UNSUBSCRIBE_SECRET} characters"),
+        ));
+    }
+    let base_url = format!("{public_url}/unsubscribe/{}", e.id);
+    if !base_url.starts_with("https://") {
+        // RFC 8058 section 3.1: mail clients offer one-click only for an HTTPS link.
+        tracing::warn!(account = %e.id, %base_url, "unsubscribe links are not HTTPS (server.public_url); mail clients will not offer one click");
+    }
+    Ok(OneClick { base_url, secret })
+}
+
+const MIN_UNSUBSCRIBE_SECRET: usize = 16;
 
 /// Email has no webhooks: replies and bounces arrive in the mailbox.
 struct NoWebhooks;

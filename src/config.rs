@@ -480,6 +480,10 @@ pub struct EmailAccountConfig {
     /// hosts only, so API input cannot reach internal services).
     #[serde(default)]
     pub fetch_private_urls: bool,
+    /// Set: every email carries a one-click unsubscribe link (RFC 8058) signed with it,
+    /// which bars the account's mail to that person when clicked.
+    #[serde(default)]
+    pub unsubscribe_secret: Option<Secret>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! The HTTP ingress: provider webhooks at `/webhooks/{provider}/{account}/{hook}`, and
-//! `/healthz`, `/readyz`, `/metrics`. A webhook is answered 2xx only after what it reported
+//! The HTTP ingress: provider webhooks at `/webhooks/{provider}/{account}/{hook}`, one-click
+//! unsubscribe links at `/unsubscribe/{account}/{token}`, and `/healthz`, `/readyz`,
+//! `/metrics`. A webhook is answered 2xx only after what it reported
 //! is stored, so a provider redelivers anything we could not keep.
 
 use std::collections::BTreeMap;
@@ -74,6 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .get(handshake)
                 .layer(axum::middleware::from_fn(crate::telemetry::trace_webhook)),
         )
+        // A mail client POSTs (RFC 8058); a GET, which link scanners make, changes nothing.
+        .route("/unsubscribe/{account}/{token}", post(unsubscribe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)
 }
@@ -95,6 +98,32 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
         .into_response()
+}
+
+/// A one-click unsubscribe (RFC 8058): the link's signature names the person, whose mail
+/// from the account is barred from then on. Answered 200 with no body once stored.
+async fn unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Path((account_id, token)): Path<(String, String)>,
+) -> Response {
+    let Some(one_click) = state.accounts.get(&account_id).and_then(|a| a.one_click.as_ref()) else {
+        return (StatusCode::NOT_FOUND, format!("no unsubscribe links for account {account_id:?}"))
+            .into_response();
+    };
+    let Some(address) = omnigate_adapters::email::unsubscribe::verify(&one_click.secret, &token)
+    else {
+        return (StatusCode::FORBIDDEN, "this unsubscribe link is not valid").into_response();
+    };
+    let identity = crate::model::Identity { channel: omnigate_adapters::Channel::Email, address };
+    let reason = "one-click unsubscribe link".to_string();
+    let opted_out = omnigate_adapters::Consent::OptedOut;
+    match state.store.set_consent(&account_id, identity, opted_out, reason).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::error!(account = %account_id, error = %e, "unsubscribe not stored");
+            (StatusCode::SERVICE_UNAVAILABLE, "not stored, retry later").into_response()
+        }
+    }
 }
 
 /// A provider's subscription handshake (Meta's `hub.challenge`).

@@ -182,3 +182,60 @@ async fn consent_set_through_the_api_bars_any_channel_until_withdrawn() {
     let (code, why) = status(t.client.set_consent(long).await);
     assert_eq!((code, why.contains("reason")), (tonic::Code::InvalidArgument, true), "{why}");
 }
+
+/// RFC 8058: every email of an account with `unsubscribe_secret` carries its own signed
+/// `List-Unsubscribe` HTTPS link (HTTP here, on loopback) and `List-Unsubscribe-Post:
+/// List-Unsubscribe=One-Click`; the mail client's POST to it bars the person's mail.
+#[tokio::test]
+async fn a_one_click_unsubscribe_link_bars_the_persons_mail() {
+    let mut t =
+        support::gateway().extra(r#"unsubscribe_secret = "a secret of some length""#).start().await;
+    let news = || support::request(pb::Channel::Email, "pat@example.com", text("news"));
+    let first = t.send_request(news()).await.expect("accepted");
+    t.wait_for(&first.id, pb::MessageStatus::Sent).await;
+    let mail =
+        t.smtp().accepted().into_iter().find(|m| m.to == ["pat@example.com"]).expect("mailed");
+    // Long header values are folded onto continuation lines (RFC 5322 2.2.3).
+    let text = String::from_utf8_lossy(&mail.data).replace("\r\n ", " ").replace("\r\n\t", " ");
+    let header = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    assert_eq!(header("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+    let link = header("List-Unsubscribe");
+    let link = link.trim().strip_prefix('<').and_then(|l| l.strip_suffix('>')).expect("<URI>");
+    assert!(link.starts_with(&t.url("/unsubscribe/email/")), "{link}");
+
+    let http = reqwest::Client::new();
+    let scanned = http.get(link).send().await.expect("get");
+    assert_eq!(scanned.status().as_u16(), 405, "a link scanner's GET changes nothing");
+    let forged = format!("{}A", link);
+    let forged = http.post(&forged).body("List-Unsubscribe=One-Click").send().await.expect("post");
+    assert_eq!(forged.status().as_u16(), 403);
+    let clicked = http
+        .post(link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(clicked.status().as_u16(), 200);
+
+    let refused = t.send_request(news()).await.expect("accepted");
+    assert_eq!(refused.status, pb::MessageStatus::Failed as i32);
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
+    assert!(error.message.contains("one-click unsubscribe"), "{}", error.message);
+}
+
+/// A short secret would make links guessable: refused at start, by its key.
+#[tokio::test]
+async fn a_short_unsubscribe_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = support::gateway().extra(r#"unsubscribe_secret = "short""#).config(dir.path());
+    let err = omnigate::Gateway::start(config).await.err().expect("refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("unsubscribe_secret") && err.contains("at least 16"), "{err}");
+}

@@ -162,6 +162,7 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
         ca_file: Some(ca()),
         max_attachment_bytes: 1 << 20,
         fetch_private_urls: false,
+        one_click_unsubscribe: None,
     };
     let mut out = Outbound::new(format!("reply{}", fastrand::u64(..)), to, Content::text(text));
     out.thread = thread;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::unsubscribe::OneClick;
+
 /// How a connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
@@ -63,6 +65,8 @@ pub struct EmailAccount {
     /// Fetch attachment URLs on private, loopback and link-local addresses too. Off by
     /// default: a URL from an API client must not reach internal services.
     pub fetch_private_urls: bool,
+    /// Give every email a one-click unsubscribe link (RFC 8058).
+    pub one_click_unsubscribe: Option<OneClick>,
 }
 
 impl EmailAccount {

@@ -12,6 +12,7 @@
 //! - [`parse`]: MIME to an inbound message or a delivery report; [`dsn`] and [`quote`]
 //!   are its parts for bounces and quoted-reply trimming.
 //! - [`imap`]: the mailbox client: select, UID fetch, IDLE.
+//! - [`unsubscribe`]: signed one-click unsubscribe links (RFC 8058).
 //! - `sandbox`: an in-process SMTP listener for demos and benchmarks (feature `sandbox`).
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod render;
 pub mod sandbox;
 pub mod smtp;
 pub mod tls;
+pub mod unsubscribe;
 
 pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};
 pub use imap::{Fetched, ImapError, Mailbox, Selected, Session};

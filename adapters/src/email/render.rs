@@ -13,6 +13,7 @@ use crate::model::{
 };
 
 use super::config::EmailAccount;
+use super::unsubscribe::ONE_CLICK;
 
 /// What an outbound message becomes before its attachments are fetched.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,13 +155,26 @@ pub fn compose(
         .subject(body.subject.clone())
         .date_now()
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")).to_string());
-    for (name, value) in &body.headers {
+    let mut headers: Vec<(String, String)> =
+        body.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+    if let Some(one_click) = &account.one_click_unsubscribe {
+        if let Some((name, _)) = headers
+            .iter()
+            .find(|(name, _)| name.to_ascii_lowercase().starts_with("list-unsubscribe"))
+        {
+            let why = "the account sets it for one-click unsubscribe";
+            return Err(invalid(ErrorCode::InvalidContent, &format!("email header {name}"), &why));
+        }
+        headers.push(("List-Unsubscribe".into(), format!("<{}>", one_click.link(to))));
+        headers.push(("List-Unsubscribe-Post".into(), ONE_CLICK.into()));
+    }
+    for (name, value) in headers {
         // Names were checked by `body_of`; a name lettre still refuses is skipped loudly
         // rather than sent malformed.
         let Ok(header_name) = HeaderName::new_from_ascii(name.clone()) else {
             return Err(invalid(ErrorCode::InvalidContent, "invalid email header", &name));
         };
-        builder = builder.raw_header(HeaderValue::new(header_name, value.clone()));
+        builder = builder.raw_header(HeaderValue::new(header_name, value));
     }
     if let Some(parent) = thread.references.last() {
         builder = builder.in_reply_to(format!("<{parent}>")).references(references(thread));

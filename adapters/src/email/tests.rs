@@ -26,6 +26,7 @@ fn account() -> EmailAccount {
         ca_file: None,
         max_attachment_bytes: 1 << 20,
         fetch_private_urls: false,
+        one_click_unsubscribe: None,
     }
 }
 
@@ -257,6 +258,36 @@ fn mutated_mail_never_panics_the_parser() {
         let text = String::from_utf8_lossy(&raw);
         assert!(text.contains(super::quote::reply_part(&text)));
     }
+}
+
+/// With one-click unsubscribe on, the account sets `List-Unsubscribe` (RFC 2369) and
+/// `List-Unsubscribe-Post` (RFC 8058) itself: a request's own is refused, not overwritten.
+#[test]
+fn one_click_accounts_set_the_unsubscribe_headers_themselves() {
+    let one_click = super::unsubscribe::OneClick {
+        base_url: "https://gw.example/unsubscribe/mail".into(),
+        secret: "a secret of some length".into(),
+    };
+    let account = EmailAccount { one_click_unsubscribe: Some(one_click.clone()), ..account() };
+    let compose = |email: Email| {
+        let body = render::body_of(&Content::Email(email), &Thread::default()).expect("body");
+        let id = render::message_id_for("msg_u", &account);
+        render::compose(&account, "ann@example.test", &id, &Thread::default(), &body, vec![])
+    };
+    let raw = compose(Email { text: "hi".into(), ..Email::default() }).expect("mime").formatted();
+    let Ok(Incoming::Message(m)) = parse(&raw, &source()) else { panic!("not a message") };
+    let Content::Email(back) = m.content else { panic!("not email") };
+    let link = format!("<{}>", one_click.link("ann@example.test"));
+    assert_eq!(back.headers.get("List-Unsubscribe"), Some(&link));
+    assert_eq!(
+        back.headers.get("List-Unsubscribe-Post").map(String::as_str),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let mut own = Email { text: "hi".into(), ..Email::default() };
+    own.headers.insert("list-unsubscribe".into(), "<mailto:stop@omnigate.test>".into());
+    let refused = compose(own).expect_err("the account's own header");
+    assert_eq!(refused.code, ErrorCode::InvalidContent);
+    assert!(refused.message.contains("one-click unsubscribe"), "{}", refused.message);
 }
 
 #[test]
