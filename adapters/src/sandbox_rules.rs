@@ -29,6 +29,12 @@ impl<F> RuleSet<F> {
         RuleSet { rules, hits }
     }
 
+    /// The fault of every rule matching `to`, whether or not it has applications left, for
+    /// what a rule says of requests other than sends; counts nothing.
+    pub fn all_for<'a>(&'a self, to: &'a str) -> impl Iterator<Item = &'a F> + 'a {
+        self.rules.iter().filter(move |r| to.starts_with(&r.to_prefix)).map(|r| &r.fault)
+    }
+
     /// The first rule matching `to` that has applications left.
     pub fn fault_for(&self, to: &str) -> Option<&F> {
         self.rules.iter().zip(&self.hits).find_map(|(rule, hits)| {

@@ -1,12 +1,15 @@
 //! Sends whose answer was lost. A create that timed out after reaching the provider may
 //! have made the message, and Twilio takes no idempotency key, so the next attempt first
 //! asks the provider what it holds: a candidate no other message of ours holds is the lost
-//! answer, and nothing is sent twice. When the provider cannot be asked, the attempt fails
-//! as it would have and is retried later, rather than risk a second copy.
+//! answer, and nothing is sent twice. When the provider cannot be asked now, the attempt
+//! stays unsure and is retried later rather than risk a second copy; when it can never be
+//! (the credentials may not list messages), the message is sent again, at least once.
 
 use std::time::{Duration, SystemTime};
 
-use omnigate_adapters::{Accepted, ErrorCode, Outbound, ProviderError, SendFailure, Sender};
+use omnigate_adapters::{
+    Accepted, ErrorCode, FailureClass, Outbound, ProviderError, SendFailure, Sender,
+};
 
 use crate::model::Millis;
 use crate::store::Store;
@@ -20,7 +23,17 @@ pub async fn lost_answer(
     since: Millis,
 ) -> Result<Option<Accepted>, SendFailure> {
     let began = SystemTime::UNIX_EPOCH + Duration::from_millis(since.max(0) as u64);
-    for candidate in sender.find_sent(outbound, began).await? {
+    let candidates = match sender.find_sent(outbound, began).await {
+        Ok(candidates) => candidates,
+        // Never answerable (a key that may not list messages): send as before, at least once.
+        Err(f) if f.class == FailureClass::Permanent => {
+            tracing::warn!(account, error = %f.error, "cannot ask the provider about a lost send; sending again");
+            return Ok(None);
+        }
+        // Not now: the attempt fails as the lookup did, and the next one asks again.
+        Err(f) => return Err(f),
+    };
+    for candidate in candidates {
         let holder = store
             .message_by_provider_id(account, &candidate.provider_message_id)
             .await

@@ -110,7 +110,7 @@ pub struct Job {
     pub content: Content,
     /// Attempts made so far.
     pub attempts: u32,
-    /// When an attempt began whose answer was lost (it may have been sent); the next
+    /// When an attempt began whose answer was lost (it may have been sent); every later
     /// attempt first asks the provider. In memory only: after a restart a retry is blind.
     pub unsure_since: Option<Millis>,
     pub expires_at: Millis,

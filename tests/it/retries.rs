@@ -80,6 +80,28 @@ async fn a_send_whose_answer_was_lost_is_found_not_sent_twice() {
     );
 }
 
+/// While Twilio cannot be asked about a lost send, it is not sent blind: the attempts run
+/// out instead. When it can never be asked (credentials that may not list messages), the
+/// message is sent again, at least once, as before the lookup existed.
+#[tokio::test]
+async fn a_lost_send_is_sent_again_only_when_twilio_can_never_be_asked() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550413", fault = { kind = "lost", delay_ms = 3000, list_status = 503 }, times = 1 }"#)
+        .rule(r#"{ to_prefix = "+14155550414", fault = { kind = "lost", delay_ms = 3000, list_status = 403 }, times = 1 }"#)
+        .start()
+        .await;
+    let not_now = t.send("+14155550413", "not now").await;
+    let never = t.send("+14155550414", "never").await;
+    let not_now = t.wait_for(&not_now.id, pb::MessageStatus::Failed).await;
+    assert_eq!(not_now.error.expect("error").code, pb::ErrorCode::AttemptsExhausted as i32);
+    let never = t.wait_for(&never.id, pb::MessageStatus::Delivered).await;
+    let sends = |to: &str| t.sandbox().sent().iter().filter(|s| s.field("To") == Some(to)).count();
+    assert_eq!(sends("+14155550413"), 1, "never sent blind while Twilio may answer later");
+    assert_eq!(sends("+14155550414"), 2, "sent again: Twilio will never say");
+    let resent = t.sandbox().sent().into_iter().rfind(|s| s.field("To") == Some("+14155550414"));
+    assert_eq!(Some(never.provider_message_id), resent.map(|s| s.sid));
+}
+
 #[tokio::test]
 async fn permanent_errors_fail_fast_with_the_twilio_code() {
     let mut t = support::gateway()

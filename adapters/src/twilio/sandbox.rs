@@ -58,8 +58,14 @@ pub enum Fault {
     /// Answer only after this long (longer than the client's timeout, it is a timeout).
     Slow { delay_ms: u64 },
     /// Take the message (and report on it) at once, but answer only after this long: a
-    /// timeout that loses the answer to a send Twilio made.
-    Lost { delay_ms: u64 },
+    /// timeout that loses the answer to a send Twilio made. With `list_status`, listing
+    /// that recipient's messages fails with that HTTP status (403: never allowed; 503:
+    /// not now), whatever `times` says.
+    Lost {
+        delay_ms: u64,
+        #[serde(default)]
+        list_status: Option<u16>,
+    },
     /// HTTP 400 with this Twilio error code (21211, 21610, 21614...).
     Reject { code: u32 },
     /// Accept, then report `undelivered` with this code (30003, 30005...).
@@ -73,8 +79,9 @@ pub struct RecordedSend {
     /// The form fields as sent, in order.
     pub form: Vec<(String, String)>,
     pub at: Instant,
-    /// The Message resource as created, which the list answers.
-    pub resource: serde_json::Value,
+    /// The Message resource as created, which the list answers; as JSON text, a third of
+    /// the memory of a parsed value in a load test that keeps every send.
+    pub resource: String,
 }
 
 impl RecordedSend {
@@ -262,6 +269,14 @@ async fn list_messages(
         return refused;
     }
     let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let refused = sandbox.rules.all_for(get("To").unwrap_or_default()).find_map(|f| match f {
+        Fault::Lost { list_status: Some(status), .. } => StatusCode::from_u16(*status).ok(),
+        _ => None,
+    });
+    if let Some(status) = refused {
+        let code = 20_000 + u32::from(status.as_u16());
+        return twilio_error(status, code, "Listing messages failed by sandbox rule");
+    }
     let page_size =
         get("PageSize").and_then(|n| n.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
     let matches = |resource: &serde_json::Value, field: &str, filter: Option<&str>| {
@@ -273,10 +288,9 @@ async fn list_messages(
         .map(|sent| {
             sent.iter()
                 .rev()
-                .map(|s| &s.resource)
+                .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.resource).ok())
                 .filter(|r| matches(r, "to", get("To")) && matches(r, "from", get("From")))
                 .take(page_size)
-                .cloned()
                 .collect()
         })
         .unwrap_or_default();
@@ -413,7 +427,7 @@ async fn create_message(
         "uri": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"),
     });
     if let Ok(mut sent) = sandbox.sent.lock() {
-        let resource = resource.clone();
+        let resource = resource.to_string();
         sent.push(RecordedSend {
             sid: sid.clone(),
             form: form.clone(),
@@ -424,7 +438,7 @@ async fn create_message(
     if let Some(callback) = get("StatusCallback") {
         tokio::spawn(sandbox.clone().report(callback.to_string(), resource.clone(), end));
     }
-    if let Some(Fault::Lost { delay_ms }) = fault {
+    if let Some(Fault::Lost { delay_ms, .. }) = fault {
         tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
     }
     (StatusCode::CREATED, axum::Json(resource)).into_response()

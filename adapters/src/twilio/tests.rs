@@ -270,7 +270,7 @@ async fn a_lost_answer_is_unsure_and_the_message_list_finds_what_it_made() {
     }
     let rules = vec![Rule {
         to_prefix: "+1415555030".into(),
-        fault: Fault::Lost { delay_ms: 2_000 },
+        fault: Fault::Lost { delay_ms: 2_000, list_status: None },
         times: None,
     }];
     let sb = sandbox::start(sandbox_config(rules)).await.expect("sandbox");
