@@ -145,7 +145,8 @@ impl Sender for TwilioSender {
 
     /// Lists the recipient's latest messages from this sender (Twilio has no lookup by a
     /// client's key) and keeps those with the same body and media count created since the
-    /// attempt began, less a minute for the clocks' disagreement.
+    /// attempt began, less a minute for the clocks' disagreement. A body Twilio rewrote
+    /// (smart encoding, link shortening) matches nothing, and that retry is blind.
     async fn find_sent(
         &self,
         message: &Outbound,
