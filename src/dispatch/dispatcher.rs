@@ -394,9 +394,9 @@ async fn send(shared: &Shared, mut job: Job) {
                     .await;
                 return;
             }
-            if record(shared, &job, Attempt::Retry { due_at: job.due_at, error }, outcome, seconds)
-                .await
-            {
+            let retry =
+                Attempt::Retry { due_at: job.due_at, error, unsure_since: job.unsure_since };
+            if record(shared, &job, retry, outcome, seconds).await {
                 shared.outlet.submit(job);
             }
         }

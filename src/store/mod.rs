@@ -111,7 +111,8 @@ pub struct Job {
     /// Attempts made so far.
     pub attempts: u32,
     /// When an attempt began whose answer was lost (it may have been sent); every later
-    /// attempt first asks the provider. In memory only: after a restart a retry is blind.
+    /// attempt first asks the provider. Kept with the outbox entry, so a restart or the
+    /// replica that takes the route over asks too.
     pub unsure_since: Option<Millis>,
     pub expires_at: Millis,
     pub due_at: Millis,
@@ -133,6 +134,8 @@ pub enum Attempt {
     Retry {
         due_at: Millis,
         error: ProviderError,
+        /// The job's [`Job::unsure_since`], kept for whoever makes the next attempt.
+        unsure_since: Option<Millis>,
     },
     /// Give up: FAILED or EXPIRED.
     Failed {

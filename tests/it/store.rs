@@ -326,7 +326,26 @@ const CASES: &[(&str, Case)] = &[
     ("retention", |s| Box::pin(retention(s))),
     ("cancellation", |s| Box::pin(cancellation(s))),
     ("opt-outs", |s| Box::pin(opt_outs(s))),
+    ("unsure retries", |s| Box::pin(unsure_retries(s))),
 ];
+
+/// A retry after a lost answer keeps its marker in the outbox, for whoever claims it next.
+async fn unsure_retries(store: Arc<dyn Store>) {
+    let m = accept(store.as_ref(), new_message("+14155550520", None, "code 1234")).await;
+    let retry = Attempt::Retry {
+        due_at: now_ms(),
+        error: omnigate_adapters::ProviderError::gateway(
+            omnigate_adapters::ErrorCode::ProviderUnavailable,
+            "timed out",
+        ),
+        unsure_since: Some(1_700_000_000_000),
+    };
+    store.record_attempt(&m.id, retry).await.expect("retry");
+    store.release(Some(&m.id)).await.expect("release");
+    let jobs = store.claim("node-b", Duration::from_secs(60), 10, None).await.expect("claim");
+    let job = jobs.iter().find(|j| j.message_id == m.id).expect("claimed");
+    assert_eq!(job.unsure_since, Some(1_700_000_000_000));
+}
 
 fn sms_said(from: &str, pid: &str, body: &str, consent: Consent) -> NewInbound {
     NewInbound {
@@ -625,6 +644,7 @@ async fn leases(store: Arc<dyn Store>) {
             omnigate_adapters::ErrorCode::ProviderUnavailable,
             "503",
         ),
+        unsure_since: None,
     };
     let (queued, _) = store.record_attempt(&a.id, retry).await.expect("retry");
     assert_eq!((queued.status, queued.attempts), (MessageStatus::Queued, 1));

@@ -146,6 +146,11 @@ CREATE TABLE opt_outs (
     PRIMARY KEY (account, address)
 );
 "#,
+    r#"
+-- When a send began whose answer was lost: its retry asks the provider first, also after
+-- a restart or on another replica.
+ALTER TABLE outbox ADD COLUMN unsure_since BIGINT;
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

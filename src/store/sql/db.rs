@@ -96,6 +96,12 @@ impl From<i64> for Arg<'_> {
     }
 }
 
+impl From<Option<i64>> for Arg<'_> {
+    fn from(i: Option<i64>) -> Self {
+        i.map_or(Arg::Null, Arg::Int)
+    }
+}
+
 impl From<u32> for Arg<'_> {
     fn from(i: u32) -> Self {
         Arg::Int(i.into())
@@ -171,8 +177,13 @@ impl Row {
     }
 
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_int(i)?.ok_or_else(|| StoreError::Database(format!("column {i} is NULL")))
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         match self.column(i)? {
-            Value::Int(n) => Ok(*n),
+            Value::Null => Ok(None),
+            Value::Int(n) => Ok(Some(*n)),
             other => Err(StoreError::Database(format!("column {i} is {other:?}, not an integer"))),
         }
     }

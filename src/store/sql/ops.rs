@@ -202,15 +202,15 @@ pub fn record_attempt(
             remove_outbox(db, id)?;
             next = apply_early_receipts(db, events, &mut message, early, lease)?;
         }
-        Attempt::Retry { due_at, error } => {
+        Attempt::Retry { due_at, error, unsure_since } => {
             message.attempts += 1;
             message.error = Some(error.clone());
             if !advance(db, events, &mut message, MessageStatus::Queued, "", now)? {
                 save(db, &message)?;
             }
             db.execute_later(
-                "UPDATE outbox SET due_at = $2 WHERE message_id = $1",
-                args![id, *due_at],
+                "UPDATE outbox SET due_at = $2, unsure_since = $3 WHERE message_id = $1",
+                args![id, *due_at, *unsure_since],
             )?;
         }
         Attempt::Failed { status, error } => {
@@ -300,7 +300,8 @@ fn fall_back(
         "INSERT INTO outbox (message_id, account, route, due_at, lease_owner, lease_until)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (message_id) DO UPDATE SET account = excluded.account, route = excluded.route,
-           due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until",
+           due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
+           unsure_since = NULL",
         args![&message.id, &next.account, &next.route, now, lease.owner, now + lease.ms],
     )?;
     if let Some(c) = people::load_conversation(db, &message.conversation_id)? {
@@ -823,7 +824,7 @@ pub fn claim(
     };
     let free = db.query(
         &format!(
-            "SELECT message_id, account, route, due_at FROM outbox WHERE lease_until <= $1
+            "SELECT message_id, account, route, due_at, unsure_since FROM outbox WHERE lease_until <= $1
              ORDER BY due_at, message_id LIMIT $2{lock}"
         ),
         args![now, CLAIM_SCAN.max(limit)],
@@ -839,7 +840,7 @@ pub fn claim(
         {
             continue;
         }
-        let due_at = row.int(3)?;
+        let (due_at, unsure_since) = (row.int(3)?, row.opt_int(4)?);
         db.execute(
             "UPDATE outbox SET lease_owner = $2, lease_until = $3 WHERE message_id = $1",
             args![&message_id, lease.owner, now + lease.ms],
@@ -852,7 +853,7 @@ pub fn claim(
             to: message.to,
             content: message.content,
             attempts: message.attempts,
-            unsure_since: None,
+            unsure_since,
             expires_at: message.expires_at.unwrap_or(i64::MAX),
             due_at,
             send_options: message.send_options,

@@ -175,6 +175,11 @@ CREATE TABLE opt_outs (
     PRIMARY KEY (account, address)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- When a send began whose answer was lost: its retry asks the provider first, also after
+-- a restart or on another replica.
+ALTER TABLE outbox ADD COLUMN unsure_since INTEGER;
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
