@@ -269,6 +269,11 @@ impl TestGateway {
         self.gw().twilio_sandbox.as_ref().expect("sandbox configured")
     }
 
+    /// The messages the Twilio sandbox took for `to`, in order.
+    pub fn sent_to(&self, to: &str) -> Vec<omnigate_adapters::twilio::sandbox::RecordedSend> {
+        self.sandbox().sent().into_iter().filter(|s| s.field("To") == Some(to)).collect()
+    }
+
     /// A conversation's first page of messages (up to 100), oldest first.
     pub async fn history(&mut self, conversation_id: &str) -> Vec<pb::Message> {
         let request = pb::ListMessagesRequest {
