@@ -112,14 +112,19 @@ async fn unsubscribe(
     };
     let Some(address) = omnigate_adapters::email::unsubscribe::verify(&one_click.secret, &token)
     else {
+        state.metrics.webhook(&account_id, "rejected");
         return (StatusCode::FORBIDDEN, "this unsubscribe link is not valid").into_response();
     };
     let identity = crate::model::Identity { channel: omnigate_adapters::Channel::Email, address };
     let reason = "one-click unsubscribe link".to_string();
     let opted_out = omnigate_adapters::Consent::OptedOut;
     match state.store.set_consent(&account_id, identity, opted_out, reason).await {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(_) => {
+            state.metrics.webhook(&account_id, "unsubscribed");
+            StatusCode::OK.into_response()
+        }
         Err(e) => {
+            state.metrics.webhook(&account_id, "unavailable");
             tracing::error!(account = %account_id, error = %e, "unsubscribe not stored");
             (StatusCode::SERVICE_UNAVAILABLE, "not stored, retry later").into_response()
         }

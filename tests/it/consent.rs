@@ -224,6 +224,12 @@ async fn a_one_click_unsubscribe_link_bars_the_persons_mail() {
     let error = refused.error.expect("error");
     assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
     assert!(error.message.contains("one-click unsubscribe"), "{}", error.message);
+    let metrics = crate::send::reqwest_get(&t.url("/metrics")).await;
+    let counted = |result: &str| {
+        let name = format!(r#"omnigate_webhooks_total{{account="email",result="{result}"}}"#);
+        crate::send::metric(&metrics, &name)
+    };
+    assert_eq!((counted("unsubscribed"), counted("rejected")), (1.0, 1.0));
 }
 
 /// A short secret would make links guessable: refused at start, by its key.
