@@ -303,18 +303,9 @@ async fn send(shared: &Shared, mut job: Job) {
                 thread,
             };
             shared.metrics.in_flight().inc();
-            let result = match job.unsure_since {
-                Some(since) => {
-                    let store = shared.store.as_ref();
-                    let sender = target.sender.as_ref();
-                    match unsure::lost_answer(store, sender, &job.account, &outbound, since).await {
-                        Ok(Some(accepted)) => Ok((accepted, "found")),
-                        Ok(None) => target.sender.send(&outbound).await.map(|a| (a, "sent")),
-                        Err(failure) => Err(failure),
-                    }
-                }
-                None => target.sender.send(&outbound).await.map(|a| (a, "sent")),
-            };
+            let (store, sender) = (shared.store.as_ref(), target.sender.as_ref());
+            let result =
+                unsure::send(store, sender, &job.account, &outbound, job.unsure_since).await;
             shared.metrics.in_flight().dec();
             result
         }

@@ -14,8 +14,25 @@ use omnigate_adapters::{
 use crate::model::Millis;
 use crate::store::Store;
 
+/// Sends `outbound`, unless the unsure attempt that began at `unsure_since` turns out to
+/// have sent it; answers the provider's answer and the outcome to count, `sent` or `found`.
+pub async fn send(
+    store: &dyn Store,
+    sender: &dyn Sender,
+    account: &str,
+    outbound: &Outbound,
+    unsure_since: Option<Millis>,
+) -> Result<(Accepted, &'static str), SendFailure> {
+    if let Some(since) = unsure_since
+        && let Some(found) = lost_answer(store, sender, account, outbound, since).await?
+    {
+        return Ok((found, "found"));
+    }
+    sender.send(outbound).await.map(|accepted| (accepted, "sent"))
+}
+
 /// What the provider took from the unsure attempt that began at `since`, if anything.
-pub async fn lost_answer(
+async fn lost_answer(
     store: &dyn Store,
     sender: &dyn Sender,
     account: &str,

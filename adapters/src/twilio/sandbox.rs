@@ -279,8 +279,10 @@ async fn list_messages(
     }
     let page_size =
         get("PageSize").and_then(|n| n.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
-    let matches = |resource: &serde_json::Value, field: &str, filter: Option<&str>| {
-        filter.is_none_or(|want| resource[field].as_str() == Some(want))
+    // The filters read the form each send was made with, which names `To` and `From` as
+    // the resource does; only the page's resources are parsed back.
+    let matches = |send: &RecordedSend, field: &str| {
+        get(field).is_none_or(|want| send.field(field) == Some(want))
     };
     let messages: Vec<serde_json::Value> = sandbox
         .sent
@@ -288,9 +290,9 @@ async fn list_messages(
         .map(|sent| {
             sent.iter()
                 .rev()
-                .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.resource).ok())
-                .filter(|r| matches(r, "to", get("To")) && matches(r, "from", get("From")))
+                .filter(|s| matches(s, "To") && matches(s, "From"))
                 .take(page_size)
+                .filter_map(|s| serde_json::from_str(&s.resource).ok())
                 .collect()
         })
         .unwrap_or_default();
