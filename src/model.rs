@@ -226,6 +226,18 @@ pub struct Contact {
     pub preferences: Vec<Channel>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Read with the contact, never written through it (events before opt-outs lack it).
+    #[serde(default)]
+    pub opt_outs: Vec<OptOut>,
+}
+
+/// An account the person told to stop, on one of their addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOut {
+    pub account: String,
+    pub address: String,
+    pub reason: String,
+    pub at: Millis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -470,6 +470,16 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
         channel_preferences: c.preferences.iter().map(|p| channel_to_pb(*p) as i32).collect(),
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
+        opt_outs: c
+            .opt_outs
+            .iter()
+            .map(|o| pb::OptOut {
+                account: o.account.clone(),
+                address: o.address.clone(),
+                reason: o.reason.clone(),
+                at: Some(timestamp(o.at)),
+            })
+            .collect(),
     }
 }
 

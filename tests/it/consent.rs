@@ -48,6 +48,20 @@ async fn stop_bars_the_accounts_sends_until_start() {
         ("sms", pb::Channel::Sms as i32, "+14155550601", r#"replied "Stop" on sms"#)
     );
     assert_eq!(said("STOP").await.expect("post"), 200, "a second STOP changes nothing");
+    let (client, id) = (t.client.clone(), out.contact_id.clone());
+    let opt_outs = move || {
+        let (mut client, id) = (client.clone(), id.clone());
+        async move {
+            let request = pb::GetContactRequest { id };
+            client.get_contact(request).await.expect("contact").into_inner().opt_outs
+        }
+    };
+    let listed = opt_outs().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].account.as_str(), listed[0].address.as_str(), listed[0].reason.as_str()),
+        ("sms", "+14155550601", r#"replied "Stop" on sms"#)
+    );
 
     let refused = t.send("+14155550601", "20% off today").await;
     assert_eq!(refused.status, pb::MessageStatus::Failed as i32, "answered failed at once");
@@ -72,6 +86,7 @@ async fn stop_bars_the_accounts_sends_until_start() {
         (back.contact_id, back.reason.as_str()),
         (out.contact_id, r#"replied "START" on sms"#)
     );
+    assert_eq!(opt_outs().await, [], "START clears the list");
     let welcome = t.send("+14155550601", "welcome back").await;
     t.wait_for(&welcome.id, pb::MessageStatus::Delivered).await;
     assert_eq!(t.sent_to("+14155550601").len(), 1, "only the message after START went out");
@@ -151,6 +166,10 @@ async fn consent_set_through_the_api_bars_any_channel_until_withdrawn() {
     let error = refused.error.expect("error");
     assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
     assert!(error.message.contains("unsubscribe link"), "{}", error.message);
+    let find = pb::FindContactRequest { identity: set(true).identity };
+    let found = t.client.find_contact(find).await.expect("found").into_inner();
+    let listed: Vec<_> = found.opt_outs.iter().map(|o| (&*o.account, &*o.address)).collect();
+    assert_eq!(listed, [("email", "pat@example.com")], "the normalised address, by account");
 
     let back = t.client.set_consent(set(false)).await.expect("opt in").into_inner();
     assert!(back.changed);

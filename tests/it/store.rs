@@ -386,11 +386,21 @@ async fn opt_outs(store: Arc<dyn Store>) {
         .expect("stop");
     assert!(refused_for_opt_out(s, "+14155550501").await);
     assert!(!refused_for_opt_out(s, "+14155550502").await, "only the one who said it");
+    // The person's contact lists it.
+    let person = store.find_contact(sms_identity("+14155550501")).await.expect("find");
+    let listed = person.expect("a contact").opt_outs;
+    assert_eq!(
+        listed.iter().map(|o| (o.account.as_str(), o.address.as_str())).collect::<Vec<_>>(),
+        [("sms", "+14155550501")]
+    );
+    assert!(listed[0].reason.contains("STOP") && listed[0].at > 0, "{listed:?}");
     store
         .receive(sms_said("+14155550501", "SMstart", "START", Consent::OptedIn))
         .await
         .expect("start");
     assert!(!refused_for_opt_out(s, "+14155550501").await);
+    let person = store.find_contact(sms_identity("+14155550501")).await.expect("find");
+    assert_eq!(person.expect("a contact").opt_outs, []);
 
     // Twilio refusing a send for an opt-out (21610) records one; WhatsApp's 131050, which
     // bars only marketing templates, does not.

@@ -7,7 +7,7 @@ use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 use super::db::{Db, args};
 use super::ops::append_event;
 use super::people::{self, Party, Resolved};
-use crate::model::{Event, EventKind, Identity, Message, Millis};
+use crate::model::{Event, EventKind, Identity, Message, Millis, OptOut};
 use crate::store::StoreError;
 
 /// Why `address` opted out of `account`'s messages, when it did and has not opted back in.
@@ -18,6 +18,26 @@ pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<Str
     )?
     .map(|row| row.text(0))
     .transpose()
+}
+
+/// The opt-outs of every address of contact `id`, oldest first.
+pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
+    db.query(
+        "SELECT account, address, reason, at FROM opt_outs
+         WHERE address IN (SELECT address FROM identities WHERE contact_id = $1)
+         ORDER BY at, account, address",
+        args![id],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(OptOut {
+            account: row.text(0)?,
+            address: row.text(1)?,
+            reason: row.text(2)?,
+            at: row.int(3)?,
+        })
+    })
+    .collect()
 }
 
 /// Records a person's word on an account's messages, and an event when it changes

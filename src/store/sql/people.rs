@@ -44,6 +44,7 @@ pub fn load_contact(db: &dyn Db, id: &str) -> Result<Option<Contact>, StoreError
                     .into_iter()
                     .filter_map(|(c, a)| channel_from_str(&c).map(|channel| Identity { channel, address: a }))
                     .collect();
+                let opt_outs = super::consent::of_contact(db, &id)?;
                 return Ok(Some(Contact {
                     id,
                     display_name: doc.display_name,
@@ -51,6 +52,7 @@ pub fn load_contact(db: &dyn Db, id: &str) -> Result<Option<Contact>, StoreError
                     preferences: doc.preferences,
                     created_at: doc.created_at,
                     updated_at: doc.updated_at,
+                    opt_outs,
                 }));
             }
         }
@@ -132,6 +134,7 @@ pub fn resolve_contact(
         preferences: Vec::new(),
         created_at: now,
         updated_at: now,
+        opt_outs: Vec::new(),
     };
     save_contact(db, &contact)?;
     attach(db, identity, &contact.id)?;
@@ -173,6 +176,7 @@ pub fn upsert_contact(
             preferences: Vec::new(),
             created_at: now,
             updated_at: now,
+            opt_outs: Vec::new(),
         },
     };
     check_free(db, &update.identities, Some(&contact.id))?;
