@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::config::MAX_TTL;
 use crate::model::{Event, SendOptions, now_ms};
 use crate::store::{AcceptOutcome, NewMessage};
-use omnigate_adapters::Content;
+use omnigate_adapters::{Content, MessageStatus};
 
 /// How long a cancellation waits for the replica that dispatches the message.
 const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
@@ -134,7 +134,16 @@ impl Gateway for GatewayService {
         let accepted = self.state.store.accept(new).instrument(tracing::info_span!("store.accept"));
         let message = match accepted.await.map_err(store_status)? {
             AcceptOutcome::Created(message, job) => {
-                self.state.metrics.accepted(message.channel.as_str());
+                let metrics = &self.state.metrics;
+                metrics.accepted(message.channel.as_str());
+                // What acceptance refused (an opt-out, a closed window) never reaches the
+                // dispatcher, so is counted here: every channel left so far, and the last
+                // one when nothing was left to fall back to.
+                let failed = message.status == MessageStatus::Failed;
+                let refused = message.channel_attempts.iter().map(|a| a.account.as_str());
+                for account in refused.chain(failed.then_some(message.account.as_str())) {
+                    metrics.attempt_not_made(account, "refused");
+                }
                 if let Some(mut job) = job {
                     job.origin = tracing::Span::current().context();
                     self.state.outlet.submit(*job);

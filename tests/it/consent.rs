@@ -110,6 +110,12 @@ async fn a_send_twilio_refuses_for_an_opt_out_bars_the_next_before_sending() {
     assert_eq!(error.provider_code, "", "the gateway refused it, not Twilio");
     assert!(error.message.contains("twilio refused a send with 21610"), "{}", error.message);
     assert_eq!(t.sandbox().request_count(), 1, "no second call to Twilio");
+    let metrics = crate::send::reqwest_get(&t.url("/metrics")).await;
+    let counted = |outcome: &str| {
+        let name = format!(r#"omnigate_send_attempts_total{{account="sms",outcome="{outcome}"}}"#);
+        crate::send::metric(&metrics, &name)
+    };
+    assert_eq!((counted("failed"), counted("refused")), (1.0, 1.0), "Twilio's, then ours");
 }
 
 #[tokio::test]
@@ -140,6 +146,9 @@ async fn an_opted_out_channel_falls_back_to_the_next() {
         Some(pb::ErrorCode::RecipientOptedOut as i32)
     );
     assert_eq!(t.sent_to("+14155550604").len(), 0);
+    let metrics = crate::send::reqwest_get(&t.url("/metrics")).await;
+    let refused = r#"omnigate_send_attempts_total{account="sms",outcome="refused"}"#;
+    assert_eq!(crate::send::metric(&metrics, refused), 1.0, "the channel left counts");
 }
 
 #[tokio::test]
