@@ -227,3 +227,26 @@ async fn a_long_sms_spends_a_token_of_the_route_per_segment() {
     let span = sent[2].at.duration_since(sent[0].at);
     assert!(span.as_millis() >= 700, "5 segments in {span:?}");
 }
+
+/// An email whose server kept it but lost its reply (the connection dropped after the
+/// data; RFC 5321 6.1 accepts the duplicate, as SMTP offers no way to ask) goes again, and
+/// both copies carry the same Message-ID, by which mail stores fold the duplicate.
+#[tokio::test]
+async fn an_email_whose_reply_was_lost_goes_again_under_the_same_message_id() {
+    let mut t = support::gateway().start().await;
+    let to = "lost-once@example.com";
+    let request = support::request(pb::Channel::Email, to, support::text("your receipt"));
+    let sent = t.send_request(request).await.expect("accepted");
+    let done = t.wait_for(&sent.id, pb::MessageStatus::Sent).await;
+    assert_eq!(done.attempts, 2, "the dropped connection is retried");
+    let copies: Vec<_> = t.smtp().accepted().into_iter().filter(|m| m.to == [to]).collect();
+    assert_eq!(copies.len(), 2, "kept the first time, then sent again");
+    let message_id = |data: &[u8]| {
+        String::from_utf8_lossy(data)
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_string))
+            .expect("a Message-ID")
+    };
+    assert_eq!(message_id(&copies[0].data), message_id(&copies[1].data));
+    assert_eq!(message_id(&copies[1].data), format!("<{}>", done.provider_message_id));
+}

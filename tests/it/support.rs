@@ -207,7 +207,10 @@ app_secret = "{META_SECRET}"
 verify_token = "verify-me"
 
 [sandbox.email]
-rules = [{{ to_prefix = "bounce@", fault = "550 5.1.1 No such user" }}]
+rules = [
+    {{ to_prefix = "bounce@", fault = "550 5.1.1 No such user" }},
+    {{ to_prefix = "lost-once@", fault = {{ kind = "lost_answer" }}, times = 1 }},
+]
 
 [[accounts]]
 type = "email"

@@ -1,6 +1,7 @@
 //! An in-process SMTP listener for `omnigate demo` and the load generator: it speaks
 //! enough SMTP (RFC 5321: EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) for lettre, keeps what
-//! it accepted in memory, and answers RCPT with a configured reply for chosen recipients.
+//! it accepted in memory, and answers RCPT with a configured reply for chosen recipients,
+//! or takes their mail and drops the connection before its reply.
 //! The email tests use real servers instead (scripts/mail-servers.sh).
 
 use std::net::SocketAddr;
@@ -17,9 +18,25 @@ use crate::sandbox_rules::{Rule, RuleSet, loopback_any};
 pub struct SmtpSandboxConfig {
     #[serde(default = "loopback_any")]
     pub addr: SocketAddr,
-    /// RCPT replies for recipients by prefix, as full reply lines: "550 5.1.1 No such user".
+    /// Faults for recipients by prefix.
     #[serde(default)]
-    pub rules: Vec<Rule<String>>,
+    pub rules: Vec<Rule<Fault>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Fault {
+    /// The RCPT reply, as a full reply line: "550 5.1.1 No such user".
+    Reply(String),
+    Other(OtherFault),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum OtherFault {
+    /// Keeps the mail, then closes the connection instead of replying to its data, as a
+    /// server that fails right after queuing: the sender cannot tell that it went.
+    LostAnswer,
 }
 
 impl Default for SmtpSandboxConfig {
@@ -72,7 +89,7 @@ pub async fn start(config: SmtpSandboxConfig) -> std::io::Result<SmtpSandbox> {
 
 async fn session(
     socket: TcpStream,
-    rules: &RuleSet<String>,
+    rules: &RuleSet<Fault>,
     accepted: &Mutex<Vec<Accepted>>,
 ) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
@@ -81,6 +98,7 @@ async fn session(
     write.write_all(b"220 omnigate-sandbox ESMTP\r\n").await?;
     let mut from = String::new();
     let mut to = Vec::new();
+    let mut lose_answer = false;
     let mut line = String::new();
     loop {
         line.clear();
@@ -96,13 +114,15 @@ async fn session(
             "MAIL" => {
                 from = address(&line);
                 to.clear();
+                lose_answer = false;
                 "250 2.1.0 Ok".into()
             }
             "RCPT" => {
                 let rcpt = address(&line);
                 match rules.fault_for(&rcpt) {
-                    Some(reply) => reply.clone(),
-                    None => {
+                    Some(Fault::Reply(reply)) => reply.clone(),
+                    fault => {
+                        lose_answer |= matches!(fault, Some(Fault::Other(OtherFault::LostAnswer)));
                         to.push(rcpt);
                         "250 2.1.5 Ok".into()
                     }
@@ -120,6 +140,9 @@ async fn session(
                             to: std::mem::take(&mut to),
                             data,
                         });
+                        if lose_answer {
+                            return Ok(());
+                        }
                         format!("250 2.0.0 Ok: queued as S{}", all.len())
                     }
                     None => "552 5.3.4 Message too big".into(),
@@ -127,6 +150,7 @@ async fn session(
             }
             "RSET" => {
                 to.clear();
+                lose_answer = false;
                 "250 2.0.0 Ok".into()
             }
             "NOOP" => "250 2.0.0 Ok".into(),
