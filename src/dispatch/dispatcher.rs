@@ -25,12 +25,17 @@ use super::cancel::{Marks, Start};
 use super::route::AccountRoute;
 use super::unsure;
 use crate::fleet::Ownership;
-use crate::model::{Message, now_ms};
+use crate::model::{Message, Millis, now_ms};
 use crate::store::{Attempt, Job, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// How long a due send waits for a cancellation of it to be decided.
 const CANCELING_WAIT_MS: i64 = 20;
+
+/// How long after acceptance (or the last look) a send trusts that its recipient has not
+/// opted out: within it the send goes without a store read; a send that waited (a retry,
+/// a scheduled time, a route's backlog, a restart) looks again.
+const CONSENT_FRESH_MS: i64 = 1_000;
 
 /// How long a route pauses on a throttling answer that says nothing of when to come back.
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
@@ -290,7 +295,15 @@ async fn send(shared: &Shared, mut job: Job) {
         return;
     }
     let started = Instant::now();
-    let result = match thread_for(shared, target.sender.as_ref(), &job).await {
+    let ready = match recheck_consent(shared, &mut job, now).await {
+        Ok(None) => thread_for(shared, target.sender.as_ref(), &job).await,
+        Ok(Some(error)) => {
+            record(shared, &job, Attempt::Refused { error }, "refused", 0.0).await;
+            return;
+        }
+        Err(failure) => Err(failure),
+    };
+    let result = match ready {
         Ok(thread) => {
             let outbound = Outbound {
                 message_id: job.message_id.clone(),
@@ -394,6 +407,33 @@ async fn send(shared: &Shared, mut job: Job) {
     }
 }
 
+/// The refusal a send gets when its recipient opted out since its consent was last read
+/// (more than [`CONSENT_FRESH_MS`] ago). A store that cannot answer makes the attempt
+/// retry rather than send to someone who may have said stop.
+async fn recheck_consent(
+    shared: &Shared,
+    job: &mut Job,
+    now: Millis,
+) -> Result<Option<ProviderError>, SendFailure> {
+    if now - job.consent_checked_at <= CONSENT_FRESH_MS {
+        return Ok(None);
+    }
+    let refusal = shared
+        .store
+        .opt_out_refusal(&job.account, &job.to)
+        .await
+        .map_err(|e| store_unreadable("the opt-out list", e))?;
+    job.consent_checked_at = now;
+    Ok(refusal)
+}
+
+/// A send that needs the store's answer and cannot have it: retried.
+fn store_unreadable(what: &str, e: StoreError) -> SendFailure {
+    let error =
+        ProviderError::gateway(ErrorCode::ProviderUnavailable, format!("cannot read {what}: {e}"));
+    SendFailure::retryable(ProviderError { retryable: true, ..error }, None)
+}
+
 /// The conversation so far, for senders that thread by reference (email). Without it a
 /// reply would start a new thread in the person's mail client, so a store that cannot
 /// answer makes the attempt retry rather than send unthreaded.
@@ -405,13 +445,11 @@ async fn thread_for(
     if !sender.threads_by_reference() {
         return Ok(Thread::default());
     }
-    shared.store.thread_of(&job.message_id).await.map_err(|e| {
-        let error = ProviderError::gateway(
-            ErrorCode::ProviderUnavailable,
-            format!("cannot read the conversation's thread: {e}"),
-        );
-        SendFailure::retryable(ProviderError { retryable: true, ..error }, None)
-    })
+    shared
+        .store
+        .thread_of(&job.message_id)
+        .await
+        .map_err(|e| store_unreadable("the conversation's thread", e))
 }
 
 /// Writes an outcome; answers whether it was stored. An outcome that cannot be stored
@@ -420,11 +458,14 @@ async fn record(shared: &Shared, job: &Job, attempt: Attempt, outcome: &str, sec
     shared.metrics.attempt(&job.account, outcome, seconds);
     let span = tracing::Span::current();
     span.record("omnigate.outcome", outcome);
-    if let Attempt::Failed { error, .. } | Attempt::Retry { error, .. } = &attempt {
+    if let Attempt::Failed { error, .. }
+    | Attempt::Retry { error, .. }
+    | Attempt::Refused { error } = &attempt
+    {
         span.record("omnigate.error_code", tracing::field::debug(error.code));
         span.record("omnigate.provider_code", error.provider_code.as_str());
     }
-    if let Attempt::Failed { .. } = attempt {
+    if let Attempt::Failed { .. } | Attempt::Refused { .. } = attempt {
         span.record("otel.status_code", "error");
     }
     match shared.store.record_attempt(&job.message_id, attempt).await {

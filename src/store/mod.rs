@@ -116,6 +116,9 @@ pub struct Job {
     pub unsure_since: Option<Millis>,
     pub expires_at: Millis,
     pub due_at: Millis,
+    /// When the recipient's opt-outs were last read for this send (0: never, as after a
+    /// restart); a send that waited longer reads them again.
+    pub consent_checked_at: Millis,
     pub send_options: SendOptions,
     /// Not a send: at `due_at`, fall back unless the message was delivered by then.
     pub delivery_deadline: bool,
@@ -140,6 +143,11 @@ pub enum Attempt {
     /// Give up: FAILED or EXPIRED.
     Failed {
         status: MessageStatus,
+        error: ProviderError,
+    },
+    /// Not sent: the gateway refused it, as acceptance would have (the person opted out
+    /// while it waited). FAILED, or the next channel, without counting an attempt.
+    Refused {
         error: ProviderError,
     },
 }
@@ -387,6 +395,14 @@ pub trait Store: Send + Sync + 'static {
     /// The email thread that message `message_id` continues: the Message-IDs of its
     /// conversation's earlier emails and the subject they go by.
     async fn thread_of(&self, message_id: &str) -> Result<Thread, StoreError>;
+
+    /// The error a send from `account` to `to` fails with when that person opted out of
+    /// the account's messages.
+    async fn opt_out_refusal(
+        &self,
+        account: &str,
+        to: &str,
+    ) -> Result<Option<ProviderError>, StoreError>;
 
     /// How far an account's mailbox has been read: (UIDVALIDITY, last UID handled).
     async fn mailbox_cursor(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError>;

@@ -269,3 +269,94 @@ async fn a_short_unsubscribe_secret_is_refused_at_start() {
     let err = format!("{err:#}");
     assert!(err.contains("unsubscribe_secret") && err.contains("at least 16"), "{err}");
 }
+
+/// A send that waited (here for its scheduled time) reads the opt-outs again: the person
+/// who said STOP in between gets nothing, and Twilio is not asked.
+#[tokio::test]
+async fn a_send_that_waited_reads_the_opt_outs_again() {
+    let mut t = support::gateway().start().await;
+    let when = omnigate::model::now_ms() + 1_500;
+    let later = pb::SendMessageRequest {
+        send_at: Some(omnigate::api::convert::timestamp(when)),
+        ..support::text_request("+14155550605", "tomorrow's offer")
+    };
+    let scheduled = t.send_request(later).await.expect("accepted");
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let stop = t.sandbox().deliver_inbound(&inbound, "+14155550605", FROM, "STOP");
+    assert_eq!(stop.await.expect("post"), 200);
+
+    let refused = t.wait_for(&scheduled.id, pb::MessageStatus::Failed).await;
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32, "{}", error.message);
+    assert_eq!(refused.attempts, 0);
+    assert_eq!(t.sandbox().request_count(), 0, "no call to Twilio");
+    let metrics = crate::send::reqwest_get(&t.url("/metrics")).await;
+    let counted = r#"omnigate_send_attempts_total{account="sms",outcome="refused"}"#;
+    assert_eq!(crate::send::metric(&metrics, counted), 1.0);
+}
+
+/// Fallback channels the person opted out of are passed over, each recorded as a channel
+/// that failed at once; with none other left, the message fails where it stood.
+#[tokio::test]
+async fn fallbacks_the_person_opted_out_of_are_passed_over() {
+    let mut t = support::gateway().start().await;
+    let number = "+14155550606";
+    let contact = crate::omnichannel::phone_contact_who_wrote(&mut t, number, "wamid.C2").await;
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let stop = t.sandbox().deliver_inbound(&inbound, number, FROM, "STOP");
+    assert_eq!(stop.await.expect("post"), 200);
+    let opt_out = pb::SetConsentRequest {
+        identity: Some(pb::Identity {
+            channel: pb::Channel::Whatsapp as i32,
+            address: number.into(),
+        }),
+        opted_out: true,
+        ..Default::default()
+    };
+    t.client.set_consent(opt_out).await.expect("opted out");
+    let offer = |fallback_channels: Vec<pb::Channel>| pb::SendMessageRequest {
+        contact_id: contact.id.clone(),
+        channel: pb::Channel::Sms as i32,
+        fallback_channels: fallback_channels.into_iter().map(|c| c as i32).collect(),
+        content: Some(pb::Content { kind: Some(text("20% off")) }),
+        ..Default::default()
+    };
+
+    let nowhere = t.send_request(offer(vec![pb::Channel::Whatsapp])).await.expect("accepted");
+    assert_eq!(
+        (nowhere.status, nowhere.channel, nowhere.channel_attempts.len()),
+        (pb::MessageStatus::Failed as i32, pb::Channel::Sms as i32, 0),
+        "no fallback left: failed on its own channel"
+    );
+    assert_eq!(nowhere.error.map(|e| e.code), Some(pb::ErrorCode::RecipientOptedOut as i32));
+
+    let link = pb::LinkIdentityRequest {
+        contact_id: contact.id.clone(),
+        identity: Some(pb::Identity {
+            channel: pb::Channel::Email as i32,
+            address: "pat.c2@example.com".into(),
+        }),
+    };
+    t.client.link_identity(link).await.expect("linked");
+    let both = vec![pb::Channel::Whatsapp, pb::Channel::Email];
+    let mailed = t.send_request(offer(both)).await.expect("accepted");
+    assert_eq!(mailed.channel, pb::Channel::Email as i32, "past two opted-out channels");
+    let done = t.wait_for(&mailed.id, pb::MessageStatus::Sent).await;
+    let left: Vec<_> = done
+        .channel_attempts
+        .iter()
+        .map(|a| (a.channel, a.status, a.error.as_ref().map(|e| e.code)))
+        .collect();
+    let opted_out = Some(pb::ErrorCode::RecipientOptedOut as i32);
+    assert_eq!(
+        left,
+        [
+            (pb::Channel::Sms as i32, pb::MessageStatus::Failed as i32, opted_out),
+            (pb::Channel::Whatsapp as i32, pb::MessageStatus::Failed as i32, opted_out),
+        ]
+    );
+    assert_eq!(t.sent_to(number).len(), 0);
+    let digits = number.trim_start_matches('+');
+    let to_whatsapp = t.meta().sent().into_iter().filter(|s| s.body["to"] == digits);
+    assert_eq!(to_whatsapp.count(), 0);
+}

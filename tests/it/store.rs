@@ -420,6 +420,17 @@ async fn opt_outs(store: Arc<dyn Store>) {
     // Erasing the person keeps them off the list of whom to message.
     store.forget_contact(&sms.contact_id).await.expect("forget");
     assert!(refused_for_opt_out(s, "+14155550503").await, "an erased opt-out still holds");
+    // What the dispatcher reads before a send that waited, and how its refusal is kept.
+    let waited = accept(s, new_message("+14155550507", None, "waited")).await;
+    assert_eq!(store.opt_out_refusal("sms", "+14155550507").await.expect("read"), None);
+    let refusal = store.opt_out_refusal("sms", "+14155550503").await.expect("read");
+    let refusal = refusal.expect("opted out");
+    assert_eq!(refusal.code, ErrorCode::RecipientOptedOut);
+    let (kept, next) =
+        store.record_attempt(&waited.id, Attempt::Refused { error: refusal }).await.expect("kept");
+    assert_eq!((kept.status, kept.attempts, next.is_none()), (MessageStatus::Failed, 0, true));
+    let claimed = store.claim("node-r", Duration::from_secs(60), 100, None).await.expect("claim");
+    assert!(claimed.iter().all(|j| j.message_id != waited.id), "out of the outbox");
     let whatsapp = accept(
         s,
         NewMessage {

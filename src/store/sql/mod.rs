@@ -225,6 +225,19 @@ impl<C: Conn> Store for SqlStore<C> {
         self.read(move |db| ops::thread_of(db, &id)).await
     }
 
+    async fn opt_out_refusal(
+        &self,
+        account: &str,
+        to: &str,
+    ) -> Result<Option<omnigate_adapters::ProviderError>, StoreError> {
+        let (account, to) = (account.to_string(), to.to_string());
+        self.read(move |db| {
+            let reason = consent::opted_out(db, &account, &to)?;
+            Ok(reason.map(|reason| consent::refusal(&to, &account, &reason)))
+        })
+        .await
+    }
+
     async fn mailbox_cursor(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
         let account = account.to_string();
         self.read(move |db| ops::mailbox_cursor(db, &account)).await

@@ -145,6 +145,7 @@ pub fn accept(
         unsure_since: None,
         expires_at: new.expires_at,
         due_at,
+        consent_checked_at: new.now,
         send_options: new.send_options.clone(),
         delivery_deadline: false,
         origin: opentelemetry::Context::new(),
@@ -214,24 +215,41 @@ pub fn record_attempt(
             )?;
         }
         Attempt::Failed { status, error } => {
+            // An expiry comes before any call to the provider.
             if *status == MessageStatus::Failed {
                 message.attempts += 1;
             }
-            message.error = Some(error.clone());
             consent::note_refusal(db, events, &message, error, now)?;
-            if *status == MessageStatus::Failed
-                && let Some(job) =
-                    fall_back(db, events, &mut message, now, MessageStatus::Failed, lease)?
-            {
-                return Ok((message, Some(job)));
-            }
-            if !advance(db, events, &mut message, *status, "", now)? {
-                save(db, &message)?;
-            }
-            remove_outbox(db, id)?;
+            return give_up(db, events, message, (*status, error), now, lease);
+        }
+        Attempt::Refused { error } => {
+            return give_up(db, events, message, (MessageStatus::Failed, error), now, lease);
         }
     }
     Ok((message, next))
+}
+
+/// Ends the message's sending at `status` with `error`; a failure moves it to its next
+/// channel instead, when it has one (the job to dispatch).
+fn give_up(
+    db: &dyn Db,
+    events: &mut Vec<Event>,
+    mut message: Message,
+    (status, error): (MessageStatus, &ProviderError),
+    now: Millis,
+    lease: &Lease<'_>,
+) -> Result<(Message, Option<Job>), StoreError> {
+    message.error = Some(error.clone());
+    if status == MessageStatus::Failed
+        && let Some(job) = fall_back(db, events, &mut message, now, MessageStatus::Failed, lease)?
+    {
+        return Ok((message, Some(job)));
+    }
+    if !advance(db, events, &mut message, status, "", now)? {
+        save(db, &message)?;
+    }
+    remove_outbox(db, &message.id)?;
+    Ok((message, None))
 }
 
 pub fn fall_back_if_undelivered(
@@ -265,23 +283,39 @@ fn fall_back(
     left_at: MessageStatus,
     lease: &Lease<'_>,
 ) -> Result<Option<Job>, StoreError> {
-    if message.send_options.fallbacks.is_empty() {
+    // Fallbacks the person opted out of are passed over as channels that failed at once;
+    // with none other left there is no fallback.
+    let mut refused = Vec::new();
+    for route in &message.send_options.fallbacks {
+        match consent::opted_out(db, &route.account, &route.to)? {
+            Some(reason) => refused.push(consent::refusal(&route.to, &route.account, &reason)),
+            None => break,
+        }
+    }
+    if refused.len() == message.send_options.fallbacks.len() {
         return Ok(None);
     }
-    let next = message.send_options.fallbacks.remove(0);
-    message.channel_attempts.push(ChannelAttempt {
-        channel: message.channel,
-        account: message.account.clone(),
-        to: message.to.clone(),
-        status: left_at,
-        error: message.error.take(),
-        provider_message_id: message.provider_message_id.take(),
-    });
     let previous = message.status;
-    message.channel = next.channel;
-    message.account = next.account.clone();
-    message.from = next.from.clone();
-    message.to = next.to.clone();
+    let mut left_at = left_at;
+    let mut next = message.send_options.fallbacks.remove(0);
+    let mut refused = refused.into_iter();
+    loop {
+        message.channel_attempts.push(ChannelAttempt {
+            channel: message.channel,
+            account: message.account.clone(),
+            to: message.to.clone(),
+            status: left_at,
+            error: message.error.take(),
+            provider_message_id: message.provider_message_id.take(),
+        });
+        message.channel = next.channel;
+        message.account = next.account.clone();
+        message.from = next.from.clone();
+        message.to = next.to.clone();
+        let Some(refusal) = refused.next() else { break };
+        (left_at, message.error) = (MessageStatus::Failed, Some(refusal));
+        next = message.send_options.fallbacks.remove(0);
+    }
     message.status = MessageStatus::Queued;
     message.updated_at = now;
     message.history.push(StatusChange {
@@ -318,6 +352,7 @@ fn fall_back(
         unsure_since: None,
         expires_at: message.expires_at.unwrap_or(i64::MAX),
         due_at: now,
+        consent_checked_at: now,
         send_options: message.send_options.clone(),
         delivery_deadline: false,
         origin: opentelemetry::Context::new(),
@@ -856,6 +891,7 @@ pub fn claim(
             unsure_since,
             expires_at: message.expires_at.unwrap_or(i64::MAX),
             due_at,
+            consent_checked_at: 0,
             send_options: message.send_options,
             delivery_deadline: false,
             origin: opentelemetry::Context::new(),
