@@ -118,6 +118,16 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Prints a contact (identities, preferences, opt-outs) as proto3 JSON, from a running
+    /// gateway: by id (`ctc_...`), or by an address on `--channel`.
+    Contact {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A contact id, or the person's address on the channel.
+        who: String,
+        #[arg(long, value_enum, default_value = "sms")]
+        channel: ChannelArg,
+    },
     /// Loads and validates a config, then prints it with secrets redacted.
     CheckConfig {
         #[arg(long, short, default_value = "config/omnigate.toml")]
@@ -286,6 +296,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let now = if opted_out { "opted out" } else { "opted in" };
             let change = if answer.changed { "now" } else { "already" };
             println!("{} {change} {now}", answer.contact_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contact { api, who, channel } => {
+            let mut client = api.connect().await?;
+            let contact = if who.starts_with("ctc_") {
+                client.get_contact(pb::GetContactRequest { id: who }).await?
+            } else {
+                let identity =
+                    pb::Identity { channel: pb::Channel::from(channel) as i32, address: who };
+                client.find_contact(pb::FindContactRequest { identity: Some(identity) }).await?
+            };
+            println!("{}", serde_json::to_string_pretty(&contact.into_inner())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -496,7 +496,7 @@ from = "+15005550006"
 
 /// `omnigate consent` records an opt-out or an opt-in and says whether it changed anything.
 #[tokio::test]
-async fn the_cli_records_consent() {
+async fn the_cli_records_and_shows_consent() {
     let mut t = support::gateway().start().await;
     let addr = format!("http://{}", t.gw().grpc_addr);
     let cli = |args: &[&str]| cli(&addr, args);
@@ -513,8 +513,23 @@ async fn the_cli_records_consent() {
     assert!(error.message.contains("web form"), "{}", error.message);
     let out = said(cli(&["consent", "+14155550530", "--out"]).await.expect("runs"));
     assert!(out.ends_with(" already opted out"), "{out}");
+    let json = |out: String| serde_json::from_str::<serde_json::Value>(&out).expect("JSON");
+    let by_address = json(said(cli(&["contact", "+1 415 555 0530"]).await.expect("runs")));
+    let opt_outs = &by_address["optOuts"];
+    assert_eq!(
+        (opt_outs[0]["account"].as_str(), opt_outs[0]["reason"].as_str()),
+        (Some("sms"), Some("web form")),
+        "{by_address}"
+    );
+    let id = by_address["id"].as_str().expect("an id");
+    let by_id = json(said(cli(&["contact", id]).await.expect("runs")));
+    assert_eq!(by_id, by_address);
+    let unknown = cli(&["contact", "+14155550539"]).await.expect("runs");
+    assert!(!unknown.status.success(), "an unknown address is an error");
     let out = said(cli(&["consent", "+14155550530", "--in"]).await.expect("runs"));
     assert!(out.ends_with(" now opted in"), "{out}");
+    let back = json(said(cli(&["contact", "+14155550530"]).await.expect("runs")));
+    assert_eq!(back.get("optOuts"), None, "{back}");
     let neither = cli(&["consent", "+14155550530"]).await.expect("runs");
     assert!(!neither.status.success(), "--out or --in is required");
 }
