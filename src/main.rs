@@ -117,6 +117,9 @@ enum Command {
         /// How the person said it, kept with an opt-out.
         #[arg(long, default_value = "")]
         reason: String,
+        /// An opt-out of marketing messages alone: recorded and reported, no bar.
+        #[arg(long, requires = "opted_out")]
+        marketing_only: bool,
     },
     /// Prints a contact (identities, preferences, opt-outs) as proto3 JSON, from a running
     /// gateway: by id (`ctc_...`), or by an address on `--channel`.
@@ -284,13 +287,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{} {}", message.id, status_name(message.status));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Consent { api, address, channel, account, opted_out, opted_in: _, reason } => {
+        Command::Consent {
+            api,
+            address,
+            channel,
+            account,
+            opted_out,
+            opted_in: _,
+            reason,
+            marketing_only,
+        } => {
             let channel = pb::Channel::from(channel) as i32;
             let request = pb::SetConsentRequest {
                 identity: Some(pb::Identity { channel, address }),
                 account,
                 opted_out,
                 reason,
+                marketing_only,
             };
             let answer = api.connect().await?.set_consent(request).await?.into_inner();
             let now = if opted_out { "opted out" } else { "opted in" };

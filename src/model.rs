@@ -180,6 +180,9 @@ pub enum EventKind {
         address: String,
         opted_out: bool,
         reason: String,
+        /// Events from before marketing-only opt-outs lack it.
+        #[serde(default)]
+        marketing_only: bool,
     },
 }
 
@@ -238,6 +241,8 @@ pub struct OptOut {
     pub address: String,
     pub reason: String,
     pub at: Millis,
+    /// Marketing messages alone: reported, not a bar at acceptance.
+    pub marketing_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -438,16 +438,23 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
                 reason: reason.clone(),
             })
         }
-        EventKind::ConsentChanged { contact_id, account, channel, address, opted_out, reason } => {
-            pb::event::Kind::ConsentChanged(pb::ConsentChanged {
-                contact_id: contact_id.clone(),
-                account: account.clone(),
-                channel: channel_to_pb(*channel) as i32,
-                address: address.clone(),
-                opted_out: *opted_out,
-                reason: reason.clone(),
-            })
-        }
+        EventKind::ConsentChanged {
+            contact_id,
+            account,
+            channel,
+            address,
+            opted_out,
+            reason,
+            marketing_only,
+        } => pb::event::Kind::ConsentChanged(pb::ConsentChanged {
+            contact_id: contact_id.clone(),
+            account: account.clone(),
+            channel: channel_to_pb(*channel) as i32,
+            address: address.clone(),
+            opted_out: *opted_out,
+            reason: reason.clone(),
+            marketing_only: *marketing_only,
+        }),
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
 }
@@ -478,6 +485,7 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
                 address: o.address.clone(),
                 reason: o.reason.clone(),
                 at: Some(timestamp(o.at)),
+                marketing_only: o.marketing_only,
             })
             .collect(),
     }

@@ -118,7 +118,7 @@ async fn unsubscribe(
     let identity = crate::model::Identity { channel: omnigate_adapters::Channel::Email, address };
     let reason = "one-click unsubscribe link".to_string();
     let opted_out = omnigate_adapters::Consent::OptedOut;
-    match state.store.set_consent(&account_id, identity, opted_out, reason).await {
+    match state.store.set_consent(&account_id, identity, (opted_out, false), reason).await {
         Ok(_) => {
             state.metrics.webhook(&account_id, "unsubscribed");
             StatusCode::OK.into_response()

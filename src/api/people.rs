@@ -122,6 +122,11 @@ pub async fn set_consent(
     let identity = convert::identity_from_pb(r.identity)?;
     let account = super::routing::account_for(state, identity.channel, &r.account)?;
     let consent = if r.opted_out { Consent::OptedOut } else { Consent::OptedIn };
+    if r.marketing_only && !r.opted_out {
+        return Err(Status::invalid_argument(
+            "marketing_only goes with opted_out; an opt-in clears every opt-out of the account",
+        ));
+    }
     if r.reason.chars().count() > MAX_REASON_CHARS {
         return Err(Status::invalid_argument(format!(
             "reason is longer than {MAX_REASON_CHARS} characters"
@@ -130,7 +135,7 @@ pub async fn set_consent(
     let reason = if r.reason.is_empty() { "set through the API".into() } else { r.reason };
     let (changed, contact_id) = state
         .store
-        .set_consent(&account.id, identity, consent, reason)
+        .set_consent(&account.id, identity, (consent, r.marketing_only), reason)
         .await
         .map_err(store_status)?;
     Ok(pb::SetConsentResponse { changed, contact_id })

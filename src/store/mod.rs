@@ -366,13 +366,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn close_conversation(&self, id: &str) -> Result<Conversation, StoreError>;
 
-    /// Records `identity`'s word on `account`'s messages; answers whether it changed
-    /// anything, and the identity's contact (made when the address is new).
+    /// Records `identity`'s word on `account`'s messages (an opt-out may be of marketing
+    /// alone: `marketing_only`); answers whether it changed anything, and the identity's
+    /// contact (made when the address is new).
     async fn set_consent(
         &self,
         account: &str,
         identity: Identity,
-        consent: Consent,
+        said: (Consent, bool),
         reason: String,
     ) -> Result<(bool, String), StoreError>;
 

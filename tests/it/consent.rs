@@ -360,3 +360,67 @@ async fn fallbacks_the_person_opted_out_of_are_passed_over() {
     let to_whatsapp = t.meta().sent().into_iter().filter(|s| s.body["to"] == digits);
     assert_eq!(to_whatsapp.count(), 0);
 }
+
+/// DETAILS.md 6: "Opt-outs (Twilio 21610, Meta 131050) should also update contact consent
+/// state." Meta's 131050 (the person stopped marketing messages) is kept and reported as
+/// an opt-out of marketing alone, and bars nothing: the gateway cannot tell a marketing
+/// template from a utility one, and Meta refuses the former itself.
+#[tokio::test]
+async fn whatsapps_marketing_opt_out_is_reported_but_bars_nothing() {
+    let mut t = support::gateway()
+        .meta_rule(r#"{ to_prefix = "14155550607", fault = { kind = "error", code = 131050 }, times = 1 }"#)
+        .start()
+        .await;
+    let mut changes = t
+        .client
+        .stream_events(pb::StreamEventsRequest {
+            kinds: vec!["consent_changed".into()],
+            from_now: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let offer = || {
+        let kind = crate::omnichannel::template("spring_sale");
+        support::request(pb::Channel::Whatsapp, "+14155550607", kind)
+    };
+    let refused = t.send_request(offer()).await.expect("accepted");
+    let refused = t.wait_for(&refused.id, pb::MessageStatus::Failed).await;
+    assert_eq!(refused.error.map(|e| e.provider_code), Some("131050".into()));
+
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.message())
+        .await
+        .expect("an event in time")
+        .expect("stream ok")
+        .and_then(|e| e.kind);
+    let Some(pb::event::Kind::ConsentChanged(change)) = change else {
+        panic!("asked for consent changes only, got {change:?}")
+    };
+    assert_eq!(
+        (change.account.as_str(), change.opted_out, change.marketing_only),
+        ("wa", true, true),
+        "{change:?}"
+    );
+    assert_eq!(change.reason, "meta refused a send with 131050");
+    let find = pb::FindContactRequest { identity: whatsapp_identity("+14155550607") };
+    let contact = t.client.find_contact(find).await.expect("found").into_inner();
+    assert!(contact.opt_outs.iter().all(|o| o.marketing_only) && contact.opt_outs.len() == 1);
+
+    let next = t.send_request(offer()).await.expect("accepted");
+    assert_eq!(next.status, pb::MessageStatus::Accepted as i32, "no bar at acceptance");
+    t.wait_for(&next.id, pb::MessageStatus::Delivered).await;
+
+    let mixed = pb::SetConsentRequest {
+        identity: whatsapp_identity("+14155550607"),
+        opted_out: false,
+        marketing_only: true,
+        ..Default::default()
+    };
+    let refused = t.client.set_consent(mixed).await.expect_err("an opt-in is of everything");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{}", refused.message());
+}
+
+fn whatsapp_identity(number: &str) -> Option<pb::Identity> {
+    Some(pb::Identity { channel: pb::Channel::Whatsapp as i32, address: number.into() })
+}

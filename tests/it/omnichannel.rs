@@ -308,7 +308,7 @@ pub async fn phone_contact_who_wrote(
     contact
 }
 
-fn template(name: &str) -> pb::content::Kind {
+pub fn template(name: &str) -> pb::content::Kind {
     pb::content::Kind::Template(pb::Template {
         name: name.into(),
         language: "en_US".into(),

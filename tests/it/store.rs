@@ -403,7 +403,7 @@ async fn opt_outs(store: Arc<dyn Store>) {
     assert_eq!(person.expect("a contact").opt_outs, []);
 
     // Twilio refusing a send for an opt-out (21610) records one; WhatsApp's 131050, which
-    // bars only marketing templates, does not.
+    // concerns only marketing templates, records an opt-out of marketing that bars nothing.
     let refused_by = |provider: &str, code: &str| Attempt::Failed {
         status: MessageStatus::Failed,
         error: ProviderError {
@@ -451,6 +451,34 @@ async fn opt_outs(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(again.status, MessageStatus::Accepted);
+    let listed = |address: &'static str| {
+        let store = store.clone();
+        async move {
+            let identity = Identity { channel: Channel::Whatsapp, address: address.into() };
+            let contact = store.find_contact(identity).await.expect("find").expect("a contact");
+            contact.opt_outs.into_iter().map(|o| (o.account, o.marketing_only)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("+14155550504").await, [("wa".to_string(), true)]);
+    // A full opt-out replaces it (and bars); one of marketing alone never replaces a full one.
+    let whatsapp_504 = || Identity { channel: Channel::Whatsapp, address: "+14155550504".into() };
+    let said = |marketing_only| (Consent::OptedOut, marketing_only);
+    let set = |marketing_only| {
+        store.set_consent("wa", whatsapp_504(), said(marketing_only), "form".into())
+    };
+    assert!(set(false).await.expect("full").0, "a full opt-out replaces the marketing one");
+    assert!(!set(true).await.expect("marketing").0, "and is not replaced by one");
+    assert_eq!(listed("+14155550504").await, [("wa".to_string(), false)]);
+    let barred = accept(
+        s,
+        NewMessage {
+            channel: Channel::Whatsapp,
+            account: "wa".into(),
+            ..new_message("+14155550504", None, "3")
+        },
+    )
+    .await;
+    assert_eq!(barred.status, MessageStatus::Failed);
 
     // Each change is an event of the person's; the repeated and the void ones are not.
     store
@@ -461,19 +489,20 @@ async fn opt_outs(store: Arc<dyn Store>) {
         .receive(sms_said("+14155550505", "SMstart2", "START", Consent::OptedIn))
         .await
         .expect("start");
-    let changes: Vec<(String, bool, String)> = store
+    let changes: Vec<(String, bool, String, bool)> = store
         .events_after(0, 1_000)
         .await
         .expect("events")
         .into_iter()
         .filter_map(|e| match e.kind {
-            EventKind::ConsentChanged { address, opted_out, reason, .. } => {
-                Some((address, opted_out, reason))
+            EventKind::ConsentChanged { address, opted_out, reason, marketing_only, .. } => {
+                Some((address, opted_out, reason, marketing_only))
             }
             _ => None,
         })
         .collect();
-    let change = |address: &str, out: bool, reason: &str| (address.into(), out, reason.into());
+    let change =
+        |address: &str, out: bool, reason: &str| (address.into(), out, reason.into(), false);
     assert_eq!(
         changes,
         [
@@ -481,6 +510,8 @@ async fn opt_outs(store: Arc<dyn Store>) {
             change("+14155550501", false, r#"replied "START" on sms"#),
             // Forgetting the person scrubbed the address from the log.
             change("", true, "twilio refused a send with 21610"),
+            ("+14155550504".into(), true, "meta refused a send with 131050".into(), true),
+            change("+14155550504", true, "form"),
         ]
     );
 }

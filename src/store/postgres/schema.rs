@@ -151,6 +151,11 @@ CREATE TABLE opt_outs (
 -- a restart or on another replica.
 ALTER TABLE outbox ADD COLUMN unsure_since BIGINT;
 "#,
+    r#"
+-- An opt-out of marketing messages alone (WhatsApp's 131050): kept and reported, but no
+-- bar at acceptance, which cannot tell a marketing template from others.
+ALTER TABLE opt_outs ADD COLUMN marketing_only BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

@@ -10,10 +10,11 @@ use super::people::{self, Party, Resolved};
 use crate::model::{Event, EventKind, Identity, Message, Millis, OptOut};
 use crate::store::StoreError;
 
-/// Why `address` opted out of `account`'s messages, when it did and has not opted back in.
+/// Why `address` opted out of `account`'s messages, when it did and has not opted back in
+/// (an opt-out of marketing alone does not count: it bars nothing here).
 pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<String>, StoreError> {
     db.query_opt(
-        "SELECT reason FROM opt_outs WHERE account = $1 AND address = $2",
+        "SELECT reason FROM opt_outs WHERE account = $1 AND address = $2 AND marketing_only = 0",
         args![account, address],
     )?
     .map(|row| row.text(0))
@@ -23,7 +24,7 @@ pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<Str
 /// The opt-outs of every address of contact `id`, oldest first.
 pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
     db.query(
-        "SELECT account, address, reason, at FROM opt_outs
+        "SELECT account, address, reason, at, marketing_only FROM opt_outs
          WHERE address IN (SELECT address FROM identities WHERE contact_id = $1)
          ORDER BY at, account, address",
         args![id],
@@ -35,26 +36,36 @@ pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
             address: row.text(1)?,
             reason: row.text(2)?,
             at: row.int(3)?,
+            marketing_only: row.int(4)? != 0,
         })
     })
     .collect()
 }
 
-/// Records a person's word on an account's messages, and an event when it changes
-/// anything (the answer); `reason` says how it came. A repeated opt-out keeps the first
-/// one's time and reason.
+/// Records a person's word on an account's messages (`marketing_only`: an opt-out of
+/// marketing alone), and an event when it changes anything (the answer); `reason` says how
+/// it came. A repeated opt-out keeps the first one's time and reason; a full opt-out
+/// replaces one of marketing alone, never the other way round.
 pub fn record(
     db: &dyn Db,
     events: &mut Vec<Event>,
     party: &Party<'_>,
-    consent: Consent,
+    (consent, marketing_only): (Consent, bool),
     reason: &str,
     now: Millis,
 ) -> Result<bool, StoreError> {
+    let marketing_only = marketing_only && consent == Consent::OptedOut;
     let changed = match consent {
-        Consent::OptedOut => db.execute(
-            "INSERT INTO opt_outs (account, address, at, reason) VALUES ($1, $2, $3, $4)
+        Consent::OptedOut if marketing_only => db.execute(
+            "INSERT INTO opt_outs (account, address, at, reason, marketing_only) VALUES ($1, $2, $3, $4, 1)
              ON CONFLICT (account, address) DO NOTHING",
+            args![party.account, party.address, now, reason],
+        )?,
+        Consent::OptedOut => db.execute(
+            "INSERT INTO opt_outs (account, address, at, reason, marketing_only) VALUES ($1, $2, $3, $4, 0)
+             ON CONFLICT (account, address) DO UPDATE
+             SET at = excluded.at, reason = excluded.reason, marketing_only = 0
+             WHERE opt_outs.marketing_only <> 0",
             args![party.account, party.address, now, reason],
         )?,
         Consent::OptedIn => db.execute(
@@ -75,6 +86,7 @@ pub fn record(
             address: party.address.to_string(),
             opted_out: consent == Consent::OptedOut,
             reason: reason.to_string(),
+            marketing_only,
         },
     )?;
     Ok(true)
@@ -87,20 +99,22 @@ pub fn set(
     events: &mut Vec<Event>,
     account: &str,
     identity: &Identity,
-    consent: Consent,
+    said: (Consent, bool),
     reason: &str,
     now: Millis,
 ) -> Result<(bool, String), StoreError> {
     let contact = people::resolve_contact(db, identity, now)?;
     let party =
         Party { contact: &contact, account, channel: identity.channel, address: &identity.address };
-    let changed = record(db, events, &party, consent, reason, now)?;
+    let changed = record(db, events, &party, said, reason, now)?;
     Ok((changed, contact.id))
 }
 
-/// Records an opt-out when the provider refused `message` for one. Only an SMS refusal
-/// (Twilio 21610) bars every later send from the sender; WhatsApp's 131050 bars marketing
-/// templates alone, which acceptance cannot tell from others, so it records nothing.
+/// Records an opt-out when the provider refused `message` for one. An SMS refusal (Twilio
+/// 21610) bars every later send from the sender; WhatsApp's 131050 concerns marketing
+/// templates alone, which acceptance cannot tell from others, so it is recorded as an
+/// opt-out of marketing, reported but no bar. The gateway's own refusals come from a
+/// record already there.
 pub fn note_refusal(
     db: &dyn Db,
     events: &mut Vec<Event>,
@@ -108,7 +122,12 @@ pub fn note_refusal(
     error: &ProviderError,
     now: Millis,
 ) -> Result<(), StoreError> {
-    if error.code != ErrorCode::RecipientOptedOut || message.channel != Channel::Sms {
+    let marketing_only = match message.channel {
+        Channel::Sms => false,
+        Channel::Whatsapp => true,
+        _ => return Ok(()),
+    };
+    if error.code != ErrorCode::RecipientOptedOut || error.provider.is_empty() {
         return Ok(());
     }
     let contact = Resolved { id: message.contact_id.clone(), created: false };
@@ -119,7 +138,7 @@ pub fn note_refusal(
         address: &message.to,
     };
     let reason = format!("{} refused a send with {}", error.provider, error.provider_code);
-    record(db, events, &party, Consent::OptedOut, &reason, now).map(drop)
+    record(db, events, &party, (Consent::OptedOut, marketing_only), &reason, now).map(drop)
 }
 
 /// The error a message gets at acceptance when its recipient opted out.

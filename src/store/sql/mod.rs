@@ -465,12 +465,12 @@ impl<C: Conn> Store for SqlStore<C> {
         &self,
         account: &str,
         identity: Identity,
-        consent: omnigate_adapters::Consent,
+        said: (omnigate_adapters::Consent, bool),
         reason: String,
     ) -> Result<(bool, String), StoreError> {
         let account = account.to_string();
         self.write(move |db, events, _| {
-            consent::set(db, events, &account, &identity, consent, &reason, now_ms())
+            consent::set(db, events, &account, &identity, said, &reason, now_ms())
         })
         .await
     }

@@ -596,7 +596,7 @@ pub fn receive(
             _ => "",
         };
         let reason = format!("replied {word:?} on {}", inbound.channel);
-        consent::record(db, events, &party, said, &reason, inbound.now)?;
+        consent::record(db, events, &party, (said, false), &reason, inbound.now)?;
     }
     Ok(Some(message))
 }

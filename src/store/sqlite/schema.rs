@@ -180,6 +180,11 @@ CREATE TABLE opt_outs (
 -- a restart or on another replica.
 ALTER TABLE outbox ADD COLUMN unsure_since INTEGER;
 "#,
+    r#"
+-- An opt-out of marketing messages alone (WhatsApp's 131050): kept and reported, but no
+-- bar at acceptance, which cannot tell a marketing template from others.
+ALTER TABLE opt_outs ADD COLUMN marketing_only INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
