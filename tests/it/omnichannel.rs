@@ -176,13 +176,36 @@ async fn forgetting_a_contact_erases_messages_and_events() {
     let mut t = support::gateway().start().await;
     let m = t.send("+14155550603", "secret plans").await;
     t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    // An opt-out, then a merge, whose event carries the contact with its opt-outs.
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let stop = t.sandbox().deliver_inbound(&inbound, "+14155550603", support::FROM, "STOP");
+    assert_eq!(stop.await.expect("post"), 200);
+    let other = t
+        .client
+        .upsert_contact(pb::UpsertContactRequest {
+            identities: vec![identity(pb::Channel::Email, "plans@example.com")],
+            ..Default::default()
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    let merged = t
+        .client
+        .merge_contacts(pb::MergeContactsRequest {
+            into_contact_id: m.contact_id.clone(),
+            from_contact_id: other.id,
+        })
+        .await
+        .expect("merged")
+        .into_inner();
+    assert_eq!(merged.opt_outs.len(), 1, "{merged:?}");
     let erased = t
         .client
         .forget_contact(pb::ForgetContactRequest { contact_id: m.contact_id.clone() })
         .await
         .expect("forgotten")
         .into_inner();
-    assert_eq!(erased.messages_erased, 1);
+    assert_eq!(erased.messages_erased, 2, "the message and the STOP");
     let after = t.get(&m.id).await;
     assert_eq!(after.to, "");
     assert!(
@@ -197,7 +220,9 @@ async fn forgetting_a_contact_erases_messages_and_events() {
     {
         let text = format!("{e:?}");
         assert!(
-            !text.contains("secret plans") && !text.contains("+14155550603"),
+            !text.contains("secret plans")
+                && !text.contains("+14155550603")
+                && !text.contains("plans@example.com"),
             "the event log keeps {text}"
         );
         forgotten |= matches!(e.kind, Some(pb::event::Kind::ContactForgotten(_)));

@@ -1100,6 +1100,7 @@ pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, Stor
             EventKind::ContactMerged { contact, .. } => {
                 contact.display_name.clear();
                 contact.identities.clear();
+                contact.opt_outs.clear();
             }
             EventKind::ConsentChanged { address, .. } => address.clear(),
             _ => continue,
