@@ -125,6 +125,7 @@ fn build_one(
                 app_secret: m.app_secret.resolve(&key("app_secret"))?,
                 verify_token: m.verify_token.resolve(&key("verify_token"))?,
                 request_timeout: Duration::from_millis(m.request_timeout_ms),
+                lost_send_wait: Duration::from_millis(m.lost_send_wait_ms),
             };
             let webhook_url = format!("{public_url}/webhooks/meta/{}/events", m.id);
             Ok(Account {

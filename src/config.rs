@@ -406,6 +406,10 @@ pub struct MetaAccountConfig {
     pub pair_rate_limit: Option<RateLimit>,
     #[serde(default = "ten_thousand")]
     pub request_timeout_ms: u64,
+    /// WhatsApp only: how long a send whose answer was lost waits for Meta's status
+    /// webhook naming it before it goes again.
+    #[serde(default = "sixty_thousand")]
+    pub lost_send_wait_ms: u64,
 }
 
 fn graph_api_base() -> String {
@@ -625,6 +629,10 @@ fn long_code_rate() -> RateLimit {
 
 fn ten_thousand() -> u64 {
     10_000
+}
+
+fn sixty_thousand() -> u64 {
+    60_000
 }
 
 /// A secret as written in the config: `env:NAME`, `file:PATH`, or the value itself.
@@ -904,6 +912,7 @@ impl Config {
                     m.app_secret.resolve(&key("app_secret"))?;
                     m.verify_token.resolve(&key("verify_token"))?;
                     within(&key("request_timeout_ms"), m.request_timeout_ms as f64, 1.0, HOUR_MS)?;
+                    within(&key("lost_send_wait_ms"), m.lost_send_wait_ms as f64, 1.0, HOUR_MS)?;
                 }
                 AccountConfig::Email(e) => {
                     if crate::contacts::normalize(Channel::Email, &e.address).is_err() {

@@ -138,6 +138,13 @@ pub trait Sender: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// How long a retry of a send whose answer was lost waits first, for a provider that
+    /// tells of such sends only by the receipts it posts (which echo our id) rather than
+    /// answering [`Sender::find_sent`].
+    fn unsure_wait(&self) -> Option<Duration> {
+        None
+    }
+
     /// How many of its route's rate-limit tokens sending `content` spends: one, unless the
     /// provider paces something smaller than a message (Twilio: SMS segments).
     fn rate_cost(&self, _content: &Content) -> NonZeroU32 {
@@ -203,6 +210,9 @@ pub struct StatusReport {
     pub status: MessageStatus,
     pub provider_status: String,
     pub error: Option<ProviderError>,
+    /// Our id of the message, when the provider echoes it (WhatsApp's
+    /// `biz_opaque_callback_data`): what ties a receipt to a send whose answer was lost.
+    pub message_id: Option<String>,
 }
 
 /// A message a person sent to one of our addresses.

@@ -26,6 +26,17 @@ pub fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// A request that failed in transport as a send's outcome. Not connected: the provider
+/// never saw it, so it is retried. Anything later (a timeout waiting for the answer) may
+/// have made the message, which a provider's create cannot be asked twice for: unsure.
+pub fn transport_failure(err: &reqwest::Error, error: crate::ProviderError) -> crate::SendFailure {
+    if err.is_connect() {
+        crate::SendFailure::retryable(error, None)
+    } else {
+        crate::SendFailure::unsure(error)
+    }
+}
+
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 10.2.3).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();

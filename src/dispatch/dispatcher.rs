@@ -364,7 +364,7 @@ async fn send(shared: &Shared, mut job: Job) {
                 FailureClass::Retryable { retry_after } => (retry_after, "retry"),
                 FailureClass::Unsure => {
                     job.unsure_since.get_or_insert(now);
-                    (None, "unsure")
+                    (target.sender.unsure_wait(), "unsure")
                 }
                 FailureClass::Permanent => (None, "failed"),
             };

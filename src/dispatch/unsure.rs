@@ -4,6 +4,8 @@
 //! answer, and nothing is sent twice. When the provider cannot be asked now, the attempt
 //! stays unsure and is retried later rather than risk a second copy; when it can never be
 //! (the credentials may not list messages), the message is sent again, at least once.
+//! A provider that cannot be asked but echoes our id in its receipts (WhatsApp) is waited
+//! for instead: a receipt naming the message and an id we do not know is the lost answer.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +14,7 @@ use omnigate_adapters::{
 };
 
 use crate::model::Millis;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Sends `outbound`, unless the unsure attempt that began at `unsure_since` turns out to
 /// have sent it; answers the provider's answer and the outcome to count, `sent` or `found`.
@@ -39,6 +41,10 @@ async fn lost_answer(
     outbound: &Outbound,
     since: Millis,
 ) -> Result<Option<Accepted>, SendFailure> {
+    let echoed = store.lost_sends(account, &outbound.message_id).await.map_err(unreadable)?;
+    if let Some(provider_message_id) = echoed.into_iter().next() {
+        return Ok(Some(Accepted { provider_message_id, provider_status: "accepted".into() }));
+    }
     let began = SystemTime::UNIX_EPOCH + Duration::from_millis(since.max(0) as u64);
     let candidates = match sender.find_sent(outbound, began).await {
         Ok(candidates) => candidates,
@@ -54,16 +60,18 @@ async fn lost_answer(
         let holder = store
             .message_by_provider_id(account, &candidate.provider_message_id)
             .await
-            .map_err(|e| {
-                let error = ProviderError::gateway(
-                    ErrorCode::ProviderUnavailable,
-                    format!("cannot tell a lost send from another message: {e}"),
-                );
-                SendFailure::retryable(error, None)
-            })?;
+            .map_err(unreadable)?;
         if holder.is_none() {
             return Ok(Some(candidate));
         }
     }
     Ok(None)
+}
+
+fn unreadable(e: StoreError) -> SendFailure {
+    let error = ProviderError::gateway(
+        ErrorCode::ProviderUnavailable,
+        format!("cannot tell a lost send from another message: {e}"),
+    );
+    SendFailure::retryable(error, None)
 }

@@ -279,6 +279,10 @@ pub trait Store: Send + Sync + 'static {
         provider_message_id: &str,
     ) -> Result<Option<String>, StoreError>;
 
+    /// The provider ids that receipts echoing our message `message_id` name, for which no
+    /// message of ours is known: sends of it whose answer was lost, first seen first.
+    async fn lost_sends(&self, account: &str, message_id: &str) -> Result<Vec<String>, StoreError>;
+
     /// Stores an inbound message in its conversation and opens the sender's service
     /// window. `None` when it is a redelivery.
     async fn receive(&self, inbound: NewInbound) -> Result<Option<Message>, StoreError>;

@@ -80,6 +80,48 @@ async fn a_send_whose_answer_was_lost_is_found_not_sent_twice() {
     );
 }
 
+/// Graph cannot be asked about a send either, but a WhatsApp send carries our id as
+/// `biz_opaque_callback_data`, which Meta's status webhooks echo (DETAILS.md 6: "Meta has
+/// no lookup by client key, so use biz_opaque_callback_data to match later status
+/// webhooks"). A send whose answer was lost waits for them (`lost_send_wait_ms`), and a
+/// receipt naming the message and an id we do not know is the lost answer: nothing is
+/// sent twice, and the receipts that came early apply.
+#[tokio::test]
+async fn a_lost_whatsapp_send_is_found_by_its_receipts() {
+    let mut t = support::gateway()
+        .meta_rule(r#"{ to_prefix = "14155550415", fault = { kind = "lost", delay_ms = 3000 }, times = 1 }"#)
+        .start()
+        .await;
+    let offer = pb::SendMessageRequest {
+        content: Some(pb::Content { kind: Some(crate::omnichannel::template("order_update")) }),
+        ..support::request(pb::Channel::Whatsapp, "+14155550415", support::text(""))
+    };
+    let m = t.send_request(offer).await.expect("accepted");
+    let m = t.wait_for(&m.id, pb::MessageStatus::Read).await;
+    let sent = t.meta().sent();
+    assert_eq!(sent.len(), 1, "one message at Meta");
+    assert_eq!(sent[0].body["biz_opaque_callback_data"], m.id.as_str());
+    assert_eq!(m.provider_message_id, sent[0].id, "the receipts' id is the lost answer");
+    assert_eq!(m.attempts, 2, "the unsure attempt counts");
+    assert_eq!(
+        support::statuses(&m),
+        [
+            pb::MessageStatus::Accepted,
+            pb::MessageStatus::Queued,
+            pb::MessageStatus::Sent,
+            pb::MessageStatus::Delivered,
+            pb::MessageStatus::Read,
+        ]
+    );
+    let metrics = reqwest_get(&t.url("/metrics")).await;
+    let counted = |outcome: &str| {
+        let name = format!(r#"omnigate_send_attempts_total{{account="wa",outcome="{outcome}"}}"#);
+        metric(&metrics, &name)
+    };
+    assert_eq!((counted("unsure"), counted("found")), (1.0, 1.0));
+    assert!(!metrics.contains(r#"account="wa",outcome="sent""#), "never sent again");
+}
+
 /// While Twilio cannot be asked about a lost send, it is not sent blind: the attempts run
 /// out instead. When it can never be asked (credentials that may not list messages), the
 /// message is sent again, at least once, as before the lookup existed.

@@ -62,6 +62,7 @@ fn report(pid: &str, status: MessageStatus) -> StatusReport {
         status,
         provider_status: status.as_str().into(),
         error: None,
+        message_id: None,
     }
 }
 
@@ -681,6 +682,23 @@ async fn early_receipts(store: Arc<dyn Store>) {
         m.status,
         MessageStatus::Delivered,
         "the parked receipt applied on the send's commit"
+    );
+    // Receipts that echo our id (WhatsApp's biz_opaque_callback_data) name the sends of it
+    // whose answer was lost, first parked first; once applied they name none.
+    let lost = accept(store.as_ref(), new_message("+14155550305", None, "z")).await;
+    for (pid, status) in [
+        ("wamid.L1", MessageStatus::Sent),
+        ("wamid.L1", MessageStatus::Delivered),
+        ("wamid.L2", MessageStatus::Sent),
+    ] {
+        let echoing = StatusReport { message_id: Some(lost.id.clone()), ..report(pid, status) };
+        store.apply_status("wa", echoing).await.expect("parked");
+    }
+    assert_eq!(store.lost_sends("wa", &lost.id).await.expect("read"), ["wamid.L1", "wamid.L2"]);
+    assert_eq!(
+        store.lost_sends("sms", &lost.id).await.expect("read"),
+        Vec::<String>::new(),
+        "by account"
     );
 }
 

@@ -187,6 +187,7 @@ app_secret = "{META_SECRET}"
 verify_token = "verify-me"
 pair_rate_limit = {pair_rate}
 request_timeout_ms = 2000
+lost_send_wait_ms = 1000
 
 [[accounts]]
 type = "messenger"

@@ -249,5 +249,6 @@ fn status_report(report: dsn::Report) -> Incoming {
         status,
         provider_status: format!("{word} {}", report.status).trim().to_string(),
         error,
+        message_id: None,
     })
 }

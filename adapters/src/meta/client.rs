@@ -33,7 +33,14 @@ impl MetaSender {
     pub fn encode(&self, message: &Outbound) -> Result<serde_json::Value, ProviderError> {
         match self.account.channel {
             Channel::Whatsapp => {
-                whatsapp::encode(&message.to, &message.content, message.reply_to.as_deref())
+                let mut body =
+                    whatsapp::encode(&message.to, &message.content, message.reply_to.as_deref())?;
+                // Echoed in the status webhooks, so a send whose answer was lost is still
+                // known by its receipts.
+                if message.message_id.len() <= whatsapp::MAX_CALLBACK_DATA {
+                    body["biz_opaque_callback_data"] = message.message_id.as_str().into();
+                }
+                Ok(body)
             }
             channel => {
                 if message.reply_to.is_some() {
@@ -78,6 +85,10 @@ impl Sender for MetaSender {
             })
         })?;
         Ok(Accepted { provider_message_id: id, provider_status: "accepted".into() })
+    }
+
+    fn unsure_wait(&self) -> Option<Duration> {
+        (self.account.channel == Channel::Whatsapp).then_some(self.account.lost_send_wait)
     }
 
     fn service_window(&self, content: &Content, tag: Option<&str>) -> Option<Duration> {

@@ -209,6 +209,7 @@ fn status(mid: &str, status: MessageStatus, word: &str) -> WebhookEvent {
         status,
         provider_status: word.to_string(),
         error: None,
+        message_id: None,
     })
 }
 

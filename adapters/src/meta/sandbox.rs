@@ -64,6 +64,22 @@ pub enum Fault {
     Failed {
         code: i64,
     },
+    /// Take the message (its receipts follow), then answer after `delay_ms`: longer than
+    /// the client waits, the answer is lost.
+    Lost {
+        delay_ms: u64,
+    },
+}
+
+/// What a send's receipts are about.
+struct Receipt {
+    endpoint_id: String,
+    channel: Channel,
+    recipient: String,
+    id: String,
+    failed: Option<i64>,
+    /// The send's `biz_opaque_callback_data`, which WhatsApp statuses echo.
+    echo: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -246,14 +262,8 @@ impl Sandbox {
     }
 
     /// Posts the receipts a real delivery would produce.
-    async fn report(
-        self: Arc<Self>,
-        endpoint_id: String,
-        channel: Channel,
-        recipient: String,
-        id: String,
-        failed: Option<i64>,
-    ) {
+    async fn report(self: Arc<Self>, receipt: Receipt) {
+        let Receipt { endpoint_id, channel, recipient, id, failed, echo } = receipt;
         let Some(url) = self.webhook_url(&endpoint_id) else { return };
         let pause = Duration::from_millis(self.config.callback_delay_ms);
         let bodies: Vec<Value> = match channel {
@@ -271,7 +281,12 @@ impl Sandbox {
                 };
                 statuses
                     .into_iter()
-                    .map(|s| whatsapp_envelope(&endpoint_id, json!({ "statuses": [s] })))
+                    .map(|mut s| {
+                        if let Some(echo) = &echo {
+                            s["biz_opaque_callback_data"] = echo.as_str().into();
+                        }
+                        whatsapp_envelope(&endpoint_id, json!({ "statuses": [s] }))
+                    })
                     .collect()
             }
             Channel::Messenger => vec![
@@ -331,6 +346,14 @@ fn validate(channel: Channel, body: &Value) -> Result<String, String> {
             return Err("messaging_product must be whatsapp".into());
         }
         let to = body["to"].as_str().ok_or("to is required")?;
+        let echo = &body["biz_opaque_callback_data"];
+        if !echo.is_null()
+            && echo.as_str().is_none_or(|d| d.len() > super::whatsapp::MAX_CALLBACK_DATA)
+        {
+            return Err(
+                "biz_opaque_callback_data must be a string of at most 512 characters".into()
+            );
+        }
         let kind = body["type"].as_str().unwrap_or("text");
         let object = body.get(kind).ok_or_else(|| format!("the {kind} object is required"))?;
         let ok = match kind {
@@ -391,7 +414,7 @@ async fn send(
     if sandbox.config.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(sandbox.config.latency_ms)).await;
     }
-    let mut failed = None;
+    let (mut failed, mut lost) = (None, None);
     match sandbox.rules.fault_for(&to) {
         Some(Fault::Error { code, subcode, http_status }) => {
             let status = http_status
@@ -411,6 +434,7 @@ async fn send(
             tokio::time::sleep(Duration::from_millis(*delay_ms)).await
         }
         Some(Fault::Failed { code }) => failed = Some(*code),
+        Some(Fault::Lost { delay_ms }) => lost = Some(Duration::from_millis(*delay_ms)),
         None => {}
     }
     let id = sandbox.new_id(channel);
@@ -432,7 +456,12 @@ async fn send(
     };
     // A sender action (a reaction) produces no receipts.
     if body["sender_action"].is_null() {
-        tokio::spawn(sandbox.clone().report(endpoint_id, channel, to, id, failed));
+        let echo = body["biz_opaque_callback_data"].as_str().map(str::to_string);
+        let receipt = Receipt { endpoint_id, channel, recipient: to, id, failed, echo };
+        tokio::spawn(sandbox.clone().report(receipt));
+    }
+    if let Some(delay) = lost {
+        tokio::time::sleep(delay).await;
     }
     (StatusCode::OK, axum::Json(answer)).into_response()
 }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::client::MetaSender;
 use super::config::MetaAccount;
 use super::{MetaWebhooks, messenger, signature, whatsapp};
-use crate::contract::{WebhookError, WebhookEvent, WebhookHandler, WebhookRequest};
+use crate::contract::{Outbound, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest};
 use crate::model::*;
 
 const TO: &str = "{{Recipient-Phone-Number}}";
@@ -283,6 +284,7 @@ fn account() -> MetaAccount {
         app_secret: "app-secret".into(),
         verify_token: "verify-me".into(),
         request_timeout: std::time::Duration::from_secs(1),
+        lost_send_wait: std::time::Duration::from_secs(60),
     }
 }
 
@@ -325,7 +327,10 @@ fn whatsapp_webhooks_become_canonical_events() {
                 { "id": "wamid.OURS", "status": "failed", "timestamp": "1700000006", "recipient_id": "16315551234",
                   "errors": [{ "code": 131047, "title": "Re-engagement message", "message": "Re-engagement message" }] },
                 { "id": "wamid.OURS2", "status": "delivered", "timestamp": "1700000007", "recipient_id": "16315551234",
-                  "conversation": { "id": "c" }, "pricing": { "billable": true }, "new_field": 1 }
+                  "conversation": { "id": "c" }, "pricing": { "billable": true }, "new_field": 1,
+                  "biz_opaque_callback_data": "msg_01" },
+                { "id": "wamid.OURS3", "status": "sent", "timestamp": "1700000008", "recipient_id": "16315551234",
+                  "biz_opaque_callback_data": "x".repeat(513) }
             ]
         }),
     );
@@ -364,6 +369,22 @@ fn whatsapp_webhooks_become_canonical_events() {
     let failed = statuses[0].error.as_ref().expect("error");
     assert_eq!((failed.code, failed.provider_code.as_str()), (ErrorCode::OutsideWindow, "131047"));
     assert_eq!(statuses[1].status, MessageStatus::Delivered);
+    // DETAILS.md 3: `biz_opaque_callback_data` is "echoed back in status webhooks".
+    let echoed: Vec<_> = statuses.iter().map(|s| s.message_id.as_deref()).collect();
+    assert_eq!(echoed, [None, Some("msg_01"), None], "an echo longer than 512 is not ours");
+}
+
+/// Every WhatsApp send carries our message id as `biz_opaque_callback_data` (DETAILS.md 3:
+/// "≤512 chars [M]; echoed back in status webhooks"); Messenger's Send API has no such
+/// field.
+#[test]
+fn whatsapp_sends_carry_our_id_for_their_receipts() {
+    let outbound = Outbound::new("msg_01", "+16315551234", Content::text("hi"));
+    let body = MetaSender::new(account()).encode(&outbound).expect("encodes");
+    assert_eq!(body["biz_opaque_callback_data"], "msg_01");
+    let page = MetaSender::new(MetaAccount { channel: Channel::Messenger, ..account() });
+    let body = page.encode(&Outbound { to: "1234".into(), ..outbound }).expect("encodes");
+    assert!(body.get("biz_opaque_callback_data").is_none(), "{body}");
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub const MAX_BUTTONS: usize = 3;
 pub const MAX_BUTTON_TITLE: usize = 20;
 pub const MAX_LIST_ROWS: usize = 10;
 pub const MAX_TEXT: usize = 4096;
+/// `biz_opaque_callback_data`: "≤512 chars" (shared/providers DETAILS.md 3).
+pub const MAX_CALLBACK_DATA: usize = 512;
 
 fn invalid(message: String) -> ProviderError {
     ProviderError::gateway(crate::model::ErrorCode::InvalidContent, message)
@@ -241,11 +243,18 @@ fn parse_status(s: &Value) -> Option<StatusReport> {
             retryable: false,
         }
     });
+    // What we sent as `biz_opaque_callback_data` (shared/providers DETAILS.md 3: "echoed
+    // back in status webhooks"); an overlong echo is not one of ours.
+    let message_id = s["biz_opaque_callback_data"]
+        .as_str()
+        .filter(|d| d.len() <= MAX_CALLBACK_DATA)
+        .map(str::to_string);
     Some(StatusReport {
         provider_message_id: id.to_string(),
         status,
         provider_status: word.to_string(),
         error,
+        message_id,
     })
 }
 

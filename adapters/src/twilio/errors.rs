@@ -46,9 +46,7 @@ pub fn classify_transport(err: &reqwest::Error) -> SendFailure {
         provider_code: String::new(),
         retryable: true,
     };
-    // Not connected: Twilio never saw the request. Anything later (a timeout waiting for
-    // the answer) may have created the message, which a create cannot be asked twice for.
-    if err.is_connect() { SendFailure::retryable(error, None) } else { SendFailure::unsure(error) }
+    crate::http::transport_failure(err, error)
 }
 
 /// The error a delivery callback reports (`ErrorCode` on failed/undelivered).

@@ -72,6 +72,7 @@ fn parse_status(params: &[(String, String)]) -> Result<StatusReport, WebhookErro
         status,
         provider_status: word.to_string(),
         error,
+        message_id: None,
     })
 }
 

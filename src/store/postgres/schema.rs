@@ -156,6 +156,12 @@ ALTER TABLE outbox ADD COLUMN unsure_since BIGINT;
 -- bar at acceptance, which cannot tell a marketing template from others.
 ALTER TABLE opt_outs ADD COLUMN marketing_only BIGINT NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Our id of the message a parked receipt names, when the provider echoes it (WhatsApp's
+-- biz_opaque_callback_data): how the retry of a send whose answer was lost finds it.
+ALTER TABLE early_receipts ADD COLUMN message_id TEXT;
+CREATE INDEX early_receipts_message ON early_receipts (message_id) WHERE message_id IS NOT NULL;
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

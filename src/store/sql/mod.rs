@@ -182,6 +182,11 @@ impl<C: Conn> Store for SqlStore<C> {
         self.read(move |db| ops::last_inbound(db, &account, &peer)).await
     }
 
+    async fn lost_sends(&self, account: &str, message_id: &str) -> Result<Vec<String>, StoreError> {
+        let (account, id) = (account.to_string(), message_id.to_string());
+        self.read(move |db| ops::parked_sends(db, &account, &id)).await
+    }
+
     async fn message_by_provider_id(
         &self,
         account: &str,

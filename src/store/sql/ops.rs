@@ -460,17 +460,31 @@ pub const PARK_HORIZON_MS: Millis = 3_600_000;
 fn park(db: &dyn Db, account: &str, report: &StatusReport, now: Millis) -> Result<(), StoreError> {
     db.execute("DELETE FROM early_receipts WHERE parked_at < $1", args![now - PARK_HORIZON_MS])?;
     db.execute(
-        "INSERT INTO early_receipts (account, provider_message_id, status, report, parked_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO early_receipts (account, provider_message_id, status, report, parked_at, message_id)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         args![
             account,
             &report.provider_message_id,
             report.status.as_str(),
             &serde_json::to_string(&EarlyReceipt::from(report))?,
-            now
+            now,
+            &report.message_id
         ],
     )?;
     Ok(())
+}
+
+/// The provider ids of parked receipts that echo our message `id` on `account`, first
+/// parked first: sends of it whose answer was lost.
+pub fn parked_sends(db: &dyn Db, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+    db.query(
+        "SELECT provider_message_id FROM early_receipts WHERE account = $1 AND message_id = $2
+         GROUP BY provider_message_id ORDER BY MIN(parked_at), provider_message_id",
+        args![account, id],
+    )?
+    .iter()
+    .map(|row| row.text(0))
+    .collect()
 }
 
 /// A receipt parked in `early_receipts`.
@@ -498,6 +512,7 @@ impl EarlyReceipt {
             status: self.status,
             provider_status: self.provider_status,
             error: self.error,
+            message_id: None,
         }
     }
 }
@@ -1180,6 +1195,7 @@ mod tests {
             status: MessageStatus::Delivered,
             provider_status: "delivered".into(),
             error: None,
+            message_id: None,
         };
         conn.read(|db| {
             park(db, "sms", &report("SMold"), 1_000)?;
