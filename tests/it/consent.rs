@@ -10,6 +10,32 @@ use omnigate_proto::v1 as pb;
 
 use crate::support::{self, FROM, text};
 
+/// The consent changes committed from the moment it is made, one at a time.
+struct Changes(tonic::Streaming<pb::Event>);
+
+impl Changes {
+    async fn follow(t: &mut support::TestGateway) -> Self {
+        let request = pb::StreamEventsRequest {
+            kinds: vec!["consent_changed".into()],
+            from_now: true,
+            ..Default::default()
+        };
+        Changes(t.client.stream_events(request).await.expect("stream").into_inner())
+    }
+
+    async fn next(&mut self) -> pb::ConsentChanged {
+        let event = tokio::time::timeout(Duration::from_secs(10), self.0.message())
+            .await
+            .expect("an event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        match event.kind {
+            Some(pb::event::Kind::ConsentChanged(c)) => c,
+            other => panic!("asked for consent changes only, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn stop_bars_the_accounts_sends_until_start() {
     let mut t = support::gateway().start().await;
@@ -19,29 +45,9 @@ async fn stop_bars_the_accounts_sends_until_start() {
         let (sandbox, inbound) = (sandbox.clone(), inbound.clone());
         async move { sandbox.deliver_inbound(&inbound, "+14155550601", FROM, body).await }
     };
-    let mut changes = t
-        .client
-        .stream_events(pb::StreamEventsRequest {
-            kinds: vec!["consent_changed".into()],
-            from_now: true,
-            ..Default::default()
-        })
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut next_change = async move || {
-        let event = tokio::time::timeout(Duration::from_secs(10), changes.message())
-            .await
-            .expect("an event in time")
-            .expect("stream ok")
-            .expect("stream open");
-        match event.kind {
-            Some(pb::event::Kind::ConsentChanged(c)) => c,
-            other => panic!("asked for consent changes only, got {other:?}"),
-        }
-    };
+    let mut changes = Changes::follow(&mut t).await;
     assert_eq!(said(" Stop ").await.expect("post"), 200);
-    let out = next_change().await;
+    let out = changes.next().await;
     assert!(out.opted_out && !out.contact_id.is_empty());
     assert_eq!(
         (out.account.as_str(), out.channel, out.address.as_str(), out.reason.as_str()),
@@ -80,7 +86,7 @@ async fn stop_bars_the_accounts_sends_until_start() {
     t.wait_for(&other.id, pb::MessageStatus::Delivered).await;
 
     assert_eq!(said("START").await.expect("post"), 200);
-    let back = next_change().await;
+    let back = changes.next().await;
     assert!(!back.opted_out, "the next change is the opt-in, not the repeated STOP");
     assert_eq!(
         (back.contact_id, back.reason.as_str()),
@@ -371,16 +377,7 @@ async fn whatsapps_marketing_opt_out_is_reported_but_bars_nothing() {
         .meta_rule(r#"{ to_prefix = "14155550607", fault = { kind = "error", code = 131050 }, times = 1 }"#)
         .start()
         .await;
-    let mut changes = t
-        .client
-        .stream_events(pb::StreamEventsRequest {
-            kinds: vec!["consent_changed".into()],
-            from_now: true,
-            ..Default::default()
-        })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut changes = Changes::follow(&mut t).await;
     let offer = || {
         let kind = crate::omnichannel::template("spring_sale");
         support::request(pb::Channel::Whatsapp, "+14155550607", kind)
@@ -389,14 +386,7 @@ async fn whatsapps_marketing_opt_out_is_reported_but_bars_nothing() {
     let refused = t.wait_for(&refused.id, pb::MessageStatus::Failed).await;
     assert_eq!(refused.error.map(|e| e.provider_code), Some("131050".into()));
 
-    let change = tokio::time::timeout(Duration::from_secs(10), changes.message())
-        .await
-        .expect("an event in time")
-        .expect("stream ok")
-        .and_then(|e| e.kind);
-    let Some(pb::event::Kind::ConsentChanged(change)) = change else {
-        panic!("asked for consent changes only, got {change:?}")
-    };
+    let change = changes.next().await;
     assert_eq!(
         (change.account.as_str(), change.opted_out, change.marketing_only),
         ("wa", true, true),
