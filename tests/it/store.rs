@@ -346,6 +346,25 @@ async fn unsure_retries(store: Arc<dyn Store>) {
     let jobs = store.claim("node-b", Duration::from_secs(60), 10, None).await.expect("claim");
     let job = jobs.iter().find(|j| j.message_id == m.id).expect("claimed");
     assert_eq!(job.unsure_since, Some(1_700_000_000_000));
+    // Receipts that echo our id (WhatsApp's biz_opaque_callback_data) name the sends of it
+    // whose answer was lost, first parked first; once applied they name none.
+    let lost = accept(store.as_ref(), new_message("+14155550305", None, "z")).await;
+    for (pid, status) in [
+        ("wamid.L1", MessageStatus::Sent),
+        ("wamid.L1", MessageStatus::Delivered),
+        ("wamid.L2", MessageStatus::Sent),
+    ] {
+        let echoing = StatusReport { message_id: Some(lost.id.clone()), ..report(pid, status) };
+        store.apply_status("sms", echoing).await.expect("parked");
+    }
+    assert_eq!(store.lost_sends("sms", &lost.id).await.expect("read"), ["wamid.L1", "wamid.L2"]);
+    let none = Vec::<String>::new();
+    assert_eq!(store.lost_sends("wa", &lost.id).await.expect("read"), none, "by account");
+    let found =
+        Attempt::Sent { provider_message_id: "wamid.L1".into(), provider_status: "".into() };
+    let (sent, _) = store.record_attempt(&lost.id, found).await.expect("sent");
+    assert_eq!(sent.status, MessageStatus::Delivered, "its parked receipts applied");
+    assert_eq!(store.lost_sends("sms", &lost.id).await.expect("read"), ["wamid.L2"]);
 }
 
 fn sms_said(from: &str, pid: &str, body: &str, consent: Consent) -> NewInbound {
@@ -682,23 +701,6 @@ async fn early_receipts(store: Arc<dyn Store>) {
         m.status,
         MessageStatus::Delivered,
         "the parked receipt applied on the send's commit"
-    );
-    // Receipts that echo our id (WhatsApp's biz_opaque_callback_data) name the sends of it
-    // whose answer was lost, first parked first; once applied they name none.
-    let lost = accept(store.as_ref(), new_message("+14155550305", None, "z")).await;
-    for (pid, status) in [
-        ("wamid.L1", MessageStatus::Sent),
-        ("wamid.L1", MessageStatus::Delivered),
-        ("wamid.L2", MessageStatus::Sent),
-    ] {
-        let echoing = StatusReport { message_id: Some(lost.id.clone()), ..report(pid, status) };
-        store.apply_status("wa", echoing).await.expect("parked");
-    }
-    assert_eq!(store.lost_sends("wa", &lost.id).await.expect("read"), ["wamid.L1", "wamid.L2"]);
-    assert_eq!(
-        store.lost_sends("sms", &lost.id).await.expect("read"),
-        Vec::<String>::new(),
-        "by account"
     );
 }
 
