@@ -428,7 +428,7 @@ async fn recheck_consent(
 }
 
 /// A send that needs the store's answer and cannot have it: retried.
-fn store_unreadable(what: &str, e: StoreError) -> SendFailure {
+pub(super) fn store_unreadable(what: &str, e: StoreError) -> SendFailure {
     let error =
         ProviderError::gateway(ErrorCode::ProviderUnavailable, format!("cannot read {what}: {e}"));
     SendFailure::retryable(ProviderError { retryable: true, ..error }, None)

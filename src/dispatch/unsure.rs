@@ -9,10 +9,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use omnigate_adapters::{
-    Accepted, ErrorCode, FailureClass, Outbound, ProviderError, SendFailure, Sender,
-};
+use omnigate_adapters::{Accepted, FailureClass, Outbound, SendFailure, Sender};
 
+use super::dispatcher::store_unreadable;
 use crate::model::Millis;
 use crate::store::{Store, StoreError};
 
@@ -69,9 +68,5 @@ async fn lost_answer(
 }
 
 fn unreadable(e: StoreError) -> SendFailure {
-    let error = ProviderError::gateway(
-        ErrorCode::ProviderUnavailable,
-        format!("cannot tell a lost send from another message: {e}"),
-    );
-    SendFailure::retryable(error, None)
+    store_unreadable("what became of a lost send", e)
 }
