@@ -532,4 +532,16 @@ async fn the_cli_records_and_shows_consent() {
     assert_eq!(back.get("optOuts"), None, "{back}");
     let neither = cli(&["consent", "+14155550530"]).await.expect("runs");
     assert!(!neither.status.success(), "--out or --in is required");
+    let marketing = ["consent", "+14155550530", "--channel", "whatsapp", "--marketing-only"];
+    let out = said(cli(&[&marketing[..], &["--out"]].concat()).await.expect("runs"));
+    assert!(out.ends_with(" now opted out"), "{out}");
+    let listed = json(said(cli(&["contact", "+14155550530"]).await.expect("runs")));
+    let listed = &listed["optOuts"][0];
+    assert_eq!(
+        (listed["account"].as_str(), listed["marketingOnly"].as_bool()),
+        (Some("wa"), Some(true)),
+        "{listed}"
+    );
+    let mixed = cli(&[&marketing[..], &["--in"]].concat()).await.expect("runs");
+    assert!(!mixed.status.success(), "--marketing-only goes with --out");
 }
