@@ -35,11 +35,12 @@ enum Command {
     Demo {
         #[arg(long, short, default_value = "config/omnigate.toml")]
         config: PathBuf,
-        /// `sms` goes on to DELIVERED by the sandbox's receipts; `email` ends at SENT, when
-        /// the SMTP sandbox took it (email has no receipts unless a DSN comes back).
+        /// `sms` and `whatsapp` (a template, as outside the 24 h window) go on to
+        /// DELIVERED by the sandbox's receipts; `email` ends at SENT, when the SMTP sandbox
+        /// took it (email has no receipts unless a DSN comes back).
         #[arg(long, value_enum, default_value = "sms")]
         channel: ChannelArg,
-        /// Default: +14155550100 for SMS, ann@example.com for email.
+        /// Default: +14155550100 for SMS and WhatsApp, ann@example.com for email.
         #[arg(long)]
         to: Option<String>,
     },
@@ -362,11 +363,33 @@ async fn demo(
     channel: pb::Channel,
     to: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (to, done) = match channel {
-        pb::Channel::Email => {
-            (to.unwrap_or_else(|| "ann@example.com".into()), pb::MessageStatus::Sent)
-        }
-        _ => (to.unwrap_or_else(|| "+14155550100".into()), pb::MessageStatus::Delivered),
+    let text =
+        |body: &str| pb::content::Kind::Text(pb::Text { body: body.into(), preview_url: false });
+    let (to, content, done) = match channel {
+        pb::Channel::Email => (
+            to.unwrap_or_else(|| "ann@example.com".into()),
+            text("Hello from omnigate"),
+            pb::MessageStatus::Sent,
+        ),
+        // Nobody wrote first, so only a template may go (Meta's own starter template).
+        pb::Channel::Whatsapp => (
+            to.unwrap_or_else(|| "+14155550100".into()),
+            pb::content::Kind::Template(pb::Template {
+                name: "hello_world".into(),
+                language: "en_US".into(),
+                components: Vec::new(),
+            }),
+            pb::MessageStatus::Delivered,
+        ),
+        pb::Channel::Sms => (
+            to.unwrap_or_else(|| "+14155550100".into()),
+            text("Hello from omnigate"),
+            pb::MessageStatus::Delivered,
+        ),
+        other => anyhow::bail!(
+            "the demo sends on sms, whatsapp or email; {} needs the person to write first",
+            other.as_str_name()
+        ),
     };
     let dir = std::env::temp_dir().join(format!("omnigate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -390,12 +413,7 @@ async fn demo(
     let request = pb::SendMessageRequest {
         channel: channel as i32,
         to,
-        content: Some(pb::Content {
-            kind: Some(pb::content::Kind::Text(pb::Text {
-                body: "Hello from omnigate".into(),
-                preview_url: false,
-            })),
-        }),
+        content: Some(pb::Content { kind: Some(content) }),
         ..Default::default()
     };
     let message =

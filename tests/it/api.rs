@@ -173,10 +173,15 @@ fn demo(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
-fn the_demo_shows_sms_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
+fn the_demo_shows_sms_and_whatsapp_delivered_and_email_sent_or_bounced_on_the_sandboxes() {
     let (code, out) = demo(&[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("MESSAGE_STATUS_DELIVERED"), "{out}");
+    let (code, out) = demo(&["--channel", "whatsapp"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("MESSAGE_STATUS_DELIVERED"), "{out}");
+    let (code, out) = demo(&["--channel", "messenger"]);
+    assert_ne!(code, Some(0), "{out}");
     let (code, out) = demo(&["--channel", "email"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("MESSAGE_STATUS_SENT"), "{out}");
