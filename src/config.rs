@@ -406,8 +406,8 @@ pub struct MetaAccountConfig {
     pub pair_rate_limit: Option<RateLimit>,
     #[serde(default = "ten_thousand")]
     pub request_timeout_ms: u64,
-    /// WhatsApp only: how long a send whose answer was lost waits for Meta's status
-    /// webhook naming it before it goes again.
+    /// WhatsApp and Messenger: how long a send whose answer was lost waits for Meta's
+    /// webhooks that echo its id before it goes again.
     #[serde(default = "sixty_thousand")]
     pub lost_send_wait_ms: u64,
 }

@@ -122,6 +122,33 @@ async fn a_lost_whatsapp_send_is_found_by_its_receipts() {
     assert!(!metrics.contains(r#"account="wa",outcome="sent""#), "never sent again");
 }
 
+/// Messenger's echo of a send carries the `metadata` we gave it (DETAILS.md 4: "echoed in
+/// `message_echoes`"), so a Messenger send whose answer was lost is found the same way.
+#[tokio::test]
+async fn a_lost_messenger_send_is_found_by_its_echo() {
+    let psid = "1254459154682920";
+    let mut t = support::gateway()
+        .meta_rule(&format!(
+            r#"{{ to_prefix = "{psid}", fault = {{ kind = "lost", delay_ms = 3000 }}, times = 1 }}"#
+        ))
+        .start()
+        .await;
+    // A tag for updates outside the window, so nobody needs to write first.
+    let update = pb::SendMessageRequest {
+        message_tag: "ACCOUNT_UPDATE".into(),
+        ..support::request(pb::Channel::Messenger, psid, support::text("your order shipped"))
+    };
+    let m = t.send_request(update).await.expect("accepted");
+    let m = t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
+    let sent = t.meta().sent();
+    assert_eq!(sent.len(), 1, "one message at Meta");
+    assert_eq!(sent[0].body["message"]["metadata"], m.id.as_str());
+    assert_eq!(m.provider_message_id, sent[0].id);
+    let metrics = reqwest_get(&t.url("/metrics")).await;
+    let found = r#"omnigate_send_attempts_total{account="fb",outcome="found"}"#;
+    assert_eq!(metric(&metrics, found), 1.0);
+}
+
 /// While Twilio cannot be asked about a lost send, it is not sent blind: the attempts run
 /// out instead. When it can never be asked (credentials that may not list messages), the
 /// message is sent again, at least once, as before the lookup existed.

@@ -197,6 +197,8 @@ endpoint_id = "{PAGE_ID}"
 access_token = "meta-token"
 app_secret = "{META_SECRET}"
 verify_token = "verify-me"
+request_timeout_ms = 2000
+lost_send_wait_ms = 1000
 
 [[accounts]]
 type = "instagram"

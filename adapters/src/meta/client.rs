@@ -49,7 +49,20 @@ impl MetaSender {
                         format!("replies that quote a message cannot be sent on {channel}"),
                     ));
                 }
-                messenger::encode(channel, &message.to, &message.content, message.tag.as_deref())
+                let mut body = messenger::encode(
+                    channel,
+                    &message.to,
+                    &message.content,
+                    message.tag.as_deref(),
+                )?;
+                // Echoed in `message_echoes` (Messenger only; a reaction has no message).
+                if channel == Channel::Messenger
+                    && body["message"].is_object()
+                    && message.message_id.len() <= messenger::MAX_METADATA
+                {
+                    body["message"]["metadata"] = message.message_id.as_str().into();
+                }
+                Ok(body)
             }
         }
     }
@@ -88,7 +101,8 @@ impl Sender for MetaSender {
     }
 
     fn unsure_wait(&self) -> Option<Duration> {
-        (self.account.channel == Channel::Whatsapp).then_some(self.account.lost_send_wait)
+        // Instagram echoes carry nothing of ours to wait for.
+        (self.account.channel != Channel::Instagram).then_some(self.account.lost_send_wait)
     }
 
     fn service_window(&self, content: &Content, tag: Option<&str>) -> Option<Duration> {

@@ -19,8 +19,8 @@ pub struct MetaAccount {
     /// What Meta echoes in the subscription handshake.
     pub verify_token: String,
     pub request_timeout: Duration,
-    /// WhatsApp: how long a send whose answer was lost waits for a status webhook that
-    /// names it before it is sent again.
+    /// WhatsApp and Messenger: how long a send whose answer was lost waits for a webhook
+    /// that echoes its id before it is sent again.
     pub lost_send_wait: Duration,
 }
 

@@ -129,6 +129,10 @@ fn check_text(channel: Channel, text: &str) -> Result<(), ProviderError> {
     Ok(())
 }
 
+/// `message.metadata`: "≤1000 chars, echoed in `message_echoes`" (shared/providers
+/// DETAILS.md 4).
+pub const MAX_METADATA: usize = 1000;
+
 /// The message id in a send's answer: `{"recipient_id", "message_id"}`.
 pub fn sent_id(answer: &Value) -> Option<String> {
     answer["message_id"].as_str().map(str::to_string)
@@ -139,8 +143,17 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
     let Some(sender) = e["sender"]["id"].as_str() else { return 1 };
     let recipient = e["recipient"]["id"].as_str().unwrap_or_default();
     if let Some(m) = e.get("message") {
-        // Echoes of what we sent.
+        // Echoes of what the Page sent. Ours carry our id as `metadata`: the echo is then
+        // the `sent` receipt that ties Meta's id to our message, even when the send's own
+        // answer was lost. Others (a person answering in the Page inbox) are not ours.
         if m["is_echo"].as_bool().unwrap_or(false) {
+            let ours = m["metadata"].as_str().filter(|d| d.len() <= MAX_METADATA);
+            if let (Some(mid), Some(id)) = (m["mid"].as_str(), ours) {
+                events.push(WebhookEvent::Status(StatusReport {
+                    message_id: Some(id.to_string()),
+                    ..status_report(mid, MessageStatus::Sent, "echo")
+                }));
+            }
             return 0;
         }
         return match parse_message(m, sender, recipient) {
@@ -204,13 +217,17 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
 }
 
 fn status(mid: &str, status: MessageStatus, word: &str) -> WebhookEvent {
-    WebhookEvent::Status(StatusReport {
+    WebhookEvent::Status(status_report(mid, status, word))
+}
+
+fn status_report(mid: &str, status: MessageStatus, word: &str) -> StatusReport {
+    StatusReport {
         provider_message_id: mid.to_string(),
         status,
         provider_status: word.to_string(),
         error: None,
         message_id: None,
-    })
+    }
 }
 
 fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMessage> {

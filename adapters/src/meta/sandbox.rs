@@ -78,7 +78,8 @@ struct Receipt {
     recipient: String,
     id: String,
     failed: Option<i64>,
-    /// The send's `biz_opaque_callback_data`, which WhatsApp statuses echo.
+    /// The send's `biz_opaque_callback_data`, which WhatsApp statuses echo, or its
+    /// `message.metadata`, which Messenger's `message_echoes` carry.
     echo: Option<String>,
 }
 
@@ -289,7 +290,18 @@ impl Sandbox {
                     })
                     .collect()
             }
-            Channel::Messenger => vec![
+            Channel::Messenger => {
+                let echoed = echo.map(|metadata| {
+                    messaging_envelope(
+                        "page",
+                        &endpoint_id,
+                        json!({
+                            "sender": { "id": endpoint_id }, "recipient": { "id": recipient }, "timestamp": now_ms(),
+                            "message": { "mid": id, "is_echo": true, "app_id": 1, "metadata": metadata }
+                        }),
+                    )
+                });
+                echoed.into_iter().chain([
                 messaging_envelope(
                     "page",
                     &endpoint_id,
@@ -306,7 +318,8 @@ impl Sandbox {
                         "read": { "watermark": now_ms() }
                     }),
                 ),
-            ],
+            ]).collect()
+            }
             // Instagram has no delivery receipts, only "seen".
             _ => vec![messaging_envelope(
                 "instagram",
@@ -376,6 +389,9 @@ fn validate(channel: Channel, body: &Value) -> Result<String, String> {
         || message["attachment"]["payload"]["url"].is_string();
     if !ok {
         return Err("message needs text or an attachment".into());
+    }
+    if message["metadata"].as_str().is_some_and(|m| m.len() > super::messenger::MAX_METADATA) {
+        return Err("metadata is longer than 1000 characters".into());
     }
     if message["quick_replies"].as_array().is_some_and(|q| q.len() > 13) {
         return Err("at most 13 quick replies".into());
@@ -456,7 +472,10 @@ async fn send(
     };
     // A sender action (a reaction) produces no receipts.
     if body["sender_action"].is_null() {
-        let echo = body["biz_opaque_callback_data"].as_str().map(str::to_string);
+        let echo = body["biz_opaque_callback_data"]
+            .as_str()
+            .or(body["message"]["metadata"].as_str())
+            .map(str::to_string);
         let receipt = Receipt { endpoint_id, channel, recipient: to, id, failed, echo };
         tokio::spawn(sandbox.clone().report(receipt));
     }

@@ -375,16 +375,21 @@ fn whatsapp_webhooks_become_canonical_events() {
 }
 
 /// Every WhatsApp send carries our message id as `biz_opaque_callback_data` (DETAILS.md 3:
-/// "≤512 chars [M]; echoed back in status webhooks"); Messenger's Send API has no such
-/// field.
+/// "≤512 chars [M]; echoed back in status webhooks"), every Messenger message as
+/// `metadata`, for the receipts of a send whose answer was lost.
 #[test]
-fn whatsapp_sends_carry_our_id_for_their_receipts() {
+fn sends_carry_our_id_for_their_receipts() {
     let outbound = Outbound::new("msg_01", "+16315551234", Content::text("hi"));
     let body = MetaSender::new(account()).encode(&outbound).expect("encodes");
     assert_eq!(body["biz_opaque_callback_data"], "msg_01");
-    let page = MetaSender::new(MetaAccount { channel: Channel::Messenger, ..account() });
-    let body = page.encode(&Outbound { to: "1234".into(), ..outbound }).expect("encodes");
+    // Messenger's Send API has `message.metadata` instead (DETAILS.md 4); Instagram neither.
+    let on = |channel| MetaSender::new(MetaAccount { channel, ..account() });
+    let to_psid = Outbound { to: "1234".into(), ..outbound };
+    let body = on(Channel::Messenger).encode(&to_psid).expect("encodes");
     assert!(body.get("biz_opaque_callback_data").is_none(), "{body}");
+    assert_eq!(body["message"]["metadata"], "msg_01");
+    let body = on(Channel::Instagram).encode(&to_psid).expect("encodes");
+    assert!(body["message"].get("metadata").is_none(), "{body}");
 }
 
 #[test]
@@ -398,6 +403,8 @@ fn messenger_receipts_and_messages() {
               "message": { "mid": "m_2", "text": "Red", "quick_reply": { "payload": "RED" } } },
             { "sender": { "id": "PAGE" }, "recipient": { "id": "PSID" }, "timestamp": 12,
               "message": { "mid": "m_3", "text": "echo", "is_echo": true } },
+            { "sender": { "id": "PAGE" }, "recipient": { "id": "PSID" }, "timestamp": 12,
+              "message": { "mid": "m_4", "text": "ours", "is_echo": true, "metadata": "msg_04" } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 13,
               "delivery": { "mids": ["m_ours"], "watermark": 13 } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 14, "read": { "watermark": 14 } },
@@ -413,15 +420,20 @@ fn messenger_receipts_and_messages() {
     assert!(
         matches!(&parsed.events[1], WebhookEvent::Inbound(m) if matches!(&m.content, Content::Choice(c) if c.id == "RED"))
     );
+    // DETAILS.md 4: `metadata` is "echoed in `message_echoes`": our echo is a `sent`
+    // receipt that names our message; a person's reply from the Page inbox is nothing.
     assert!(
-        matches!(&parsed.events[2], WebhookEvent::Status(s) if s.provider_message_id == "m_ours" && s.status == MessageStatus::Delivered)
+        matches!(&parsed.events[2], WebhookEvent::Status(s) if s.provider_message_id == "m_4" && s.status == MessageStatus::Sent && s.message_id.as_deref() == Some("msg_04"))
+    );
+    assert!(
+        matches!(&parsed.events[3], WebhookEvent::Status(s) if s.provider_message_id == "m_ours" && s.status == MessageStatus::Delivered)
     );
     assert!(matches!(
-        &parsed.events[3],
+        &parsed.events[4],
         WebhookEvent::Watermark { status: MessageStatus::Delivered, up_to_ms: 13, .. }
     ));
     assert!(matches!(
-        &parsed.events[4],
+        &parsed.events[5],
         WebhookEvent::Watermark { status: MessageStatus::Read, up_to_ms: 14, .. }
     ));
 }
