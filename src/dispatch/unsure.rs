@@ -4,8 +4,9 @@
 //! answer, and nothing is sent twice. When the provider cannot be asked now, the attempt
 //! stays unsure and is retried later rather than risk a second copy; when it can never be
 //! (the credentials may not list messages), the message is sent again, at least once.
-//! A provider that cannot be asked but echoes our id in its webhooks (WhatsApp, Messenger) is waited
-//! for instead: a receipt naming the message and an id we do not know is the lost answer.
+//! A provider that cannot be asked but echoes our id in its webhooks (WhatsApp, Messenger)
+//! is waited for instead: a receipt naming the message and an id we do not know is the
+//! lost answer.
 
 use std::time::{Duration, SystemTime};
 
