@@ -291,34 +291,23 @@ impl Sandbox {
                     .collect()
             }
             Channel::Messenger => {
+                // The page's own echo first (with our metadata), then the person's receipts.
+                let page = |event: Value| messaging_envelope("page", &endpoint_id, event);
                 let echoed = echo.map(|metadata| {
-                    messaging_envelope(
-                        "page",
-                        &endpoint_id,
-                        json!({
-                            "sender": { "id": endpoint_id }, "recipient": { "id": recipient }, "timestamp": now_ms(),
-                            "message": { "mid": id, "is_echo": true, "app_id": 1, "metadata": metadata }
-                        }),
-                    )
+                    page(json!({
+                        "sender": { "id": endpoint_id }, "recipient": { "id": recipient }, "timestamp": now_ms(),
+                        "message": { "mid": id, "is_echo": true, "app_id": 1, "metadata": metadata }
+                    }))
                 });
-                echoed.into_iter().chain([
-                messaging_envelope(
-                    "page",
-                    &endpoint_id,
-                    json!({
-                        "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
-                        "delivery": { "mids": [id], "watermark": now_ms() }
-                    }),
-                ),
-                messaging_envelope(
-                    "page",
-                    &endpoint_id,
-                    json!({
-                        "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
-                        "read": { "watermark": now_ms() }
-                    }),
-                ),
-            ]).collect()
+                let delivered = page(json!({
+                    "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
+                    "delivery": { "mids": [id], "watermark": now_ms() }
+                }));
+                let read = page(json!({
+                    "sender": { "id": recipient }, "recipient": { "id": endpoint_id }, "timestamp": now_ms(),
+                    "read": { "watermark": now_ms() }
+                }));
+                echoed.into_iter().chain([delivered, read]).collect()
             }
             // Instagram has no delivery receipts, only "seen".
             _ => vec![messaging_envelope(
