@@ -26,10 +26,22 @@ pub fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// A request that failed in transport as a send's outcome. Not connected: the provider
-/// never saw it, so it is retried. Anything later (a timeout waiting for the answer) may
-/// have made the message, which a provider's create cannot be asked twice for: unsure.
-pub fn transport_failure(err: &reqwest::Error, error: crate::ProviderError) -> crate::SendFailure {
+/// A request to `provider` (`service` in words) that failed in transport, as a send's
+/// outcome. Not connected: the provider never saw it, so it is retried. Anything later (a
+/// timeout waiting for the answer) may have made the message, which a provider's create
+/// cannot be asked twice for: unsure.
+pub fn transport_failure(
+    err: &reqwest::Error,
+    provider: &str,
+    service: &str,
+) -> crate::SendFailure {
+    let error = crate::ProviderError {
+        code: crate::ErrorCode::ProviderUnavailable,
+        message: format!("{service} unreachable: {err}"),
+        provider: provider.into(),
+        provider_code: String::new(),
+        retryable: true,
+    };
     if err.is_connect() {
         crate::SendFailure::retryable(error, None)
     } else {

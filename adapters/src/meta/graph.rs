@@ -89,12 +89,5 @@ fn usage_backoff(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn transport(err: &reqwest::Error) -> SendFailure {
-    let error = ProviderError {
-        code: ErrorCode::ProviderUnavailable,
-        message: format!("Graph API unreachable: {err}"),
-        provider: PROVIDER.into(),
-        provider_code: String::new(),
-        retryable: true,
-    };
-    crate::http::transport_failure(err, error)
+    crate::http::transport_failure(err, PROVIDER, "Graph API")
 }

@@ -39,14 +39,7 @@ pub fn classify_http(status: u16, body: &[u8], retry_after: Option<Duration>) ->
 /// A transport error: one before the connection was made, or one after it, when Twilio
 /// may have taken the request.
 pub fn classify_transport(err: &reqwest::Error) -> SendFailure {
-    let error = ProviderError {
-        code: ErrorCode::ProviderUnavailable,
-        message: format!("Twilio unreachable: {err}"),
-        provider: PROVIDER.into(),
-        provider_code: String::new(),
-        retryable: true,
-    };
-    crate::http::transport_failure(err, error)
+    crate::http::transport_failure(err, PROVIDER, "Twilio")
 }
 
 /// The error a delivery callback reports (`ErrorCode` on failed/undelivered).

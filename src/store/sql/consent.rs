@@ -113,8 +113,7 @@ pub fn set(
 /// Records an opt-out when the provider refused `message` for one. An SMS refusal (Twilio
 /// 21610) bars every later send from the sender; WhatsApp's 131050 concerns marketing
 /// templates alone, which acceptance cannot tell from others, so it is recorded as an
-/// opt-out of marketing, reported but no bar. The gateway's own refusals come from a
-/// record already there.
+/// opt-out of marketing, reported but no bar.
 pub fn note_refusal(
     db: &dyn Db,
     events: &mut Vec<Event>,
@@ -127,7 +126,7 @@ pub fn note_refusal(
         Channel::Whatsapp => true,
         _ => return Ok(()),
     };
-    if error.code != ErrorCode::RecipientOptedOut || error.provider.is_empty() {
+    if error.code != ErrorCode::RecipientOptedOut {
         return Ok(());
     }
     let contact = Resolved { id: message.contact_id.clone(), created: false };
