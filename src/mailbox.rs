@@ -7,14 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnigate_adapters::email::feedback::Complaint;
 use omnigate_adapters::email::parse::{self, Incoming, MailError, Source};
 use omnigate_adapters::email::{Fetched, ImapConfig, ImapError, Mailbox};
-use omnigate_adapters::{Channel, WebhookEvent};
+use omnigate_adapters::{Channel, Consent, WebhookEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Account;
 use crate::app::AppState;
+use crate::contacts::normalize;
+use crate::model::Identity;
 use crate::store::StoreError;
 
 /// Mails fetched per round trip; the cursor is saved after each batch.
@@ -130,8 +133,8 @@ async fn read(
     }
 }
 
-/// One mail: a message, a report on one of ours, or an `inbound_rejected` event. Only a
-/// store failure is an error; the mail is then read again.
+/// One mail: a message, a report on one of ours, a complaint, or an `inbound_rejected`
+/// event. Only a store failure is an error; the mail is then read again.
 async fn handle(
     state: &AppState,
     account: &Account,
@@ -156,6 +159,7 @@ async fn handle(
     let event = match parsed {
         Ok(Incoming::Message(m)) => WebhookEvent::Inbound(m),
         Ok(Incoming::Report(r)) => WebhookEvent::Status(r),
+        Ok(Incoming::Complaint(c)) => return complain(state, account, &url, c).await,
         Ok(Incoming::Ignored(why)) => {
             tracing::debug!(account = %account.id, %url, why, "mail skipped");
             state.metrics.mailbox(&account.id, "ignored");
@@ -172,5 +176,40 @@ async fn handle(
     };
     crate::inbound::apply(state, account, event).await?;
     state.metrics.mailbox(&account.id, "ok");
+    Ok(())
+}
+
+/// A spam complaint opts the person out of the account's mail, as `SetConsent` would:
+/// mailbox providers count every further message to them against the sender. A complaint
+/// about mail this account did not send is kept as an `inbound_rejected` event.
+async fn complain(
+    state: &AppState,
+    account: &Account,
+    url: &str,
+    complaint: Complaint,
+) -> Result<(), StoreError> {
+    if !complaint.is_opt_out() {
+        tracing::debug!(account = %account.id, url, kind = %complaint.feedback_type, "feedback report that says nothing of consent");
+        state.metrics.mailbox(&account.id, "ignored");
+        return Ok(());
+    }
+    let sent = state.store.message_by_provider_id(&account.id, &complaint.original_message_id);
+    let message = match sent.await? {
+        Some(id) => state.store.get_message(&id).await?,
+        None => None,
+    };
+    let Some(message) = message else {
+        state.metrics.mailbox(&account.id, "rejected");
+        let why = format!(
+            "feedback report about <{}>, which is not a message this account sent",
+            complaint.original_message_id
+        );
+        return state.store.reject_inbound(&account.id, Channel::Email, url, &why).await;
+    };
+    let identity = normalize(Channel::Email, &message.to)
+        .unwrap_or(Identity { channel: Channel::Email, address: message.to });
+    let reason = format!("spam complaint ({} feedback report)", complaint.feedback_type);
+    state.store.set_consent(&account.id, identity, (Consent::OptedOut, false), reason).await?;
+    state.metrics.mailbox(&account.id, "complaint");
     Ok(())
 }

@@ -348,6 +348,47 @@ async fn a_4xx_reply_is_retried_with_backoff_and_keeps_the_smtp_codes() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_spam_complaint_opts_the_person_out_and_a_free_text_bounce_fails_its_message() {
+    let shop = unique("shop", "omnigate.test");
+    let (ann, bob) = (unique("ann", "example.test"), unique("bob", "example.test"));
+    let mut gw = start(&shop).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let to_ann = send_text(&mut gw, &ann, "Your order shipped").await;
+    let to_ann = gw.wait_for(&to_ann.id, pb::MessageStatus::Sent).await;
+    let to_bob = send_text(&mut gw, &bob, "Hi").await;
+    let to_bob = gw.wait_for(&to_bob.id, pb::MessageStatus::Sent).await;
+    // Ann's mailbox provider reports her spam complaint (RFC 5965); Bob's server is one
+    // that writes its bounces in words (qmail), with no RFC 3464 report.
+    let complaint = include_str!("../../adapters/spec/email/arf-complaint.eml")
+        .replace("msg_0195f1c2a3b5@omnigate.test", &to_ann.provider_message_id);
+    append(&shop, "INBOX", complaint.as_bytes()).await;
+    let bounce = include_str!("../../adapters/spec/email/qmail-bounce.eml")
+        .replace("msg_0195f1c2a3b4@omnigate.test", &to_bob.provider_message_id)
+        .replace("nobody@example.test", &bob);
+    append(&shop, "INBOX", bounce.as_bytes()).await;
+    let bounced = gw.wait_for(&to_bob.id, pb::MessageStatus::Failed).await;
+    let error = bounced.error.expect("error");
+    assert_eq!(
+        (error.provider_code.as_str(), error.code),
+        ("5.1.1", pb::ErrorCode::InvalidRecipient as i32)
+    );
+    // The mailbox is read in order: the complaint before it was applied.
+    let refused = send_text(&mut gw, &ann, "More news").await;
+    assert_eq!(refused.status, pb::MessageStatus::Failed as i32);
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::RecipientOptedOut as i32);
+    assert!(error.message.contains("spam complaint (abuse feedback report)"), "{}", error.message);
+    let delivered = gw.get(&to_ann.id).await;
+    assert_eq!(delivered.status, pb::MessageStatus::Sent as i32, "a complaint moves no status");
+    let metrics = reqwest::get(gw.url("/metrics")).await.expect("get").text().await.expect("body");
+    assert!(
+        metrics.contains(r#"omnigate_mailbox_mails_total{account="mail",result="complaint"} 1"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
 /// A mail as a person's client would append it.
 fn mail(from: &str, to: &str, id: &str, body: &str) -> Vec<u8> {
     format!(

@@ -1,7 +1,7 @@
 //! Delivery status notifications (RFC 3464): the `multipart/report` a mail server sends
 //! back when it bounces a message (or, when asked, confirms delivery).
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// What a report says about one recipient of one of our messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,54 +28,41 @@ pub enum Action {
 /// `None` when the message is not a delivery report; `Some(Err)` when it is one we cannot
 /// read.
 pub fn report(message: &Message<'_>) -> Option<Result<Report, String>> {
-    let is_report = message.content_type().is_some_and(|ct| {
+    is_report(message, "delivery-status").then(|| read(message))
+}
+
+/// Whether the mail is a `multipart/report` (RFC 6522) of `report_type`.
+pub(super) fn is_report(message: &Message<'_>, report_type: &str) -> bool {
+    message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
-            && ct
-                .attribute("report-type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
-    });
-    if !is_report {
-        return None;
-    }
-    Some(read(message))
+            && ct.attribute("report-type").is_some_and(|t| t.eq_ignore_ascii_case(report_type))
+    })
 }
 
 fn read(message: &Message<'_>) -> Result<Report, String> {
     let mut status_text = None;
     let mut original = None;
     for part in &message.parts {
-        let Some(ct) = part.content_type() else { continue };
-        let kind = format!(
-            "{}/{}",
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().unwrap_or_default().to_ascii_lowercase()
-        );
+        let Some(kind) = kind_of(part) else { continue };
         match kind.as_str() {
             "message/delivery-status" | "message/global-delivery-status" => {
                 status_text = Some(String::from_utf8_lossy(part.contents()).into_owned());
             }
-            "message/rfc822" | "message/global" | "text/rfc822-headers" => {
-                let id = match &part.body {
-                    PartType::Message(m) => m.message_id().map(str::to_string),
-                    _ => {
-                        // The part may end without the line break that ends its last header.
-                        let mut headers = part.contents().to_vec();
-                        headers.extend_from_slice(b"\r\n\r\n");
-                        MessageParser::default()
-                            .parse_headers(&headers)
-                            .and_then(|m| m.message_id().map(str::to_string))
-                    }
-                };
-                original = original.or(id);
-            }
-            _ => {}
+            _ => original = original.or_else(|| returned_message_id(part, &kind)),
         }
     }
     let status_text = status_text.ok_or("delivery report without a delivery-status part")?;
-    let original_message_id = original.ok_or("delivery report names no original Message-ID")?;
     // The first group is about the message; each later one about a recipient.
     let groups = field_groups(&status_text);
+    // A server that returns no headers still names our ENVID, which is our Message-ID
+    // (RFC 3464 2.2.1; Postfix writes it back as it was given, not as xtext).
+    let original_message_id = original
+        .or_else(|| {
+            let envid = field(groups.first()?, "original-envelope-id")?;
+            Some(envid.trim_matches(['<', '>', ' ']).to_string()).filter(|id| !id.is_empty())
+        })
+        .ok_or("delivery report names no original Message-ID")?;
     let recipient = groups
         .iter()
         .skip(1)
@@ -109,10 +96,39 @@ fn read(message: &Message<'_>) -> Result<Report, String> {
     })
 }
 
-type Fields = Vec<(String, String)>;
+/// The Message-ID of the message a report part returns (`message/rfc822`, or only its
+/// headers as `text/rfc822-headers`), given the part's lower-case `type/subtype`.
+pub(super) fn returned_message_id(part: &MessagePart<'_>, kind: &str) -> Option<String> {
+    match (kind, &part.body) {
+        ("message/rfc822" | "message/global", PartType::Message(m)) => {
+            m.message_id().map(str::to_string)
+        }
+        ("message/rfc822" | "message/global" | "text/rfc822-headers", _) => {
+            // The part may end without the line break that ends its last header.
+            let mut headers = part.contents().to_vec();
+            headers.extend_from_slice(b"\r\n\r\n");
+            MessageParser::default()
+                .parse_headers(&headers)
+                .and_then(|m| m.message_id().map(str::to_string))
+        }
+        _ => None,
+    }
+}
+
+/// A part's lower-case `type/subtype`.
+pub(super) fn kind_of(part: &MessagePart<'_>) -> Option<String> {
+    let ct = part.content_type()?;
+    Some(format!(
+        "{}/{}",
+        ct.ctype().to_ascii_lowercase(),
+        ct.subtype().unwrap_or_default().to_ascii_lowercase()
+    ))
+}
+
+pub(super) type Fields = Vec<(String, String)>;
 
 /// Header-style groups separated by blank lines, with folded lines unfolded.
-fn field_groups(text: &str) -> Vec<Fields> {
+pub(super) fn field_groups(text: &str) -> Vec<Fields> {
     let mut groups = vec![Fields::new()];
     for line in text.lines() {
         if line.trim().is_empty() {
@@ -134,6 +150,6 @@ fn field_groups(text: &str) -> Vec<Fields> {
     groups
 }
 
-fn field<'a>(group: &'a Fields, name: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(group: &'a Fields, name: &str) -> Option<&'a str> {
     group.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }

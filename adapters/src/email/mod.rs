@@ -9,14 +9,17 @@
 //! - `tls`: rustls client settings shared by SMTP and IMAP (system roots plus a CA file).
 //! - [`render`]: canonical content to MIME, with Message-ID and threading headers.
 //! - [`smtp`]: the [`Sender`](crate::Sender): pooled submission and reply-code mapping.
-//! - [`parse`]: MIME to an inbound message or a delivery report; [`dsn`] and [`quote`]
-//!   are its parts for bounces and quoted-reply trimming.
+//! - [`parse`]: MIME to an inbound message, a delivery report or a complaint; its parts
+//!   are [`dsn`] (RFC 3464 reports), [`bounce`] (free-text bounces), [`feedback`] (ARF
+//!   spam complaints) and [`quote`] (quoted-reply trimming).
 //! - [`imap`]: the mailbox client: select, UID fetch, IDLE.
 //! - [`unsubscribe`]: signed one-click unsubscribe links (RFC 8058).
 //! - `sandbox`: an in-process SMTP listener for demos and benchmarks (feature `sandbox`).
 
+pub mod bounce;
 pub mod config;
 pub mod dsn;
+pub mod feedback;
 pub mod imap;
 pub mod parse;
 mod public_only;

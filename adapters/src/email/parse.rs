@@ -12,12 +12,16 @@ use crate::model::{
 };
 
 use super::dsn::{self, Action};
-use super::quote;
+use super::feedback::{self, Complaint};
+use super::{bounce, quote};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Incoming {
     Message(InboundMessage),
     Report(StatusReport),
+    /// A person complained about one of our messages (a spam report from their mailbox
+    /// provider's feedback loop).
+    Complaint(Complaint),
     /// Understood, and nothing to do (a delay notice, a copy of our own mail).
     Ignored(String),
 }
@@ -26,9 +30,11 @@ pub enum Incoming {
 pub enum MailError {
     #[error("not a MIME message")]
     Unparsable,
+    #[error("MIME too malformed to read")]
+    Malformed,
     #[error("no sender address in From")]
     NoSender,
-    #[error("unreadable delivery report: {0}")]
+    #[error("unreadable report: {0}")]
     Report(String),
     #[error("message of {size} bytes is over the {limit} byte limit")]
     TooLarge { size: u64, limit: u64 },
@@ -46,9 +52,20 @@ pub struct Source<'a> {
     pub max_inline_attachment_bytes: u64,
 }
 
+/// Reads one mail. A panic in the MIME parser on hostile input (mail-parser 0.11 asserts
+/// on some broken multipart nesting in debug builds) is this mail's error, not the end of
+/// the mailbox reader that called it.
 pub fn parse(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
+    std::panic::catch_unwind(|| read(raw, source)).unwrap_or(Err(MailError::Malformed))
+}
+
+fn read(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
     let message = MessageParser::default().parse(raw).ok_or(MailError::Unparsable)?;
-    if let Some(report) = dsn::report(&message) {
+    // A feedback loop may write as `postmaster`, whose other mail is read as a bounce.
+    if let Some(complaint) = feedback::complaint(&message) {
+        return complaint.map(Incoming::Complaint).map_err(MailError::Report);
+    }
+    if let Some(report) = dsn::report(&message).or_else(|| bounce::free_text(&message)) {
         return report.map(status_report).map_err(MailError::Report);
     }
     let sender = message
