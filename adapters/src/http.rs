@@ -2,8 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
+/// How long an unused connection stays open for the next request.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
 /// A client on rustls with the ring provider, bounded timeouts and pooled connections, that
-/// does not follow redirects: provider APIs and webhook receivers answer at the URL they are
+/// does not follow redirects. The pool keeps every connection a burst opened until it has
+/// been idle for a while: capping idle connections per host below the sends in flight
+/// (`dispatch.max_in_flight`) closed the surplus after each burst and opened it again for the
+/// next, a connection (and against a real provider a TLS handshake) per few messages.
+/// Redirects are not followed: provider APIs and webhook receivers answer at the URL they are
 /// given, and a 301-303 followed turns a POST into a GET without its body (RFC 9110 15.4)
 /// whose 200 would read as success. A 3xx is an answer to report.
 pub fn client(timeout: Duration) -> reqwest::Client {
@@ -17,7 +24,7 @@ pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(POOL_IDLE)
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
 }
@@ -63,6 +70,55 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    /// Sends beyond what a cap on idle connections would keep: every connection of the
+    /// first burst serves the second, none is opened again.
+    #[tokio::test]
+    async fn a_second_burst_reuses_the_connections_of_the_first() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const BURST: usize = 100;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            seen.clear();
+                            // Slow enough that the whole burst is in flight at once.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if conn.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let http = client(Duration::from_secs(10));
+        for _ in 0..2 {
+            let burst: Vec<_> = (0..BURST)
+                .map(|_| {
+                    let (http, url) = (http.clone(), url.clone());
+                    tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+                })
+                .collect();
+            for answer in burst {
+                assert_eq!(answer.await.expect("task").expect("answered"), 200);
+            }
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), BURST);
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
