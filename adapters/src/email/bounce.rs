@@ -6,6 +6,7 @@
 use mail_parser::Message;
 
 use super::dsn::{Action, Report, kind_of, returned_message_id};
+use super::smtp::{enhanced_status, status_words};
 
 /// The longest diagnostic kept: the line that carries the status, not the whole notice.
 const MAX_DIAGNOSTIC: usize = 300;
@@ -83,40 +84,14 @@ fn quoted_message_id(copy: &str) -> Option<String> {
 /// the class of the first SMTP reply code (`550 ` becomes `5.0.0`), with its line.
 fn status_in(text: &str) -> Option<(String, &str)> {
     let lines = || text.lines();
-    lines().find_map(|line| enhanced_code(line).map(|code| (code.to_string(), line))).or_else(
+    lines().find_map(|line| enhanced_status(line).map(|code| (code.to_string(), line))).or_else(
         || lines().find_map(|line| reply_class(line).map(|class| (format!("{class}.0.0"), line))),
     )
 }
 
-fn enhanced_code(line: &str) -> Option<&str> {
-    let b = line.as_bytes();
-    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
-    (0..b.len()).find_map(|i| {
-        let starts = matches!(b[i], b'2' | b'4' | b'5')
-            && (i == 0 || !(b[i - 1].is_ascii_digit() || b[i - 1] == b'.'));
-        if !starts || b.get(i + 1) != Some(&b'.') {
-            return None;
-        }
-        let subject = digits(i + 2);
-        let dot = i + 2 + subject;
-        if !(1..=3).contains(&subject) || b.get(dot) != Some(&b'.') {
-            return None;
-        }
-        let detail = digits(dot + 1);
-        let end = dot + 1 + detail;
-        // "5.1.1." ends a sentence; "5.1.1.4" is an address or a version, not a status.
-        let after_ok = match b.get(end) {
-            Some(b'.') => !b.get(end + 1).is_some_and(u8::is_ascii_digit),
-            _ => true,
-        };
-        ((1..=3).contains(&detail) && after_ok).then(|| &line[i..end])
-    })
-}
-
 /// The class digit of an SMTP reply code (`4xx` or `5xx`) standing as a word in `line`.
 fn reply_class(line: &str) -> Option<char> {
-    line.split(|c: char| c.is_whitespace() || matches!(c, ':' | '(' | ')'))
-        .map(|word| word.strip_suffix('-').unwrap_or(word))
+    status_words(line)
         .find(|word| {
             let b = word.as_bytes();
             b.len() == 3

@@ -326,9 +326,17 @@ pub fn classify(e: smtp::Error) -> SendFailure {
     SendFailure::permanent(error(code))
 }
 
-/// The first enhanced status code ("5.1.1") in a server's reply text.
+/// The words of a reply or bounce text in which a status code can stand alone.
+pub(super) fn status_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ':' | '(' | ')' | '#' | '-'))
+        .map(|word| word.strip_suffix('.').unwrap_or(word))
+}
+
+/// The first enhanced status code ("5.1.1") in a server's reply or a bounce's text: a
+/// word of its own, as in "550 5.1.1", "550-5.7.1" (a continued reply), "(#5.1.1)" (qmail)
+/// or at the end of a sentence.
 pub fn enhanced_status(text: &str) -> Option<&str> {
-    text.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').find(|word| {
+    status_words(text).find(|word| {
         let parts: Vec<&str> = word.split('.').collect();
         parts.len() == 3
             && matches!(parts[0], "2" | "4" | "5")
@@ -349,6 +357,10 @@ mod tests {
         assert_eq!(enhanced_status(text), Some("5.1.1"));
         assert_eq!(enhanced_status("transient error (450): 4.2.0 <a@b>: busy"), Some("4.2.0"));
         assert_eq!(enhanced_status("version 1.2.3 of 6.1.1"), None);
+        assert_eq!(enhanced_status("host [192.0.2.10]: 550-5.7.1 relay denied"), Some("5.7.1"));
+        assert_eq!(enhanced_status("no mailbox by that name. (#5.1.1)"), Some("5.1.1"));
+        assert_eq!(enhanced_status("it failed with 4.4.7."), Some("4.4.7"));
+        assert_eq!(enhanced_status("from 192.0.2.1 and 5.1.1.4"), None);
         assert_eq!(enhanced_status("no code here"), None);
     }
 }
