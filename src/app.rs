@@ -15,6 +15,7 @@ use omnigate_proto::v1::gateway_server::GatewayServer;
 use sha2::Digest;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -453,5 +454,7 @@ async fn serve_grpc(
             health.set_not_serving::<GatewayServer<GatewayService>>().await;
         }
     };
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping).await
+    // tonic applies its own `tcp_nodelay` only to listeners it binds itself.
+    let incoming = TcpListenerStream::new(listener).map(|c| c.map(crate::api::without_nagle));
+    router.serve_with_incoming_shutdown(incoming, stopping).await
 }

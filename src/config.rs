@@ -532,7 +532,7 @@ pub struct SmtpSection {
     #[serde(default = "thirty_thousand")]
     pub timeout_ms: u64,
     /// Ask the server for delivery status notifications (RFC 3461), so a positive report
-    /// in the mailbox marks the message DELIVERED; each send then uses its own connection.
+    /// in the mailbox marks the message DELIVERED.
     #[serde(default)]
     pub request_delivery_reports: bool,
 }

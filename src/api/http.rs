@@ -43,7 +43,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => super::without_nagle(stream),
             Err(e) => {
                 // Out of file descriptors, most likely: give connections time to close.
                 tracing::warn!(error = %e, "the HTTP ingress cannot accept a connection");

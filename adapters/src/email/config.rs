@@ -28,8 +28,7 @@ pub struct SmtpConfig {
     pub pool_size: u32,
     pub timeout: Duration,
     /// Ask for delivery status notifications (RFC 3461: NOTIFY=SUCCESS,FAILURE,DELAY with
-    /// RET=HDRS), so a positive report can mark the message DELIVERED. Each send then opens
-    /// its own connection: the pooled transport sends no DSN parameters.
+    /// RET=HDRS), so a positive report can mark the message DELIVERED.
     pub request_delivery_reports: bool,
 }
 

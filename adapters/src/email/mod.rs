@@ -18,6 +18,7 @@
 
 pub mod bounce;
 pub mod config;
+mod connections;
 pub mod dsn;
 pub mod feedback;
 pub mod imap;

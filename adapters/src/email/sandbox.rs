@@ -5,6 +5,7 @@
 //! The email tests use real servers instead (scripts/mail-servers.sh).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -57,11 +58,17 @@ pub struct Accepted {
 pub struct SmtpSandbox {
     pub addr: SocketAddr,
     accepted: Arc<Mutex<Vec<Accepted>>>,
+    sessions: Arc<AtomicUsize>,
 }
 
 impl SmtpSandbox {
     pub fn accepted(&self) -> Vec<Accepted> {
         self.accepted.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Connections accepted so far.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
     }
 }
 
@@ -70,12 +77,16 @@ const MAX_DATA: usize = 32 << 20;
 
 pub async fn start(config: SmtpSandboxConfig) -> std::io::Result<SmtpSandbox> {
     let listener = TcpListener::bind(config.addr).await?;
-    let sandbox =
-        SmtpSandbox { addr: listener.local_addr()?, accepted: Arc::new(Mutex::new(Vec::new())) };
+    let sandbox = SmtpSandbox {
+        addr: listener.local_addr()?,
+        accepted: Arc::new(Mutex::new(Vec::new())),
+        sessions: Arc::new(AtomicUsize::new(0)),
+    };
     let rules = Arc::new(RuleSet::new(config.rules));
-    let accepted = sandbox.accepted.clone();
+    let (accepted, sessions) = (sandbox.accepted.clone(), sandbox.sessions.clone());
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
+            sessions.fetch_add(1, Ordering::Relaxed);
             let (rules, accepted) = (rules.clone(), accepted.clone());
             tokio::spawn(async move {
                 if let Err(e) = session(socket, &rules, &accepted).await {

@@ -1,32 +1,28 @@
-//! The email [`Sender`]: renders MIME, submits over a pooled lettre transport, and maps
+//! The email [`Sender`]: renders MIME, submits over kept connections ([`super::connections`]), and maps
 //! SMTP replies to outcomes (4xx transient, 5xx permanent; the basic and enhanced codes are
 //! kept verbatim as the provider code).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::{
-    ClientId, MailBodyParameter, MailParameter, RcptParameter,
-};
+use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter, RcptParameter};
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::{self, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::time::timeout;
 
 use crate::contract::{Accepted, Outbound, SendFailure, Sender, Thread};
 use crate::model::{Attachment, ErrorCode, ProviderError};
 
 use super::config::{EmailAccount, Security};
+use super::connections::Connections;
 use super::public_only::{PublicOnly, check_literal, redirects};
 use super::render::{self, File};
 
 pub struct EmailSender {
     account: EmailAccount,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    /// TLS settings for connections opened outside the pool (delivery reports).
-    tls: Option<TlsParameters>,
+    connections: Connections,
     http: reqwest::Client,
 }
 
@@ -34,34 +30,27 @@ impl EmailSender {
     /// Fails on settings that can never work (an unreadable CA file, TLS without a host).
     pub fn new(account: EmailAccount) -> Result<Self, String> {
         let smtp = &account.smtp;
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-            .port(smtp.port)
-            .timeout(Some(smtp.timeout))
-            .pool_config(PoolConfig::new().max_size(smtp.pool_size.max(1)));
-        let mut tls = None;
-        if smtp.security != Security::None {
-            let mut params = TlsParameters::builder(smtp.host.clone());
-            if let Some(path) = &account.ca_file {
-                for cert in super::tls::read_pem(path)? {
-                    let cert = Certificate::from_der(cert.to_vec()).map_err(|e| e.to_string())?;
-                    params = params.add_root_certificate(cert);
-                }
+        let mut starttls = None;
+        let mut implicit = None;
+        match smtp.security {
+            Security::None => {}
+            Security::Tls => {
+                implicit = Some(super::tls::client_config(account.ca_file.as_deref())?)
             }
-            let params = params.build_rustls().map_err(|e| format!("smtp tls: {e}"))?;
-            tls = Some(params.clone());
-            builder = builder.tls(match smtp.security {
-                Security::Tls => Tls::Wrapper(params),
-                _ => Tls::Required(params),
-            });
-        }
-        if !smtp.username.is_empty() {
-            builder = builder
-                .credentials(Credentials::new(smtp.username.clone(), smtp.password.clone()))
-                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+            Security::StartTls => {
+                let mut params = TlsParameters::builder(smtp.host.clone());
+                if let Some(path) = &account.ca_file {
+                    for cert in super::tls::read_pem(path)? {
+                        let cert =
+                            Certificate::from_der(cert.to_vec()).map_err(|e| e.to_string())?;
+                        params = params.add_root_certificate(cert);
+                    }
+                }
+                starttls = Some(params.build_rustls().map_err(|e| format!("smtp tls: {e}"))?);
+            }
         }
         Ok(EmailSender {
-            tls,
-            transport: builder.build(),
+            connections: Connections::new(smtp.clone(), starttls, implicit),
             http: {
                 let public_only = !account.fetch_private_urls;
                 let builder = crate::http::builder(smtp.timeout).redirect(redirects(public_only));
@@ -75,61 +64,65 @@ impl EmailSender {
         })
     }
 
-    /// One submission on a connection of its own, asking for delivery status notifications
-    /// (RFC 3461) for the recipient, identified by our Message-ID (ENVID).
-    async fn send_with_reports(
+    /// One transaction on a kept connection, each step within the account's timeout. With
+    /// delivery reports asked for, it carries the DSN parameters (RFC 3461): `RET=HDRS` and
+    /// our Message-ID as `ENVID`, `NOTIFY` and `ORCPT` for each recipient.
+    async fn submit(
         &self,
         mime: &lettre::Message,
         message_id: &str,
-    ) -> Result<Response, smtp::Error> {
+    ) -> Result<Response, SendFailure> {
+        let mut lent = self.connections.lend().await?;
+        let outcome = self.transaction(&mut lent.conn, mime, message_id).await;
+        self.connections.give_back(lent, outcome.is_ok()).await;
+        outcome
+    }
+
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        mime: &lettre::Message,
+        message_id: &str,
+    ) -> Result<Response, SendFailure> {
         let smtp = &self.account.smtp;
-        let hello = ClientId::default();
-        let implicit = (smtp.security == Security::Tls).then(|| self.tls.clone()).flatten();
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (smtp.host.as_str(), smtp.port),
-            Some(smtp.timeout),
-            &hello,
-            implicit,
-            None,
-        )
-        .await?;
-        if smtp.security == Security::StartTls
-            && let Some(tls) = self.tls.clone()
-        {
-            conn.starttls(tls, &hello).await?;
-        }
-        if !smtp.username.is_empty() {
-            let credentials = Credentials::new(smtp.username.clone(), smtp.password.clone());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
-        }
-        let param = |keyword: &str, value: String| MailParameter::Other {
-            keyword: keyword.into(),
-            value: Some(value),
-        };
+        let step =
+            |name: &'static str| move |_| unreachable(&format!("SMTP {name} timed out"), true);
         let raw = mime.formatted();
-        let mut mail = vec![param("RET", "HDRS".into()), param("ENVID", message_id.into())];
+        let envelope = mime.envelope();
+        let mut mail = Vec::new();
+        if smtp.request_delivery_reports {
+            for (keyword, value) in [("RET", "HDRS"), ("ENVID", message_id)] {
+                mail.push(MailParameter::Other {
+                    keyword: keyword.into(),
+                    value: Some(value.into()),
+                });
+            }
+        }
+        let mut addresses = envelope.from().into_iter().chain(envelope.to());
+        if addresses.any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
+            mail.push(MailParameter::SmtpUtfEight);
+        }
         if !raw.is_ascii() {
             mail.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let envelope = mime.envelope();
-        conn.command(Mail::new(envelope.from().cloned(), mail)).await?;
+        let command = conn.command(Mail::new(envelope.from().cloned(), mail));
+        timeout(smtp.timeout, command).await.map_err(step("MAIL"))?.map_err(classify)?;
         for to in envelope.to() {
-            let notify = vec![
-                RcptParameter::Other {
-                    keyword: "NOTIFY".into(),
-                    value: Some("SUCCESS,FAILURE,DELAY".into()),
-                },
-                RcptParameter::Other {
-                    keyword: "ORCPT".into(),
-                    value: Some(format!("rfc822;{to}")),
-                },
-            ];
-            conn.command(Rcpt::new(to.clone(), notify)).await?;
+            let mut notify = Vec::new();
+            if smtp.request_delivery_reports {
+                let params =
+                    [("NOTIFY", "SUCCESS,FAILURE,DELAY".into()), ("ORCPT", format!("rfc822;{to}"))];
+                for (keyword, value) in params {
+                    notify
+                        .push(RcptParameter::Other { keyword: keyword.into(), value: Some(value) });
+                }
+            }
+            let command = conn.command(Rcpt::new(to.clone(), notify));
+            timeout(smtp.timeout, command).await.map_err(step("RCPT"))?.map_err(classify)?;
         }
-        conn.command(Data).await?;
-        let response = conn.message(&raw).await?;
-        let _ = conn.quit().await;
-        Ok(response)
+        timeout(smtp.timeout, conn.command(Data)).await.map_err(step("DATA"))?.map_err(classify)?;
+        let sent = conn.message(&raw);
+        timeout(smtp.timeout, sent).await.map_err(step("message"))?.map_err(classify)
     }
 
     /// Fetches URL attachments and checks the total against the account's limit.
@@ -250,12 +243,7 @@ impl Sender for EmailSender {
         let mime =
             render::compose(&self.account, &message.to, &message_id, &message.thread, &body, files)
                 .map_err(SendFailure::permanent)?;
-        let response = if self.account.smtp.request_delivery_reports {
-            self.send_with_reports(&mime, &message_id).await
-        } else {
-            self.transport.send(mime).await
-        }
-        .map_err(classify)?;
+        let response = self.submit(&mime, &message_id).await?;
         let reply = response.first_line().unwrap_or_default();
         Ok(Accepted {
             provider_message_id: message_id,
@@ -286,15 +274,7 @@ pub fn classify(e: smtp::Error) -> SendFailure {
     let text = e.to_string();
     let enhanced = enhanced_status(&text);
     let Some(code) = e.status() else {
-        // No reply code: the connection, TLS or the server's framing failed; all retryable.
-        let error = ProviderError {
-            code: ErrorCode::ProviderUnavailable,
-            message: text,
-            provider: "smtp".into(),
-            provider_code: String::new(),
-            retryable: true,
-        };
-        return SendFailure::retryable(error, e.is_timeout().then_some(Duration::from_secs(5)));
+        return unreachable(&text, e.is_timeout());
     };
     let basic = code.to_string();
     let provider_code = match enhanced {
@@ -324,6 +304,18 @@ pub fn classify(e: smtp::Error) -> SendFailure {
         _ => ErrorCode::Undeliverable,
     };
     SendFailure::permanent(error(code))
+}
+
+/// No reply code: the connection, TLS or the server's framing failed; all retryable.
+pub(super) fn unreachable(text: &str, timed_out: bool) -> SendFailure {
+    let error = ProviderError {
+        code: ErrorCode::ProviderUnavailable,
+        message: text.to_string(),
+        provider: "smtp".into(),
+        provider_code: String::new(),
+        retryable: true,
+    };
+    SendFailure::retryable(error, timed_out.then_some(Duration::from_secs(5)))
 }
 
 /// The words of a reply or bounce text in which a status code can stand alone.

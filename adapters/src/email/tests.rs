@@ -340,6 +340,35 @@ fn mail_the_mime_parser_chokes_on_is_an_error_not_a_panic() {
     assert!(matches!(parsed, Err(MailError::Malformed) | Err(MailError::Report(_))), "{parsed:?}");
 }
 
+/// Messages one after another travel down one kept connection, not one each.
+#[cfg(feature = "sandbox")]
+#[tokio::test]
+async fn sends_reuse_a_kept_connection() {
+    use crate::contract::{Outbound, Sender};
+    let sandbox = super::sandbox::start(Default::default()).await.expect("sandbox");
+    let mut account = account();
+    account.smtp.host = "127.0.0.1".into();
+    account.smtp.port = sandbox.addr.port();
+    account.smtp.security = Security::None;
+    let sender = super::EmailSender::new(account).expect("sender");
+    for i in 0..3 {
+        let message = Outbound {
+            message_id: format!("msg_{i}"),
+            to: "ann@example.test".into(),
+            content: Content::text("hello"),
+            status_callback: None,
+            remaining_ttl: None,
+            reply_to: None,
+            tag: None,
+            thread: Thread::default(),
+        };
+        let accepted = sender.send(&message).await.expect("sent");
+        assert_eq!(accepted.provider_message_id, format!("msg_{i}@omnigate.test"));
+    }
+    assert_eq!(sandbox.accepted().len(), 3);
+    assert_eq!(sandbox.sessions(), 1);
+}
+
 #[test]
 fn our_own_copies_are_ignored() {
     let raw = b"From: Ann <ANN@example.test>\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n";
