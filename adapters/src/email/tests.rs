@@ -39,6 +39,13 @@ fn source() -> Source<'static> {
     }
 }
 
+fn report_of(raw: &[u8], source: &Source<'_>) -> crate::contract::StatusReport {
+    match parse(raw, source) {
+        Ok(Incoming::Report(r)) => r,
+        other => panic!("not a report: {other:?}"),
+    }
+}
+
 fn parsed_email(raw: &[u8]) -> (crate::contract::InboundMessage, Email) {
     match parse(raw, &source()) {
         Ok(Incoming::Message(m)) => {
@@ -199,31 +206,23 @@ fn a_postfix_bounce_fails_the_original_message_with_its_status() {
     let raw = include_bytes!("../../spec/email/postfix-bounce.eml");
     let mut src = source();
     src.account_address = "gw1@omnigate.test";
-    match parse(raw, &src) {
-        Ok(Incoming::Report(r)) => {
-            assert_eq!(r.provider_message_id, "t2@omnigate.test");
-            assert_eq!(r.status, MessageStatus::Failed);
-            assert_eq!(r.provider_status, "failed 5.3.0");
-            let error = r.error.expect("error");
-            assert_eq!((error.provider.as_str(), error.provider_code.as_str()), ("smtp", "5.3.0"));
-            assert_eq!(error.code, ErrorCode::Undeliverable);
-            assert!(error.message.contains("exit"), "{}", error.message);
-        }
-        other => panic!("not a report: {other:?}"),
-    }
+    let r = report_of(raw, &src);
+    assert_eq!(r.provider_message_id, "t2@omnigate.test");
+    assert_eq!(r.status, MessageStatus::Failed);
+    assert_eq!(r.provider_status, "failed 5.3.0");
+    let error = r.error.expect("error");
+    assert_eq!((error.provider.as_str(), error.provider_code.as_str()), ("smtp", "5.3.0"));
+    assert_eq!(error.code, ErrorCode::Undeliverable);
+    assert!(error.message.contains("exit"), "{}", error.message);
 }
 
 #[test]
 fn a_positive_dsn_marks_the_message_delivered() {
     let raw = include_bytes!("../../spec/email/positive-dsn.eml");
-    match parse(raw, &source()) {
-        Ok(Incoming::Report(r)) => {
-            assert_eq!(r.provider_message_id, "msg_0001@omnigate.test");
-            assert_eq!(r.status, MessageStatus::Delivered);
-            assert!(r.error.is_none());
-        }
-        other => panic!("not a report: {other:?}"),
-    }
+    let r = report_of(raw, &source());
+    assert_eq!(r.provider_message_id, "msg_0001@omnigate.test");
+    assert_eq!(r.status, MessageStatus::Delivered);
+    assert!(r.error.is_none());
 }
 
 #[test]
@@ -231,31 +230,23 @@ fn a_dsn_without_the_returned_headers_is_matched_by_its_envelope_id() {
     // RFC 3464 2.2.1: Original-Envelope-Id carries the ENVID we submitted, which is our
     // Message-ID; Postfix writes it back as given ("+" and "=" literal, not xtext).
     let raw = include_bytes!("../../spec/email/postfix-dsn-without-headers.eml");
-    match parse(raw, &source()) {
-        Ok(Incoming::Report(r)) => {
-            assert_eq!(r.provider_message_id, "msg_abc+x=y@omnigate.test");
-            assert_eq!(r.status, MessageStatus::Failed);
-            assert_eq!(r.error.expect("error").code, ErrorCode::InvalidRecipient);
-        }
-        other => panic!("not a report: {other:?}"),
-    }
+    let r = report_of(raw, &source());
+    assert_eq!(r.provider_message_id, "msg_abc+x=y@omnigate.test");
+    assert_eq!(r.status, MessageStatus::Failed);
+    assert_eq!(r.error.expect("error").code, ErrorCode::InvalidRecipient);
 }
 
 #[test]
 fn a_free_text_bounce_fails_the_message_it_quotes() {
     let raw = include_bytes!("../../spec/email/qmail-bounce.eml");
-    match parse(raw, &source()) {
-        Ok(Incoming::Report(r)) => {
-            // The id of the returned copy, not the reference number in its text.
-            assert_eq!(r.provider_message_id, "msg_0195f1c2a3b4@omnigate.test");
-            assert_eq!(r.status, MessageStatus::Failed);
-            assert_eq!(r.provider_status, "failed 5.1.1");
-            let error = r.error.expect("error");
-            assert_eq!(error.code, ErrorCode::InvalidRecipient);
-            assert_eq!(error.message, "Sorry, no mailbox here by that name. (#5.1.1)");
-        }
-        other => panic!("not a report: {other:?}"),
-    }
+    let r = report_of(raw, &source());
+    // The id of the returned copy, not the reference number in its text.
+    assert_eq!(r.provider_message_id, "msg_0195f1c2a3b4@omnigate.test");
+    assert_eq!(r.status, MessageStatus::Failed);
+    assert_eq!(r.provider_status, "failed 5.1.1");
+    let error = r.error.expect("error");
+    assert_eq!(error.code, ErrorCode::InvalidRecipient);
+    assert_eq!(error.message, "Sorry, no mailbox here by that name. (#5.1.1)");
 }
 
 #[test]
