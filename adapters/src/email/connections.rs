@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::config::{Security, SmtpConfig};
-use super::smtp::{classify, unreachable};
+use super::smtp::{step, unreachable};
 use crate::contract::SendFailure;
 
 /// A kept connection unused for longer is checked with NOOP before it carries a message:
@@ -107,18 +107,18 @@ impl Connections {
             }
             None => Box::new(tcp),
         };
-        let mut conn =
-            AsyncSmtpConnection::connect_with_transport(stream, &hello).await.map_err(classify)?;
+        let within = smtp.timeout;
+        let greeted = AsyncSmtpConnection::connect_with_transport(stream, &hello);
+        let mut conn = step(within, "greeting and EHLO", greeted).await?;
         if smtp.security == Security::StartTls
             && let Some(tls) = self.starttls.clone()
         {
-            conn.starttls(tls, &hello).await.map_err(classify)?;
+            step(within, "STARTTLS", conn.starttls(tls, &hello)).await?;
         }
         if !smtp.username.is_empty() {
             let credentials = Credentials::new(smtp.username.clone(), smtp.password.clone());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                .await
-                .map_err(classify)?;
+            let mechanisms = [Mechanism::Plain, Mechanism::Login];
+            step(within, "AUTH", conn.auth(&mechanisms, &credentials)).await?;
         }
         Ok(conn)
     }

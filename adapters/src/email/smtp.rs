@@ -1,5 +1,5 @@
-//! The email [`Sender`]: renders MIME, submits over kept connections ([`super::connections`]), and maps
-//! SMTP replies to outcomes (4xx transient, 5xx permanent; the basic and enhanced codes are
+//! The email [`Sender`]: renders MIME, submits over kept connections
+//! ([`super::connections`]), and maps SMTP replies to outcomes (4xx transient, 5xx permanent; the basic and enhanced codes are
 //! kept verbatim as the provider code).
 
 use std::time::Duration;
@@ -64,9 +64,7 @@ impl EmailSender {
         })
     }
 
-    /// One transaction on a kept connection, each step within the account's timeout. With
-    /// delivery reports asked for, it carries the DSN parameters (RFC 3461): `RET=HDRS` and
-    /// our Message-ID as `ENVID`, `NOTIFY` and `ORCPT` for each recipient.
+    /// One transaction on a kept connection, which is kept again only if it ended cleanly.
     async fn submit(
         &self,
         mime: &lettre::Message,
@@ -78,6 +76,9 @@ impl EmailSender {
         outcome
     }
 
+    /// MAIL, RCPT, DATA and the message, each step within the account's timeout. With
+    /// delivery reports asked for, it carries the DSN parameters (RFC 3461): `RET=HDRS` and
+    /// our Message-ID as `ENVID`, `NOTIFY` and `ORCPT` for each recipient.
     async fn transaction(
         &self,
         conn: &mut AsyncSmtpConnection,
@@ -85,8 +86,6 @@ impl EmailSender {
         message_id: &str,
     ) -> Result<Response, SendFailure> {
         let smtp = &self.account.smtp;
-        let step =
-            |name: &'static str| move |_| unreachable(&format!("SMTP {name} timed out"), true);
         let raw = mime.formatted();
         let envelope = mime.envelope();
         let mut mail = Vec::new();
@@ -105,8 +104,8 @@ impl EmailSender {
         if !raw.is_ascii() {
             mail.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let command = conn.command(Mail::new(envelope.from().cloned(), mail));
-        timeout(smtp.timeout, command).await.map_err(step("MAIL"))?.map_err(classify)?;
+        let within = smtp.timeout;
+        step(within, "MAIL", conn.command(Mail::new(envelope.from().cloned(), mail))).await?;
         for to in envelope.to() {
             let mut notify = Vec::new();
             if smtp.request_delivery_reports {
@@ -117,12 +116,10 @@ impl EmailSender {
                         .push(RcptParameter::Other { keyword: keyword.into(), value: Some(value) });
                 }
             }
-            let command = conn.command(Rcpt::new(to.clone(), notify));
-            timeout(smtp.timeout, command).await.map_err(step("RCPT"))?.map_err(classify)?;
+            step(within, "RCPT", conn.command(Rcpt::new(to.clone(), notify))).await?;
         }
-        timeout(smtp.timeout, conn.command(Data)).await.map_err(step("DATA"))?.map_err(classify)?;
-        let sent = conn.message(&raw);
-        timeout(smtp.timeout, sent).await.map_err(step("message"))?.map_err(classify)
+        step(within, "DATA", conn.command(Data)).await?;
+        step(within, "message", conn.message(&raw)).await
     }
 
     /// Fetches URL attachments and checks the total against the account's limit.
@@ -304,6 +301,19 @@ pub fn classify(e: smtp::Error) -> SendFailure {
         _ => ErrorCode::Undeliverable,
     };
     SendFailure::permanent(error(code))
+}
+
+/// One SMTP step, bounded by `within`: a server that stops answering is as unreachable
+/// as one that never answered.
+pub(super) async fn step<T>(
+    within: Duration,
+    name: &str,
+    step: impl std::future::Future<Output = Result<T, smtp::Error>>,
+) -> Result<T, SendFailure> {
+    match timeout(within, step).await {
+        Ok(answer) => answer.map_err(classify),
+        Err(_) => Err(unreachable(&format!("SMTP {name} timed out"), true)),
+    }
 }
 
 /// No reply code: the connection, TLS or the server's framing failed; all retryable.

@@ -39,6 +39,28 @@ fn source() -> Source<'static> {
     }
 }
 
+/// The account on a server at `port` of this host, without TLS.
+fn plain_account(port: u16) -> EmailAccount {
+    let mut account = account();
+    account.smtp.host = "127.0.0.1".into();
+    account.smtp.port = port;
+    account.smtp.security = Security::None;
+    account
+}
+
+fn text_to_ann(message_id: &str) -> crate::contract::Outbound {
+    crate::contract::Outbound {
+        message_id: message_id.into(),
+        to: "ann@example.test".into(),
+        content: Content::text("hello"),
+        status_callback: None,
+        remaining_ttl: None,
+        reply_to: None,
+        tag: None,
+        thread: Thread::default(),
+    }
+}
+
 fn report_of(raw: &[u8], source: &Source<'_>) -> crate::contract::StatusReport {
     match parse(raw, source) {
         Ok(Incoming::Report(r)) => r,
@@ -335,29 +357,34 @@ fn mail_the_mime_parser_chokes_on_is_an_error_not_a_panic() {
 #[cfg(feature = "sandbox")]
 #[tokio::test]
 async fn sends_reuse_a_kept_connection() {
-    use crate::contract::{Outbound, Sender};
+    use crate::contract::Sender;
     let sandbox = super::sandbox::start(Default::default()).await.expect("sandbox");
-    let mut account = account();
-    account.smtp.host = "127.0.0.1".into();
-    account.smtp.port = sandbox.addr.port();
-    account.smtp.security = Security::None;
-    let sender = super::EmailSender::new(account).expect("sender");
+    let sender = super::EmailSender::new(plain_account(sandbox.addr.port())).expect("sender");
     for i in 0..3 {
-        let message = Outbound {
-            message_id: format!("msg_{i}"),
-            to: "ann@example.test".into(),
-            content: Content::text("hello"),
-            status_callback: None,
-            remaining_ttl: None,
-            reply_to: None,
-            tag: None,
-            thread: Thread::default(),
-        };
-        let accepted = sender.send(&message).await.expect("sent");
+        let accepted = sender.send(&text_to_ann(&format!("msg_{i}"))).await.expect("sent");
         assert_eq!(accepted.provider_message_id, format!("msg_{i}@omnigate.test"));
     }
     assert_eq!(sandbox.accepted().len(), 3);
     assert_eq!(sandbox.sessions(), 1);
+}
+
+/// A server that accepts the connection and then says nothing holds no send forever.
+#[tokio::test]
+async fn a_silent_server_times_out_as_unreachable() {
+    use crate::contract::Sender;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut account = plain_account(listener.local_addr().expect("addr").port());
+    account.smtp.timeout = Duration::from_millis(200);
+    let sender = super::EmailSender::new(account).expect("sender");
+    let failure = sender.send(&text_to_ann("msg_silent")).await.expect_err("no greeting");
+    assert!(failure.error.retryable, "{failure:?}");
+    assert_eq!(failure.error.code, ErrorCode::ProviderUnavailable);
+    assert!(
+        failure.error.message.contains("greeting and EHLO timed out"),
+        "{}",
+        failure.error.message
+    );
+    drop(listener);
 }
 
 #[test]
