@@ -455,6 +455,11 @@ async fn serve_grpc(
         }
     };
     // tonic applies its own `tcp_nodelay` only to listeners it binds itself.
-    let incoming = TcpListenerStream::new(listener).map(|c| c.map(crate::api::without_nagle));
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.map(|mut stream| {
+            omnigate_adapters::http::no_nagle(&mut stream);
+            stream
+        })
+    });
     router.serve_with_incoming_shutdown(incoming, stopping).await
 }

@@ -17,6 +17,14 @@ pub fn client(timeout: Duration) -> reqwest::Client {
     build(builder(timeout))
 }
 
+/// Turns Nagle's algorithm off on an accepted connection. Answers go out in several writes
+/// (HTTP/2 headers, data and trailers; a streamed event after the last): with Nagle on, a
+/// write waits for the client's delayed acknowledgement of the one before, up to 40 ms on
+/// Linux. Failing to set it costs only that latency, so the connection is served anyway.
+pub fn no_nagle(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
 /// The settings of [`client`], for callers that add their own (a DNS resolver).
 pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     // Several crates may race to install the process-wide provider; any winner is ring.
@@ -118,6 +126,17 @@ mod tests {
             }
         }
         assert_eq!(opened.load(Ordering::SeqCst), BURST);
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_lose_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut accepted, _) = listener.accept().await.expect("accept");
+        assert!(!accepted.nodelay().expect("option"), "Nagle is on by default");
+        no_nagle(&mut accepted);
+        assert!(accepted.nodelay().expect("option"));
     }
 
     #[test]

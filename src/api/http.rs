@@ -43,7 +43,10 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => super::without_nagle(stream),
+            Ok((mut stream, _)) => {
+                omnigate_adapters::http::no_nagle(&mut stream);
+                stream
+            }
             Err(e) => {
                 // Out of file descriptors, most likely: give connections time to close.
                 tracing::warn!(error = %e, "the HTTP ingress cannot accept a connection");

@@ -18,27 +18,3 @@ pub mod people;
 pub mod routing;
 pub mod validate;
 pub mod webhooks;
-
-/// An accepted connection with Nagle's algorithm off. Answers go out in several writes
-/// (HTTP/2 headers, data and trailers; a streamed event after the last): with Nagle on, a
-/// write waits for the client's delayed acknowledgement of the one before, up to 40 ms.
-/// Failing to set it only costs that latency, so the connection is served regardless.
-pub fn without_nagle(stream: tokio::net::TcpStream) -> tokio::net::TcpStream {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
-    }
-    stream
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn accepted_connections_lose_nagle() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (accepted, _) = listener.accept().await.expect("accept");
-        assert!(!accepted.nodelay().expect("option"), "Nagle is on by default");
-        assert!(super::without_nagle(accepted).nodelay().expect("option"));
-    }
-}

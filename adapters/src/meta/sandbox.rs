@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -127,7 +128,8 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let listener = tokio::net::TcpListener::bind(inner.config.addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        // As a provider's servers answer: without Nagle's algorithm.
+        if let Err(e) = axum::serve(listener.tap_io(crate::http::no_nagle), app).await {
             tracing::error!(error = %e, "Meta sandbox stopped");
         }
     });

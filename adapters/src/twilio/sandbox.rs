@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -184,7 +185,8 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        // As a provider's servers answer: without Nagle's algorithm.
+        if let Err(e) = axum::serve(listener.tap_io(crate::http::no_nagle), app).await {
             tracing::error!(error = %e, "Twilio sandbox stopped");
         }
     });
