@@ -39,12 +39,8 @@ fn read(message: &Message<'_>) -> Result<Report, String> {
     let original_message_id = attached
         .or_else(|| quoted_message_id(&text[notice.len()..]))
         .ok_or("a bounce that names no Message-ID of the message it returns")?;
-    let (status, line) = status_in(notice).ok_or("a bounce without a status code")?;
-    let action = match status.as_bytes().first() {
-        Some(b'5') => Action::Failed,
-        Some(b'4') => Action::Delayed,
-        _ => Action::Delivered,
-    };
+    let (status, line) = status_in(notice).ok_or("a bounce without a failure's status code")?;
+    let action = if status.starts_with('5') { Action::Failed } else { Action::Delayed };
     let diagnostic: String = line.trim().chars().take(MAX_DIAGNOSTIC).collect();
     Ok(Report {
         original_message_id,
@@ -80,26 +76,24 @@ fn quoted_message_id(copy: &str) -> Option<String> {
     })
 }
 
-/// The first enhanced status code (RFC 3463, `2.x.x`, `4.x.x` or `5.x.x`) in `text`, else
-/// the class of the first SMTP reply code (`550 ` becomes `5.0.0`), with its line.
+/// The failure the notice reports, with its line: the first enhanced status code (RFC
+/// 3463) of class 5, else of class 4, else the class of the first 5xx or 4xx reply code
+/// (`550` stands for `5.0.0`). Classes are tried worst first because a notice may quote the
+/// server's earlier replies (`250 2.1.0 Ok`) before the one that failed.
 fn status_in(text: &str) -> Option<(String, &str)> {
-    let lines = || text.lines();
-    lines().find_map(|line| enhanced_status(line).map(|code| (code.to_string(), line))).or_else(
-        || lines().find_map(|line| reply_class(line).map(|class| (format!("{class}.0.0"), line))),
-    )
-}
-
-/// The class digit of an SMTP reply code (`4xx` or `5xx`) standing as a word in `line`.
-fn reply_class(line: &str) -> Option<char> {
-    status_words(line)
-        .find(|word| {
-            let b = word.as_bytes();
-            b.len() == 3
-                && matches!(b[0], b'4' | b'5')
-                && (b'0'..=b'5').contains(&b[1])
-                && b[2].is_ascii_digit()
+    let found = |class: char, code: &dyn Fn(&str) -> bool| {
+        text.lines().find_map(|line| {
+            let word = status_words(line).find(|w| w.starts_with(class) && code(w))?;
+            Some((word.to_string(), line))
         })
-        .and_then(|word| word.chars().next())
+    };
+    let enhanced = |w: &str| enhanced_status(w) == Some(w);
+    let reply =
+        |w: &str| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()) && w.as_bytes()[1] <= b'5';
+    ['5', '4'].into_iter().find_map(|class| {
+        found(class, &enhanced)
+            .or_else(|| found(class, &reply).map(|(_, line)| (format!("{class}.0.0"), line)))
+    })
 }
 
 /// The first `<address>` the notice names: the recipient it is about.

@@ -292,6 +292,20 @@ fn free_text_bounces_are_read_by_their_codes_not_by_numbers_that_look_alike() {
     };
     assert_eq!(r.provider_status, "failed 5.0.0");
     assert!(matches!(parse(basic("451").as_bytes(), &source()), Ok(Incoming::Ignored(_))));
+    // A transcript quotes the replies before the failure: the failure is what counts, and
+    // a notice with only 2xx replies in it is no failure notice at all.
+    let transcript = |last: &str| {
+        format!(
+            "From: MAILER-DAEMON@mx.example.test\r\n\r\n>>> MAIL FROM:<shop@omnigate.test>\r\n<<< 250 2.1.0 Ok\r\n>>> RCPT TO:<a@example.test>\r\n<<< {last}\r\n\r\nMessage-ID: <msg_4@omnigate.test>\r\n"
+        )
+    };
+    let Ok(Incoming::Report(r)) = parse(transcript("550 5.1.1 unknown").as_bytes(), &source())
+    else {
+        panic!("not a report")
+    };
+    assert_eq!(r.provider_status, "failed 5.1.1");
+    let fine = parse(transcript("250 2.1.5 Ok").as_bytes(), &source());
+    assert!(matches!(fine, Err(MailError::Report(e)) if e.contains("failure")));
     // A notice that says nothing we can match, or no reason, is rejected with why.
     let unmatched = b"From: MAILER-DAEMON@mx.example.test\r\n\r\n550 5.1.1 no such user\r\n";
     assert!(
