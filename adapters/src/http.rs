@@ -17,10 +17,10 @@ pub fn client(timeout: Duration) -> reqwest::Client {
     build(builder(timeout))
 }
 
-/// Turns Nagle's algorithm off on an accepted connection. Answers go out in several writes
-/// (HTTP/2 headers, data and trailers; a streamed event after the last): with Nagle on, a
-/// write waits for the client's delayed acknowledgement of the one before, up to 40 ms on
-/// Linux. Failing to set it costs only that latency, so the connection is served anyway.
+/// Turns Nagle's algorithm off on a connection. Answers and messages go out in several
+/// writes (HTTP/2 headers, data and trailers; an SMTP body and its closing dot): with Nagle
+/// on, a write waits for the peer's delayed acknowledgement of the one before, up to 40 ms
+/// on Linux. Failing to set it costs only that latency, so the connection is used anyway.
 pub fn no_nagle(stream: &mut tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
 }

@@ -126,11 +126,11 @@ impl Connections {
 
 /// A TCP connection to `target` with Nagle's algorithm off.
 async fn dial(target: &str, within: Duration) -> Result<TcpStream, SendFailure> {
-    let tcp = tokio::time::timeout(within, TcpStream::connect(target))
+    let mut tcp = tokio::time::timeout(within, TcpStream::connect(target))
         .await
         .map_err(|_| unreachable(&format!("connecting to {target} timed out"), true))?
         .map_err(|e| unreachable(&format!("connecting to {target}: {e}"), false))?;
-    tcp.set_nodelay(true).map_err(|e| unreachable(&format!("TCP_NODELAY: {e}"), false))?;
+    crate::http::no_nagle(&mut tcp);
     Ok(tcp)
 }
 
