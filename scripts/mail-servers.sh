@@ -93,6 +93,7 @@ bounce.test nouser:
 EOF
 cat >/etc/postfix/recipient_access <<'EOF'
 tempfail.test 450 4.2.0 Mailbox busy, try again later
+unknown.test 550 5.1.1 User unknown in virtual mailbox table
 EOF
 postmap /etc/postfix/transport /etc/postfix/recipient_access
 postconf -e \

@@ -183,6 +183,9 @@ pub enum EventKind {
         /// Events from before marketing-only opt-outs lack it.
         #[serde(default)]
         marketing_only: bool,
+        /// A hard bounce barred the address, or mail from it lifted one.
+        #[serde(default)]
+        bounced: bool,
     },
 }
 
@@ -243,6 +246,9 @@ pub struct OptOut {
     pub at: Millis,
     /// Marketing messages alone: reported, not a bar at acceptance.
     pub marketing_only: bool,
+    /// Not the person's word but their mail server's: the address does not exist.
+    #[serde(default)]
+    pub bounced: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

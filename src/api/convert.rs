@@ -446,6 +446,7 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
             opted_out,
             reason,
             marketing_only,
+            bounced,
         } => pb::event::Kind::ConsentChanged(pb::ConsentChanged {
             contact_id: contact_id.clone(),
             account: account.clone(),
@@ -454,6 +455,7 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
             opted_out: *opted_out,
             reason: reason.clone(),
             marketing_only: *marketing_only,
+            bounced: *bounced,
         }),
     };
     pb::Event { sequence: e.sequence, time: Some(timestamp(e.at)), kind: Some(kind) }
@@ -486,6 +488,7 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
                 reason: o.reason.clone(),
                 at: Some(timestamp(o.at)),
                 marketing_only: o.marketing_only,
+                bounced: o.bounced,
             })
             .collect(),
     }

@@ -11,10 +11,10 @@ use omnigate_proto::v1 as pb;
 use crate::support::{self, FROM, text};
 
 /// The consent changes committed from the moment it is made, one at a time.
-struct Changes(tonic::Streaming<pb::Event>);
+pub struct Changes(tonic::Streaming<pb::Event>);
 
 impl Changes {
-    async fn follow(t: &mut support::TestGateway) -> Self {
+    pub async fn follow(t: &mut support::TestGateway) -> Self {
         let request = pb::StreamEventsRequest {
             kinds: vec!["consent_changed".into()],
             from_now: true,
@@ -23,7 +23,7 @@ impl Changes {
         Changes(t.client.stream_events(request).await.expect("stream").into_inner())
     }
 
-    async fn next(&mut self) -> pb::ConsentChanged {
+    pub async fn next(&mut self) -> pb::ConsentChanged {
         let event = tokio::time::timeout(Duration::from_secs(10), self.0.message())
             .await
             .expect("an event in time")

@@ -389,6 +389,54 @@ async fn a_spam_complaint_opts_the_person_out_and_a_free_text_bounce_fails_its_m
     gw.stop().await;
 }
 
+/// A hard bounce (RFC 3463 x.1.1, "bad destination mailbox address") bars the address as
+/// mail services' suppression lists do, whether the submission server refuses the
+/// recipient or a bounce reports it later; mail from the address lifts the bar.
+#[tokio::test]
+async fn a_hard_bounce_bars_the_address_until_mail_comes_from_it() {
+    let shop = unique("shop", "omnigate.test");
+    let (gone, ghost) = (unique("gone", "bounce.test"), unique("ghost", "unknown.test"));
+    let mut gw = start(&shop).await;
+    let mut changes = crate::consent::Changes::follow(&mut gw).await;
+    // Postfix takes it, the delivery fails with 5.1.1 and its DSN comes back to the mailbox.
+    let sent = send_text(&mut gw, &gone, "Hi").await;
+    gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
+    let barred = changes.next().await;
+    assert!(barred.opted_out && barred.bounced && !barred.marketing_only, "{barred:?}");
+    assert_eq!(
+        (barred.account.as_str(), barred.address.as_str(), barred.reason.as_str()),
+        ("mail", gone.as_str(), "smtp bounced a send with 5.1.1")
+    );
+    let refused = send_text(&mut gw, &gone, "Hello again").await;
+    assert_eq!((refused.status, refused.attempts), (pb::MessageStatus::Failed as i32, 0));
+    let error = refused.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::InvalidRecipient as i32);
+    assert!(error.message.contains("smtp bounced a send with 5.1.1"), "{}", error.message);
+    let request = pb::GetContactRequest { id: refused.contact_id.clone() };
+    let contact = gw.client.get_contact(request).await.expect("contact").into_inner();
+    assert_eq!(contact.opt_outs.len(), 1, "{contact:?}");
+    assert!(contact.opt_outs[0].bounced && !contact.opt_outs[0].marketing_only);
+    // Refused at submission (Postfix's access map answers 550 5.1.1, scripts/mail-servers.sh).
+    let sent = send_text(&mut gw, &ghost, "Hi").await;
+    let failed = gw.wait_for(&sent.id, pb::MessageStatus::Failed).await;
+    assert_eq!(failed.error.expect("error").provider_code, "550 5.1.1");
+    let barred = changes.next().await;
+    assert_eq!((barred.address.as_str(), barred.bounced), (ghost.as_str(), true));
+    let refused = send_text(&mut gw, &ghost, "Hi again").await;
+    assert_eq!((refused.status, refused.attempts), (pb::MessageStatus::Failed as i32, 0));
+    // The person writes from the address: it exists after all.
+    append(&shop, "INBOX", &mail(&gone, &shop, &format!("back.{gone}"), "I'm back")).await;
+    let lifted = changes.next().await;
+    assert!(!lifted.opted_out && lifted.bounced, "{lifted:?}");
+    assert_eq!(
+        (lifted.address.as_str(), lifted.reason.as_str()),
+        (gone.as_str(), "mail came from the address")
+    );
+    let welcomed = send_text(&mut gw, &gone, "Welcome back").await;
+    assert_ne!(welcomed.status, pb::MessageStatus::Failed as i32, "{welcomed:?}");
+    gw.stop().await;
+}
+
 /// A mail as a person's client would append it.
 fn mail(from: &str, to: &str, id: &str, body: &str) -> Vec<u8> {
     format!(

@@ -328,7 +328,68 @@ const CASES: &[(&str, Case)] = &[
     ("cancellation", |s| Box::pin(cancellation(s))),
     ("opt-outs", |s| Box::pin(opt_outs(s))),
     ("unsure retries", |s| Box::pin(unsure_retries(s))),
+    ("hard bounces", |s| Box::pin(hard_bounces(s))),
 ];
+
+/// A mail server's "no such address" bars the address as an opt-out does, with its own
+/// error; the person's own word outranks it, and mail from the address lifts it alone.
+async fn hard_bounces(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let bounce = |provider: &str, code: ErrorCode| Attempt::Failed {
+        status: MessageStatus::Failed,
+        error: ProviderError {
+            code,
+            message: "User unknown".into(),
+            provider: provider.into(),
+            provider_code: "550 5.1.1".into(),
+            retryable: false,
+        },
+    };
+    let to = "gone@example.test";
+    let email = || new_email(to, Content::text("hi"));
+    let identity = || Identity { channel: Channel::Email, address: to.into() };
+    let bars = || async {
+        let contact = store.find_contact(identity()).await.expect("find").expect("a contact");
+        contact.opt_outs.into_iter().map(|o| (o.bounced, o.reason)).collect::<Vec<_>>()
+    };
+    // Neither the gateway's own check nor a refusal that is not about the address bars it.
+    let first = accept(s, email()).await;
+    s.record_attempt(&first.id, bounce("", ErrorCode::InvalidRecipient)).await.expect("failed");
+    let second = accept(s, email()).await;
+    s.record_attempt(&second.id, bounce("smtp", ErrorCode::Rejected)).await.expect("failed");
+    assert_eq!(bars().await, []);
+    let third = accept(s, email()).await;
+    assert_eq!(third.status, MessageStatus::Accepted);
+    s.record_attempt(&third.id, bounce("smtp", ErrorCode::InvalidRecipient)).await.expect("failed");
+    let bounced = (true, "smtp bounced a send with 550 5.1.1".to_string());
+    assert_eq!(bars().await, std::slice::from_ref(&bounced));
+    let refused = accept(s, email()).await;
+    assert_eq!(refused.status, MessageStatus::Failed);
+    assert_eq!(refused.error.as_ref().map(|e| e.code), Some(ErrorCode::InvalidRecipient));
+    assert_eq!(
+        s.opt_out_refusal("mail", to).await.expect("read").map(|e| e.code),
+        Some(ErrorCode::InvalidRecipient),
+        "the dispatcher's check before a send reads the same bar"
+    );
+    // The person's opt-out replaces the bounce; a later bounce does not replace theirs.
+    let said = |consent| (consent, false);
+    let set = |consent| store.set_consent("mail", identity(), said(consent), "form".into());
+    assert!(set(Consent::OptedOut).await.expect("opt out").0);
+    let sent_anyway = accept(s, email()).await;
+    assert_eq!(sent_anyway.error.as_ref().map(|e| e.code), Some(ErrorCode::RecipientOptedOut));
+    assert_eq!(bars().await, [(false, "form".to_string())]);
+    // Mail from the address lifts a bounce only: the opt-out stands.
+    let wrote = |pid: &str| s.receive(email_inbound(to, pid, &[]));
+    wrote("w1@example.test").await.expect("received");
+    assert_eq!(bars().await, [(false, "form".to_string())]);
+    assert!(set(Consent::OptedIn).await.expect("opt in").0, "an opt-in clears every bar");
+    let again = accept(s, email()).await;
+    s.record_attempt(&again.id, bounce("smtp", ErrorCode::InvalidRecipient)).await.expect("failed");
+    assert_eq!(bars().await, [bounced]);
+    wrote("w2@example.test").await.expect("received");
+    assert_eq!(bars().await, []);
+    assert_eq!(accept(s, email()).await.status, MessageStatus::Accepted);
+}
 
 /// A retry after a lost answer keeps its marker in the outbox, for whoever claims it next.
 async fn unsure_retries(store: Arc<dyn Store>) {

@@ -8,12 +8,12 @@ use mail_parser::{Message, MessageParser, MessagePartId, MimeHeaders, PartType};
 
 use crate::contract::{InboundMessage, StatusReport};
 use crate::model::{
-    Attachment, Content, Email, ErrorCode, MessageStatus, ProviderError, RESERVED_EMAIL_HEADERS,
+    Attachment, Content, Email, MessageStatus, ProviderError, RESERVED_EMAIL_HEADERS,
 };
 
 use super::dsn::{self, Action};
 use super::feedback::{self, Complaint};
-use super::{bounce, quote};
+use super::{bounce, quote, smtp};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Incoming {
@@ -247,11 +247,7 @@ fn status_report(report: dsn::Report) -> Incoming {
         }
     };
     let error = (status == MessageStatus::Failed).then(|| ProviderError {
-        code: if report.status.starts_with("5.1.") {
-            ErrorCode::InvalidRecipient
-        } else {
-            ErrorCode::Undeliverable
-        },
+        code: smtp::permanent(&report.status),
         message: if report.diagnostic.is_empty() {
             format!("bounced for {}", report.recipient)
         } else {

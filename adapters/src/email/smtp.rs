@@ -293,14 +293,23 @@ pub fn classify(e: smtp::Error) -> SendFailure {
         }
         return SendFailure::retryable(error(ErrorCode::ProviderUnavailable), None);
     }
-    let code = match (basic.as_str(), class) {
-        ("535", _) | (_, "5.7.8") => ErrorCode::Authentication,
-        (_, c) if c.starts_with("5.1.") => ErrorCode::InvalidRecipient,
-        (_, "5.3.4") | (_, "5.6.0") => ErrorCode::InvalidContent,
-        (_, c) if c.starts_with("5.7.") => ErrorCode::Rejected,
-        _ => ErrorCode::Undeliverable,
-    };
+    let code = if basic == "535" { ErrorCode::Authentication } else { permanent(class) };
     SendFailure::permanent(error(code))
+}
+
+/// What a permanent failure's enhanced status code (RFC 3463) says went wrong, whether a
+/// server replied it or a bounce reported it. Invalid recipients are 5.1.x but for the
+/// sender's own address (5.1.7, 5.1.8), which is ours to fix: the recipient's is barred
+/// as a hard bounce once the gateway reads it.
+pub(super) fn permanent(enhanced: &str) -> ErrorCode {
+    match enhanced {
+        "5.7.8" => ErrorCode::Authentication,
+        "5.1.7" | "5.1.8" => ErrorCode::Rejected,
+        c if c.starts_with("5.1.") => ErrorCode::InvalidRecipient,
+        "5.3.4" | "5.6.0" => ErrorCode::InvalidContent,
+        c if c.starts_with("5.7.") => ErrorCode::Rejected,
+        _ => ErrorCode::Undeliverable,
+    }
 }
 
 /// One SMTP step, bounded by `within`: a server that stops answering is as unreachable
@@ -364,5 +373,21 @@ mod tests {
         assert_eq!(enhanced_status("it failed with 4.4.7."), Some("4.4.7"));
         assert_eq!(enhanced_status("from 192.0.2.1 and 5.1.1.4"), None);
         assert_eq!(enhanced_status("no code here"), None);
+    }
+
+    #[test]
+    fn only_the_recipients_address_problems_are_invalid_recipients() {
+        // RFC 3463 3.2: x.1.1 bad destination mailbox, x.1.2 bad destination system,
+        // x.1.3 bad destination syntax, x.1.10 null MX (RFC 7505); x.1.7 and x.1.8 are the
+        // sender's address.
+        for status in ["5.1.1", "5.1.2", "5.1.3", "5.1.10"] {
+            assert_eq!(permanent(status), ErrorCode::InvalidRecipient, "{status}");
+        }
+        assert_eq!(permanent("5.1.7"), ErrorCode::Rejected);
+        assert_eq!(permanent("5.1.8"), ErrorCode::Rejected);
+        assert_eq!(permanent("5.7.1"), ErrorCode::Rejected);
+        assert_eq!(permanent("5.7.8"), ErrorCode::Authentication);
+        assert_eq!(permanent("5.2.2"), ErrorCode::Undeliverable);
+        assert_eq!(permanent("5.6.0"), ErrorCode::InvalidContent);
     }
 }

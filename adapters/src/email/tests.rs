@@ -280,7 +280,8 @@ fn free_text_bounces_are_read_by_their_codes_not_by_numbers_that_look_alike() {
         (r.provider_message_id.as_str(), r.provider_status.as_str()),
         ("msg_1@omnigate.test", "failed 5.7.1")
     );
-    assert_eq!(r.error.expect("error").code, ErrorCode::Undeliverable);
+    // Read as a submission server's 5.7.1 reply is: refused by policy.
+    assert_eq!(r.error.expect("error").code, ErrorCode::Rejected);
     // Only a basic reply code: its class stands for the status; a 4xx is a delay, not a failure.
     let basic = |code: &str| {
         format!(

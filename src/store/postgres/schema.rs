@@ -162,6 +162,12 @@ ALTER TABLE opt_outs ADD COLUMN marketing_only BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE early_receipts ADD COLUMN message_id TEXT;
 CREATE INDEX early_receipts_message ON early_receipts (message_id) WHERE message_id IS NOT NULL;
 "#,
+    r#"
+-- An email address whose server said it does not exist (a hard bounce, 5.1.x): the same
+-- bar at acceptance as an opt-out, so that mail to dead addresses stops costing the
+-- sender's reputation; mail from the address, or an opt-in, lifts it.
+ALTER TABLE opt_outs ADD COLUMN bounced BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

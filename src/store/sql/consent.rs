@@ -1,6 +1,10 @@
 //! Opt-outs: who told an account's sender to stop. An SMS `STOP`, or the provider refusing a
 //! send because of one, records it; `START` clears it; acceptance reads it, so that a send
 //! the provider must refuse fails at once with the reason instead of costing a call.
+//!
+//! A hard bounce (an email address its server says does not exist) is kept beside them as
+//! the same bar: each send to a dead address costs the sender's reputation with every
+//! mailbox provider, which is what bounce suppression lists of mail services are for.
 
 use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
@@ -10,21 +14,47 @@ use super::people::{self, Party, Resolved};
 use crate::model::{Event, EventKind, Identity, Message, Millis, OptOut};
 use crate::store::StoreError;
 
-/// Why `address` opted out of `account`'s messages, when it did and has not opted back in
-/// (an opt-out of marketing alone does not count: it bars nothing here).
-pub fn opted_out(db: &dyn Db, account: &str, address: &str) -> Result<Option<String>, StoreError> {
+/// Where an address stands with an account, as one change puts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stand {
+    /// The person's word: send again (clears every bar of the account).
+    OptedIn,
+    /// The person's word: send nothing.
+    OptedOut,
+    /// The person's word on marketing alone (WhatsApp's 131050): reported, no bar.
+    MarketingOptedOut,
+    /// Their mail server's word: no such address.
+    Bounced,
+    /// Mail came from the address, so it exists: clears a bounce, and nothing else.
+    Reachable,
+}
+
+impl Stand {
+    /// The stand a consent (and whether it concerns marketing alone) records.
+    pub fn of((consent, marketing_only): (Consent, bool)) -> Stand {
+        match consent {
+            Consent::OptedIn => Stand::OptedIn,
+            Consent::OptedOut if marketing_only => Stand::MarketingOptedOut,
+            Consent::OptedOut => Stand::OptedOut,
+        }
+    }
+}
+
+/// The error a send from `account` to `address` fails with at acceptance, when a bar
+/// stands (an opt-out of marketing alone bars nothing here).
+pub fn bar(db: &dyn Db, account: &str, address: &str) -> Result<Option<ProviderError>, StoreError> {
     db.query_opt(
-        "SELECT reason FROM opt_outs WHERE account = $1 AND address = $2 AND marketing_only = 0",
+        "SELECT reason, bounced FROM opt_outs WHERE account = $1 AND address = $2 AND marketing_only = 0",
         args![account, address],
     )?
-    .map(|row| row.text(0))
+    .map(|row| Ok(refusal(address, account, &row.text(0)?, row.int(1)? != 0)))
     .transpose()
 }
 
 /// The opt-outs of every address of contact `id`, oldest first.
 pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
     db.query(
-        "SELECT account, address, reason, at, marketing_only FROM opt_outs
+        "SELECT account, address, reason, at, marketing_only, bounced FROM opt_outs
          WHERE address IN (SELECT address FROM identities WHERE contact_id = $1)
          ORDER BY at, account, address",
         args![id],
@@ -37,39 +67,51 @@ pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
             reason: row.text(2)?,
             at: row.int(3)?,
             marketing_only: row.int(4)? != 0,
+            bounced: row.int(5)? != 0,
         })
     })
     .collect()
 }
 
-/// Records a person's word on an account's messages (`marketing_only`: an opt-out of
-/// marketing alone), and an event when it changes anything (the answer); `reason` says how
-/// it came. A repeated opt-out keeps the first one's time and reason; a full opt-out
-/// replaces one of marketing alone, never the other way round.
+/// Records where an address stands with an account, and an event when that changes
+/// anything (the answer); `reason` says how it came. A repeated bar keeps the first one's
+/// time and reason. The person's full opt-out replaces a bounce or an opt-out of marketing
+/// alone, and a bounce replaces the latter, never the other way round.
 pub fn record(
     db: &dyn Db,
     events: &mut Vec<Event>,
     party: &Party<'_>,
-    (consent, marketing_only): (Consent, bool),
+    stand: Stand,
     reason: &str,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    let marketing_only = marketing_only && consent == Consent::OptedOut;
-    let changed = match consent {
-        Consent::OptedOut if marketing_only => db.execute(
+    let at = args![party.account, party.address, now, reason];
+    let changed = match stand {
+        Stand::MarketingOptedOut => db.execute(
             "INSERT INTO opt_outs (account, address, at, reason, marketing_only) VALUES ($1, $2, $3, $4, 1)
              ON CONFLICT (account, address) DO NOTHING",
-            args![party.account, party.address, now, reason],
+            at,
         )?,
-        Consent::OptedOut => db.execute(
-            "INSERT INTO opt_outs (account, address, at, reason, marketing_only) VALUES ($1, $2, $3, $4, 0)
+        Stand::OptedOut => db.execute(
+            "INSERT INTO opt_outs (account, address, at, reason, marketing_only, bounced) VALUES ($1, $2, $3, $4, 0, 0)
              ON CONFLICT (account, address) DO UPDATE
-             SET at = excluded.at, reason = excluded.reason, marketing_only = 0
-             WHERE opt_outs.marketing_only <> 0",
-            args![party.account, party.address, now, reason],
+             SET at = excluded.at, reason = excluded.reason, marketing_only = 0, bounced = 0
+             WHERE opt_outs.marketing_only <> 0 OR opt_outs.bounced <> 0",
+            at,
         )?,
-        Consent::OptedIn => db.execute(
+        Stand::Bounced => db.execute(
+            "INSERT INTO opt_outs (account, address, at, reason, marketing_only, bounced) VALUES ($1, $2, $3, $4, 0, 1)
+             ON CONFLICT (account, address) DO UPDATE
+             SET at = excluded.at, reason = excluded.reason, marketing_only = 0, bounced = 1
+             WHERE opt_outs.marketing_only <> 0",
+            at,
+        )?,
+        Stand::OptedIn => db.execute(
             "DELETE FROM opt_outs WHERE account = $1 AND address = $2",
+            args![party.account, party.address],
+        )?,
+        Stand::Reachable => db.execute(
+            "DELETE FROM opt_outs WHERE account = $1 AND address = $2 AND bounced <> 0",
             args![party.account, party.address],
         )?,
     };
@@ -84,9 +126,10 @@ pub fn record(
             account: party.account.to_string(),
             channel: party.channel,
             address: party.address.to_string(),
-            opted_out: consent == Consent::OptedOut,
+            opted_out: matches!(stand, Stand::OptedOut | Stand::MarketingOptedOut | Stand::Bounced),
             reason: reason.to_string(),
-            marketing_only,
+            marketing_only: stand == Stand::MarketingOptedOut,
+            bounced: matches!(stand, Stand::Bounced | Stand::Reachable),
         },
     )?;
     Ok(true)
@@ -99,21 +142,22 @@ pub fn set(
     events: &mut Vec<Event>,
     account: &str,
     identity: &Identity,
-    said: (Consent, bool),
+    stand: Stand,
     reason: &str,
     now: Millis,
 ) -> Result<(bool, String), StoreError> {
     let contact = people::resolve_contact(db, identity, now)?;
     let party =
         Party { contact: &contact, account, channel: identity.channel, address: &identity.address };
-    let changed = record(db, events, &party, said, reason, now)?;
+    let changed = record(db, events, &party, stand, reason, now)?;
     Ok((changed, contact.id))
 }
 
-/// Records an opt-out when the provider refused `message` for one. An SMS refusal (Twilio
+/// Records a bar when the provider refused `message` for one. An SMS refusal (Twilio
 /// 21610) bars every later send from the sender; WhatsApp's 131050 concerns marketing
 /// templates alone, which acceptance cannot tell from others, so it is recorded as an
-/// opt-out of marketing, reported but no bar.
+/// opt-out of marketing, reported but no bar. A mail server's permanent "no such address"
+/// (5.1.x, at submission or in a bounce) bars the address as a hard bounce.
 pub fn note_refusal(
     db: &dyn Db,
     events: &mut Vec<Event>,
@@ -121,14 +165,18 @@ pub fn note_refusal(
     error: &ProviderError,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let marketing_only = match message.channel {
-        Channel::Sms => false,
-        Channel::Whatsapp => true,
+    let (stand, verb) = match (message.channel, error.code) {
+        (Channel::Sms, ErrorCode::RecipientOptedOut) => (Stand::OptedOut, "refused"),
+        (Channel::Whatsapp, ErrorCode::RecipientOptedOut) => (Stand::MarketingOptedOut, "refused"),
+        // The server's word only: the gateway's own check of an address's form has no
+        // provider, and a malformed address never reaches acceptance twice.
+        (Channel::Email, ErrorCode::InvalidRecipient)
+            if !error.provider.is_empty() && !error.retryable =>
+        {
+            (Stand::Bounced, "bounced")
+        }
         _ => return Ok(()),
     };
-    if error.code != ErrorCode::RecipientOptedOut {
-        return Ok(());
-    }
     let contact = Resolved { id: message.contact_id.clone(), created: false };
     let party = Party {
         contact: &contact,
@@ -136,12 +184,20 @@ pub fn note_refusal(
         channel: message.channel,
         address: &message.to,
     };
-    let reason = format!("{} refused a send with {}", error.provider, error.provider_code);
-    record(db, events, &party, (Consent::OptedOut, marketing_only), &reason, now).map(drop)
+    let reason = format!("{} {verb} a send with {}", error.provider, error.provider_code);
+    record(db, events, &party, stand, &reason, now).map(drop)
 }
 
-/// The error a message gets at acceptance when its recipient opted out.
-pub fn refusal(to: &str, account: &str, reason: &str) -> ProviderError {
+/// The error a message gets at acceptance when a bar stands.
+fn refusal(to: &str, account: &str, reason: &str, bounced: bool) -> ProviderError {
+    if bounced {
+        return ProviderError::gateway(
+            ErrorCode::InvalidRecipient,
+            format!(
+                "{to} bounced as an address that does not exist, for account {account} ({reason}); nothing is sent to it until mail comes from it or SetConsent opts it back in"
+            ),
+        );
+    }
     ProviderError::gateway(
         ErrorCode::RecipientOptedOut,
         format!(

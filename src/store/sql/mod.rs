@@ -236,11 +236,7 @@ impl<C: Conn> Store for SqlStore<C> {
         to: &str,
     ) -> Result<Option<omnigate_adapters::ProviderError>, StoreError> {
         let (account, to) = (account.to_string(), to.to_string());
-        self.read(move |db| {
-            let reason = consent::opted_out(db, &account, &to)?;
-            Ok(reason.map(|reason| consent::refusal(&to, &account, &reason)))
-        })
-        .await
+        self.read(move |db| consent::bar(db, &account, &to)).await
     }
 
     async fn mailbox_cursor(&self, account: &str) -> Result<Option<(u32, u32)>, StoreError> {
@@ -475,7 +471,8 @@ impl<C: Conn> Store for SqlStore<C> {
     ) -> Result<(bool, String), StoreError> {
         let account = account.to_string();
         self.write(move |db, events, _| {
-            consent::set(db, events, &account, &identity, said, &reason, now_ms())
+            let stand = consent::Stand::of(said);
+            consent::set(db, events, &account, &identity, stand, &reason, now_ms())
         })
         .await
     }

@@ -2,7 +2,9 @@
 //! (writes) or on a reader connection (reads).
 
 use omnigate_adapters::email::render;
-use omnigate_adapters::{Content, ErrorCode, MessageStatus, ProviderError, StatusReport, Thread};
+use omnigate_adapters::{
+    Channel, Content, ErrorCode, MessageStatus, ProviderError, StatusReport, Thread,
+};
 
 use super::db::{Db, Dialect, args};
 use super::{consent, people};
@@ -156,8 +158,8 @@ pub fn accept(
 /// Why the gateway fails a message at acceptance rather than send it: the person opted out
 /// of the account's messages, or the content needs a service window that is not open.
 fn refusal(db: &dyn Db, new: &NewMessage) -> Result<Option<ProviderError>, StoreError> {
-    if let Some(reason) = consent::opted_out(db, &new.account, &new.to)? {
-        return Ok(Some(consent::refusal(&new.to, &new.account, &reason)));
+    if let Some(error) = consent::bar(db, &new.account, &new.to)? {
+        return Ok(Some(error));
     }
     let Some(window) = new.window_ms else { return Ok(None) };
     if last_inbound(db, &new.account, &new.to)?.is_some_and(|at| new.now - at <= window) {
@@ -287,8 +289,8 @@ fn fall_back(
     // with none other left there is no fallback.
     let mut refused = Vec::new();
     for route in &message.send_options.fallbacks {
-        match consent::opted_out(db, &route.account, &route.to)? {
-            Some(reason) => refused.push(consent::refusal(&route.to, &route.account, &reason)),
+        match consent::bar(db, &route.account, &route.to)? {
+            Some(error) => refused.push(error),
             None => break,
         }
     }
@@ -611,7 +613,25 @@ pub fn receive(
             _ => "",
         };
         let reason = format!("replied {word:?} on {}", inbound.channel);
-        consent::record(db, events, &party, (said, false), &reason, inbound.now)?;
+        consent::record(
+            db,
+            events,
+            &party,
+            consent::Stand::of((said, false)),
+            &reason,
+            inbound.now,
+        )?;
+    }
+    if inbound.channel == Channel::Email {
+        let contact = people::Resolved { id: contact_id.clone(), created: false };
+        let party = people::Party {
+            contact: &contact,
+            account: &inbound.account,
+            channel: inbound.channel,
+            address: &inbound.from.address,
+        };
+        let reason = "mail came from the address";
+        consent::record(db, events, &party, consent::Stand::Reachable, reason, inbound.now)?;
     }
     Ok(Some(message))
 }
