@@ -109,6 +109,7 @@ postconf -e \
   "alias_database = " \
   "relayhost = " \
   "virtual_mailbox_domains = omnigate.test, example.test" \
+  "recipient_delimiter = +" \
   "virtual_transport = dovecot" \
   "dovecot_destination_recipient_limit = 1" \
   "virtual_mailbox_maps = regexp:/etc/postfix/vmailbox.regexp" \

@@ -245,6 +245,7 @@ fn build_email(
             Some(secret) => Some(one_click(e, secret, key, public_url)?),
             None => None,
         },
+        plus_address_replies: e.plus_address_replies,
     };
     let inbox = match imap {
         Some(imap) => Some(Inbox {

@@ -488,6 +488,12 @@ pub struct EmailAccountConfig {
     /// which bars the account's mail to that person when clicked.
     #[serde(default)]
     pub unsubscribe_secret: Option<Secret>,
+    /// Every email gets a `Reply-To` of the address plus its conversation's id
+    /// (`shop+cnv_…@example.com`), so replies thread even from clients that drop
+    /// In-Reply-To and References. Needs a server that delivers plus addresses to the
+    /// mailbox (RFC 5233 subaddressing).
+    #[serde(default)]
+    pub plus_address_replies: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub struct Thread {
     pub subject: String,
     /// Provider ids (Message-IDs) of the conversation's earlier emails, oldest first.
     pub references: Vec<String>,
+    /// The conversation's id, which a plus-addressed `Reply-To` carries.
+    pub conversation_id: String,
 }
 
 impl Outbound {
@@ -229,6 +231,9 @@ pub struct InboundMessage {
     pub references: Vec<String>,
     /// What the message says of the person's consent to get more from this sender.
     pub consent: Option<Consent>,
+    /// The conversation the message names itself, when it names one (the token of a
+    /// plus-addressed email reply): tried after `reply_to` and `references`.
+    pub conversation: Option<String>,
 }
 
 /// A person's word on getting messages from a sender: an SMS `STOP` bars the sender until

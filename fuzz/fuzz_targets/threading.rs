@@ -11,7 +11,7 @@ fuzz_target!(|input: (&str, &str, &str)| {
     let (text, subject, header) = input;
     let reply = quote::reply_part(text);
     assert!(text.contains(reply));
-    let thread = Thread { subject: subject.to_string(), references: Vec::new() };
+    let thread = Thread { subject: subject.to_string(), ..Thread::default() };
     let _ = render::subject_for("", &thread, text);
     let _ = render::strip_reply_prefixes(subject);
     let raw = format!(

@@ -163,6 +163,7 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
         max_attachment_bytes: 1 << 20,
         fetch_private_urls: false,
         one_click_unsubscribe: None,
+        plus_address_replies: false,
     };
     let mut out = Outbound::new(format!("reply{}", fastrand::u64(..)), to, Content::text(text));
     out.thread = thread;
@@ -278,6 +279,7 @@ async fn an_email_goes_out_threaded_and_the_reply_comes_back_into_its_conversati
     let thread = Thread {
         subject: content.subject.clone(),
         references: vec![mail.provider_message_id.clone()],
+        ..Thread::default()
     };
     reply_as(&ann_work, &shop, "Thanks! Can it come on Friday?", thread).await;
     let history = history_of(&mut gw, &first.conversation_id, 2).await;
@@ -386,6 +388,47 @@ async fn a_spam_complaint_opts_the_person_out_and_a_free_text_bounce_fails_its_m
         metrics.contains(r#"omnigate_mailbox_mails_total{account="mail",result="complaint"} 1"#),
         "{metrics}"
     );
+    gw.stop().await;
+}
+
+/// A reply from a client that drops In-Reply-To and References, from another address of
+/// the person, still threads: it goes to the plus-addressed Reply-To, which Postfix
+/// (`recipient_delimiter = +`) delivers to the account's mailbox (DETAILS.md 5.2 step 2).
+#[tokio::test]
+async fn a_reply_to_the_plus_address_threads_without_references() {
+    let shop = unique("shop", "omnigate.test");
+    let (ann, ann_home) = (unique("ann", "example.test"), unique("ann.home", "example.test"));
+    let toml = account_toml(&shop, 587, "starttls", "").replace(
+        "fetch_private_urls = true",
+        "fetch_private_urls = true\nplus_address_replies = true",
+    );
+    let mut gw = support::gateway().extra(&toml).start().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = send_text(&mut gw, &ann, "Your table is booked").await;
+    gw.wait_for(&first.id, pb::MessageStatus::Sent).await;
+    let (_, content) = read(&inbox(&ann, 1).await[0], &ann);
+    let (local, domain) = shop.split_once('@').expect("address");
+    let reply_address = format!("{local}+{}@{domain}", first.conversation_id);
+    let reply_to = content.headers.get("Reply-To").expect("a Reply-To");
+    assert!(reply_to.contains(&format!("<{reply_address}>")), "{reply_to}");
+    reply_as(&ann_home, &reply_address, "Can we make it eight?", Thread::default()).await;
+    let history = history_of(&mut gw, &first.conversation_id, 2).await;
+    assert_eq!(
+        (history[1].from.as_str(), history[1].direction),
+        (ann_home.as_str(), pb::Direction::Inbound as i32)
+    );
+    // A Reply-To the client sets is theirs: the gateway adds none of its own.
+    let menu = pb::content::Kind::Email(pb::Email {
+        subject: "Menu".into(),
+        text: "See the menu".into(),
+        headers: [("Reply-To".to_string(), "chef@omnigate.test".to_string())].into(),
+        ..Default::default()
+    });
+    let own = gw.send_request(support::request(pb::Channel::Email, &ann, menu)).await;
+    let own = own.expect("accepted");
+    gw.wait_for(&own.id, pb::MessageStatus::Sent).await;
+    let (_, content) = read(&inbox(&ann, 2).await[1], &ann);
+    assert_eq!(content.headers.get("Reply-To").map(String::as_str), Some("chef@omnigate.test"));
     gw.stop().await;
 }
 

@@ -442,6 +442,7 @@ fn sms_said(from: &str, pid: &str, body: &str, consent: Consent) -> NewInbound {
             reply_to: None,
             references: Vec::new(),
             consent: Some(consent),
+            conversation: None,
         },
         now: now_ms(),
     }
@@ -838,6 +839,7 @@ async fn conversations(store: Arc<dyn Store>) {
             reply_to: None,
             references: Vec::new(),
             consent: None,
+            conversation: None,
         },
         now: now_ms(),
     };
@@ -887,6 +889,7 @@ fn email_inbound(from: &str, pid: &str, references: &[&str]) -> NewInbound {
             reply_to: references.last().map(|r| r.to_string()),
             references: references.iter().map(|r| r.to_string()).collect(),
             consent: None,
+            conversation: None,
         },
         now: now_ms(),
     }
@@ -914,7 +917,7 @@ async fn email_threads(store: Arc<dyn Store>) {
     .await;
     assert_eq!(
         store.thread_of(&first.id).await.expect("thread"),
-        Thread::default(),
+        Thread { conversation_id: first.conversation_id.clone(), ..Thread::default() },
         "nothing before the first"
     );
     sent(store.as_ref(), &first.id, "m1@omnigate.test").await;
@@ -944,6 +947,22 @@ async fn email_threads(store: Arc<dyn Store>) {
         .expect("stored")
         .expect("new");
     assert_ne!(stranger.conversation_id, first.conversation_id);
+    // A reply without references that names its conversation (a plus-addressed Reply-To)
+    // joins it; one naming no conversation there is threads by sender.
+    let named = |from: &str, pid: &str, conversation: &str| {
+        let mut inbound = email_inbound(from, pid, &[]);
+        inbound.message.conversation = Some(conversation.to_string());
+        store.receive(inbound)
+    };
+    let home = named("ann.home@example.test", "h1@example.test", &first.conversation_id);
+    let home = home.await.expect("stored").expect("new");
+    assert_eq!(
+        (home.conversation_id.as_str(), home.contact_id.as_str()),
+        (first.conversation_id.as_str(), first.contact_id.as_str())
+    );
+    let lost = named("dan@example.test", "d1@example.test", "cnv_0000");
+    let lost = lost.await.expect("stored").expect("new");
+    assert_ne!(lost.conversation_id, first.conversation_id);
     // A thread started from plain text goes by the subject its first email was given.
     let plain = accept(
         store.as_ref(),
@@ -1096,6 +1115,7 @@ async fn cancellation(store: Arc<dyn Store>) {
             reply_to: None,
             references: Vec::new(),
             consent: None,
+            conversation: None,
         },
         now: now_ms(),
     };

@@ -66,6 +66,9 @@ pub struct EmailAccount {
     pub fetch_private_urls: bool,
     /// Give every email a one-click unsubscribe link (RFC 8058).
     pub one_click_unsubscribe: Option<OneClick>,
+    /// Give every email a `Reply-To` of our address plus its conversation's id, so that
+    /// replies thread even when the person's client drops In-Reply-To and References.
+    pub plus_address_replies: bool,
 }
 
 impl EmailAccount {

@@ -8,6 +8,7 @@
 //! - [`config`]: one email account (address, SMTP, IMAP, limits).
 //! - `tls`: rustls client settings shared by SMTP and IMAP (system roots plus a CA file).
 //! - [`render`]: canonical content to MIME, with Message-ID and threading headers.
+//! - [`plus`]: reply addresses that name their conversation (`shop+cnv_…@…`).
 //! - [`smtp`]: the [`Sender`](crate::Sender): pooled submission and reply-code mapping.
 //! - [`parse`]: MIME to an inbound message, a delivery report or a complaint; its parts
 //!   are [`dsn`] (RFC 3464 reports), [`bounce`] (free-text bounces), [`feedback`] (ARF
@@ -23,6 +24,7 @@ pub mod dsn;
 pub mod feedback;
 pub mod imap;
 pub mod parse;
+pub mod plus;
 mod public_only;
 pub mod quote;
 pub mod render;

@@ -13,7 +13,7 @@ use crate::model::{
 
 use super::dsn::{self, Action};
 use super::feedback::{self, Complaint};
-use super::{bounce, quote, smtp};
+use super::{bounce, plus, quote, smtp};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Incoming {
@@ -115,7 +115,26 @@ fn read(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
         reply_to: in_reply_to.last().cloned(),
         references,
         consent: None,
+        conversation: named_conversation(&message, source.account_address),
     }))
+}
+
+/// The conversation a plus-addressed recipient names ([`plus`]): as the person's client
+/// wrote it (To, Cc), or as their server delivered it (Delivered-To, X-Original-To, which
+/// also show a Bcc).
+fn named_conversation(message: &Message<'_>, account: &str) -> Option<String> {
+    let written = [message.to(), message.cc()]
+        .into_iter()
+        .flatten()
+        .flat_map(|list| list.iter())
+        .filter_map(|addr| addr.address());
+    let delivered = message
+        .headers_raw()
+        .filter(|(name, _)| {
+            name.eq_ignore_ascii_case("delivered-to") || name.eq_ignore_ascii_case("x-original-to")
+        })
+        .map(|(_, value)| value);
+    written.chain(delivered).find_map(|recipient| plus::conversation_of(account, recipient))
 }
 
 /// Headers worth keeping that the canonical fields do not carry (`Reply-To`,

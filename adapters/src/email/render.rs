@@ -13,6 +13,7 @@ use crate::model::{
 };
 
 use super::config::EmailAccount;
+use super::plus;
 use super::unsubscribe::ONE_CLICK;
 
 /// What an outbound message becomes before its attachments are fetched.
@@ -150,7 +151,7 @@ pub fn compose(
     let name = (!account.display_name.is_empty()).then(|| account.display_name.clone());
     let mut builder = Message::builder()
         .message_id(Some(format!("<{message_id}>")))
-        .from(Mailbox::new(name, from_address))
+        .from(Mailbox::new(name.clone(), from_address))
         .to(Mailbox::new(None, to_address))
         .subject(body.subject.clone())
         .date_now()
@@ -178,6 +179,15 @@ pub fn compose(
     }
     if let Some(parent) = thread.references.last() {
         builder = builder.in_reply_to(format!("<{parent}>")).references(references(thread));
+    }
+    // A Reply-To of the client's own is theirs to choose.
+    let own_reply_to = body.headers.keys().any(|name| name.eq_ignore_ascii_case("reply-to"));
+    if account.plus_address_replies
+        && !own_reply_to
+        && let Some(address) = plus::reply_address(&account.address, &thread.conversation_id)
+            .and_then(|a| a.parse().ok())
+    {
+        builder = builder.reply_to(Mailbox::new(name, address));
     }
     let text_part = match (body.text.is_empty(), body.html.is_empty()) {
         (_, true) => Part::Single(SinglePart::plain(body.text.clone())),
@@ -233,7 +243,7 @@ mod tests {
     #[test]
     fn subjects_come_from_the_message_the_thread_or_the_text() {
         let none = Thread::default();
-        let thread = Thread { subject: "RE: Re: Your order".into(), references: vec![] };
+        let thread = Thread { subject: "RE: Re: Your order".into(), ..Thread::default() };
         assert_eq!(subject_for(" Hello ", &thread, "x"), "Hello");
         assert_eq!(subject_for("", &thread, "x"), "Re: Your order");
         assert_eq!(
@@ -249,13 +259,13 @@ mod tests {
     #[test]
     fn references_keep_the_root_and_the_recent_ones() {
         let refs: Vec<String> = (0..30).map(|i| format!("m{i}@x")).collect();
-        let r = references(&Thread { subject: String::new(), references: refs });
+        let r = references(&Thread { references: refs, ..Thread::default() });
         assert!(r.starts_with("<m0@x> <m10@x>"), "{r}");
         assert!(r.ends_with("<m29@x>"));
         assert_eq!(r.split(' ').count(), 21);
         let short = references(&Thread {
-            subject: String::new(),
             references: vec!["a@x".into(), "b@x".into()],
+            ..Thread::default()
         });
         assert_eq!(short, "<a@x> <b@x>");
     }

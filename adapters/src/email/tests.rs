@@ -27,6 +27,7 @@ fn account() -> EmailAccount {
         max_attachment_bytes: 1 << 20,
         fetch_private_urls: false,
         one_click_unsubscribe: None,
+        plus_address_replies: false,
     }
 }
 
@@ -83,6 +84,7 @@ fn rendered_mail_reads_back_with_threading_encoded_headers_and_attachments() {
     let thread = Thread {
         subject: "Ihre Bestellung – Nr. 42".into(),
         references: vec!["root@omnigate.test".into(), "reply1@example.test".into()],
+        ..Thread::default()
     };
     let content = Content::Email(Email {
         text: "Hallo Ann,\nwir liefern morgen.".into(),
@@ -525,4 +527,27 @@ async fn attachment_urls_on_internal_hosts_are_refused() {
             failure.error.message
         );
     }
+}
+
+#[test]
+fn a_reply_names_the_conversation_of_the_plus_address_it_was_written_or_delivered_to() {
+    let id = "cnv_0195f1c2a3b47c3d8e9f0a1b2c3d4e5f";
+    let mut shop = source();
+    shop.account_address = "shop@omnigate.test";
+    let conversation = |head: String| match parse(format!("{head}\r\n\r\nhi\r\n").as_bytes(), &shop)
+    {
+        Ok(Incoming::Message(m)) => m.conversation,
+        other => panic!("not a message: {other:?}"),
+    };
+    let from = "From: ann@example.test\r\nMessage-ID: <a@example.test>";
+    let written = format!("{from}\r\nTo: \"Zoë's Shop\" <shop+{id}@omnigate.test>");
+    assert_eq!(conversation(written).as_deref(), Some(id));
+    let copied = format!("{from}\r\nTo: bob@example.test\r\nCc: <shop+{id}@omnigate.test>");
+    assert_eq!(conversation(copied).as_deref(), Some(id));
+    // A blind copy shows only in what the server added.
+    let blind = format!("Delivered-To: shop+{id}@omnigate.test\r\n{from}\r\nTo: bob@example.test");
+    assert_eq!(conversation(blind).as_deref(), Some(id));
+    let elsewhere = format!("{from}\r\nTo: bob+{id}@example.test");
+    assert_eq!(conversation(elsewhere), None);
+    assert_eq!(conversation(format!("{from}\r\nTo: shop@omnigate.test")), None);
 }

@@ -210,6 +210,7 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
             reply_to: None,
             references: Vec::new(),
             consent: None,
+            conversation: None,
         }));
         return 0;
     }
@@ -270,5 +271,6 @@ fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMess
         reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
         references: Vec::new(),
         consent: None,
+        conversation: None,
     })
 }

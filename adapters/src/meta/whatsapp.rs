@@ -317,5 +317,6 @@ fn parse_message(m: &Value, our_number: &str) -> Option<InboundMessage> {
         reply_to: m["context"]["id"].as_str().map(str::to_string),
         references: Vec::new(),
         consent: None,
+        conversation: None,
     })
 }

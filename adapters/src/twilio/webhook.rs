@@ -109,6 +109,7 @@ fn parse_inbound(params: &[(String, String)]) -> Result<InboundMessage, WebhookE
         reply_to: None,
         references: Vec::new(),
         consent: consent(param(params, "OptOutType"), body),
+        conversation: None,
     })
 }
 

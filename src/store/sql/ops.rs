@@ -637,19 +637,23 @@ pub fn receive(
 }
 
 /// The open conversation of a message this one refers to (email's In-Reply-To and
-/// References, newest first), with its contact: a reply threads where it belongs even when
-/// it comes from another address of the person. A closed conversation stays closed; the
-/// reply then threads by its sender as any other message.
+/// References, newest first), or else the one it names (a plus-addressed reply's token),
+/// with its contact: a reply threads where it belongs even when it comes from another
+/// address of the person. A closed conversation stays closed; the reply then threads by
+/// its sender as any other message.
 fn referenced_conversation(
     db: &dyn Db,
     inbound: &NewInbound,
 ) -> Result<Option<(String, String)>, StoreError> {
     let m = &inbound.message;
-    let candidates = m.reply_to.iter().chain(m.references.iter().rev());
-    for provider_id in candidates {
-        let found = provider_message(db, &inbound.account, provider_id)?;
+    let referenced = m.reply_to.iter().chain(m.references.iter().rev()).map(|provider_id| {
+        Ok::<_, StoreError>(provider_message(db, &inbound.account, provider_id)?.map(|(_, c)| c))
+    });
+    let named = m.conversation.iter().map(|id| Ok(Some(id.clone())));
+    for found in referenced.chain(named) {
+        let found = found?;
         let Some(conversation) =
-            found.map(|(_, c)| people::load_conversation(db, &c)).transpose()?.flatten()
+            found.map(|id| people::load_conversation(db, &id)).transpose()?.flatten()
         else {
             continue;
         };
@@ -685,16 +689,18 @@ pub fn last_inbound(db: &dyn Db, account: &str, peer: &str) -> Result<Option<Mil
     .transpose()
 }
 
-/// The email thread a message continues: Message-IDs of the earlier emails of its
-/// conversation, oldest first, and the subject they go by.
+/// The email thread a message continues: its conversation, the Message-IDs of that
+/// conversation's earlier emails, oldest first, and the subject they go by.
 pub fn thread_of(db: &dyn Db, message_id: &str) -> Result<Thread, StoreError> {
+    let own =
+        db.query_opt("SELECT conversation_id, seq FROM messages WHERE id = $1", args![message_id])?;
+    let Some(own) = own else { return Ok(Thread::default()) };
+    let conversation_id = own.text(0)?;
     let rows = db.query(
         "SELECT provider_message_id, doc FROM messages
-         WHERE conversation_id = (SELECT conversation_id FROM messages WHERE id = $1)
-           AND seq < (SELECT seq FROM messages WHERE id = $1)
-           AND provider_message_id IS NOT NULL
+         WHERE conversation_id = $1 AND seq < $2 AND provider_message_id IS NOT NULL
          ORDER BY seq",
-        args![message_id],
+        args![&conversation_id, own.int(1)?],
     )?;
     let mut earlier = Vec::new();
     for row in rows {
@@ -715,7 +721,8 @@ pub fn thread_of(db: &dyn Db, message_id: &str) -> Result<Thread, StoreError> {
         },
         None => String::new(),
     });
-    Ok(Thread { subject, references: earlier.into_iter().map(|(id, _)| id).collect() })
+    let references = earlier.into_iter().map(|(id, _)| id).collect();
+    Ok(Thread { subject, references, conversation_id })
 }
 
 fn first_text(content: &Content) -> Option<&str> {
