@@ -240,8 +240,13 @@ fn imap_sections(message: &Message<'_>) -> HashMap<MessagePartId, String> {
     };
     let mut stack: Vec<(MessagePartId, String)> =
         children.iter().enumerate().map(|(i, &c)| (c, (i + 1).to_string())).collect();
-    // Bounded by the number of parts: each part is visited once.
+    // Each part is visited once, also when a broken nesting lists a part under several
+    // parents or under itself (mail-parser can build such a graph from malformed
+    // boundaries: fuzzing found a cycle whose paths grew until memory ran out).
     while let Some((id, path)) = stack.pop() {
+        if out.contains_key(&id) {
+            continue;
+        }
         if let Some(PartType::Multipart(children)) = message.parts.get(id as usize).map(|p| &p.body)
         {
             stack.extend(

@@ -370,6 +370,20 @@ fn mail_the_mime_parser_chokes_on_is_an_error_not_a_panic() {
     assert!(matches!(parsed, Err(MailError::Malformed) | Err(MailError::Report(_))), "{parsed:?}");
 }
 
+#[test]
+fn parts_nested_in_a_cycle_are_read_once() {
+    // Found by `cargo fuzz run -O mime`: broken boundaries from which mail-parser builds
+    // parts that list each other as children; following them ran out of memory.
+    let raw = include_bytes!("../../spec/email/cyclic-multipart.eml");
+    match parse(raw, &source()) {
+        Ok(Incoming::Message(m)) => {
+            let Content::Email(e) = m.content else { panic!("not email") };
+            assert!(e.attachments.len() <= raw.len(), "{} attachments", e.attachments.len());
+        }
+        other => assert!(matches!(other, Err(_) | Ok(Incoming::Report(_))), "{other:?}"),
+    }
+}
+
 /// Messages one after another travel down one kept connection, not one each.
 #[cfg(feature = "sandbox")]
 #[tokio::test]
