@@ -124,6 +124,46 @@ async fn a_send_twilio_refuses_for_an_opt_out_bars_the_next_before_sending() {
     assert_eq!((counted("failed"), counted("refused")), (1.0, 1.0), "Twilio's, then ours");
 }
 
+/// A number that can never take an SMS (DETAILS.md 1.4: 21614 not SMS-capable, refused at
+/// once; 30005 no such number, reported by a receipt) bars later sends to it, as a hard
+/// bounce bars an email address; an SMS from the number shows it can, and lifts the bar.
+#[tokio::test]
+async fn a_number_that_takes_no_sms_is_barred_until_it_writes() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550607", fault = { kind = "reject", code = 21614 } }"#)
+        .rule(r#"{ to_prefix = "+14155550608", fault = { kind = "undelivered", code = 30005 } }"#)
+        .start()
+        .await;
+    let mut changes = Changes::follow(&mut t).await;
+    for (to, code) in [("+14155550607", "21614"), ("+14155550608", "30005")] {
+        let first = t.send(to, "one").await;
+        t.wait_for(&first.id, pb::MessageStatus::Failed).await;
+        let barred = changes.next().await;
+        assert!(barred.opted_out && barred.bounced, "{barred:?}");
+        assert_eq!(
+            (barred.address.as_str(), barred.reason.clone()),
+            (to, format!("twilio bounced a send with {code}"))
+        );
+        let sends = t.sandbox().request_count();
+        let second = t.send(to, "two").await;
+        assert_eq!((second.status, second.attempts), (pb::MessageStatus::Failed as i32, 0));
+        let error = second.error.expect("error");
+        assert_eq!(
+            (error.code, error.provider_code.as_str()),
+            (pb::ErrorCode::InvalidRecipient as i32, "")
+        );
+        assert_eq!(t.sandbox().request_count(), sends, "no call to Twilio");
+    }
+    let inbound = t.url("/webhooks/twilio/sms/inbound");
+    let wrote = t.sandbox().deliver_inbound(&inbound, "+14155550608", FROM, "It's me");
+    assert_eq!(wrote.await.expect("post"), 200);
+    let lifted = changes.next().await;
+    assert!(!lifted.opted_out && lifted.bounced, "{lifted:?}");
+    assert_eq!((lifted.address.as_str(), lifted.reason.as_str()), ("+14155550608", "wrote on sms"));
+    let third = t.send("+14155550608", "three").await;
+    assert_eq!(third.status, pb::MessageStatus::Accepted as i32, "{third:?}");
+}
+
 #[tokio::test]
 async fn an_opted_out_channel_falls_back_to_the_next() {
     let mut t = support::gateway().start().await;

@@ -473,7 +473,7 @@ async fn a_hard_bounce_bars_the_address_until_mail_comes_from_it() {
     assert!(!lifted.opted_out && lifted.bounced, "{lifted:?}");
     assert_eq!(
         (lifted.address.as_str(), lifted.reason.as_str()),
-        (gone.as_str(), "mail came from the address")
+        (gone.as_str(), "wrote on email")
     );
     let welcomed = send_text(&mut gw, &gone, "Welcome back").await;
     assert_ne!(welcomed.status, pb::MessageStatus::Failed as i32, "{welcomed:?}");

@@ -57,15 +57,20 @@ pub fn callback_error(code: Option<&str>, status_word: &str) -> ProviderError {
     }
 }
 
-/// Twilio codes to canonical codes.
+/// Twilio codes to canonical codes. An invalid recipient is a number that can never take
+/// an SMS (no such number, not a mobile one, a landline), which the gateway then bars
+/// from later sends; numbers this sender or account may not reach (21408 geographic
+/// permissions, 21608 a trial account's unverified number, 21612 no route from this
+/// sender) are a refusal of this sender, and another may reach them.
 pub fn canonical_code(code: u32) -> ErrorCode {
     match code {
         20003 => ErrorCode::Authentication,
         20429 | 21611 => ErrorCode::RateLimited,
-        21211 | 21612 | 21614 | 21635 | 21408 | 21608 => ErrorCode::InvalidRecipient,
+        21211 | 21614 | 21635 | 30005 | 30006 => ErrorCode::InvalidRecipient,
+        21408 | 21608 => ErrorCode::Rejected,
         21610 => ErrorCode::RecipientOptedOut,
         21617 | 21602 | 21619 => ErrorCode::InvalidContent,
-        30003 | 30004 | 30005 | 30006 | 30008 => ErrorCode::Undeliverable,
+        21612 | 30003 | 30004 | 30008 => ErrorCode::Undeliverable,
         30001 => ErrorCode::ProviderUnavailable,
         _ => ErrorCode::Rejected,
     }
@@ -111,5 +116,21 @@ mod tests {
         }
         let f = classify_http(401, &body(20003, 401), None);
         assert_eq!(f.error.code, ErrorCode::Authentication);
+    }
+
+    #[test]
+    fn only_numbers_that_can_never_take_an_sms_are_invalid_recipients() {
+        // shared/providers/DETAILS.md 1.4: 21211 invalid `To`, 21614 not SMS-capable, 21635
+        // a landline, 30005 the number does not exist, 30006 landline or unreachable
+        // carrier; 21408 geographic permissions and 21608 a trial account's unverified
+        // number are the sender's, and 21612 an unroutable pair of numbers.
+        for code in [21211, 21614, 21635, 30005, 30006] {
+            assert_eq!(canonical_code(code), ErrorCode::InvalidRecipient, "{code}");
+        }
+        for code in [21408, 21608] {
+            assert_eq!(canonical_code(code), ErrorCode::Rejected, "{code}");
+        }
+        assert_eq!(canonical_code(21612), ErrorCode::Undeliverable);
+        assert_eq!(canonical_code(30003), ErrorCode::Undeliverable);
     }
 }

@@ -2,9 +2,11 @@
 //! send because of one, records it; `START` clears it; acceptance reads it, so that a send
 //! the provider must refuse fails at once with the reason instead of costing a call.
 //!
-//! A hard bounce (an email address its server says does not exist) is kept beside them as
-//! the same bar: each send to a dead address costs the sender's reputation with every
-//! mailbox provider, which is what bounce suppression lists of mail services are for.
+//! A hard bounce (an email address its server says does not exist, an SMS number that
+//! does not exist or is a landline) is kept beside them as the same bar: each send to a
+//! dead address costs the sender's reputation with mailbox providers and carriers (and,
+//! for SMS, the message's price), which is what the suppression lists of messaging
+//! services are for.
 
 use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
@@ -23,9 +25,9 @@ pub enum Stand {
     OptedOut,
     /// The person's word on marketing alone (WhatsApp's 131050): reported, no bar.
     MarketingOptedOut,
-    /// Their mail server's word: no such address.
+    /// The provider's word: no such address, or none that takes messages.
     Bounced,
-    /// Mail came from the address, so it exists: clears a bounce, and nothing else.
+    /// A message came from the address, so it exists: clears a bounce, and nothing else.
     Reachable,
 }
 
@@ -156,8 +158,9 @@ pub fn set(
 /// Records a bar when the provider refused `message` for one. An SMS refusal (Twilio
 /// 21610) bars every later send from the sender; WhatsApp's 131050 concerns marketing
 /// templates alone, which acceptance cannot tell from others, so it is recorded as an
-/// opt-out of marketing, reported but no bar. A mail server's permanent "no such address"
-/// (5.1.x, at submission or in a bounce) bars the address as a hard bounce.
+/// opt-out of marketing, reported but no bar. A provider's permanent "no such address" (a
+/// mail server's 5.1.x at submission or in a bounce; Twilio's invalid, landline or
+/// non-existent numbers) bars the address as a hard bounce.
 pub fn note_refusal(
     db: &dyn Db,
     events: &mut Vec<Event>,
@@ -168,9 +171,9 @@ pub fn note_refusal(
     let (stand, verb) = match (message.channel, error.code) {
         (Channel::Sms, ErrorCode::RecipientOptedOut) => (Stand::OptedOut, "refused"),
         (Channel::Whatsapp, ErrorCode::RecipientOptedOut) => (Stand::MarketingOptedOut, "refused"),
-        // The server's word only: the gateway's own check of an address's form has no
+        // The provider's word only: the gateway's own check of an address's form has no
         // provider, and a malformed address never reaches acceptance twice.
-        (Channel::Email, ErrorCode::InvalidRecipient)
+        (Channel::Email | Channel::Sms, ErrorCode::InvalidRecipient)
             if !error.provider.is_empty() && !error.retryable =>
         {
             (Stand::Bounced, "bounced")
@@ -194,7 +197,7 @@ fn refusal(to: &str, account: &str, reason: &str, bounced: bool) -> ProviderErro
         return ProviderError::gateway(
             ErrorCode::InvalidRecipient,
             format!(
-                "{to} bounced as an address that does not exist, for account {account} ({reason}); nothing is sent to it until mail comes from it or SetConsent opts it back in"
+                "{to} bounced as an address that takes no messages, for account {account} ({reason}); nothing is sent to it until a message comes from it or SetConsent opts it back in"
             ),
         );
     }

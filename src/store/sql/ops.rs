@@ -622,7 +622,7 @@ pub fn receive(
             inbound.now,
         )?;
     }
-    if inbound.channel == Channel::Email {
+    if matches!(inbound.channel, Channel::Email | Channel::Sms) {
         let contact = people::Resolved { id: contact_id.clone(), created: false };
         let party = people::Party {
             contact: &contact,
@@ -630,8 +630,8 @@ pub fn receive(
             channel: inbound.channel,
             address: &inbound.from.address,
         };
-        let reason = "mail came from the address";
-        consent::record(db, events, &party, consent::Stand::Reachable, reason, inbound.now)?;
+        let reason = format!("wrote on {}", inbound.channel);
+        consent::record(db, events, &party, consent::Stand::Reachable, &reason, inbound.now)?;
     }
     Ok(Some(message))
 }
