@@ -87,26 +87,20 @@ pub fn record(
     reason: &str,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    let at = args![party.account, party.address, now, reason];
     let changed = match stand {
         Stand::MarketingOptedOut => db.execute(
             "INSERT INTO opt_outs (account, address, at, reason, marketing_only) VALUES ($1, $2, $3, $4, 1)
              ON CONFLICT (account, address) DO NOTHING",
-            at,
+            args![party.account, party.address, now, reason],
         )?,
-        Stand::OptedOut => db.execute(
-            "INSERT INTO opt_outs (account, address, at, reason, marketing_only, bounced) VALUES ($1, $2, $3, $4, 0, 0)
+        // A full bar replaces one of marketing alone; the person's opt-out (bounced = 0)
+        // also replaces a bounce.
+        Stand::OptedOut | Stand::Bounced => db.execute(
+            "INSERT INTO opt_outs (account, address, at, reason, marketing_only, bounced) VALUES ($1, $2, $3, $4, 0, $5)
              ON CONFLICT (account, address) DO UPDATE
-             SET at = excluded.at, reason = excluded.reason, marketing_only = 0, bounced = 0
-             WHERE opt_outs.marketing_only <> 0 OR opt_outs.bounced <> 0",
-            at,
-        )?,
-        Stand::Bounced => db.execute(
-            "INSERT INTO opt_outs (account, address, at, reason, marketing_only, bounced) VALUES ($1, $2, $3, $4, 0, 1)
-             ON CONFLICT (account, address) DO UPDATE
-             SET at = excluded.at, reason = excluded.reason, marketing_only = 0, bounced = 1
-             WHERE opt_outs.marketing_only <> 0",
-            at,
+             SET at = excluded.at, reason = excluded.reason, marketing_only = 0, bounced = excluded.bounced
+             WHERE opt_outs.marketing_only <> 0 OR (opt_outs.bounced <> 0 AND excluded.bounced = 0)",
+            args![party.account, party.address, now, reason, i64::from(stand == Stand::Bounced)],
         )?,
         Stand::OptedIn => db.execute(
             "DELETE FROM opt_outs WHERE account = $1 AND address = $2",

@@ -600,14 +600,14 @@ pub fn receive(
         ],
     )?;
     append_event(db, events, EventKind::Received { message: message.clone() })?;
+    let contact = people::Resolved { id: contact_id.clone(), created: false };
+    let party = people::Party {
+        contact: &contact,
+        account: &inbound.account,
+        channel: inbound.channel,
+        address: &inbound.from.address,
+    };
     if let Some(said) = m.consent {
-        let contact = people::Resolved { id: contact_id.clone(), created: false };
-        let party = people::Party {
-            contact: &contact,
-            account: &inbound.account,
-            channel: inbound.channel,
-            address: &inbound.from.address,
-        };
         let word = match &m.content {
             Content::Text(text) => text.body.trim(),
             _ => "",
@@ -622,14 +622,8 @@ pub fn receive(
             inbound.now,
         )?;
     }
+    // The channels whose providers bar dead addresses (see `consent::note_refusal`).
     if matches!(inbound.channel, Channel::Email | Channel::Sms) {
-        let contact = people::Resolved { id: contact_id.clone(), created: false };
-        let party = people::Party {
-            contact: &contact,
-            account: &inbound.account,
-            channel: inbound.channel,
-            address: &inbound.from.address,
-        };
         let reason = format!("wrote on {}", inbound.channel);
         consent::record(db, events, &party, consent::Stand::Reachable, &reason, inbound.now)?;
     }
