@@ -1,5 +1,5 @@
 //! The `omnigate` binary: `serve`, `demo`, `send`, `cancel`, `get`, `events`, `consent`,
-//! `check-config`, `migrate`.
+//! `opt-outs`, `contact`, `check-config`, `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +121,15 @@ enum Command {
         /// An opt-out of marketing messages alone: recorded and reported, no bar.
         #[arg(long, requires = "opted_out")]
         marketing_only: bool,
+    },
+    /// Prints the bars on an account's sends (opt-outs and hard bounces), one proto3 JSON
+    /// object per line, by account and then address: the suppression list, for export.
+    OptOuts {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Default: every account's.
+        #[arg(long, default_value = "")]
+        account: String,
     },
     /// Prints a contact (identities, preferences, opt-outs) as proto3 JSON, from a running
     /// gateway: by id (`ctc_...`), or by an address on `--channel`.
@@ -311,6 +320,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let change = if answer.changed { "now" } else { "already" };
             println!("{} {change} {now}", answer.contact_id);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::OptOuts { api, account } => {
+            let mut client = api.connect().await?;
+            let mut page_token = String::new();
+            loop {
+                let request =
+                    pb::ListOptOutsRequest { account: account.clone(), page_size: 0, page_token };
+                let page = client.list_opt_outs(request).await?.into_inner();
+                for opt_out in &page.opt_outs {
+                    println!("{}", serde_json::to_string(opt_out)?);
+                }
+                if page.next_page_token.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                page_token = page.next_page_token;
+            }
         }
         Command::Contact { api, who, channel } => {
             let mut client = api.connect().await?;

@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::contacts::normalize;
 use crate::model::{
     Contact, Conversation, ConversationState, Direction, Event, EventKind, Identity, Message,
-    Millis,
+    Millis, OptOut,
 };
 use crate::store::StoreError;
 
@@ -479,18 +479,18 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
         channel_preferences: c.preferences.iter().map(|p| channel_to_pb(*p) as i32).collect(),
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
-        opt_outs: c
-            .opt_outs
-            .iter()
-            .map(|o| pb::OptOut {
-                account: o.account.clone(),
-                address: o.address.clone(),
-                reason: o.reason.clone(),
-                at: Some(timestamp(o.at)),
-                marketing_only: o.marketing_only,
-                bounced: o.bounced,
-            })
-            .collect(),
+        opt_outs: c.opt_outs.iter().map(opt_out_to_pb).collect(),
+    }
+}
+
+pub fn opt_out_to_pb(o: &OptOut) -> pb::OptOut {
+    pb::OptOut {
+        account: o.account.clone(),
+        address: o.address.clone(),
+        reason: o.reason.clone(),
+        at: Some(timestamp(o.at)),
+        marketing_only: o.marketing_only,
+        bounced: o.bounced,
     }
 }
 

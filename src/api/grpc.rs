@@ -288,6 +288,13 @@ impl Gateway for GatewayService {
         people::set_consent(&self.state, r.into_inner()).await.map(Response::new)
     }
 
+    async fn list_opt_outs(
+        &self,
+        r: Request<pb::ListOptOutsRequest>,
+    ) -> Result<Response<pb::ListOptOutsResponse>, Status> {
+        people::list_opt_outs(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     async fn close_conversation(
         &self,
         r: Request<pb::CloseConversationRequest>,

@@ -141,6 +141,44 @@ pub async fn set_consent(
     Ok(pb::SetConsentResponse { changed, contact_id })
 }
 
+pub async fn list_opt_outs(
+    state: &AppState,
+    r: pb::ListOptOutsRequest,
+) -> Result<pb::ListOptOutsResponse, Status> {
+    if !r.account.is_empty() && state.accounts.get(&r.account).is_none() {
+        return Err(Status::not_found(format!("account {:?} is not configured", r.account)));
+    }
+    let size = page_size(r.page_size);
+    // The token is the last (account, address) shown, as a JSON pair: either may hold any
+    // character.
+    let after = if r.page_token.is_empty() {
+        (String::new(), String::new())
+    } else {
+        serde_json::from_str(&r.page_token)
+            .map_err(|_| Status::invalid_argument("page_token is not one this API gave"))?
+    };
+    let mut page =
+        state.store.list_opt_outs(&r.account, after, size + 1).await.map_err(store_status)?;
+    let more = page.len() > size;
+    page.truncate(size);
+    let next_page_token = match page.last() {
+        Some(o) if more => serde_json::to_string(&(&o.account, &o.address)).unwrap_or_default(),
+        _ => String::new(),
+    };
+    Ok(pb::ListOptOutsResponse {
+        opt_outs: page.iter().map(convert::opt_out_to_pb).collect(),
+        next_page_token,
+    })
+}
+
+fn page_size(asked: u32) -> usize {
+    let size = match asked {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    size as usize
+}
+
 pub async fn close_conversation(state: &AppState, id: &str) -> Result<pb::Conversation, Status> {
     let c = state.store.close_conversation(required(id, "id")?).await.map_err(store_status)?;
     Ok(convert::conversation_to_pb(&c))
@@ -150,10 +188,7 @@ pub async fn list_conversations(
     state: &AppState,
     r: pb::ListConversationsRequest,
 ) -> Result<pb::ListConversationsResponse, Status> {
-    let size = match r.page_size {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    } as usize;
+    let size = page_size(r.page_size);
     let after = if r.page_token.is_empty() {
         None
     } else {

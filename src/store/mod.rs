@@ -381,6 +381,15 @@ pub trait Store: Send + Sync + 'static {
         reason: String,
     ) -> Result<(bool, String), StoreError>;
 
+    /// A page of the bars on `account`'s sends (every account's when empty), by account and
+    /// then address, after the (account, address) pair `after`.
+    async fn list_opt_outs(
+        &self,
+        account: &str,
+        after: (String, String),
+        limit: usize,
+    ) -> Result<Vec<crate::model::OptOut>, StoreError>;
+
     /// Creates or replaces a webhook subscription.
     async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError>;
 

@@ -549,4 +549,16 @@ async fn the_cli_records_and_shows_consent() {
     );
     let mixed = cli(&[&marketing[..], &["--in"]].concat()).await.expect("runs");
     assert!(!mixed.status.success(), "--marketing-only goes with --out");
+    // The suppression list, one JSON object per line, more than a page of it.
+    for i in 0..60 {
+        let address = format!("+1415555{:04}", 1000 + i);
+        said(cli(&["consent", &address, "--out"]).await.expect("runs"));
+    }
+    let lines = said(cli(&["opt-outs", "--account", "sms"]).await.expect("runs"));
+    let listed: Vec<_> = lines.lines().map(|l| json(l.to_string())).collect();
+    assert_eq!(listed.len(), 60, "{lines}");
+    assert_eq!(listed[0]["address"].as_str(), Some("+14155551000"));
+    assert_eq!(listed[59]["address"].as_str(), Some("+14155551059"));
+    let every = said(cli(&["opt-outs"]).await.expect("runs"));
+    assert_eq!(every.lines().count(), 61, "the marketing opt-out on wa too");
 }

@@ -454,3 +454,67 @@ async fn whatsapps_marketing_opt_out_is_reported_but_bars_nothing() {
 fn whatsapp_identity(number: &str) -> Option<pb::Identity> {
     Some(pb::Identity { channel: pb::Channel::Whatsapp as i32, address: number.into() })
 }
+
+/// The suppression list pages through every bar by account and then address, bounces
+/// marked, and names what it cannot take.
+#[tokio::test]
+async fn list_opt_outs_pages_through_every_accounts_bars() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550699", fault = { kind = "reject", code = 21211 } }"#)
+        .start()
+        .await;
+    let opt_out = |channel: pb::Channel, address: &str| pb::SetConsentRequest {
+        identity: Some(pb::Identity { channel: channel as i32, address: address.into() }),
+        opted_out: true,
+        ..Default::default()
+    };
+    for (channel, address) in [
+        (pb::Channel::Sms, "+14155550692"),
+        (pb::Channel::Email, "b@example.com"),
+        (pb::Channel::Sms, "+14155550691"),
+        (pb::Channel::Whatsapp, "+14155550693"),
+        (pb::Channel::Email, "a@example.com"),
+    ] {
+        t.client.set_consent(opt_out(channel, address)).await.expect("opt out");
+    }
+    let bounced = t.send("+14155550699", "hi").await;
+    t.wait_for(&bounced.id, pb::MessageStatus::Failed).await;
+    let client = t.client.clone();
+    let list = move |account: &str, page_token: String| {
+        let request = pb::ListOptOutsRequest { account: account.into(), page_size: 2, page_token };
+        let mut client = client.clone();
+        async move { client.list_opt_outs(request).await }
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list("", token).await.expect("page").into_inner();
+        assert!(page.opt_outs.len() <= 2);
+        seen.extend(page.opt_outs.into_iter().map(|o| (o.account, o.address, o.bounced)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let bar = |account: &str, address: &str, bounced| (account.into(), address.into(), bounced);
+    assert_eq!(
+        seen,
+        [
+            bar("email", "a@example.com", false),
+            bar("email", "b@example.com", false),
+            bar("sms", "+14155550691", false),
+            bar("sms", "+14155550692", false),
+            bar("sms", "+14155550699", true),
+            bar("wa", "+14155550693", false),
+        ]
+    );
+    let sms = list("sms", String::new()).await.expect("page").into_inner();
+    assert_eq!(
+        sms.opt_outs.iter().map(|o| o.address.as_str()).collect::<Vec<_>>(),
+        ["+14155550691", "+14155550692"]
+    );
+    let unknown = list("nope", String::new()).await.expect_err("unknown account");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let forged = list("", "garbage".into()).await.expect_err("a token it never gave");
+    assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+}

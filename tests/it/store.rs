@@ -363,6 +363,12 @@ async fn hard_bounces(store: Arc<dyn Store>) {
     s.record_attempt(&third.id, bounce("smtp", ErrorCode::InvalidRecipient)).await.expect("failed");
     let bounced = (true, "smtp bounced a send with 550 5.1.1".to_string());
     assert_eq!(bars().await, std::slice::from_ref(&bounced));
+    let start = (String::new(), String::new());
+    let listed = s.list_opt_outs("mail", start, 10).await.expect("list");
+    let listed: Vec<_> = listed.iter().map(|o| (o.address.as_str(), o.bounced)).collect();
+    assert_eq!(listed, [(to, true)]);
+    let after = s.list_opt_outs("", ("mail".into(), to.into()), 10).await.expect("list");
+    assert_eq!(after, [], "a page starts after the pair it is given");
     let refused = accept(s, email()).await;
     assert_eq!(refused.status, MessageStatus::Failed);
     assert_eq!(refused.error.as_ref().map(|e| e.code), Some(ErrorCode::InvalidRecipient));

@@ -10,7 +10,7 @@
 
 use omnigate_adapters::{Channel, Consent, ErrorCode, ProviderError};
 
-use super::db::{Db, args};
+use super::db::{Db, Row, args};
 use super::ops::append_event;
 use super::people::{self, Party, Resolved};
 use crate::model::{Event, EventKind, Identity, Message, Millis, OptOut};
@@ -56,23 +56,50 @@ pub fn bar(db: &dyn Db, account: &str, address: &str) -> Result<Option<ProviderE
 /// The opt-outs of every address of contact `id`, oldest first.
 pub fn of_contact(db: &dyn Db, id: &str) -> Result<Vec<OptOut>, StoreError> {
     db.query(
-        "SELECT account, address, reason, at, marketing_only, bounced FROM opt_outs
-         WHERE address IN (SELECT address FROM identities WHERE contact_id = $1)
-         ORDER BY at, account, address",
+        &format!(
+            "SELECT {COLUMNS} FROM opt_outs
+             WHERE address IN (SELECT address FROM identities WHERE contact_id = $1)
+             ORDER BY at, account, address"
+        ),
         args![id],
     )?
     .iter()
-    .map(|row| {
-        Ok(OptOut {
-            account: row.text(0)?,
-            address: row.text(1)?,
-            reason: row.text(2)?,
-            at: row.int(3)?,
-            marketing_only: row.int(4)? != 0,
-            bounced: row.int(5)? != 0,
-        })
-    })
+    .map(to_opt_out)
     .collect()
+}
+
+/// A page of `account`'s bars (every account's when empty), by account and then address,
+/// after the pair `after`.
+pub fn list(
+    db: &dyn Db,
+    account: &str,
+    after: &(String, String),
+    limit: usize,
+) -> Result<Vec<OptOut>, StoreError> {
+    db.query(
+        &format!(
+            "SELECT {COLUMNS} FROM opt_outs
+             WHERE ($1 = '' OR account = $1) AND (account > $2 OR (account = $2 AND address > $3))
+             ORDER BY account, address LIMIT $4"
+        ),
+        args![account, &after.0, &after.1, limit],
+    )?
+    .iter()
+    .map(to_opt_out)
+    .collect()
+}
+
+const COLUMNS: &str = "account, address, reason, at, marketing_only, bounced";
+
+fn to_opt_out(row: &Row) -> Result<OptOut, StoreError> {
+    Ok(OptOut {
+        account: row.text(0)?,
+        address: row.text(1)?,
+        reason: row.text(2)?,
+        at: row.int(3)?,
+        marketing_only: row.int(4)? != 0,
+        bounced: row.int(5)? != 0,
+    })
 }
 
 /// Records where an address stands with an account, and an event when that changes

@@ -477,6 +477,16 @@ impl<C: Conn> Store for SqlStore<C> {
         .await
     }
 
+    async fn list_opt_outs(
+        &self,
+        account: &str,
+        after: (String, String),
+        limit: usize,
+    ) -> Result<Vec<crate::model::OptOut>, StoreError> {
+        let account = account.to_string();
+        self.read(move |db| consent::list(db, &account, &after, limit)).await
+    }
+
     async fn save_webhook(&self, webhook: Webhook) -> Result<Webhook, StoreError> {
         self.write(move |db, _, _| {
             db.execute(
