@@ -79,7 +79,7 @@ pub fn list(
     db.query(
         &format!(
             "SELECT {COLUMNS} FROM opt_outs
-             WHERE ($1 = '' OR account = $1) AND (account > $2 OR (account = $2 AND address > $3))
+             WHERE ($1 = '' OR account = $1) AND (account, address) > ($2, $3)
              ORDER BY account, address LIMIT $4"
         ),
         args![account, &after.0, &after.1, limit],
