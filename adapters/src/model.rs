@@ -243,6 +243,10 @@ pub struct Email {
     /// sets itself are refused. Inbound: the headers the fields above do not carry.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Inbound: mail a program sent (an out-of-office reply, a list's mail): a program that
+    /// answered it automatically could start a loop of replies (RFC 3834).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 /// Headers the gateway writes itself (or the transport adds), which content may not set.

@@ -145,6 +145,8 @@ pub fn content_from_pb(content: Option<pb::Content>) -> Result<Content, Status> 
                 .collect(),
             reply_text: e.reply_text,
             headers: e.headers.into_iter().collect(),
+            // What the mail says of itself when it comes in; nothing a sender sets.
+            automatic: false,
         }),
         None => return Err(Status::invalid_argument("content is required")),
     })
@@ -298,6 +300,7 @@ pub fn content_to_pb(content: &Content) -> pb::Content {
                 .collect(),
             reply_text: e.reply_text.clone(),
             headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            automatic: e.automatic,
         }),
     };
     pb::Content { kind: Some(kind) }

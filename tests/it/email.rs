@@ -183,6 +183,7 @@ fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {
         }],
         reply_text: String::new(),
         headers: [("X-Campaign".to_string(), "autumn".to_string())].into(),
+        automatic: false,
     })
 }
 
@@ -477,6 +478,28 @@ async fn a_hard_bounce_bars_the_address_until_mail_comes_from_it() {
     );
     let welcomed = send_text(&mut gw, &gone, "Welcome back").await;
     assert_ne!(welcomed.status, pb::MessageStatus::Failed as i32, "{welcomed:?}");
+    gw.stop().await;
+}
+
+/// An out-of-office reply comes in marked `automatic` and a person's mail does not: what
+/// an app needs so as not to answer a program, which would answer back (RFC 3834).
+#[tokio::test]
+async fn an_out_of_office_reply_comes_in_marked_automatic() {
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = start(&shop).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let away = format!(
+        "From: {ann}\r\nTo: {shop}\r\nSubject: Away\r\nAuto-Submitted: auto-replied\r\nMessage-ID: <away.{ann}>\r\n\r\nBack on Monday.\r\n"
+    );
+    append(&shop, "INBOX", away.as_bytes()).await;
+    append(&shop, "INBOX", &mail(&ann, &shop, &format!("back.{ann}"), "Thanks!")).await;
+    let automatic = |m: pb::Message| match m.content.and_then(|c| c.kind) {
+        Some(pb::content::Kind::Email(e)) => e.automatic,
+        other => panic!("not email: {other:?}"),
+    };
+    assert!(automatic(gw.received(&format!("away.{ann}")).await));
+    assert!(!automatic(gw.received(&format!("back.{ann}")).await));
     gw.stop().await;
 }
 

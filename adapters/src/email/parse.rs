@@ -100,6 +100,7 @@ fn read(raw: &[u8], source: &Source<'_>) -> Result<Incoming, MailError> {
         headers: other_headers(&message),
         subject: message.subject().unwrap_or_default().to_string(),
         reply_text: quote::reply_part(&text).to_string(),
+        automatic: automatic(&message),
         attachments: attachments(&message, source),
         text,
         html,
@@ -135,6 +136,24 @@ fn named_conversation(message: &Message<'_>, account: &str) -> Option<String> {
         })
         .map(|(_, value)| value);
     written.chain(delivered).find_map(|recipient| plus::conversation_of(account, recipient))
+}
+
+/// Whether a program sent the mail, by what RFC 3834 section 2 says an automatic responder
+/// must not answer: `Auto-Submitted` other than `no`, `Precedence: bulk|junk|list`, a
+/// list's `List-Id`, a null return path; and the `X-Autoreply`/`X-Autorespond` that common
+/// responders add.
+fn automatic(message: &Message<'_>) -> bool {
+    message.headers_raw().any(|(name, value)| {
+        let value = value.trim().to_ascii_lowercase();
+        let word = value.split(|c: char| c == '(' || c == ';' || c.is_whitespace()).next();
+        match name.to_ascii_lowercase().as_str() {
+            "auto-submitted" => word != Some("no"),
+            "precedence" => matches!(word, Some("bulk" | "junk" | "list")),
+            "return-path" => value == "<>",
+            "list-id" | "x-autoreply" | "x-autorespond" => true,
+            _ => false,
+        }
+    })
 }
 
 /// Headers worth keeping that the canonical fields do not carry (`Reply-To`,

@@ -329,6 +329,36 @@ fn an_out_of_office_reply_with_a_null_return_path_is_a_persons_message() {
 }
 
 #[test]
+fn mail_a_program_sent_is_marked_automatic() {
+    let automatic = |head: &str| {
+        let raw =
+            format!("From: bob@example.test\r\nMessage-ID: <m@example.test>\r\n{head}\r\nhi\r\n");
+        parsed_email(raw.as_bytes()).1.automatic
+    };
+    // RFC 3834 2 and 5, and what common responders add.
+    for head in [
+        "Auto-Submitted: auto-replied (vacation)\r\n",
+        "Auto-Submitted: auto-generated\r\n",
+        "Precedence: bulk\r\n",
+        "Precedence: list\r\n",
+        "List-Id: <news.example.test>\r\n",
+        "Return-Path: <>\r\n",
+        "X-Autoreply: yes\r\n",
+    ] {
+        assert!(automatic(head), "{head}");
+    }
+    for head in [
+        "",
+        "Auto-Submitted: no\r\n",
+        "Auto-Submitted: No (a person)\r\n",
+        "Precedence: first-class\r\n",
+        "Return-Path: <bob@example.test>\r\n",
+    ] {
+        assert!(!automatic(head), "{head}");
+    }
+}
+
+#[test]
 fn a_feedback_report_is_a_complaint_about_the_message_it_returns() {
     let raw = include_bytes!("../../spec/email/arf-complaint.eml");
     let Ok(Incoming::Complaint(c)) = parse(raw, &source()) else { panic!("not a complaint") };
