@@ -156,7 +156,8 @@ pub fn accept(
 }
 
 /// Why the gateway fails a message at acceptance rather than send it: the person opted out
-/// of the account's messages, or the content needs a service window that is not open.
+/// of the account's messages or the address bounced, or the content needs a service window
+/// that is not open.
 fn refusal(db: &dyn Db, new: &NewMessage) -> Result<Option<ProviderError>, StoreError> {
     if let Some(error) = consent::bar(db, &new.account, &new.to)? {
         return Ok(Some(error));
