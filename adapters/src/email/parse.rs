@@ -143,15 +143,20 @@ fn named_conversation(message: &Message<'_>, account: &str) -> Option<String> {
 /// list's `List-Id`, a null return path; and the `X-Autoreply`/`X-Autorespond` that common
 /// responders add.
 fn automatic(message: &Message<'_>) -> bool {
+    // Names and words compared in place: no copy of every header of every mail.
     message.headers_raw().any(|(name, value)| {
-        let value = value.trim().to_ascii_lowercase();
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+        let value = value.trim();
         let word = value.split(|c: char| c == '(' || c == ';' || c.is_whitespace()).next();
-        match name.to_ascii_lowercase().as_str() {
-            "auto-submitted" => word != Some("no"),
-            "precedence" => matches!(word, Some("bulk" | "junk" | "list")),
-            "return-path" => value == "<>",
-            "list-id" | "x-autoreply" | "x-autorespond" => true,
-            _ => false,
+        let word_is = |w: &str| word.is_some_and(|word| word.eq_ignore_ascii_case(w));
+        if is("auto-submitted") {
+            !word_is("no")
+        } else if is("precedence") {
+            ["bulk", "junk", "list"].into_iter().any(word_is)
+        } else if is("return-path") {
+            value == "<>"
+        } else {
+            ["list-id", "x-autoreply", "x-autorespond"].into_iter().any(is)
         }
     })
 }
