@@ -686,10 +686,18 @@ impl std::fmt::Debug for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Not the error's source too: figment's message already has every detail, and a
+    /// printed chain would repeat it.
     #[error("config: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("config key {key}: {reason}")]
     Invalid { key: String, reason: String },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 /// Shorter tokens can be guessed; `openssl rand -hex 32` makes a good one.

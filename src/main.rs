@@ -27,14 +27,13 @@ struct Cli {
 enum Command {
     /// Runs the gateway until SIGTERM or Ctrl-C, then drains.
     Serve {
-        /// The TOML config; without it, built-in defaults and OMNIGATE_* variables.
-        #[arg(long, short, default_value = "config/omnigate.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Runs the gateway on the sandbox, sends one SMS and shows it reach DELIVERED.
     Demo {
-        #[arg(long, short, default_value = "config/omnigate.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// `sms` and `whatsapp` (a template, as outside the 24 h window) go on to
         /// DELIVERED by the sandbox's receipts; `email` ends at SENT, when the SMTP sandbox
         /// took it (email has no receipts unless a DSN comes back).
@@ -143,13 +142,13 @@ enum Command {
     },
     /// Loads and validates a config, then prints it with secrets redacted.
     CheckConfig {
-        #[arg(long, short, default_value = "config/omnigate.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Creates or upgrades the configured store, then exits.
     Migrate {
-        #[arg(long, short, default_value = "config/omnigate.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -192,15 +191,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    let path = path.exists().then_some(path);
-    Ok(Config::load(path)?)
+/// Where the config comes from.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML config, which must exist [default: config/omnigate.toml when it exists,
+    /// else built-in defaults]. OMNIGATE_* variables override either.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// A path given that does not exist is an error, not the defaults: a mistyped path
+    /// would otherwise run a production gateway on the sandbox.
+    fn load(&self) -> anyhow::Result<Config> {
+        let default = std::path::Path::new("config/omnigate.toml");
+        let path = self.config.as_deref().or_else(|| default.exists().then_some(default));
+        Ok(Config::load(path)?)
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
-            let config = load(&config)?;
+            let config = config.load()?;
             let telemetry = omnigate::telemetry::init(&config.log, &config.telemetry)?;
             let gateway = Gateway::start(config).await?;
             wait_for_signal().await?;
@@ -209,7 +222,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             telemetry.shutdown().await;
             Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Demo { config, channel, to } => demo(load(&config)?, channel.into(), to).await,
+        Command::Demo { config, channel, to } => demo(config.load()?, channel.into(), to).await,
         Command::Send {
             api,
             channel,
@@ -253,15 +266,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let message =
                 client.send_message(request).await?.into_inner().message.context("empty answer")?;
-            println!("{} {}", message.id, status_name(message.status));
-            if let Some(statuses) = &mut statuses {
-                let done = match channel {
-                    ChannelArg::Email => pb::MessageStatus::Sent,
-                    _ => pb::MessageStatus::Delivered,
-                };
-                follow(statuses, &message, done).await?;
-            }
-            Ok(ExitCode::SUCCESS)
+            show(&message);
+            let Some(statuses) = &mut statuses else { return Ok(ExitCode::SUCCESS) };
+            let done = match channel {
+                ChannelArg::Email => pb::MessageStatus::Sent,
+                _ => pb::MessageStatus::Delivered,
+            };
+            Ok(exit_code(follow(statuses, &message, done).await?, done))
         }
         Command::Get { api, id } => {
             let request = pb::GetMessageRequest { id };
@@ -350,13 +361,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
-            let loaded = load(&config)?;
+            let loaded = config.load()?;
             println!("{loaded:#?}");
             println!("config OK: {} account(s)", loaded.accounts.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {
-            let config = load(&config)?;
+            let config = config.load()?;
             let node = omnigate::app::node_id(&config);
             let store = omnigate::app::open_store(&config, &node, Default::default(), true).await?;
             store.close().await;
@@ -443,14 +454,13 @@ async fn demo(
     };
     let message =
         client.send_message(request).await?.into_inner().message.context("empty answer")?;
-    println!("{} {}", message.id, status_name(message.status));
+    show(&message);
     let outcome =
         tokio::time::timeout(Duration::from_secs(30), follow(&mut statuses, &message, done)).await;
     gateway.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
-        Ok(Ok(status)) if status == done => Ok(ExitCode::SUCCESS),
-        Ok(Ok(_)) => Ok(ExitCode::from(3)),
+        Ok(Ok(status)) => Ok(exit_code(status, done)),
         Ok(Err(e)) => Err(e),
         Err(_) => anyhow::bail!("no final status within 30 s"),
     }
@@ -568,14 +578,32 @@ async fn follow(
         if status == shown {
             continue;
         }
-        let detail = message
-            .error
-            .map(|e| format!(" ({} {}: {})", e.provider, e.provider_code, e.message))
-            .unwrap_or_default();
-        println!("{} {}{detail}", message.id, status_name(message.status));
+        show(&message);
         shown = status;
     }
     Ok(shown)
+}
+
+/// One line for a message's status, with why it failed when it did.
+fn show(message: &pb::Message) {
+    let detail = match &message.error {
+        Some(e) if e.provider.is_empty() => format!(" ({}: {})", error_name(e.code), e.message),
+        Some(e) => format!(" ({} {}: {})", e.provider, e.provider_code, e.message),
+        None => String::new(),
+    };
+    println!("{} {}{detail}", message.id, status_name(message.status));
+}
+
+/// 0 when the message got as far as `done` (or further: delivered, read), 3 when it ended
+/// short of it (failed, canceled, expired), so that scripts can tell.
+fn exit_code(status: pb::MessageStatus, done: pb::MessageStatus) -> ExitCode {
+    let reached =
+        status == done || matches!(status, pb::MessageStatus::Delivered | pb::MessageStatus::Read);
+    if reached { ExitCode::SUCCESS } else { ExitCode::from(3) }
+}
+
+fn error_name(code: i32) -> &'static str {
+    pb::ErrorCode::try_from(code).map(|c| c.as_str_name()).unwrap_or("ERROR_CODE_UNKNOWN")
 }
 
 fn status_name(status: i32) -> &'static str {

@@ -80,8 +80,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         // A mail client POSTs (RFC 8058); a GET, which link scanners make, changes nothing.
         .route("/unsubscribe/{account}/{token}", post(unsubscribe))
+        .fallback(no_route)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)
+}
+
+/// Says what was asked for, so that a provider's console (which shows the answer's body)
+/// tells a mistyped webhook URL from a gateway that is down.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let why = format!(
+        "no endpoint {method} {}: provider webhooks go to /webhooks/{{provider}}/{{account}}/{{hook}}",
+        uri.path()
+    );
+    (StatusCode::NOT_FOUND, why).into_response()
 }
 
 /// Ready while not draining and while the store answers a read: a replica cut off from its

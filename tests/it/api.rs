@@ -230,6 +230,30 @@ async fn the_cli_schedules_and_cancels() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
 }
 
+/// `send --wait` ends with the reason and exit code 3 when the message fails, so that a
+/// script can tell; the reason shows as well when the gateway refused it at acceptance.
+#[tokio::test]
+async fn the_cli_says_why_a_watched_send_failed_and_exits_3() {
+    let t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550541", fault = { kind = "reject", code = 21211 } }"#)
+        .start()
+        .await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let cli = |args: &[&str]| cli(&addr, args);
+    let out =
+        cli(&["send", "--to", "+14155550541", "--text", "doomed", "--wait"]).await.expect("runs");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("MESSAGE_STATUS_FAILED (twilio 21211: "), "{stdout}");
+    // Barred now (21211 is a dead number): refused at acceptance, with the gateway's reason.
+    let out =
+        cli(&["send", "--to", "+14155550541", "--text", "again", "--wait"]).await.expect("runs");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("MESSAGE_STATUS_FAILED (ERROR_CODE_INVALID_RECIPIENT: "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "failed at once: {stdout}");
+}
+
 /// `omnigate get` prints a message and `omnigate events` the event log, as proto3 JSON;
 /// `send --wait` shows each status once.
 #[tokio::test]
@@ -496,7 +520,22 @@ from = "+15005550006"
 
     let out = check("[dispatch]\nmax_attempts = \"ten\"\n");
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("max_attempts"), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_attempts"), "{out:?}");
+    assert_eq!(stderr.matches("max_attempts").count(), 1, "said once: {stderr}");
+
+    // A mistyped path is an error, not a gateway on the built-in defaults (the sandbox).
+    let missing = dir.path().join("omnigate.tmol");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(["check-config", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("omnigate.tmol does not exist"),
+        "{out:?}"
+    );
 }
 
 /// `omnigate consent` records an opt-out or an opt-in and says whether it changed anything.

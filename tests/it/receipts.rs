@@ -57,6 +57,11 @@ async fn forged_or_unsigned_callbacks_are_refused() {
     let (code, _) =
         support::post_signed(&t.url("/webhooks/twilio/sms/other"), &params, TOKEN).await;
     assert_eq!(code, 404, "unknown hook");
+    // Not a webhook path at all (a mistyped URL in a console): a 404 that says so.
+    let (code, body) =
+        support::post_signed(&t.url("/webhook/twilio/sms/status"), &params, TOKEN).await;
+    assert_eq!(code, 404);
+    assert!(body.contains("no endpoint POST /webhook/twilio/sms/status"), "{body}");
     let unsigned = omnigate_adapters::http::client(Duration::from_secs(5))
         .post(&url)
         .form(&params)
