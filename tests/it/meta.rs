@@ -322,7 +322,10 @@ async fn messenger_window_tags_quick_replies_and_watermarks() {
     let psid = "1254459154682919";
     let closed =
         t.send_request(request(pb::Channel::Messenger, psid, text("hi"))).await.expect("answered");
-    assert_eq!(closed.error.expect("error").code, pb::ErrorCode::OutsideWindow as i32);
+    let error = closed.error.expect("error");
+    assert_eq!(error.code, pb::ErrorCode::OutsideWindow as i32);
+    // Messenger has no templates: the way on is a message tag.
+    assert!(error.message.contains("message_tag: HUMAN_AGENT"), "{}", error.message);
     let mut tagged = request(pb::Channel::Messenger, psid, text("an agent here"));
     tagged.message_tag = "HUMAN_AGENT".into();
     let tagged = t.send_request(tagged).await.expect("accepted");
@@ -331,6 +334,8 @@ async fn messenger_window_tags_quick_replies_and_watermarks() {
         pb::MessageStatus::Failed as i32,
         "HUMAN_AGENT needs a message within 7 days too"
     );
+    let error = tagged.error.expect("error");
+    assert!(error.message.contains("within the last 168 h"), "{}", error.message);
 
     let code = t
         .meta()

@@ -169,12 +169,26 @@ fn refusal(db: &dyn Db, new: &NewMessage) -> Result<Option<ProviderError>, Store
     Ok(Some(ProviderError::gateway(
         ErrorCode::OutsideWindow,
         format!(
-            "{} content needs the person to have written within the last {} h on {}; send a template instead",
+            "{} content needs the person to have written within the last {} h on {}; {}",
             new.content.kind(),
             window / 3_600_000,
-            new.channel
+            new.channel,
+            beyond_window(new.channel, new.send_options.tag.as_deref())
         ),
     )))
+}
+
+/// What may still go to a person whose window has closed, by the provider's rules.
+fn beyond_window(channel: Channel, tag: Option<&str>) -> &'static str {
+    match (channel, tag) {
+        (Channel::Whatsapp, _) => "send a template instead",
+        (_, Some("HUMAN_AGENT")) => {
+            "past HUMAN_AGENT's 7 days only a message tag for an update Meta allows may go"
+        }
+        _ => {
+            "set message_tag: HUMAN_AGENT for a person's answer within 7 days, or a tag for an update Meta allows"
+        }
+    }
 }
 
 pub fn record_attempt(
