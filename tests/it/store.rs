@@ -87,6 +87,24 @@ async fn sqlite_conforms() {
 /// Commits reach the database file itself (not only the WAL) soon after they are made,
 /// long before the WAL reaches the writer's own checkpoint bound: a background checkpoint
 /// copied them.
+/// A second gateway on an embedded store's file is refused, since it would void the first
+/// one's leases and send its messages again; once the first closes, the file is free.
+#[tokio::test]
+async fn an_embedded_store_serves_one_gateway_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = sqlite(&dir);
+    let path = dir.path().join("conformance.db");
+    let path = path.to_str().expect("utf-8");
+    let Err(e) = omnigate::store::sqlite::open(path, settings()) else {
+        panic!("a second store opened a file in use");
+    };
+    assert!(e.to_string().contains("in use by another omnigate process"), "{e}");
+    first.close().await;
+    drop(first);
+    let second = omnigate::store::sqlite::open(path, settings()).expect("free again").into_arc();
+    second.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_checkpoints_off_the_writer() {
     let dir = tempfile::tempdir().expect("tempdir");

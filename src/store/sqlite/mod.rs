@@ -23,6 +23,7 @@ pub type SqliteStore = SqlStore<SqliteConn>;
 
 /// Opens (creating and migrating) the file at `path`.
 pub fn open(path: &str, settings: Settings) -> Result<SqliteStore, StoreError> {
+    let claim = claim(path)?;
     let mut conn = Connection::open(path)?;
     schema::configure(&conn)?;
     conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_BOUND)?;
@@ -52,8 +53,33 @@ pub fn open(path: &str, settings: Settings) -> Result<SqliteStore, StoreError> {
     // The writer has stopped by then, and with it the nudges that keep this thread alive.
     store.on_close(move || {
         let _ = checkpointer.join();
+        drop(claim);
     });
     Ok(store)
+}
+
+/// Makes this process the file's only gateway, for as long as the returned lock is held
+/// (the operating system lets it go when the process ends, however it ends). A second
+/// gateway on the same file would void the first one's leases and send its messages again,
+/// as in a rolling deploy that starts the new process before the old one stopped.
+fn claim(path: &str) -> Result<std::fs::File, StoreError> {
+    let lock_path = format!("{path}-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Database(format!("cannot open {lock_path}: {e}")))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Database(format!(
+            "{path} is in use by another omnigate process (it holds {lock_path}); an embedded \
+             store serves one gateway at a time, and replicas share PostgreSQL instead"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Database(format!("cannot lock {lock_path}: {e}")))
+        }
+    }
 }
 
 pub struct SqliteConn(Connection);
