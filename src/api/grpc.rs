@@ -346,7 +346,7 @@ impl Gateway for GatewayService {
         let live = self.state.store.subscribe();
         let from = match req.from_now {
             true => self.state.store.last_sequence().await.map_err(store_status)?,
-            false => req.from_sequence,
+            false => webhooks::checked_cursor(&self.state, req.from_sequence).await?,
         };
         tokio::spawn(follow(self.state.clone(), from, req.kinds, live, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -35,9 +35,17 @@ pub fn to_pb(w: &Webhook, with_secret: bool) -> pb::Webhook {
     }
 }
 
-/// `cursor`, unless retention has deleted events after it (OUT_OF_RANGE, naming the oldest
-/// kept): a subscription would miss them without a word.
-async fn still_kept(state: &AppState, cursor: u64) -> Result<u64, Status> {
+/// `cursor`, if this store could have handed it out, and retention has not deleted events
+/// after it; else OUT_OF_RANGE, saying which. A cursor past the last event is another
+/// store's (one restored or replaced): following from it would skip every event until the
+/// log got there, as would one behind deleted events, without a word.
+pub async fn checked_cursor(state: &AppState, cursor: u64) -> Result<u64, Status> {
+    let last = state.store.last_sequence().await.map_err(store_status)?;
+    if cursor > last {
+        return Err(Status::out_of_range(format!(
+            "from_sequence {cursor} is past the last event, {last}: a cursor from another store? Start from {last} or from_now"
+        )));
+    }
     state.store.events_after(cursor, 1).await.map_err(store_status)?;
     Ok(cursor)
 }
@@ -60,7 +68,7 @@ pub async fn create(
     let cursor = if r.from_now {
         state.store.last_sequence().await.map_err(store_status)?
     } else {
-        still_kept(state, r.from_sequence).await?
+        checked_cursor(state, r.from_sequence).await?
     };
     let webhook = Webhook {
         id: new_id("whk"),
@@ -95,7 +103,7 @@ pub async fn replay(
     state: &Arc<AppState>,
     r: pb::ReplayWebhookRequest,
 ) -> Result<pb::Webhook, Status> {
-    let from = still_kept(state, r.from_sequence).await?;
+    let from = checked_cursor(state, r.from_sequence).await?;
     state.deliveries.stop(&r.id).await;
     let mut webhook = state
         .store

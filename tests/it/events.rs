@@ -89,6 +89,19 @@ async fn a_stream_from_now_starts_with_what_happens_next() {
     let both = pb::StreamEventsRequest { from_now: true, from_sequence: 3, kinds: vec![] };
     let refused = t.client.stream_events(both).await.expect_err("both starts");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // A cursor this store never handed out (another store's) is refused, not waited for.
+    let ahead = pb::StreamEventsRequest { from_sequence: 1_000_000, ..Default::default() };
+    let refused = t.client.stream_events(ahead).await.expect_err("a cursor past the log");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("past the last event"), "{refused:?}");
+    let hook = pb::CreateWebhookRequest {
+        url: "http://127.0.0.1:9/crm".into(),
+        from_sequence: 1_000_000,
+        ..Default::default()
+    };
+    let refused = t.client.create_webhook(hook).await.expect_err("a cursor past the log");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
 }
 
 #[tokio::test]
