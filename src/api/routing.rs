@@ -115,6 +115,13 @@ async fn explicit(
     let to =
         normalize(channel, &req.to).map_err(|e| Status::invalid_argument(format!("to: {e}")))?;
     let account = account_for(state, channel, &req.account)?;
+    // Content the account can never carry (a kind, a size) is bad input: refused now with
+    // the adapter's reason, unless a fallback channel may take it over after the failure.
+    if channels.len() == 1 {
+        carries(account, &to.address, content, tag).map_err(|why| {
+            Status::invalid_argument(format!("content: {why} (account {:?})", account.id))
+        })?;
+    }
     let first = Route {
         channel,
         account: account.id.clone(),
@@ -154,10 +161,8 @@ async fn viable(
     let Some(account) = state.accounts.default_for(channel) else {
         return Ok(Err("no account is configured".into()));
     };
-    let mut probe = Outbound::new("probe", identity.address.clone(), content.clone());
-    probe.tag = tag.map(str::to_string);
-    if let Err(e) = account.sender.check(&probe) {
-        return Ok(Err(e.message));
+    if let Err(why) = carries(account, &identity.address, content, tag) {
+        return Ok(Err(why));
     }
     if let Some(window) = account.sender.service_window(content, tag) {
         let last =
@@ -173,4 +178,17 @@ async fn viable(
         from: account.from.clone(),
         to: identity.address.clone(),
     }))
+}
+
+/// Whether `account` can carry `content` to `address` at all (content kind, sizes), as its
+/// adapter tells without sending; else why not.
+fn carries(
+    account: &Account,
+    address: &str,
+    content: &Content,
+    tag: Option<&str>,
+) -> Result<(), String> {
+    let mut probe = Outbound::new("probe", address.to_string(), content.clone());
+    probe.tag = tag.map(str::to_string);
+    account.sender.check(&probe).map_err(|e| e.message)
 }

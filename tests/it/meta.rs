@@ -211,7 +211,7 @@ async fn every_content_kind_reaches_whatsapp_in_metas_shape() {
     t.wait_for(&m.id, pb::MessageStatus::Delivered).await;
     assert_eq!(last_body(&t)["context"], json!({ "message_id": "wamid.IN2" }));
 
-    // A kind WhatsApp cannot carry fails permanently, naming kind and channel.
+    // A kind WhatsApp cannot carry is refused, naming kind and channel; nothing is stored.
     let quick = pb::content::Kind::Interactive(pb::Interactive {
         body: "x".into(),
         action: Some(pb::interactive::Action::QuickReplies(pb::Choices {
@@ -219,11 +219,12 @@ async fn every_content_kind_reaches_whatsapp_in_metas_shape() {
         })),
         ..Default::default()
     });
-    let m = t.send_request(request(pb::Channel::Whatsapp, PERSON, quick)).await.expect("accepted");
-    let m = t.wait_for(&m.id, pb::MessageStatus::Failed).await;
-    let e = m.error.expect("error");
-    assert_eq!(e.code, pb::ErrorCode::InvalidContent as i32);
-    assert!(e.message.contains("whatsapp"), "{}", e.message);
+    let sent_before = t.meta().request_count();
+    let refused =
+        t.send_request(request(pb::Channel::Whatsapp, PERSON, quick)).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("whatsapp"), "{}", refused.message());
+    assert_eq!(t.meta().request_count(), sent_before);
 }
 
 #[tokio::test]

@@ -135,6 +135,12 @@ async fn bad_requests_are_refused_with_a_reason() {
     let cases = [
         (text_request("4155550100", "x"), Code::InvalidArgument, "E.164"),
         (text_request("+14155550100", "  "), Code::InvalidArgument, "body is empty"),
+        // Twilio's Body holds 1600 characters (21617 beyond): no attempt could send it.
+        (
+            text_request("+14155550100", &"é".repeat(1601)),
+            Code::InvalidArgument,
+            "more than 1600 characters",
+        ),
         (
             pb::SendMessageRequest { content: None, ..text_request("+14155550100", "x") },
             Code::InvalidArgument,
