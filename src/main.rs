@@ -57,6 +57,12 @@ enum Command {
         /// A media URL (MMS); --text becomes its caption.
         #[arg(long)]
         media_url: Option<String>,
+        /// Email: the subject (default: "Re: " the conversation's, else the text's first line).
+        #[arg(long)]
+        subject: Option<String>,
+        /// A metadata entry, KEY=VALUE; repeatable. Events and webhooks carry it.
+        #[arg(long = "metadata", value_parser = key_value)]
+        metadata: Vec<(String, String)>,
         #[arg(long, default_value = "")]
         account: String,
         #[arg(long, default_value = "")]
@@ -229,21 +235,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             to,
             text,
             media_url,
+            subject,
+            metadata,
             account,
             idempotency_key,
             after_secs,
             wait,
         } => {
-            let content = match (media_url, text) {
-                (Some(url), caption) => pb::content::Kind::Media(pb::Media {
+            let content = match (media_url, text, subject) {
+                (Some(_), _, Some(_)) => anyhow::bail!("--subject goes with --text, for email"),
+                (Some(url), caption, None) => pb::content::Kind::Media(pb::Media {
                     url,
                     caption: caption.unwrap_or_default(),
                     ..Default::default()
                 }),
-                (None, Some(body)) => {
+                (None, Some(text), Some(subject)) => {
+                    pb::content::Kind::Email(pb::Email { subject, text, ..Default::default() })
+                }
+                (None, Some(body), None) => {
                     pb::content::Kind::Text(pb::Text { body, preview_url: false })
                 }
-                (None, None) => anyhow::bail!("give --text or --media-url"),
+                (None, None, _) => anyhow::bail!("give --text or --media-url"),
             };
             let mut client = api.connect().await?;
             let mut statuses = match wait {
@@ -262,6 +274,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 to,
                 account,
                 content: Some(pb::Content { kind: Some(content) }),
+                metadata: metadata.into_iter().collect(),
                 ..Default::default()
             };
             let message =
@@ -582,6 +595,11 @@ async fn follow(
         shown = status;
     }
     Ok(shown)
+}
+
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    let (key, value) = arg.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// One line for a message's status, with why it failed when it did.

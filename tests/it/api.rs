@@ -230,6 +230,32 @@ async fn the_cli_schedules_and_cancels() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
 }
 
+/// `send --subject` sends an email with that subject, and `--metadata` sets entries.
+#[tokio::test]
+async fn the_cli_sends_email_with_a_subject_and_metadata() {
+    let mut t = support::gateway().start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let args = ["send", "--channel", "email", "--to", "ann@example.com", "--text", "shipped"];
+    let more = ["--subject", "Your order", "--metadata", "order=42", "--metadata", "a=b=c"];
+    let out = cli(&addr, &[&args[..], &more[..], &["--wait"]].concat()).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let id =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+    let sent = t.get(&id).await;
+    let Some(pb::content::Kind::Email(email)) = sent.content.and_then(|c| c.kind) else {
+        panic!("not an email: {id}");
+    };
+    assert_eq!((email.subject.as_str(), email.text.as_str()), ("Your order", "shipped"));
+    assert_eq!(sent.metadata.get("order").map(String::as_str), Some("42"));
+    assert_eq!(sent.metadata.get("a").map(String::as_str), Some("b=c"));
+
+    let out = cli(&addr, &["send", "--to", "+14155550542", "--text", "x", "--metadata", "novalue"])
+        .await
+        .expect("runs");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"), "{out:?}");
+}
+
 /// `send --wait` ends with the reason and exit code 3 when the message fails, so that a
 /// script can tell; the reason shows as well when the gateway refused it at acceptance.
 #[tokio::test]
