@@ -136,6 +136,13 @@ enum Command {
         #[arg(long, default_value = "")]
         account: String,
     },
+    /// Manages CRM webhook subscriptions of a running gateway.
+    Webhooks {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
     /// Prints a contact (identities, preferences, opt-outs) as proto3 JSON, from a running
     /// gateway: by id (`ctc_...`), or by an address on `--channel`.
     Contact {
@@ -195,6 +202,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Subcommand)]
+enum WebhookAction {
+    /// Prints every subscription, one proto3 JSON object per line (without secrets).
+    List,
+    /// Subscribes a URL; prints the subscription with its signing secret, shown only now.
+    Add {
+        url: String,
+        /// An event kind to deliver (repeatable); default: every kind.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Deliver events after this sequence (0: the whole log); default: from now on.
+        #[arg(long)]
+        from: Option<u64>,
+        /// The signing secret ("whsec_" + base64); default: a new random one.
+        #[arg(long, default_value = "")]
+        secret: String,
+    },
+    /// Removes a subscription.
+    Delete { id: String },
+    /// Delivers again every event after `--from`, and re-enables a disabled subscription.
+    Replay {
+        id: String,
+        #[arg(long)]
+        from: u64,
+    },
 }
 
 /// Where the config comes from.
@@ -361,6 +395,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 page_token = page.next_page_token;
             }
         }
+        Command::Webhooks { api, action } => {
+            let mut client = api.connect().await?;
+            let shown = match action {
+                WebhookAction::List => {
+                    let all = client.list_webhooks(pb::ListWebhooksRequest {}).await?;
+                    for webhook in &all.into_inner().webhooks {
+                        println!("{}", serde_json::to_string(webhook)?);
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                WebhookAction::Add { url, kinds, from, secret } => {
+                    let request = pb::CreateWebhookRequest {
+                        url,
+                        secret,
+                        kinds,
+                        from_sequence: from.unwrap_or(0),
+                        from_now: from.is_none(),
+                    };
+                    client.create_webhook(request).await?.into_inner()
+                }
+                WebhookAction::Delete { id } => {
+                    client.delete_webhook(pb::DeleteWebhookRequest { id: id.clone() }).await?;
+                    println!("{id} deleted");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                WebhookAction::Replay { id, from } => {
+                    let request = pb::ReplayWebhookRequest { id, from_sequence: from };
+                    client.replay_webhook(request).await?.into_inner()
+                }
+            };
+            println!("{}", serde_json::to_string(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Contact { api, who, channel } => {
             let mut client = api.connect().await?;
             let contact = if who.starts_with("ctc_") {
@@ -497,14 +564,15 @@ impl Interceptor for Bearer {
 
 type Client = GatewayClient<InterceptedService<Channel, Bearer>>;
 
-/// Where a running gateway's API is, and how to get in.
+/// Where a running gateway's API is, and how to get in; global, so that they may follow a
+/// subcommand's own (`webhooks add URL --addr ...`).
 #[derive(clap::Args)]
 struct ApiArgs {
     /// The gateway's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
+    #[arg(global = true, long, default_value = "http://127.0.0.1:50051", env = "OMNIGATE_ADDR")]
     addr: String,
     /// One of the gateway's `server.api_tokens`, when it has any.
-    #[arg(long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
+    #[arg(global = true, long, env = "OMNIGATE_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
@@ -520,12 +588,12 @@ impl ApiArgs {
 #[derive(clap::Args)]
 struct TlsArgs {
     /// PEM CA certificates to trust beside the system's roots.
-    #[arg(long)]
+    #[arg(global = true, long)]
     ca_file: Option<PathBuf>,
     /// A PEM client certificate and its key, for a gateway that asks for one.
-    #[arg(long, requires = "key_file")]
+    #[arg(global = true, long, requires = "key_file")]
     cert_file: Option<PathBuf>,
-    #[arg(long, requires = "cert_file")]
+    #[arg(global = true, long, requires = "cert_file")]
     key_file: Option<PathBuf>,
 }
 

@@ -256,6 +256,46 @@ async fn the_cli_sends_email_with_a_subject_and_metadata() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"), "{out:?}");
 }
 
+/// `omnigate webhooks` adds (showing the secret once), lists, replays and deletes CRM
+/// subscriptions.
+#[tokio::test]
+async fn the_cli_manages_webhooks() {
+    let t = support::gateway().start().await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    // The gateway runs on this test's runtime: the client must not block it.
+    let run = async |args: &[&str]| {
+        let out = cli(&addr, args).await.expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let added = ["webhooks", "add", "http://127.0.0.1:9/crm", "--kind", "message_received"];
+    let (ok, out, err) = run(&added).await;
+    assert!(ok, "{err}");
+    let hook: Value = serde_json::from_str(&out).expect("JSON");
+    let id = hook["id"].as_str().expect("id").to_string();
+    assert!(hook["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{hook}");
+    assert_eq!(hook["kinds"], serde_json::json!(["message_received"]));
+
+    let (ok, out, err) = run(&["webhooks", "list"]).await;
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(listed.len(), 1, "{out}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert!(listed[0].get("secret").is_none(), "the secret shows once: {out}");
+
+    let (ok, out, err) = run(&["webhooks", "replay", &id, "--from", "0"]).await;
+    assert!(ok, "{err}");
+    let replayed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(replayed["id"], id.as_str());
+    let (ok, _, err) = run(&["webhooks", "replay", &id, "--from", "1000000"]).await;
+    assert!(!ok && err.contains("past the last event"), "{err}");
+
+    let (ok, out, err) = run(&["webhooks", "delete", &id]).await;
+    assert!(ok && out.contains("deleted"), "{err}");
+    let (ok, out, err) = run(&["webhooks", "list"]).await;
+    assert!(ok && out.trim().is_empty(), "{out}{err}");
+}
+
 /// `send --wait` ends with the reason and exit code 3 when the message fails, so that a
 /// script can tell; the reason shows as well when the gateway refused it at acceptance.
 #[tokio::test]
