@@ -217,8 +217,9 @@ enum WebhookAction {
         /// Deliver events after this sequence (0: the whole log); default: from now on.
         #[arg(long)]
         from: Option<u64>,
-        /// The signing secret ("whsec_" + base64); default: a new random one.
-        #[arg(long, default_value = "")]
+        /// The signing secret ("whsec_" + base64), better from the environment than on a
+        /// command line others can list; default: a new random one.
+        #[arg(long, default_value = "", env = "OMNIGATE_WEBHOOK_SECRET", hide_env_values = true)]
         secret: String,
     },
     /// Removes a subscription.
