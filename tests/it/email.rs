@@ -693,6 +693,24 @@ async fn url_attachments_are_fetched_within_the_size_limit() {
     let error = refused.error.expect("error");
     assert_eq!(error.code, pb::ErrorCode::InvalidContent as i32);
     assert!(error.message.contains("4096"), "{}", error.message);
+
+    // Carried inline, the size is known at once: refused, nothing stored.
+    let inline = pb::content::Kind::Email(pb::Email {
+        text: "Attached.".into(),
+        attachments: vec![pb::Attachment {
+            filename: "big.pdf".into(),
+            mime_type: "application/pdf".into(),
+            data: vec![b'x'; 5000],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let refused = gw
+        .send_request(support::request(pb::Channel::Email, &ann, inline))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("4096"), "{}", refused.message());
     gw.stop().await;
 }
 
