@@ -9,9 +9,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::model::{Event, EventKind};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabel {
     pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub channel: &'static str,
+    /// The status a message moved to: accepted, sent, delivered, read, failed, expired,
+    /// canceled...; received for an inbound message.
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +78,7 @@ pub struct WebhookLabels {
 pub struct Metrics {
     registry: Registry,
     accepted: Family<ChannelLabel, Counter>,
+    statuses: Family<StatusLabels, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     webhooks: Family<WebhookLabels, Counter>,
     webhook_ignored: Family<WebhookLabels, Counter>,
@@ -92,6 +103,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("omnigate");
         let accepted = Family::<ChannelLabel, Counter>::default();
+        let statuses = Family::<StatusLabels, Counter>::default();
         let attempts = Family::<AttemptLabels, Counter>::default();
         let webhooks = Family::<WebhookLabels, Counter>::default();
         let webhook_ignored = Family::<WebhookLabels, Counter>::default();
@@ -127,6 +139,12 @@ impl Default for Metrics {
             "messages_accepted",
             "Outbound messages durably accepted",
             accepted.clone(),
+        );
+        registry.register(
+            "message_statuses",
+            "Message status changes this replica stored, by channel and new status: the \
+             ratios of delivered, failed and expired to sent are the delivery rates",
+            statuses.clone(),
         );
         registry.register(
             "send_attempts",
@@ -207,6 +225,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             accepted,
+            statuses,
             attempts,
             webhooks,
             webhook_ignored,
@@ -232,6 +251,21 @@ impl Default for Metrics {
 impl Metrics {
     pub fn accepted(&self, channel: &str) {
         self.accepted.get_or_create(&ChannelLabel { channel: channel.to_string() }).inc();
+    }
+
+    /// Counts the statuses a committed batch stored (each replica its own batches, so the
+    /// fleet's sum counts each change once).
+    pub fn committed(&self, events: &[Event]) {
+        for event in events {
+            let (EventKind::StatusChanged { message, .. } | EventKind::Received { message }) =
+                &event.kind
+            else {
+                continue;
+            };
+            let labels =
+                StatusLabels { channel: message.channel.as_str(), status: message.status.as_str() };
+            self.statuses.get_or_create(&labels).inc();
+        }
     }
 
     pub fn attempt(&self, account: &str, outcome: &str, seconds: f64) {

@@ -116,6 +116,29 @@ async fn grpc_health_and_reflection_are_served() {
     assert!(names.contains(&"omnigate.v1.Gateway".to_string()), "{names:?}");
 }
 
+/// Each stored status change is counted by channel and status, so that delivery rates
+/// (delivered or failed over sent) can be watched.
+#[tokio::test]
+async fn message_statuses_are_counted_by_channel() {
+    let mut t = support::gateway()
+        .rule(r#"{ to_prefix = "+14155550543", fault = { kind = "reject", code = 21211 } }"#)
+        .start()
+        .await;
+    let ok = t.send("+14155550544", "counted").await;
+    t.wait_for(&ok.id, pb::MessageStatus::Delivered).await;
+    let refused = t.send("+14155550543", "refused").await;
+    t.wait_for(&refused.id, pb::MessageStatus::Failed).await;
+    let url = t.url("/metrics");
+    let count = |status: &str| {
+        format!(r#"omnigate_message_statuses_total{{channel="sms",status="{status}"}}"#)
+    };
+    until_metric(&url, &count("failed"), 1.0).await;
+    let text = reqwest_get(&url).await;
+    for (status, want) in [("accepted", 2.0), ("sent", 1.0), ("delivered", 1.0), ("failed", 1.0)] {
+        assert_eq!(metric(&text, &count(status)), want, "{status}: {text}");
+    }
+}
+
 /// Every Gateway call is counted by method and gRPC status, and timed by method; health
 /// probes are not calls to count.
 #[tokio::test]

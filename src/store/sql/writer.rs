@@ -59,6 +59,7 @@ fn run<C: Conn>(
         match outcome {
             Ok(completions) => {
                 metrics.store_commit(completions.len());
+                metrics.committed(&appended);
                 on_commit(appended);
                 completions.into_iter().for_each(|c| c(Ok(())));
             }
