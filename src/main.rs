@@ -88,6 +88,13 @@ enum Command {
         /// The message id (`msg_...`).
         id: String,
     },
+    /// Prints a conversation's history, oldest first, one proto3 JSON message per line.
+    History {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The conversation id (`cnv_...`), as on every message.
+        conversation_id: String,
+    },
     /// Prints a running gateway's events as they are committed, one proto3 JSON line each.
     Events {
         #[command(flatten)]
@@ -382,19 +389,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::OptOuts { api, account } => {
             let mut client = api.connect().await?;
-            let mut page_token = String::new();
-            loop {
+            print_pages(async |page_token| {
                 let request =
                     pb::ListOptOutsRequest { account: account.clone(), page_size: 0, page_token };
                 let page = client.list_opt_outs(request).await?.into_inner();
-                for opt_out in &page.opt_outs {
-                    println!("{}", serde_json::to_string(opt_out)?);
-                }
-                if page.next_page_token.is_empty() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                page_token = page.next_page_token;
-            }
+                Ok((page.opt_outs, page.next_page_token))
+            })
+            .await
+        }
+        Command::History { api, conversation_id } => {
+            let mut client = api.connect().await?;
+            print_pages(async |page_token| {
+                let request = pb::ListMessagesRequest {
+                    conversation_id: conversation_id.clone(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client.list_messages(request).await?.into_inner();
+                Ok((page.messages, page.next_page_token))
+            })
+            .await
         }
         Command::Webhooks { api, action } => {
             let mut client = api.connect().await?;
@@ -664,6 +678,24 @@ async fn follow(
         shown = status;
     }
     Ok(shown)
+}
+
+/// Prints every item of a paged listing, one JSON line each, asking `page` for the page
+/// after each token until the next token is empty.
+async fn print_pages<T: serde::Serialize>(
+    mut page: impl AsyncFnMut(String) -> anyhow::Result<(Vec<T>, String)>,
+) -> anyhow::Result<ExitCode> {
+    let mut token = String::new();
+    loop {
+        let (items, next) = page(token).await?;
+        for item in &items {
+            println!("{}", serde_json::to_string(item)?);
+        }
+        if next.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        token = next;
+    }
 }
 
 fn key_value(arg: &str) -> Result<(String, String), String> {

@@ -372,6 +372,18 @@ async fn the_cli_prints_messages_and_events_as_json() {
     assert_eq!(message["status"], "MESSAGE_STATUS_DELIVERED");
     assert_eq!(message["statusHistory"].as_array().map(Vec::len), Some(3), "{message}");
 
+    // `history` lists the conversation, oldest first.
+    let second = t.send("+14155550531", "and again").await;
+    let conversation = message["conversationId"].as_str().expect("conversation");
+    assert_eq!(second.conversation_id, conversation);
+    let out = cli(&["history", conversation]).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["id"].to_string())
+        .collect();
+    assert_eq!(ids, [format!("{id:?}"), format!("{:?}", second.id)]);
+
     let out = cli(&["events", "--from", "0", "--kind", "message_status_changed", "--count", "3"])
         .await
         .expect("runs");
