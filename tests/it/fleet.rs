@@ -427,10 +427,9 @@ async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
             ROUTES.iter().any(|(id, from)| owner_of(&route_key(id, from), &live) == Some(*n))
         })
         .expect("some name wins a route");
-    let (r1, r2, r3) = (
+    let (r1, r2) = (
         Replica::new(dir.path(), "r1", &db, &sandbox),
         Replica::new(dir.path(), "r2", &db, &sandbox),
-        Replica::new(dir.path(), newcomer, &db, &sandbox),
     );
     let (_a, mut client) = r1.start().await;
     let (_b, _) = r2.start().await;
@@ -439,6 +438,9 @@ async fn a_joining_replica_takes_its_routes_over_without_duplicates() {
     // Eight seconds of work per route at its rate, queued on the two first replicas.
     let queued = ROUTES.len() * 8 * RATE as usize;
     let mut ids = send_in_parallel(&vec![client.clone(); 4], 0..queued).await;
+    // Its free ports picked just before it starts: picked earlier, another test running
+    // meanwhile may take one.
+    let r3 = Replica::new(dir.path(), newcomer, &db, &sandbox);
     let (_c, _) = r3.start().await;
     settled(&db, &[first, vec![newcomer.to_string()]].concat()).await;
     // And work accepted after the join, which the newcomer's routes now take.

@@ -39,10 +39,13 @@ pub async fn spawn(
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn omnigate");
-    let child = Running(child);
+    let mut child = Running(child);
     for _ in 0..200 {
         if let Ok(client) = GatewayClient::connect(grpc.to_string()).await {
             return (child, client);
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("omnigate exited at start ({status}): a port of its config taken meanwhile?");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
