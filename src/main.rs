@@ -88,6 +88,19 @@ enum Command {
         /// The message id (`msg_...`).
         id: String,
     },
+    /// Saves media a person sent (`GetMedia`), fetched from its provider.
+    Media {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The inbound message id (`msg_...`).
+        id: String,
+        /// Which item of a message carrying several (an MMS); 0 is the first.
+        #[arg(long, default_value_t = 0)]
+        index: u32,
+        /// Where to write it; `-` for standard output. Written whole or not at all.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Prints a conversation's history, oldest first, one proto3 JSON message per line.
     History {
         #[command(flatten)]
@@ -334,6 +347,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let answer = api.connect().await?.get_message(request).await?.into_inner();
             let message = answer.message.context("empty answer")?;
             println!("{}", serde_json::to_string_pretty(&message)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Media { api, id, index, out } => {
+            let request = pb::GetMediaRequest { message_id: id, index };
+            let chunks = api.connect().await?.get_media(request).await?.into_inner();
+            save_media(chunks, &out).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { api, from, kinds, count } => {
@@ -696,6 +715,52 @@ async fn print_pages<T: serde::Serialize>(
         }
         token = next;
     }
+}
+
+/// Writes a `GetMedia` stream to `out` (`-`: standard output), through a `.part` file
+/// renamed at the end, so that a fetch that fails midway leaves no truncated file behind.
+async fn save_media(
+    mut chunks: tonic::Streaming<pb::MediaChunk>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let to_stdout = out.as_os_str() == "-";
+    let part = std::path::PathBuf::from({
+        let mut name = out.as_os_str().to_owned();
+        name.push(".part");
+        name
+    });
+    let mut sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?,
+        )
+    };
+    let (mut mime_type, mut written) = (String::new(), 0u64);
+    let copied: anyhow::Result<()> = async {
+        while let Some(chunk) = chunks.message().await? {
+            if mime_type.is_empty() {
+                mime_type = chunk.mime_type;
+            }
+            sink.write_all(&chunk.data)?;
+            written += chunk.data.len() as u64;
+        }
+        Ok(sink.flush()?)
+    }
+    .await;
+    drop(sink);
+    if let Err(e) = copied {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&part);
+        }
+        return Err(e);
+    }
+    if !to_stdout {
+        std::fs::rename(&part, out).with_context(|| format!("writing {}", out.display()))?;
+    }
+    eprintln!("{written} bytes of {mime_type} to {}", out.display());
+    Ok(())
 }
 
 fn key_value(arg: &str) -> Result<(String, String), String> {

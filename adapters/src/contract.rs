@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{Content, MessageStatus, ProviderError};
+use crate::model::{Content, ErrorCode, Media, MessageStatus, ProviderError};
 
 /// One message to hand to a provider. The adapter's account config supplies the sender.
 #[derive(Clone, Debug)]
@@ -170,6 +170,36 @@ pub trait Sender: Send + Sync {
     fn threads_by_reference(&self) -> bool {
         false
     }
+
+    /// Fetches item `index` of `media` that a person sent to this account, from the
+    /// provider that keeps it, with the account's credentials: a product team holds no
+    /// provider credentials, and a WhatsApp media id means nothing without them.
+    async fn fetch_media(
+        &self,
+        _media: &Media,
+        _index: usize,
+    ) -> Result<MediaDownload, ProviderError> {
+        Err(ProviderError::gateway(
+            ErrorCode::InvalidContent,
+            "this account's provider keeps no media to fetch",
+        ))
+    }
+}
+
+/// Media as its provider serves it, read as it arrives.
+pub struct MediaDownload {
+    /// What the provider says it is (its `Content-Type`, or the media lookup's).
+    pub mime_type: String,
+    /// The length the provider announced, when it did.
+    pub size: Option<u64>,
+    pub body: Box<dyn MediaBody>,
+}
+
+/// The bytes of a [`MediaDownload`].
+#[async_trait]
+pub trait MediaBody: Send {
+    /// The next piece, or `None` at the end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, ProviderError>;
 }
 
 /// A provider's HTTP request to the gateway, as received.

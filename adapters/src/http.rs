@@ -64,6 +64,122 @@ pub fn transport_failure(
     }
 }
 
+/// Redirects a media fetch follows: a provider's media URL may answer with one to where the
+/// bytes are kept (Twilio, with HTTP auth on media: a URL on its CDN valid for 4 hours,
+/// support.twilio.com article 223183748).
+const MEDIA_REDIRECTS: usize = 5;
+/// How long a media fetch may take, body included: far longer than a send, since media run
+/// to 100 MB (WhatsApp documents).
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The credentials a media fetch presents to the origin of the URL it was given.
+pub enum MediaAuth<'a> {
+    None,
+    Basic { user: &'a str, password: &'a str },
+    Bearer(&'a str),
+}
+
+/// GETs media at `url` for `provider`. Redirects are followed here, since the shared client
+/// follows none, and credentials go only to the origin of `url`: a redirect to another
+/// origin (a CDN's pre-signed URL) must not receive the account's secret, and a CDN that
+/// signs its URLs refuses a request that carries a second credential.
+pub async fn fetch_media(
+    http: &reqwest::Client,
+    url: &str,
+    auth: &MediaAuth<'_>,
+    provider: &str,
+) -> Result<crate::MediaDownload, crate::ProviderError> {
+    let fail = |code, message: String, provider_code: String, retryable| crate::ProviderError {
+        code,
+        message,
+        provider: provider.into(),
+        provider_code,
+        retryable,
+    };
+    let mut at = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+        let message = format!("the media URL {url:?} is not an http(s) URL");
+        fail(crate::ErrorCode::InvalidContent, message, String::new(), false)
+    })?;
+    let origin = at.origin();
+    for _ in 0..=MEDIA_REDIRECTS {
+        let mut request = http.get(at.clone()).timeout(MEDIA_TIMEOUT);
+        if at.origin() == origin {
+            request = match auth {
+                MediaAuth::None => request,
+                MediaAuth::Basic { user, password } => request.basic_auth(user, Some(password)),
+                MediaAuth::Bearer(token) => request.bearer_auth(token),
+            };
+        }
+        let response = request.send().await.map_err(|e| {
+            let message = format!("fetching media: {e}");
+            fail(crate::ErrorCode::ProviderUnavailable, message, String::new(), true)
+        })?;
+        let status = response.status();
+        if status.is_redirection() {
+            let next = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| at.join(l).ok());
+            at = next.ok_or_else(|| {
+                let message = format!("the media URL answered {status} without a usable Location");
+                fail(crate::ErrorCode::Rejected, message, status.as_u16().to_string(), false)
+            })?;
+            continue;
+        }
+        if !status.is_success() {
+            let (code, why, retryable) = match status.as_u16() {
+                401 | 403 => (
+                    crate::ErrorCode::Authentication,
+                    "refused the account's credentials for",
+                    false,
+                ),
+                // Providers keep media for a while only (WhatsApp: 30 days).
+                404 | 410 => (crate::ErrorCode::Expired, "no longer has", false),
+                429 => (crate::ErrorCode::RateLimited, "throttled the fetch of", true),
+                500.. => (crate::ErrorCode::ProviderUnavailable, "failed to serve", true),
+                _ => (crate::ErrorCode::Rejected, "refused to serve", false),
+            };
+            let message = format!("{provider} {why} this media (HTTP {status})");
+            return Err(fail(code, message, status.as_u16().to_string(), retryable));
+        }
+        let mime_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|t| t.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        return Ok(crate::MediaDownload {
+            mime_type,
+            size: response.content_length(),
+            body: Box::new(MediaResponse { response, provider: provider.to_string() }),
+        });
+    }
+    let message = format!("the media URL redirected more than {MEDIA_REDIRECTS} times");
+    Err(fail(crate::ErrorCode::Rejected, message, String::new(), false))
+}
+
+struct MediaResponse {
+    response: reqwest::Response,
+    provider: String,
+}
+
+#[async_trait::async_trait]
+impl crate::MediaBody for MediaResponse {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, crate::ProviderError> {
+        self.response.chunk().await.map_err(|e| crate::ProviderError {
+            code: crate::ErrorCode::ProviderUnavailable,
+            message: format!("reading media: {e}"),
+            provider: self.provider.clone(),
+            provider_code: String::new(),
+            retryable: true,
+        })
+    }
+}
+
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 10.2.3).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();

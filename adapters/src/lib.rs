@@ -11,12 +11,15 @@
 //! - [`contract`]: the traits an adapter implements, split by role (send, webhook).
 //! - [`http`]: the shared outbound HTTP client (rustls) and Retry-After parsing.
 //! - `sandbox_rules`: fault rules every sandbox shares (feature `sandbox`).
+//! - `sandbox_media`: people's media the sandboxes keep, and the CDN serving it.
 //! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
 //! - [`meta`]: WhatsApp, Messenger and Instagram over the Graph API, with its sandbox.
 //! - [`email`]: SMTP out, IMAP in, MIME both ways, with an SMTP sandbox.
 
 pub mod contract;
 pub mod model;
+#[cfg(feature = "sandbox")]
+pub mod sandbox_media;
 #[cfg(feature = "sandbox")]
 pub mod sandbox_rules;
 
@@ -30,8 +33,9 @@ pub mod meta;
 pub mod twilio;
 
 pub use contract::{
-    Accepted, Consent, FailureClass, InboundMessage, Outbound, Parsed, SendFailure, Sender,
-    StatusReport, Thread, WebhookAck, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
+    Accepted, Consent, FailureClass, InboundMessage, MediaBody, MediaDownload, Outbound, Parsed,
+    SendFailure, Sender, StatusReport, Thread, WebhookAck, WebhookError, WebhookEvent,
+    WebhookHandler, WebhookRequest,
 };
 pub use model::{
     Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,

@@ -83,6 +83,15 @@ impl Media {
             .chain(self.extra_urls.iter().map(String::as_str))
     }
 
+    /// How many items a provider can be asked for ([`crate::Sender::fetch_media`]): each
+    /// URL, or else the one item a provider's media id names.
+    pub fn item_count(&self) -> usize {
+        match self.urls().count() {
+            0 if !self.provider_media_id.is_empty() => 1,
+            n => n,
+        }
+    }
+
     /// The kind, inferred from the MIME type when `Auto`.
     pub fn resolved_kind(&self) -> MediaKind {
         if self.kind != MediaKind::Auto {

@@ -167,6 +167,15 @@ impl Gateway for GatewayService {
         }))
     }
 
+    type GetMediaStream = super::media::MediaStream;
+
+    async fn get_media(
+        &self,
+        request: Request<pb::GetMediaRequest>,
+    ) -> Result<Response<Self::GetMediaStream>, Status> {
+        super::media::get_media(&self.state, request.into_inner()).await.map(Response::new)
+    }
+
     async fn cancel_message(
         &self,
         request: Request<pb::CancelMessageRequest>,
@@ -353,7 +362,10 @@ impl Gateway for GatewayService {
     }
 }
 
-async fn stored_message(state: &AppState, id: &str) -> Result<crate::model::Message, Status> {
+pub(super) async fn stored_message(
+    state: &AppState,
+    id: &str,
+) -> Result<crate::model::Message, Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument("id is required"));
     }

@@ -6,6 +6,7 @@
 //! - [`validate`]: request checks that answer INVALID_ARGUMENT with a reason.
 //! - [`grpc`]: the `omnigate.v1.Gateway` service.
 //! - [`http`]: provider webhooks, health, readiness and metrics.
+//! - [`media`]: `GetMedia`, people's media fetched from their provider.
 //! - [`people`]: the contact and conversation RPCs.
 //! - [`routing`]: which channel, account and address a message goes to, and its fallbacks.
 //! - [`webhooks`]: the webhook subscription RPCs.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod media;
 pub mod people;
 pub mod routing;
 pub mod validate;

@@ -7,6 +7,7 @@ mod crash;
 mod email;
 mod events;
 mod fleet;
+mod media;
 mod meta;
 mod omnichannel;
 mod pg;

@@ -29,14 +29,24 @@ impl GraphClient {
 
     /// POSTs `body` to `/{version}/{path}`; answers the JSON of a 2xx, or the classified error.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, SendFailure> {
-        let response = self
-            .http
-            .post(format!("{}/{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport(&e))?;
+        self.call(self.http.post(format!("{}/{path}", self.base)).json(body)).await
+    }
+
+    /// GETs `/{version}/{path}` (a path and query); answers as [`GraphClient::post`] does.
+    pub async fn get(&self, path: &str) -> Result<Value, SendFailure> {
+        self.call(self.http.get(format!("{}/{path}", self.base))).await
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, SendFailure> {
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| transport(&e))?;
         let status = response.status().as_u16();
         let retry_after = crate::http::retry_after(response.headers())
             .or_else(|| usage_backoff(response.headers()));

@@ -13,16 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::signature;
 use crate::model::Channel;
+use crate::sandbox_media::Shelf;
 use crate::sandbox_rules::RuleSet;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -105,6 +106,10 @@ struct Sandbox {
     requests: AtomicU64,
     next_id: AtomicU64,
     http: reqwest::Client,
+    /// People's media, by media id.
+    shelf: Shelf,
+    /// Where it listens (the config may name port 0).
+    addr: SocketAddr,
 }
 
 #[derive(Clone)]
@@ -114,7 +119,11 @@ pub struct SandboxHandle {
 }
 
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+    let shelf = Shelf::start(config.addr.ip()).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
     let inner = Arc::new(Sandbox {
+        addr,
         rules: RuleSet::new(config.rules.clone()),
         config,
         endpoints: Mutex::new(HashMap::new()),
@@ -122,11 +131,13 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         requests: AtomicU64::new(0),
         next_id: AtomicU64::new(1),
         http: crate::http::client(Duration::from_secs(15)),
+        shelf,
     });
-    let app =
-        Router::new().route("/{version}/{endpoint}/messages", post(send)).with_state(inner.clone());
-    let listener = tokio::net::TcpListener::bind(inner.config.addr).await?;
-    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/{version}/{endpoint}/messages", post(send))
+        .route("/{version}/{media_id}", get(media_lookup))
+        .route("/whatsapp_business/attachments/", get(media_download))
+        .with_state(inner.clone());
     tokio::spawn(async move {
         // As a provider's servers answer: without Nagle's algorithm.
         if let Err(e) = axum::serve(listener.tap_io(crate::http::no_nagle), app).await {
@@ -208,6 +219,18 @@ impl SandboxHandle {
 
     pub fn new_id(&self, channel: Channel) -> String {
         self.inner.new_id(channel)
+    }
+
+    /// Keeps media a person sent on WhatsApp; answers its media id, for the `id` of an
+    /// inbound `image`/`audio`/`document`... object.
+    pub fn keep_media(&self, mime_type: &str, bytes: &[u8]) -> String {
+        self.inner.shelf.put(mime_type, bytes.to_vec())
+    }
+
+    /// Keeps a Messenger or Instagram attachment; answers its `payload.url`, on the CDN.
+    pub fn attachment_url(&self, mime_type: &str, bytes: &[u8]) -> String {
+        let token = self.inner.shelf.put(mime_type, bytes.to_vec());
+        self.inner.shelf.cdn_url(&token)
     }
 }
 
@@ -330,6 +353,68 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Graph's answer to a missing or wrong token, if it is.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let expected = format!("Bearer {}", self.config.access_token);
+        headers.get(header::AUTHORIZATION).is_none_or(|v| v.as_bytes() != expected.as_bytes()).then(
+            || graph_error(StatusCode::UNAUTHORIZED, 190, None, "Invalid OAuth access token."),
+        )
+    }
+}
+
+/// `GET /{version}/{media-id}` (OpenAPI `retrieveMediaUrl`): the media's short-lived URL,
+/// MIME type, SHA-256 and size (a string).
+async fn media_lookup(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((_version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers) {
+        return refusal;
+    }
+    let Some(item) = sandbox.shelf.get(&media_id) else {
+        let message = format!(
+            "Unsupported get request. Object with ID '{media_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+        );
+        return graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message);
+    };
+    use sha2::Digest;
+    let sha256: String =
+        sha2::Sha256::digest(&item.bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let addr = sandbox.addr;
+    let url = format!("http://{addr}/whatsapp_business/attachments/?mid={media_id}&ext=1");
+    let found = json!({
+        "messaging_product": "whatsapp",
+        "url": url,
+        "mime_type": item.mime_type,
+        "sha256": sha256,
+        "file_size": item.bytes.len().to_string(),
+        "id": media_id,
+    });
+    (StatusCode::OK, axum::Json(found)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Download {
+    mid: String,
+}
+
+/// The URL a lookup answered (OpenAPI `downloadMedia`): the bytes, for the same token only.
+async fn media_download(
+    State(sandbox): State<Arc<Sandbox>>,
+    Query(download): Query<Download>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers) {
+        return refusal;
+    }
+    match sandbox.shelf.get(&download.mid) {
+        Some(item) => crate::sandbox_media::body(item),
+        None => (StatusCode::NOT_FOUND, "no such media").into_response(),
+    }
+}
+
 fn graph_error(status: StatusCode, code: i64, subcode: Option<i64>, message: &str) -> Response {
     let mut error = json!({
         "message": message,
@@ -397,9 +482,8 @@ async fn send(
     raw: Bytes,
 ) -> Response {
     sandbox.requests.fetch_add(1, Ordering::Relaxed);
-    let expected = format!("Bearer {}", sandbox.config.access_token);
-    if headers.get(header::AUTHORIZATION).is_none_or(|v| v.as_bytes() != expected.as_bytes()) {
-        return graph_error(StatusCode::UNAUTHORIZED, 190, None, "Invalid OAuth access token.");
+    if let Some(refusal) = sandbox.refusal(&headers) {
+        return refusal;
     }
     let Some(channel) = sandbox.channel(&endpoint_id) else {
         return graph_error(

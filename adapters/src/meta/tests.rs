@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use super::client::MetaSender;
 use super::config::MetaAccount;
 use super::{MetaWebhooks, messenger, signature, whatsapp};
-use crate::contract::{Outbound, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest};
+use crate::contract::{
+    Outbound, Sender, WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
+};
 use crate::model::*;
 
 const TO: &str = "{{Recipient-Phone-Number}}";
@@ -484,4 +486,81 @@ fn arbitrary_signed_bodies_never_panic() {
         };
         let _ = h.handle(&req);
     }
+}
+
+fn media_lookup_spec() -> Value {
+    serde_json::from_str(include_str!("../../spec/meta/whatsapp-media-lookup.json"))
+        .expect("fixture JSON")
+}
+
+/// The sandbox's media lookup answers the fields of Meta's `retrieveMediaUrl` schema, each
+/// of its JSON type (`file_size` a string), and the sender reads that shape: it fetches the
+/// bytes with the lookup's URL and the same token, and an id Graph cannot load (code 100,
+/// subcode 33 in the OpenAPI's example) is media Meta no longer keeps.
+#[tokio::test]
+async fn media_lookup_has_metas_shape_and_the_sender_fetches_with_its_token() {
+    let spec = media_lookup_spec();
+    let sandbox = super::sandbox::start(super::sandbox::SandboxConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        access_token: "t".into(),
+        app_secret: "app-secret".into(),
+        callback_delay_ms: 0,
+        latency_ms: 0,
+        rules: Vec::new(),
+    })
+    .await
+    .expect("sandbox");
+    let id = sandbox.keep_media("audio/ogg", b"OggS voice note");
+    let http = crate::http::client(std::time::Duration::from_secs(5));
+    let lookup = format!("{}/v23.0/{id}?phone_number_id=106540352242922", sandbox.api_base());
+    let found: Value = http
+        .get(&lookup)
+        .bearer_auth("t")
+        .send()
+        .await
+        .expect("lookup")
+        .json()
+        .await
+        .expect("json");
+    let properties = spec["schema"]["properties"].as_object().expect("properties");
+    let ours = found.as_object().expect("object");
+    assert_eq!(ours.keys().collect::<Vec<_>>(), properties.keys().collect::<Vec<_>>());
+    for (name, schema) in properties {
+        assert_eq!(schema["type"], "string", "{name}");
+        assert!(ours[name].is_string(), "{name} is a string as in the spec: {found}");
+    }
+    assert_eq!(found["file_size"], "15");
+    let refused = http.get(&lookup).bearer_auth("wrong").send().await.expect("lookup");
+    assert_eq!(refused.status().as_u16(), 401);
+
+    let sender = MetaSender::new(MetaAccount { api_base: sandbox.api_base(), ..account() });
+    let media = Media { provider_media_id: id, ..Media::default() };
+    let mut download = sender.fetch_media(&media, 0).await.expect("fetched");
+    assert_eq!((download.mime_type.as_str(), download.size), ("audio/ogg", Some(15)));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = download.body.chunk().await.expect("chunk") {
+        bytes.extend_from_slice(&chunk);
+    }
+    assert_eq!(bytes, b"OggS voice note");
+
+    let spec_error = &spec["bad_object_id_error"]["error"];
+    let gone = Media { provider_media_id: "424242".into(), ..Media::default() };
+    let error = sender.fetch_media(&gone, 0).await.err().expect("gone");
+    assert_eq!(
+        error.provider_code,
+        format!("{}/{}", spec_error["code"], spec_error["error_subcode"])
+    );
+    assert_eq!(error.code, ErrorCode::Expired);
+    let wrong = MetaSender::new(MetaAccount {
+        api_base: sandbox.api_base(),
+        access_token: "wrong".into(),
+        ..account()
+    });
+    let media =
+        Media { provider_media_id: sandbox.keep_media("image/png", b"png"), ..Media::default() };
+    let error = wrong.fetch_media(&media, 0).await.err().expect("refused");
+    assert_eq!((error.code, error.provider_code.as_str()), (ErrorCode::Authentication, "190"));
+    let odd = Media { provider_media_id: "../../me".into(), ..Media::default() };
+    let error = sender.fetch_media(&odd, 0).await.err().expect("refused");
+    assert!(error.message.contains("not a Graph media id"), "{error:?}");
 }

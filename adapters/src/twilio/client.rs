@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::contract::{Accepted, Outbound, SendFailure, Sender};
-use crate::model::{Channel, Content, ErrorCode, ProviderError, unsupported};
+use crate::contract::{Accepted, MediaDownload, Outbound, SendFailure, Sender};
+use crate::http::MediaAuth;
+use crate::model::{Channel, Content, ErrorCode, Media, ProviderError, unsupported};
 
 use super::config::{TwilioAccount, TwilioSenderId};
 use super::segments::segments;
@@ -210,6 +211,28 @@ impl Sender for TwilioSender {
             })
             .collect();
         Ok(found)
+    }
+
+    /// An inbound MMS's `MediaUrl{N}`, with the account's credentials when it is on the
+    /// account's API host (needed once "HTTP Basic auth for media" is on; Twilio then
+    /// redirects to a short-lived URL elsewhere, which gets none).
+    async fn fetch_media(
+        &self,
+        media: &Media,
+        index: usize,
+    ) -> Result<MediaDownload, ProviderError> {
+        let url = media.urls().nth(index).ok_or_else(|| {
+            ProviderError::gateway(ErrorCode::InvalidContent, "this media has no such item")
+        })?;
+        let ours = |u: &str| reqwest::Url::parse(u).map(|u| u.origin()).ok();
+        let (user, password) = self.credentials();
+        let auth = match ours(url) {
+            Some(origin) if Some(&origin) == ours(&self.account.api_base).as_ref() => {
+                MediaAuth::Basic { user, password }
+            }
+            _ => MediaAuth::None,
+        };
+        crate::http::fetch_media(&self.http, url, &auth, PROVIDER).await
     }
 }
 

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::signature;
 use super::wire::{ErrorBody, MAX_BODY_CHARS, MAX_MEDIA_URLS};
+use crate::sandbox_media::Shelf;
 use crate::sandbox_rules::RuleSet;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -100,6 +101,9 @@ struct Sandbox {
     lookups: AtomicU64,
     next_sid: AtomicU64,
     http: reqwest::Client,
+    /// Media of inbound MMS by Media SID (ME...): its message's SID and its shelf token.
+    media: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    shelf: Shelf,
 }
 
 /// A running sandbox. It stops with the runtime that started it.
@@ -142,26 +146,56 @@ impl SandboxHandle {
         to: &str,
         body: &str,
     ) -> reqwest::Result<u16> {
-        let sid = self.inner.new_sid("SM");
-        let params = vec![
+        self.deliver_inbound_mms(url, from, to, body, &[]).await.map(|(status, _)| status)
+    }
+
+    /// As [`SandboxHandle::deliver_inbound`], with media items (MIME type, bytes): an MMS
+    /// whose `MediaUrl{N}` are Media resources of this sandbox, which need the account's
+    /// credentials and redirect to the bytes on the media CDN. Answers the HTTP status and
+    /// the message's SID.
+    pub async fn deliver_inbound_mms(
+        &self,
+        url: &str,
+        from: &str,
+        to: &str,
+        body: &str,
+        media: &[(&str, &[u8])],
+    ) -> reqwest::Result<(u16, String)> {
+        let sid = self.inner.new_sid(if media.is_empty() { "SM" } else { "MM" });
+        let account_sid = self.inner.config.account_sid.clone();
+        let mut params = vec![
             ("MessageSid".to_string(), sid.clone()),
             ("SmsSid".to_string(), sid.clone()),
-            ("SmsMessageSid".to_string(), sid),
-            ("AccountSid".to_string(), self.inner.config.account_sid.clone()),
+            ("SmsMessageSid".to_string(), sid.clone()),
+            ("AccountSid".to_string(), account_sid.clone()),
             ("From".to_string(), from.to_string()),
             ("To".to_string(), to.to_string()),
             ("Body".to_string(), body.to_string()),
-            ("NumMedia".to_string(), "0".to_string()),
+            ("NumMedia".to_string(), media.len().to_string()),
             ("NumSegments".to_string(), "1".to_string()),
             ("ApiVersion".to_string(), "2010-04-01".to_string()),
         ];
-        self.inner.post_signed(url, &params).await
+        for (n, (mime_type, bytes)) in media.iter().enumerate() {
+            let media_sid = self.inner.new_sid("ME");
+            let token = self.inner.shelf.put(mime_type, bytes.to_vec());
+            if let Ok(mut kept) = self.inner.media.lock() {
+                kept.insert(media_sid.clone(), (sid.clone(), token));
+            }
+            let media_url = format!(
+                "{}/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media/{media_sid}",
+                self.api_base()
+            );
+            params.push((format!("MediaUrl{n}"), media_url));
+            params.push((format!("MediaContentType{n}"), mime_type.to_string()));
+        }
+        Ok((self.inner.post_signed(url, &params).await?, sid))
     }
 }
 
 /// Binds `config.addr` and serves until the runtime stops.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let addr = config.addr;
+    let shelf = Shelf::start(addr.ip()).await?;
     let auth_header = format!(
         "Basic {}",
         STANDARD.encode(format!("{}:{}", config.account_sid, config.auth_token))
@@ -175,11 +209,17 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         lookups: AtomicU64::new(0),
         next_sid: AtomicU64::new(1),
         http: crate::http::client(Duration::from_secs(15)),
+        media: std::sync::Mutex::new(std::collections::HashMap::new()),
+        shelf,
     });
     let app = Router::new()
         .route(
             "/2010-04-01/Accounts/{account_sid}/Messages.json",
             post(create_message).get(list_messages),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Messages/{message_sid}/Media/{media_sid}",
+            get(fetch_media),
         )
         .with_state(inner.clone());
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -311,6 +351,28 @@ async fn list_messages(
         "uri": uri,
     });
     (StatusCode::OK, axum::Json(page)).into_response()
+}
+
+/// A Media resource without an extension: the media itself, here (as with HTTP auth on media)
+/// a redirect to a short-lived URL on the CDN (support.twilio.com article 223183748).
+async fn fetch_media(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((account_sid, message_sid, media_sid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers, &account_sid) {
+        return refusal;
+    }
+    let token = sandbox.media.lock().ok().and_then(|kept| {
+        kept.get(&media_sid).filter(|(parent, _)| *parent == message_sid).map(|(_, t)| t.clone())
+    });
+    match token {
+        Some(token) => {
+            (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, sandbox.shelf.cdn_url(&token))])
+                .into_response()
+        }
+        None => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
+    }
 }
 
 fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {

@@ -1,0 +1,142 @@
+//! `GetMedia`: media a person sent, fetched from the provider that keeps it (with the
+//! account's credentials, which product teams do not hold) and streamed on in chunks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use omnigate_adapters::{Content, ErrorCode, MediaBody, ProviderError};
+use omnigate_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::grpc::stored_message;
+use crate::app::AppState;
+use crate::model::Direction;
+
+pub type MediaStream = Pin<Box<dyn Stream<Item = Result<pb::MediaChunk, Status>> + Send>>;
+
+/// The most one fetch streams: the largest media a channel carries (WhatsApp documents,
+/// 100 MB), so that an answer that never ends cannot hold a stream open forever.
+pub const MAX_MEDIA_BYTES: u64 = 100 * 1024 * 1024;
+/// The most a chunk carries: far under gRPC's usual 4 MiB message limit, large enough that
+/// the per-message overhead does not matter.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks fetched ahead of a slow reader.
+const AHEAD: usize = 4;
+
+pub async fn get_media(
+    state: &Arc<AppState>,
+    request: pb::GetMediaRequest,
+) -> Result<MediaStream, Status> {
+    let id = &request.message_id;
+    let message = stored_message(state, id).await?;
+    if message.direction != Direction::Inbound {
+        return Err(Status::failed_precondition(format!(
+            "message {id} is outbound: GetMedia fetches media that people sent"
+        )));
+    }
+    let media = match &message.content {
+        Content::Media(media) => media,
+        Content::Email(_) => {
+            return Err(Status::failed_precondition(format!(
+                "message {id} is an email: its attachments come whole in GetMessage"
+            )));
+        }
+        other => {
+            return Err(Status::failed_precondition(format!(
+                "message {id} carries {} content, not media",
+                other.kind()
+            )));
+        }
+    };
+    let (index, count) = (request.index as usize, media.item_count());
+    if index >= count {
+        return Err(Status::out_of_range(format!(
+            "message {id} carries {count} media item(s); index {index} is past them"
+        )));
+    }
+    let account = state.accounts.get(&message.account).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "account {} of message {id} is no longer configured, so its provider cannot be asked",
+            message.account
+        ))
+    })?;
+    let download = account.sender.fetch_media(media, index).await.map_err(provider_status)?;
+    let mime_type = match download.mime_type.as_str() {
+        "" if media.mime_type.is_empty() => "application/octet-stream".to_string(),
+        "" => media.mime_type.clone(),
+        announced => announced.to_string(),
+    };
+    if let Some(size) = download.size.filter(|s| *s > MAX_MEDIA_BYTES) {
+        return Err(too_large(size));
+    }
+    let first = pb::MediaChunk { mime_type, size: download.size.unwrap_or(0), data: Vec::new() };
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::spawn(pump(download.body, first, tx));
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// Reads the provider's answer and sends it on in chunks of up to [`CHUNK_BYTES`], the
+/// first carrying the type and size; stops when the caller went away.
+async fn pump(
+    mut body: Box<dyn MediaBody>,
+    first: pb::MediaChunk,
+    tx: mpsc::Sender<Result<pb::MediaChunk, Status>>,
+) {
+    let mut next = first;
+    let mut pending = BytesMut::new();
+    let mut total = 0u64;
+    loop {
+        let end = match body.chunk().await {
+            Ok(Some(bytes)) => {
+                total += bytes.len() as u64;
+                if total > MAX_MEDIA_BYTES {
+                    let _ = tx.send(Err(too_large(total))).await;
+                    return;
+                }
+                pending.extend_from_slice(&bytes);
+                false
+            }
+            Ok(None) => true,
+            Err(e) => {
+                let _ = tx.send(Err(provider_status(e))).await;
+                return;
+            }
+        };
+        while pending.len() >= CHUNK_BYTES || (end && !pending.is_empty()) {
+            let take = pending.len().min(CHUNK_BYTES);
+            next.data = pending.split_to(take).to_vec();
+            if tx.send(Ok(std::mem::take(&mut next))).await.is_err() {
+                return;
+            }
+        }
+        if end {
+            // Empty media still tells its type.
+            if !next.mime_type.is_empty() {
+                let _ = tx.send(Ok(next)).await;
+            }
+            return;
+        }
+    }
+}
+
+fn too_large(size: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "the media is {size} bytes or more; GetMedia streams at most {MAX_MEDIA_BYTES}"
+    ))
+}
+
+/// A provider's refusal as a gRPC status that says whose problem it is.
+fn provider_status(e: ProviderError) -> Status {
+    let code =
+        if e.provider_code.is_empty() { String::new() } else { format!(" ({})", e.provider_code) };
+    let message = format!("{}{code}", e.message);
+    match e.code {
+        ErrorCode::Expired => Status::not_found(message),
+        _ if e.retryable => Status::unavailable(message),
+        _ => Status::failed_precondition(message),
+    }
+}
