@@ -88,6 +88,16 @@ enum Command {
         /// The message id (`msg_...`).
         id: String,
     },
+    /// Tells the person their message was read (`MarkRead`): WhatsApp, Messenger, Instagram.
+    MarkRead {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The inbound message id (`msg_...`).
+        id: String,
+        /// Also show them a typing indicator.
+        #[arg(long)]
+        typing: bool,
+    },
     /// Saves media a person sent (`GetMedia`), fetched from its provider.
     Media {
         #[command(flatten)]
@@ -347,6 +357,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let answer = api.connect().await?.get_message(request).await?.into_inner();
             let message = answer.message.context("empty answer")?;
             println!("{}", serde_json::to_string_pretty(&message)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MarkRead { api, id, typing } => {
+            let request = pb::MarkReadRequest { message_id: id, typing };
+            api.connect().await?.mark_read(request).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Media { api, id, index, out } => {

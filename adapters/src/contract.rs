@@ -171,6 +171,21 @@ pub trait Sender: Send + Sync {
         false
     }
 
+    /// Tells the person who sent `provider_message_id` from `peer` that it was read
+    /// (WhatsApp's blue ticks, Messenger's and Instagram's "seen"), and with `typing` that an
+    /// answer is being written, as an agent desk shows its customers.
+    async fn mark_read(
+        &self,
+        _provider_message_id: &str,
+        _peer: &str,
+        _typing: bool,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::gateway(
+            ErrorCode::InvalidContent,
+            "this channel carries no read receipts from us to the person",
+        ))
+    }
+
     /// Fetches item `index` of `media` that a person sent to this account, from the
     /// provider that keeps it, with the account's credentials: a product team holds no
     /// provider credentials, and a WhatsApp media id means nothing without them.

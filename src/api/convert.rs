@@ -517,6 +517,19 @@ pub fn millis(t: &omnigate_proto::pbjson_types::Timestamp) -> Millis {
 }
 
 /// Store errors as gRPC statuses, with the reason in the message.
+/// A provider's refusal of a request made for a caller (a media fetch, a read receipt) as
+/// a gRPC status that says whose problem it is, with the provider's code.
+pub fn provider_status(e: omnigate_adapters::ProviderError) -> Status {
+    let code =
+        if e.provider_code.is_empty() { String::new() } else { format!(" ({})", e.provider_code) };
+    let message = format!("{}{code}", e.message);
+    match e.code {
+        omnigate_adapters::ErrorCode::Expired => Status::not_found(message),
+        _ if e.retryable => Status::unavailable(message),
+        _ => Status::failed_precondition(message),
+    }
+}
+
 pub fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::IdempotencyConflict(_) => Status::already_exists(e.to_string()),

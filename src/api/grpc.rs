@@ -167,6 +167,36 @@ impl Gateway for GatewayService {
         }))
     }
 
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let req = request.into_inner();
+        let id = &req.message_id;
+        let message = stored_message(&self.state, id).await?;
+        let refuse = |why: String| Err(Status::failed_precondition(format!("message {id} {why}")));
+        if message.direction != crate::model::Direction::Inbound {
+            return refuse("is outbound: only a message a person sent can be marked read".into());
+        }
+        let Some(provider_id) = &message.provider_message_id else {
+            return refuse("has no provider id to mark".into());
+        };
+        let Some(account) = self.state.accounts.get(&message.account) else {
+            return refuse(format!(
+                "came to account {}, which is no longer configured",
+                message.account
+            ));
+        };
+        if let Err(e) = account.sender.mark_read(provider_id, &message.from, req.typing).await {
+            let channel = message.channel;
+            return Err(convert::provider_status(omnigate_adapters::ProviderError {
+                message: format!("message {id} came by {channel}: {}", e.message),
+                ..e
+            }));
+        }
+        Ok(Response::new(pb::MarkReadResponse {}))
+    }
+
     type GetMediaStream = super::media::MediaStream;
 
     async fn get_media(

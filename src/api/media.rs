@@ -5,13 +5,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use omnigate_adapters::{Content, ErrorCode, MediaBody, ProviderError};
+use omnigate_adapters::{Content, MediaBody};
 use omnigate_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::convert::provider_status;
 use super::grpc::stored_message;
 use crate::app::AppState;
 use crate::model::Direction;
@@ -127,16 +128,4 @@ fn too_large(size: u64) -> Status {
     Status::resource_exhausted(format!(
         "the media is {size} bytes or more; GetMedia streams at most {MAX_MEDIA_BYTES}"
     ))
-}
-
-/// A provider's refusal as a gRPC status that says whose problem it is.
-fn provider_status(e: ProviderError) -> Status {
-    let code =
-        if e.provider_code.is_empty() { String::new() } else { format!(" ({})", e.provider_code) };
-    let message = format!("{}{code}", e.message);
-    match e.code {
-        ErrorCode::Expired => Status::not_found(message),
-        _ if e.retryable => Status::unavailable(message),
-        _ => Status::failed_precondition(message),
-    }
 }

@@ -488,3 +488,70 @@ async fn inbound_kinds_signatures_handshake_and_redeliveries() {
         .expect("get");
     assert_eq!(wrong.status().as_u16(), 403);
 }
+
+/// `MarkRead` sends WhatsApp's read receipt (with the typing indicator when asked) for the
+/// person's message, and Messenger's `mark_seen` then `typing_on` to the person; SMS has no
+/// read receipts and an outbound message is not the person's, so both are refused.
+#[tokio::test]
+async fn read_receipts_go_to_the_person_on_meta_channels() {
+    let mut t = support::gateway().start().await;
+    let inbound = person_writes(&mut t, "wamid.READ1", "anyone there?").await;
+    let mark = |id: &str, typing| pb::MarkReadRequest { message_id: id.into(), typing };
+    t.client.mark_read(mark(&inbound.id, true)).await.expect("marked");
+    let marks = t.meta().marks();
+    let (endpoint, body) = marks.last().expect("a mark");
+    assert_eq!(endpoint, WA_NUMBER_ID);
+    assert_eq!(body, &omnigate_adapters::meta::whatsapp::read_receipt("wamid.READ1", true));
+
+    let psid = "6245120000000801";
+    let code = t
+        .meta()
+        .messaging_inbound(PAGE_ID, psid, json!({ "mid": "m_read1", "text": "hello?" }))
+        .await
+        .expect("post");
+    assert_eq!(code, 200);
+    let on_messenger = t.received("m_read1").await;
+    let addr = format!("http://{}", t.gw().grpc_addr);
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(["mark-read", &on_messenger.id, "--typing", "--addr", &addr])
+        .output()
+        .await
+        .expect("runs");
+    assert!(cli.status.success(), "{cli:?}");
+    let actions: Vec<_> = t.meta().marks()[1..]
+        .iter()
+        .map(|(endpoint, body)| {
+            assert_eq!(
+                (endpoint.as_str(), body["recipient"]["id"].as_str()),
+                (PAGE_ID, Some(psid))
+            );
+            body["sender_action"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(actions, ["mark_seen", "typing_on"]);
+
+    let ours = t
+        .send_request(request(pb::Channel::Whatsapp, PERSON, text("yes, here")))
+        .await
+        .expect("accepted");
+    let refused = t.client.mark_read(mark(&ours.id, false)).await.expect_err("outbound");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("outbound"), "{refused:?}");
+    let sms = t
+        .sandbox()
+        .deliver_inbound_mms(
+            &t.url("/webhooks/twilio/sms/inbound"),
+            "+14155550802",
+            support::FROM,
+            "hi",
+            &[],
+        )
+        .await
+        .expect("post")
+        .1;
+    let sms = t.received(&sms).await;
+    let refused = t.client.mark_read(mark(&sms.id, false)).await.expect_err("sms");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("came by sms"), "{refused:?}");
+    assert_eq!(t.meta().marks().len(), 3, "nothing more reached Meta");
+}

@@ -118,6 +118,25 @@ impl Sender for MetaSender {
         }
     }
 
+    async fn mark_read(
+        &self,
+        provider_message_id: &str,
+        peer: &str,
+        typing: bool,
+    ) -> Result<(), ProviderError> {
+        let post = |body| async move { self.graph.post(&self.path, &body).await.map(drop) };
+        let posted = match self.account.channel {
+            Channel::Whatsapp => post(whatsapp::read_receipt(provider_message_id, typing)).await,
+            // Messenger and Instagram take one action a request, and mark the conversation
+            // seen rather than one message.
+            _ => match post(messenger::sender_action(peer, "mark_seen")).await {
+                Ok(()) if typing => post(messenger::sender_action(peer, "typing_on")).await,
+                done => done,
+            },
+        };
+        posted.map_err(|f| f.error)
+    }
+
     /// WhatsApp media by id: the lookup (`GET /{version}/{media-id}`, OpenAPI
     /// `retrieveMediaUrl`) answers a URL valid for 5 minutes that takes the same Bearer
     /// token (`downloadMedia`). Messenger and Instagram attachments carry a URL of their own.

@@ -108,6 +108,8 @@ struct Sandbox {
     http: reqwest::Client,
     /// People's media, by media id.
     shelf: Shelf,
+    /// Read receipts and sender actions, by endpoint, in arrival order.
+    marks: Mutex<Vec<(String, Value)>>,
     /// Where it listens (the config may name port 0).
     addr: SocketAddr,
 }
@@ -132,6 +134,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         next_id: AtomicU64::new(1),
         http: crate::http::client(Duration::from_secs(15)),
         shelf,
+        marks: Mutex::new(Vec::new()),
     });
     let app = Router::new()
         .route("/{version}/{endpoint}/messages", post(send))
@@ -168,6 +171,11 @@ impl SandboxHandle {
 
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every read receipt and `mark_seen`/`typing_*` sender action taken, with its endpoint.
+    pub fn marks(&self) -> Vec<(String, Value)> {
+        self.inner.marks.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Posts `body` to the endpoint's webhook URL, signed; answers the HTTP status.
@@ -428,6 +436,44 @@ fn graph_error(status: StatusCode, code: i64, subcode: Option<i64>, message: &st
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
+/// A read receipt (WhatsApp `status: read`) or a `mark_seen`/`typing_*` sender action: no
+/// message, no receipts. `None` for anything else, reactions included.
+fn mark(sandbox: &Sandbox, channel: Channel, endpoint_id: &str, body: &Value) -> Option<Response> {
+    let refuse =
+        |why: &str| graph_error(StatusCode::BAD_REQUEST, 100, None, &format!("(#100) {why}"));
+    let answer = if channel == Channel::Whatsapp {
+        if body["status"] != "read" {
+            return None;
+        }
+        if body["messaging_product"] != "whatsapp" {
+            return Some(refuse("messaging_product must be whatsapp"));
+        }
+        if !body["message_id"].as_str().is_some_and(|id| id.starts_with("wamid.")) {
+            return Some(refuse("message_id must be the wamid of a message received"));
+        }
+        if !body["typing_indicator"].is_null() && body["typing_indicator"]["type"] != "text" {
+            return Some(refuse("typing_indicator.type must be text"));
+        }
+        json!({ "success": true })
+    } else {
+        let action = body["sender_action"].as_str()?;
+        if !matches!(action, "mark_seen" | "typing_on" | "typing_off") {
+            return None;
+        }
+        if !body["message"].is_null() {
+            return Some(refuse("a sender_action is sent instead of a message, not with one"));
+        }
+        let Some(recipient) = body["recipient"]["id"].as_str() else {
+            return Some(refuse("recipient.id is required"));
+        };
+        json!({ "recipient_id": recipient })
+    };
+    if let Ok(mut marks) = sandbox.marks.lock() {
+        marks.push((endpoint_id.to_string(), body.clone()));
+    }
+    Some((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
 /// What a real Graph API refuses, before any fault rule.
 fn validate(channel: Channel, body: &Value) -> Result<String, String> {
     if channel == Channel::Whatsapp {
@@ -496,6 +542,9 @@ async fn send(
     let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
         return graph_error(StatusCode::BAD_REQUEST, 100, None, "Invalid JSON body");
     };
+    if let Some(answer) = mark(&sandbox, channel, &endpoint_id, &body) {
+        return answer;
+    }
     let to = match validate(channel, &body) {
         Ok(to) => to,
         Err(reason) => {

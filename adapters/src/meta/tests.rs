@@ -564,3 +564,19 @@ async fn media_lookup_has_metas_shape_and_the_sender_fetches_with_its_token() {
     let error = sender.fetch_media(&odd, 0).await.err().expect("refused");
     assert!(error.message.contains("not a Graph media id"), "{error:?}");
 }
+
+/// A read receipt is Meta's "Send typing indicator and read receipt" example to the letter,
+/// less the indicator when no typing is shown; Messenger's is a sender action alone.
+#[test]
+fn read_receipts_match_metas_example() {
+    let example = &examples()["Send typing indicator and read receipt"];
+    let id = example["message_id"].as_str().expect("id");
+    assert_eq!(&whatsapp::read_receipt(id, true), example);
+    let mut plain = example.clone();
+    plain.as_object_mut().expect("object").remove("typing_indicator");
+    assert_eq!(whatsapp::read_receipt(id, false), plain);
+    assert_eq!(
+        messenger::sender_action("6245120000000703", "mark_seen"),
+        json!({ "recipient": { "id": "6245120000000703" }, "sender_action": "mark_seen" })
+    );
+}

@@ -199,6 +199,20 @@ fn parameter(p: &TemplateParameter) -> Value {
 }
 
 /// The message id in a send's answer: `{"messages": [{"id": "wamid..."}]}`.
+/// Marks an inbound message read, with a typing indicator when `typing` (the OpenAPI's
+/// "Send typing indicator and read receipt" example); it goes to the messages endpoint.
+pub fn read_receipt(provider_message_id: &str, typing: bool) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": provider_message_id,
+    });
+    if typing {
+        body["typing_indicator"] = json!({ "type": "text" });
+    }
+    body
+}
+
 pub fn sent_id(answer: &Value) -> Option<String> {
     answer["messages"][0]["id"].as_str().map(str::to_string)
 }
