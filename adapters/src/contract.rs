@@ -210,6 +210,23 @@ pub struct MediaDownload {
     pub body: Box<dyn MediaBody>,
 }
 
+impl MediaDownload {
+    /// Bytes already at hand, in one piece.
+    pub fn whole(mime_type: String, bytes: Bytes) -> Self {
+        let size = Some(bytes.len() as u64);
+        MediaDownload { mime_type, size, body: Box::new(Whole(Some(bytes))) }
+    }
+}
+
+struct Whole(Option<Bytes>);
+
+#[async_trait]
+impl MediaBody for Whole {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, ProviderError> {
+        Ok(self.0.take())
+    }
+}
+
 /// The bytes of a [`MediaDownload`].
 #[async_trait]
 pub trait MediaBody: Send {

@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use omnigate_adapters::{Content, MediaBody};
+use omnigate_adapters::email::{ImapError, ImapUrl};
+use omnigate_adapters::{Attachment, Content, MediaBody, MediaDownload};
 use omnigate_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -15,7 +16,7 @@ use tonic::Status;
 use super::convert::provider_status;
 use super::grpc::stored_message;
 use crate::app::AppState;
-use crate::model::Direction;
+use crate::model::{Direction, Message};
 
 pub type MediaStream = Pin<Box<dyn Stream<Item = Result<pb::MediaChunk, Status>> + Send>>;
 
@@ -39,12 +40,27 @@ pub async fn get_media(
             "message {id} is outbound: GetMedia fetches media that people sent"
         )));
     }
-    let media = match &message.content {
-        Content::Media(media) => media,
-        Content::Email(_) => {
-            return Err(Status::failed_precondition(format!(
-                "message {id} is an email: its attachments come whole in GetMessage"
-            )));
+    let index = request.index as usize;
+    let past = |count: usize| {
+        Status::out_of_range(format!(
+            "message {id} carries {count} media item(s); index {index} is past them"
+        ))
+    };
+    let (download, stated_type) = match &message.content {
+        Content::Media(media) if index >= media.item_count() => {
+            return Err(past(media.item_count()));
+        }
+        Content::Media(media) => {
+            let account =
+                state.accounts.get(&message.account).ok_or_else(|| gone_account(&message))?;
+            let download =
+                account.sender.fetch_media(media, index).await.map_err(provider_status)?;
+            (download, media.mime_type.as_str())
+        }
+        Content::Email(email) => {
+            let attachment =
+                email.attachments.get(index).ok_or_else(|| past(email.attachments.len()))?;
+            (attachment_download(state, &message, attachment).await?, attachment.mime_type.as_str())
         }
         other => {
             return Err(Status::failed_precondition(format!(
@@ -53,23 +69,10 @@ pub async fn get_media(
             )));
         }
     };
-    let (index, count) = (request.index as usize, media.item_count());
-    if index >= count {
-        return Err(Status::out_of_range(format!(
-            "message {id} carries {count} media item(s); index {index} is past them"
-        )));
-    }
-    let account = state.accounts.get(&message.account).ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "account {} of message {id} is no longer configured, so its provider cannot be asked",
-            message.account
-        ))
-    })?;
-    let download = account.sender.fetch_media(media, index).await.map_err(provider_status)?;
-    let mime_type = match download.mime_type.as_str() {
-        "" if media.mime_type.is_empty() => "application/octet-stream".to_string(),
-        "" => media.mime_type.clone(),
-        announced => announced.to_string(),
+    let mime_type = match (download.mime_type.as_str(), stated_type) {
+        ("", "") => "application/octet-stream".to_string(),
+        ("", stated) => stated.to_string(),
+        (announced, _) => announced.to_string(),
     };
     if let Some(size) = download.size.filter(|s| *s > MAX_MEDIA_BYTES) {
         return Err(too_large(size));
@@ -78,6 +81,48 @@ pub async fn get_media(
     let (tx, rx) = mpsc::channel(AHEAD);
     tokio::spawn(pump(download.body, first, tx));
     Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+fn gone_account(message: &Message) -> Status {
+    Status::failed_precondition(format!(
+        "account {} of message {} is no longer configured, so its provider cannot be asked",
+        message.account, message.id
+    ))
+}
+
+/// An email attachment: its bytes when stored, else the part its IMAP URL names, fetched
+/// from the account's mailbox (larger attachments than `max_inline_attachment_bytes` are
+/// left there).
+async fn attachment_download(
+    state: &AppState,
+    message: &Message,
+    attachment: &Attachment,
+) -> Result<MediaDownload, Status> {
+    if attachment.url.is_empty() {
+        return Ok(MediaDownload::whole(
+            attachment.mime_type.clone(),
+            attachment.data.clone().into(),
+        ));
+    }
+    if attachment.size > MAX_MEDIA_BYTES {
+        return Err(too_large(attachment.size));
+    }
+    let url = ImapUrl::parse(&attachment.url).ok_or_else(|| {
+        Status::failed_precondition(format!("{:?} is not an IMAP URL of ours", attachment.url))
+    })?;
+    let account = state.accounts.get(&message.account).ok_or_else(|| gone_account(message))?;
+    let inbox = account.inbox.as_ref().ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "account {} no longer reads a mailbox, where this attachment is",
+            message.account
+        ))
+    })?;
+    let (mime_type, bytes) = inbox.mailbox.fetch_part(&url).await.map_err(|e| match e {
+        ImapError::Gone(_) => Status::not_found(e.to_string()),
+        ImapError::Elsewhere(_) | ImapError::Login(_) => Status::failed_precondition(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    })?;
+    Ok(MediaDownload::whole(mime_type, bytes.into()))
 }
 
 /// Reads the provider's answer and sends it on in chunks of up to [`CHUNK_BYTES`], the

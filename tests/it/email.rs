@@ -760,3 +760,68 @@ async fn a_requested_delivery_report_marks_the_message_delivered() {
     assert_eq!(bounced.error.expect("error").provider_code, "5.1.1");
     gw.stop().await;
 }
+
+/// `GetMedia` on an email: a small attachment comes from the store; one over
+/// `max_inline_attachment_bytes`, kept as an IMAP URL, is fetched from the account's own
+/// mailbox by its section and decoded from base64, with the mail left unread.
+#[tokio::test]
+async fn email_attachments_come_from_the_store_or_the_mailbox() {
+    use base64::Engine;
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = support::gateway()
+        .extra(&account_toml(&shop, 587, "starttls", "").replace(
+            "max_attachment_bytes = 4096",
+            "max_attachment_bytes = 4096\nmax_inline_attachment_bytes = 1000",
+        ))
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let small: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+    let large: Vec<u8> = (0..5000u32).map(|i| (i * 13 + i / 256) as u8).collect();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let raw = format!(
+        "From: {ann}\r\nTo: {shop}\r\nSubject: photos\r\nMessage-ID: <photos.{ann}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nTwo files.\r\n\
+         --b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"small.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --b1\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=\"large.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --b1--\r\n",
+        b64(&small),
+        b64(&large)
+    );
+    append(&shop, "INBOX", raw.as_bytes()).await;
+    let received = gw.received(&format!("photos.{ann}")).await;
+    let Some(pb::content::Kind::Email(email)) =
+        received.content.as_ref().and_then(|c| c.kind.clone())
+    else {
+        panic!("not email: {received:?}")
+    };
+    assert_eq!(email.attachments[1].data, Vec::<u8>::new(), "kept in the mailbox");
+    assert!(email.attachments[1].url.ends_with("/;SECTION=3"), "{:?}", email.attachments[1].url);
+
+    let fetch = |index| pb::GetMediaRequest { message_id: received.id.clone(), index };
+    let mut collect = async |index| {
+        let mut stream = gw.client.get_media(fetch(index)).await?.into_inner();
+        let (mut mime_type, mut bytes) = (String::new(), Vec::new());
+        while let Some(chunk) = stream.message().await? {
+            if mime_type.is_empty() {
+                mime_type = chunk.mime_type;
+            }
+            bytes.extend(chunk.data);
+        }
+        Ok::<_, tonic::Status>((mime_type, bytes))
+    };
+    assert_eq!(collect(0).await.expect("small"), ("image/png".to_string(), small));
+    assert_eq!(collect(1).await.expect("large"), ("application/zip".to_string(), large));
+    let past = collect(2).await.expect_err("two attachments");
+    assert_eq!(past.code(), tonic::Code::OutOfRange, "{past:?}");
+
+    // The fetch peeked: the mail is as unread as the gateway's own reading left it.
+    let mut session = login(&shop, "INBOX").await;
+    session.select().await.expect("select");
+    let unseen = session.inner_mut().uid_search("UNSEEN").await.expect("search");
+    assert_eq!(unseen.len(), 1, "{unseen:?}");
+    session.logout().await;
+    gw.stop().await;
+}

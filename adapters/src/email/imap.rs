@@ -31,6 +31,51 @@ pub enum ImapError {
     Timeout(Duration),
     #[error("imap: mailbox {0:?} has no UIDVALIDITY")]
     NoUidValidity(String),
+    /// The mail or its mailbox is no longer what the URL named.
+    #[error("imap: {0}")]
+    Gone(String),
+    /// The URL is not one of this mailbox's.
+    #[error("imap: {0}")]
+    Elsewhere(String),
+}
+
+/// Where an IMAP URL of ours points (RFC 5092, as [`Session::url`] writes it, with
+/// `/;SECTION=` for one part of the mail).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImapUrl {
+    pub host: String,
+    pub mailbox: String,
+    pub uid_validity: u32,
+    pub uid: u32,
+    /// The part's section (RFC 3501 6.4.5: `2.1` is `[2, 1]`); empty for the whole mail.
+    pub section: Vec<u32>,
+}
+
+impl ImapUrl {
+    pub fn parse(url: &str) -> Option<ImapUrl> {
+        let (host, path) = url.strip_prefix("imap://")?.split_once('/')?;
+        let mut pieces = path.split("/;");
+        let (mailbox, uid_validity) = pieces.next()?.rsplit_once(";UIDVALIDITY=")?;
+        let uid = pieces.next()?.strip_prefix("UID=")?.parse().ok()?;
+        let section = match pieces.next() {
+            Some(s) => s
+                .strip_prefix("SECTION=")?
+                .split('.')
+                .map(|n| n.parse().ok().filter(|n| *n > 0))
+                .collect::<Option<Vec<u32>>>()?,
+            None => Vec::new(),
+        };
+        if pieces.next().is_some() || host.is_empty() || mailbox.is_empty() {
+            return None;
+        }
+        Some(ImapUrl {
+            host: host.to_string(),
+            mailbox: mailbox.to_string(),
+            uid_validity: uid_validity.parse().ok()?,
+            uid,
+            section,
+        })
+    }
 }
 
 /// A mail as fetched: its UID and size, and its bytes unless it is over the size limit.
@@ -104,6 +149,23 @@ impl Mailbox {
         let idle =
             within(c.timeout, async { Ok(session.capabilities().await?.has_str("IDLE")) }).await?;
         Ok(Session { inner: session, idle, timeout: c.timeout, mailbox: c.mailbox.clone() })
+    }
+
+    /// The part `url` names, decoded from its transfer encoding, as its MIME type and bytes;
+    /// with no section, the whole mail (`message/rfc822`). Only the part is fetched, and
+    /// with `BODY.PEEK`, so the mail's `\Seen` flag stays as it was.
+    pub async fn fetch_part(&self, url: &ImapUrl) -> Result<(String, Vec<u8>), ImapError> {
+        let c = &self.config;
+        if url.host != c.host || url.mailbox != c.mailbox {
+            return Err(ImapError::Elsewhere(format!(
+                "{}/{} is not this account's mailbox ({}/{})",
+                url.host, url.mailbox, c.host, c.mailbox
+            )));
+        }
+        let mut session = self.connect().await?;
+        let fetched = session.fetch_part(url).await;
+        session.logout().await;
+        fetched
     }
 
     async fn wrap(&self, tcp: TcpStream) -> Result<Stream, ImapError> {
@@ -195,6 +257,56 @@ impl Session {
         woke?;
         let inner = within(timeout, async { Ok(handle.done().await?) }).await?;
         Ok(Session { inner, idle, timeout, mailbox })
+    }
+
+    async fn fetch_part(&mut self, url: &ImapUrl) -> Result<(String, Vec<u8>), ImapError> {
+        use async_imap::imap_proto::{MessageSection, SectionPath};
+        let selected = self.select().await?;
+        if selected.uid_validity != url.uid_validity {
+            return Err(ImapError::Gone(format!(
+                "mailbox {} was recreated since (UIDVALIDITY {} is now {}), so UID {} means another mail",
+                url.mailbox, url.uid_validity, selected.uid_validity, url.uid
+            )));
+        }
+        let section = url.section.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+        let items = match section.as_str() {
+            "" => "(UID BODY.PEEK[])".to_string(),
+            s => format!("(UID BODY.PEEK[{s}.MIME] BODY.PEEK[{s}])"),
+        };
+        let timeout = self.timeout;
+        let uid = url.uid;
+        let fetched = within(timeout, async {
+            let all: Vec<_> =
+                self.inner.uid_fetch(uid.to_string(), &items).await?.try_collect().await?;
+            Ok(all.into_iter().find(|f| f.uid == Some(uid)))
+        })
+        .await?
+        .ok_or_else(|| {
+            ImapError::Gone(format!("mail UID {uid} is no longer in {}", url.mailbox))
+        })?;
+        if url.section.is_empty() {
+            let raw = fetched
+                .body()
+                .ok_or_else(|| ImapError::Gone(format!("mail UID {uid} has no body")))?;
+            return Ok(("message/rfc822".into(), raw.to_vec()));
+        }
+        let path = |part| SectionPath::Part(url.section.clone(), part);
+        let (Some(header), Some(body)) =
+            (fetched.section(&path(Some(MessageSection::Mime))), fetched.section(&path(None)))
+        else {
+            return Err(ImapError::Gone(format!("mail UID {uid} has no part {section}")));
+        };
+        // The part's own header and body make a MIME entity, which decodes as inbound mail
+        // does; the header ends in its blank line (RFC 3501 6.4.5), but a server that
+        // leaves it out must not make the body read as header.
+        let mut entity = header.to_vec();
+        if !entity.ends_with(b"\r\n\r\n") {
+            entity.extend_from_slice(b"\r\n");
+        }
+        entity.extend_from_slice(body);
+        super::parse::decode_entity(&entity).ok_or_else(|| {
+            ImapError::Gone(format!("part {section} of mail UID {uid} is not a leaf part"))
+        })
     }
 
     /// The IMAP URL of a mail (RFC 5092), for references to parts not stored inline.

@@ -35,7 +35,7 @@ pub mod tls;
 pub mod unsubscribe;
 
 pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};
-pub use imap::{Fetched, ImapError, Mailbox, Selected, Session};
+pub use imap::{Fetched, ImapError, ImapUrl, Mailbox, Selected, Session};
 pub use parse::{Incoming, MailError};
 pub use smtp::EmailSender;
 #[cfg(test)]

@@ -216,6 +216,34 @@ fn message_id(text: &str) -> Option<String> {
     well_formed.then(|| text.to_string())
 }
 
+/// A leaf part's type and its bytes, decoded from their transfer encoding; `None` for a
+/// multipart, which has no bytes of its own.
+fn decoded<'a>(part: &'a mail_parser::MessagePart<'_>) -> Option<(String, &'a [u8])> {
+    let data = match &part.body {
+        PartType::Binary(b) | PartType::InlineBinary(b) => b.as_ref(),
+        PartType::Text(t) | PartType::Html(t) => t.as_bytes(),
+        PartType::Message(m) => m.raw_message(),
+        PartType::Multipart(_) => return None,
+    };
+    let mime_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{sub}", ct.ctype()),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    Some((mime_type, data))
+}
+
+/// A MIME entity (a part's header and body, as IMAP's `BODY[n.MIME]` and `BODY[n]` give
+/// them) as its type and decoded bytes.
+pub fn decode_entity(entity: &[u8]) -> Option<(String, Vec<u8>)> {
+    let message = MessageParser::default().parse(entity)?;
+    let (mime_type, data) = decoded(message.parts.first()?)?;
+    Some((mime_type, data.to_vec()))
+}
+
 fn attachments(message: &Message<'_>, source: &Source<'_>) -> Vec<Attachment> {
     let sections = imap_sections(message);
     message
@@ -223,20 +251,7 @@ fn attachments(message: &Message<'_>, source: &Source<'_>) -> Vec<Attachment> {
         .iter()
         .filter_map(|&id| {
             let part = message.parts.get(id as usize)?;
-            let data = match &part.body {
-                PartType::Binary(b) | PartType::InlineBinary(b) => b.as_ref(),
-                PartType::Text(t) | PartType::Html(t) => t.as_bytes(),
-                PartType::Message(m) => m.raw_message(),
-                PartType::Multipart(_) => return None,
-            };
-            let mime_type = part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into())
-                .to_ascii_lowercase();
+            let (mime_type, data) = decoded(part)?;
             let size = data.len() as u64;
             let inline = size <= source.max_inline_attachment_bytes;
             Some(Attachment {

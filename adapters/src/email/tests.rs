@@ -595,3 +595,37 @@ fn a_reply_names_the_conversation_of_the_plus_address_it_was_written_or_delivere
     assert_eq!(conversation(elsewhere), None);
     assert_eq!(conversation(format!("{from}\r\nTo: shop@omnigate.test")), None);
 }
+
+/// The URLs inbound mail stores for attachments it leaves in the mailbox read back to the
+/// mail and part they name; anything else is no URL of ours.
+#[test]
+fn imap_urls_read_back_to_their_mail_and_part() {
+    use super::ImapUrl;
+    let part =
+        ImapUrl::parse("imap://localhost/INBOX;UIDVALIDITY=1/;UID=7/;SECTION=3").expect("url");
+    assert_eq!(
+        part,
+        ImapUrl {
+            host: "localhost".into(),
+            mailbox: "INBOX".into(),
+            uid_validity: 1,
+            uid: 7,
+            section: vec![3]
+        }
+    );
+    let nested =
+        ImapUrl::parse("imap://mx.example.test/Support/2026;UIDVALIDITY=99/;UID=12/;SECTION=2.1");
+    assert_eq!(nested.map(|u| (u.mailbox, u.section)), Some(("Support/2026".into(), vec![2, 1])));
+    let whole = ImapUrl::parse("imap://localhost/INBOX;UIDVALIDITY=1/;UID=7").expect("url");
+    assert!(whole.section.is_empty());
+    for bad in [
+        "https://localhost/INBOX;UIDVALIDITY=1/;UID=7",
+        "imap://localhost/INBOX/;UID=7",
+        "imap://localhost/INBOX;UIDVALIDITY=x/;UID=7",
+        "imap://localhost/INBOX;UIDVALIDITY=1/;UID=7/;SECTION=0",
+        "imap://localhost/INBOX;UIDVALIDITY=1/;UID=7/;SECTION=3/;PARTIAL=0.10",
+        "imap:///INBOX;UIDVALIDITY=1/;UID=7",
+    ] {
+        assert_eq!(ImapUrl::parse(bad), None, "{bad}");
+    }
+}
