@@ -22,6 +22,9 @@ use axum::routing::get;
 pub struct Item {
     pub mime_type: String,
     pub bytes: Bytes,
+    /// Served as its bytes and then nothing more, the connection left open: a download that
+    /// stalls, as one over a failing link does.
+    pub stalls: bool,
 }
 
 #[derive(Default)]
@@ -54,9 +57,13 @@ impl Shelf {
 
     /// Keeps `bytes`; answers its token, an opaque id made of digits (Graph media ids are).
     pub fn put(&self, mime_type: &str, bytes: impl Into<Bytes>) -> String {
+        self.keep(Item { mime_type: mime_type.to_string(), bytes: bytes.into(), stalls: false })
+    }
+
+    /// Keeps `item`; answers its token.
+    pub fn keep(&self, item: Item) -> String {
         let token =
             format!("{}", 1_000_000_000_000_000 + self.items.next.fetch_add(1, Ordering::Relaxed));
-        let item = Item { mime_type: mime_type.to_string(), bytes: bytes.into() };
         if let Ok(mut items) = self.items.by_token.lock() {
             items.insert(token.clone(), item);
         }
@@ -90,5 +97,11 @@ async fn serve(
 
 /// An item as a provider serves its bytes.
 pub fn body(item: Item) -> Response {
+    if item.stalls {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(item.bytes) });
+        let body = axum::body::Body::from_stream(first.chain(futures_util::stream::pending()));
+        return ([(header::CONTENT_TYPE, item.mime_type)], body).into_response();
+    }
     ([(header::CONTENT_TYPE, item.mime_type)], item.bytes).into_response()
 }

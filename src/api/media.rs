@@ -11,6 +11,7 @@ use omnigate_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::convert::provider_status;
@@ -79,7 +80,7 @@ pub async fn get_media(
     }
     let first = pb::MediaChunk { mime_type, size: download.size.unwrap_or(0), data: Vec::new() };
     let (tx, rx) = mpsc::channel(AHEAD);
-    tokio::spawn(pump(download.body, first, tx));
+    tokio::spawn(pump(download.body, first, tx, state.stopping.clone()));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
@@ -131,12 +132,21 @@ async fn pump(
     mut body: Box<dyn MediaBody>,
     first: pb::MediaChunk,
     tx: mpsc::Sender<Result<pb::MediaChunk, Status>>,
+    stopping: CancellationToken,
 ) {
     let mut next = first;
     let mut pending = BytesMut::new();
     let mut total = 0u64;
     loop {
-        let end = match body.chunk().await {
+        // A download may take minutes; a draining gateway does not wait for it.
+        let chunk = tokio::select! {
+            _ = stopping.cancelled() => {
+                let _ = tx.send(Err(Status::unavailable("the gateway is stopping; fetch the media again"))).await;
+                return;
+            }
+            chunk = body.chunk() => chunk,
+        };
+        let end = match chunk {
             Ok(Some(bytes)) => {
                 total += bytes.len() as u64;
                 if total > MAX_MEDIA_BYTES {

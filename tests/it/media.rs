@@ -180,3 +180,32 @@ async fn messenger_attachments_come_from_their_url_and_the_cli_saves_them() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("past them"), "{refused:?}");
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "only statement.pdf");
 }
+
+/// A download that stalls does not hold a draining gateway: its stream ends with
+/// `UNAVAILABLE` (fetch again) and the gateway stops.
+#[tokio::test]
+async fn a_stalled_download_does_not_hold_the_drain() {
+    let mut t = support::gateway().start().await;
+    let url = t.meta().stalling_attachment_url("video/mp4", &pattern(1000, 3));
+    let event = json!({ "mid": "m_stall", "attachments": [{ "type": "video", "payload": { "url": url } }] });
+    let code = t.meta().messaging_inbound(PAGE_ID, "6245120000000704", event).await.expect("post");
+    assert_eq!(code, 200);
+    let inbound = t.received("m_stall").await;
+    let request = pb::GetMediaRequest { message_id: inbound.id.clone(), index: 0 };
+    let mut stream = t.client.get_media(request).await.expect("started").into_inner();
+    let reader = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(20), t.stop())
+        .await
+        .expect("the drain does not wait for the stalled download");
+    let ended = reader.await.expect("task").expect_err("cut short");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("fetch the media again"), "{ended:?}");
+}

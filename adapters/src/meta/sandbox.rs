@@ -240,6 +240,16 @@ impl SandboxHandle {
         let token = self.inner.shelf.put(mime_type, bytes.to_vec());
         self.inner.shelf.cdn_url(&token)
     }
+
+    /// As [`SandboxHandle::attachment_url`], for a download that stalls after `bytes`.
+    pub fn stalling_attachment_url(&self, mime_type: &str, bytes: &[u8]) -> String {
+        let item = crate::sandbox_media::Item {
+            mime_type: mime_type.into(),
+            bytes: bytes.to_vec().into(),
+            stalls: true,
+        };
+        self.inner.shelf.cdn_url(&self.inner.shelf.keep(item))
+    }
 }
 
 fn now_ms() -> i64 {
