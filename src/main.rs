@@ -193,6 +193,14 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Copies the embedded SQLite store to a new file, also while the gateway runs on it.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The new file; an existing one is never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -493,6 +501,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let loaded = config.load()?;
             println!("{loaded:#?}");
             println!("config OK: {} account(s)", loaded.accounts.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { config, to } => {
+            let config = config.load()?;
+            let Some(omnigate::config::Backend::Sqlite(path)) = config.backend() else {
+                anyhow::bail!(
+                    "the store is PostgreSQL, which its own tools back up (pg_dump, or continuous archiving)"
+                );
+            };
+            let size = omnigate::store::sqlite::backup(path, &to)?;
+            println!("{path} copied to {} ({size} bytes)", to.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {

@@ -1158,3 +1158,45 @@ async fn cancellation(store: Arc<dyn Store>) {
     assert_eq!(answer.as_deref(), Some("it is sent"));
     assert_eq!(store.take_cancel_answer("msg_x").await.expect("take"), None, "taken once");
 }
+
+/// `omnigate backup` copies the store a running gateway writes to: the copy holds what was
+/// committed before it, opens as a store of its own, and the gateway goes on undisturbed;
+/// an existing file is never overwritten.
+#[tokio::test]
+async fn a_backup_copies_the_store_of_a_running_gateway() {
+    let mut t = crate::support::gateway().start().await;
+    let before = t.send("+14155550901", "before the backup").await;
+    let before = t.wait_for(&before.id, omnigate_proto::v1::MessageStatus::Delivered).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("omnigate.toml");
+    std::fs::write(&config, format!("[store]\nurl = \"{}\"\n", t.config.store.url))
+        .expect("config");
+    let copy = dir.path().join("copy.db");
+    let backup = |to: &std::path::Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .args(["backup", "--config"])
+            .arg(&config)
+            .arg("--to")
+            .arg(to)
+            .output()
+    };
+    let out = backup(&copy).await.expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied to"), "{out:?}");
+    let after = t.send("+14155550902", "after the backup").await;
+
+    let again = backup(&copy).await.expect("runs");
+    assert!(!again.status.success(), "an existing file is kept");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("overwrites none"), "{again:?}");
+
+    let copied = omnigate::store::sqlite::open(copy.to_str().expect("utf-8"), settings())
+        .expect("the copy is a store")
+        .into_arc();
+    let kept = copied.get_message(&before.id).await.expect("read").expect("copied");
+    assert_eq!(kept.status, MessageStatus::Delivered);
+    assert_eq!(kept.history.len(), before.status_history.len());
+    assert!(copied.get_message(&after.id).await.expect("read").is_none(), "sent after the copy");
+    copied.close().await;
+    let running = t.wait_for(&after.id, omnigate_proto::v1::MessageStatus::Delivered).await;
+    assert_eq!(running.id, after.id);
+}

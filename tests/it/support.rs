@@ -18,7 +18,7 @@ pub struct TestGateway {
     pub client: GatewayClient<Channel>,
     /// Holds the store's directory for the test's life.
     pub _dir: tempfile::TempDir,
-    config: Config,
+    pub config: Config,
 }
 
 pub const WA_NUMBER_ID: &str = "106540352242922";

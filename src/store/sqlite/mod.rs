@@ -58,6 +58,30 @@ pub fn open(path: &str, settings: Settings) -> Result<SqliteStore, StoreError> {
     Ok(store)
 }
 
+/// Writes a copy of the store at `path` to the new file `to`, also while a gateway runs on
+/// it: `VACUUM INTO` reads one snapshot of the file, so the copy holds every transaction
+/// committed before it began and none in part, and it takes no lock a gateway waits on.
+/// The copy is a store like any other, to serve from or to copy back. Answers its size.
+pub fn backup(path: &str, to: &std::path::Path) -> Result<u64, StoreError> {
+    if to.exists() {
+        return Err(StoreError::Invalid(format!(
+            "{} exists; a backup writes a new file and overwrites none",
+            to.display()
+        )));
+    }
+    if !std::path::Path::new(path).exists() {
+        return Err(StoreError::NotFound(format!("a store at {path}")));
+    }
+    let target =
+        to.to_str().ok_or_else(|| StoreError::Invalid(format!("{} is not UTF-8", to.display())))?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    std::fs::metadata(to)
+        .map(|m| m.len())
+        .map_err(|e| StoreError::Database(format!("reading {}: {e}", to.display())))
+}
+
 /// Makes this process the file's only gateway, for as long as the returned lock is held
 /// (the operating system lets it go when the process ends, however it ends). A second
 /// gateway on the same file would void the first one's leases and send its messages again,
