@@ -285,6 +285,7 @@ impl Gateway {
         let mailboxes = crate::mailbox::spawn_all(&state, &stop_servers);
         let grpc = tokio::spawn(serve_grpc(
             grpc_server,
+            max_request_bytes(&config),
             state.clone(),
             grpc_listener,
             stop_servers.clone(),
@@ -423,8 +424,25 @@ fn grpc_server(config: &Config) -> Result<tonic::transport::Server, ConfigError>
     })
 }
 
+/// The largest request the API decodes: gRPC's customary 4 MiB, or more where an email
+/// account takes inline attachments beyond that, with room for the text and HTML bodies.
+fn max_request_bytes(config: &Config) -> usize {
+    let attachments = config
+        .accounts
+        .iter()
+        .filter_map(|a| match a {
+            crate::config::AccountConfig::Email(e) => Some(e.max_attachment_bytes),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let bodies = 2 * crate::api::validate::MAX_EMAIL_BODY_BYTES + (64 << 10);
+    usize::try_from(attachments).unwrap_or(usize::MAX).saturating_add(bodies).max(4 << 20)
+}
+
 async fn serve_grpc(
     builder: tonic::transport::Server,
+    max_request_bytes: usize,
     state: Arc<AppState>,
     listener: TcpListener,
     stop: CancellationToken,
@@ -439,7 +457,11 @@ async fn serve_grpc(
         .trace_fn(crate::telemetry::grpc_span)
         .layer(crate::telemetry::CallsLayer::new(state.metrics.clone()))
         .add_service(health_service)
-        .add_service(GatewayServer::with_interceptor(GatewayService::new(state), interceptor));
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            GatewayServer::new(GatewayService::new(state))
+                .max_decoding_message_size(max_request_bytes),
+            interceptor,
+        ));
     let router = match reflection {
         Ok(reflection) => router.add_service(reflection),
         Err(e) => {

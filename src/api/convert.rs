@@ -353,7 +353,15 @@ pub fn timestamp(ms: Millis) -> omnigate_proto::pbjson_types::Timestamp {
     }
 }
 
+/// The message as the API shows it. An outbound message's inline attachment bytes are left
+/// out (their name, type and size stay): the caller sent them, and echoing up to
+/// `max_attachment_bytes` back would pass the 4 MiB a gRPC client reads by default, making
+/// an accepted message look refused.
 pub fn message_to_pb(m: &Message) -> pb::Message {
+    let light = match m.direction {
+        Direction::Outbound => m.content.without_inline_data(),
+        Direction::Inbound => None,
+    };
     pb::Message {
         id: m.id.clone(),
         conversation_id: m.conversation_id.clone(),
@@ -365,7 +373,7 @@ pub fn message_to_pb(m: &Message) -> pb::Message {
         account: m.account.clone(),
         from: m.from.clone(),
         to: m.to.clone(),
-        content: Some(content_to_pb(&m.content)),
+        content: Some(content_to_pb(light.as_ref().unwrap_or(&m.content))),
         status: status_to_pb(m.status) as i32,
         status_history: m
             .history

@@ -349,3 +349,38 @@ async fn sends_past_the_pending_limit_are_shed_and_the_waiting_ones_kept() {
     let text = reqwest_get(&t.url("/metrics")).await;
     assert_eq!(metric(&text, "omnigate_sends_shed_total"), 8.0, "{text}");
 }
+
+/// An email's inline attachments may run to the account's `max_attachment_bytes` (10 MiB by
+/// default), beyond gRPC's customary 4 MiB message limit: the gateway takes such a request,
+/// and its answers do not echo the bytes back, so a client with the default limit reads
+/// them (a reply it cannot read would look like a failure and invite a second send).
+#[tokio::test]
+async fn large_inline_attachments_are_taken_and_not_echoed() {
+    let mut t = support::gateway().start().await;
+    let file: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let content = pb::content::Kind::Email(pb::Email {
+        subject: "your archive".into(),
+        text: "attached".into(),
+        attachments: vec![pb::Attachment {
+            filename: "archive.bin".into(),
+            mime_type: "application/octet-stream".into(),
+            data: file.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let accepted = t
+        .send_request(support::request(pb::Channel::Email, "big@example.com", content))
+        .await
+        .expect("taken, though over 4 MiB");
+    let sent_back = |m: &pb::Message| match m.content.as_ref().and_then(|c| c.kind.as_ref()) {
+        Some(pb::content::Kind::Email(e)) => (e.attachments[0].data.len(), e.attachments[0].size),
+        other => panic!("not email: {other:?}"),
+    };
+    assert_eq!(sent_back(&accepted), (0, file.len() as u64), "named with its size, not echoed");
+    let sent = t.wait_for(&accepted.id, pb::MessageStatus::Sent).await;
+    assert_eq!(sent_back(&sent), (0, file.len() as u64));
+    let mailed =
+        t.smtp().accepted().into_iter().find(|m| m.to == ["big@example.com"]).expect("mailed");
+    assert!(mailed.data.len() > file.len(), "the attachment went out whole (base64)");
+}
