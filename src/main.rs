@@ -686,7 +686,10 @@ async fn connect(addr: String, token: Option<&str>, tls: &TlsArgs) -> anyhow::Re
         endpoint = endpoint.tls_config(config)?;
     }
     let channel = endpoint.connect().await.with_context(|| format!("connecting to {addr}"))?;
-    Ok(GatewayClient::with_interceptor(channel, Bearer(bearer)))
+    // A conversation's page of inbound emails may carry more attachment bytes than gRPC's
+    // customary 4 MiB; the CLI reads whatever the gateway answers.
+    Ok(GatewayClient::with_interceptor(channel, Bearer(bearer))
+        .max_decoding_message_size(usize::MAX))
 }
 
 /// Status changes from now on: opened before sending, so that none is missed, and without

@@ -830,3 +830,50 @@ async fn email_attachments_come_from_the_store_or_the_mailbox() {
     session.logout().await;
     gw.stop().await;
 }
+
+/// An inbound email whose stored attachments pass gRPC's customary 4 MiB: its event leaves
+/// the bytes out, `GetMessage` answers it whole, and the CLI reads it.
+#[tokio::test]
+async fn the_cli_reads_an_email_larger_than_grpcs_usual_limit() {
+    use base64::Engine;
+    let shop = unique("shop", "omnigate.test");
+    let ann = unique("ann", "example.test");
+    let mut gw = support::gateway()
+        .extra(&account_toml(&shop, 587, "starttls", "").replace(
+            "max_attachment_bytes = 4096",
+            "max_attachment_bytes = 4096\nmax_inline_attachment_bytes = 8388608",
+        ))
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let scan: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&scan);
+    let lines: Vec<&str> =
+        b64.as_bytes().chunks(76).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    let raw = format!(
+        "From: {ann}\r\nTo: {shop}\r\nSubject: scan\r\nMessage-ID: <scan.{ann}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nThe scan.\r\n\
+         --b1\r\nContent-Type: image/tiff\r\nContent-Disposition: attachment; filename=\"scan.tiff\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --b1--\r\n",
+        lines.join("\r\n")
+    );
+    append(&shop, "INBOX", raw.as_bytes()).await;
+    // The event names the attachment without its bytes: a stream consumer reading the
+    // default 4 MiB would otherwise stop at this event for good.
+    let received = gw.received(&format!("scan.{ann}")).await;
+    let event_copy = received.content.as_ref().map(attachment);
+    assert_eq!(event_copy, Some(("scan.tiff".into(), scan.len() as u64, 0)));
+    let addr = format!("http://{}", gw.gw().grpc_addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(["get", &received.id, "--addr", &addr])
+        .output()
+        .await
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let data = shown["content"]["email"]["attachments"][0]["data"].as_str().expect("bytes");
+    let decoded = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
+    assert_eq!(decoded, scan);
+    gw.stop().await;
+}

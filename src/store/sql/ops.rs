@@ -614,7 +614,8 @@ pub fn receive(
             &contact_id
         ],
     )?;
-    append_event(db, events, EventKind::Received { message: message.clone() })?;
+    let carried = light(&message).unwrap_or_else(|| message.clone());
+    append_event(db, events, EventKind::Received { message: carried })?;
     let contact = people::Resolved { id: contact_id.clone(), created: false };
     let party = people::Party {
         contact: &contact,
@@ -1061,10 +1062,7 @@ fn append_status_changed(
     message_doc: &str,
     previous: Option<MessageStatus>,
 ) -> Result<(), StoreError> {
-    // The message as it stands, but for the bytes of inline attachments: each status change
-    // would copy them again, into the log and to every CRM; GetMessage has them.
-    if let Some(content) = message.content.without_inline_data() {
-        let light = Message { content, ..message.clone() };
+    if let Some(light) = light(message) {
         let doc = status_changed_doc(&serde_json::to_string(&light)?, previous)?;
         return insert_event(
             db,
@@ -1075,6 +1073,15 @@ fn append_status_changed(
     }
     let doc = status_changed_doc(message_doc, previous)?;
     insert_event(db, events, EventKind::StatusChanged { message: message.clone(), previous }, &doc)
+}
+
+/// The message as events carry it: without the bytes of inline attachments (their name,
+/// type and size stay), which each event would copy again, into the log, to every CRM, and
+/// to stream consumers that read gRPC's customary 4 MiB at most (a larger event would stop
+/// them at it for good); `GetMessage` and `GetMedia` have them. `None` when there are none.
+fn light(message: &Message) -> Option<Message> {
+    let content = message.content.without_inline_data()?;
+    Some(Message { content, ..message.clone() })
 }
 
 fn status_changed_doc(
