@@ -29,6 +29,9 @@ const CANCEL_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 const REPLAY_PAGE: usize = 500;
+/// Where a page of messages ends, whatever its size: under the 4 MiB a gRPC client reads by
+/// default.
+const PAGE_BYTES: usize = 3 << 20;
 /// Events a slow stream consumer may fall behind before it reads from the store instead.
 const STREAM_BUFFER: usize = 256;
 
@@ -252,16 +255,25 @@ impl Gateway for GatewayService {
             .list_messages(&req.conversation_id, after, size + 1)
             .await
             .map_err(store_status)?;
-        let more = page.len() > size;
+        let mut more = page.len() > size;
         page.truncate(size);
-        let next_page_token = match page.last() {
+        // A page also ends before it passes what a client reads by default (inbound emails
+        // carry their attachments), but always holds one message, so paging moves on.
+        let (mut messages, mut bytes) = (Vec::with_capacity(page.len()), 0);
+        for (_, m) in &page {
+            let shown = convert::message_to_pb(m);
+            bytes += prost::Message::encoded_len(&shown);
+            if bytes > PAGE_BYTES && !messages.is_empty() {
+                more = true;
+                break;
+            }
+            messages.push(shown);
+        }
+        let next_page_token = match messages.len().checked_sub(1).and_then(|last| page.get(last)) {
             Some((seq, _)) if more => seq.to_string(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListMessagesResponse {
-            messages: page.iter().map(|(_, m)| convert::message_to_pb(m)).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListMessagesResponse { messages, next_page_token }))
     }
 
     async fn upsert_contact(

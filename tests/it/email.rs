@@ -832,7 +832,8 @@ async fn email_attachments_come_from_the_store_or_the_mailbox() {
 }
 
 /// An inbound email whose stored attachments pass gRPC's customary 4 MiB: its event leaves
-/// the bytes out, `GetMessage` answers it whole, and the CLI reads it.
+/// the bytes out, `GetMessage` answers it whole, the CLI reads it, and a page of history
+/// ends after it.
 #[tokio::test]
 async fn the_cli_reads_an_email_larger_than_grpcs_usual_limit() {
     use base64::Engine;
@@ -875,5 +876,26 @@ async fn the_cli_reads_an_email_larger_than_grpcs_usual_limit() {
     let data = shown["content"]["email"]["attachments"][0]["data"].as_str().expect("bytes");
     let decoded = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
     assert_eq!(decoded, scan);
+
+    // A page ends before it passes 4 MiB, but holds the one message that alone does.
+    append(&shop, "INBOX", &mail(&ann, &shop, &format!("more.{ann}"), "and the rest")).await;
+    let more = gw.received(&format!("more.{ann}")).await;
+    assert_eq!(more.conversation_id, received.conversation_id);
+    let reader = gw.client.clone().max_decoding_message_size(usize::MAX);
+    let page = |page_token: String| {
+        let request = pb::ListMessagesRequest {
+            conversation_id: received.conversation_id.clone(),
+            page_size: 10,
+            page_token,
+        };
+        let mut reader = reader.clone();
+        async move { reader.list_messages(request).await.expect("page").into_inner() }
+    };
+    let first = page(String::new()).await;
+    assert_eq!(first.messages.iter().map(|m| &m.id).collect::<Vec<_>>(), [&received.id]);
+    assert!(!first.next_page_token.is_empty());
+    let second = page(first.next_page_token).await;
+    assert_eq!(second.messages.iter().map(|m| &m.id).collect::<Vec<_>>(), [&more.id]);
+    assert!(second.next_page_token.is_empty());
     gw.stop().await;
 }
