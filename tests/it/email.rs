@@ -508,6 +508,38 @@ async fn an_out_of_office_reply_comes_in_marked_automatic() {
     gw.stop().await;
 }
 
+/// An account that stores inbound attachments up to `max_inline` bytes, reading mail
+/// from now on.
+async fn start_keeping_inline(address: &str, max_inline: u64) -> TestGateway {
+    let account = account_toml(address, 587, "starttls", "").replace(
+        "max_attachment_bytes = 4096",
+        &format!("max_attachment_bytes = 4096\nmax_inline_attachment_bytes = {max_inline}"),
+    );
+    let gw = support::gateway().extra(&account).start().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw
+}
+
+/// A mail with a line of text and `files` (name, type, bytes) attached in base64 lines.
+fn mail_with_files(from: &str, to: &str, id: &str, files: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    use base64::Engine;
+    let mut raw = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: files\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nFiles.\r\n"
+    );
+    for (name, mime_type, bytes) in files {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> =
+            b64.as_bytes().chunks(76).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+        raw += &format!(
+            "--b1\r\nContent-Type: {mime_type}\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            lines.join("\r\n")
+        );
+    }
+    (raw + "--b1--\r\n").into_bytes()
+}
+
 /// A mail as a person's client would append it.
 fn mail(from: &str, to: &str, id: &str, body: &str) -> Vec<u8> {
     format!(
@@ -771,31 +803,15 @@ async fn a_requested_delivery_report_marks_the_message_delivered() {
 /// mailbox by its section and decoded from base64, with the mail left unread.
 #[tokio::test]
 async fn email_attachments_come_from_the_store_or_the_mailbox() {
-    use base64::Engine;
     let shop = unique("shop", "omnigate.test");
     let ann = unique("ann", "example.test");
-    let mut gw = support::gateway()
-        .extra(&account_toml(&shop, 587, "starttls", "").replace(
-            "max_attachment_bytes = 4096",
-            "max_attachment_bytes = 4096\nmax_inline_attachment_bytes = 1000",
-        ))
-        .start()
-        .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut gw = start_keeping_inline(&shop, 1000).await;
     let small: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
     let large: Vec<u8> = (0..5000u32).map(|i| (i * 13 + i / 256) as u8).collect();
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let raw = format!(
-        "From: {ann}\r\nTo: {shop}\r\nSubject: photos\r\nMessage-ID: <photos.{ann}>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: text/plain\r\n\r\nTwo files.\r\n\
-         --b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"small.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
-         --b1\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=\"large.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
-         --b1--\r\n",
-        b64(&small),
-        b64(&large)
-    );
-    append(&shop, "INBOX", raw.as_bytes()).await;
+    let files =
+        [("small.png", "image/png", &small[..]), ("large.zip", "application/zip", &large[..])];
+    let raw = mail_with_files(&ann, &shop, &format!("photos.{ann}"), &files);
+    append(&shop, "INBOX", &raw).await;
     let received = gw.received(&format!("photos.{ann}")).await;
     let Some(pb::content::Kind::Email(email)) =
         received.content.as_ref().and_then(|c| c.kind.clone())
@@ -839,27 +855,11 @@ async fn the_cli_reads_an_email_larger_than_grpcs_usual_limit() {
     use base64::Engine;
     let shop = unique("shop", "omnigate.test");
     let ann = unique("ann", "example.test");
-    let mut gw = support::gateway()
-        .extra(&account_toml(&shop, 587, "starttls", "").replace(
-            "max_attachment_bytes = 4096",
-            "max_attachment_bytes = 4096\nmax_inline_attachment_bytes = 8388608",
-        ))
-        .start()
-        .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut gw = start_keeping_inline(&shop, 8 << 20).await;
     let scan: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&scan);
-    let lines: Vec<&str> =
-        b64.as_bytes().chunks(76).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-    let raw = format!(
-        "From: {ann}\r\nTo: {shop}\r\nSubject: scan\r\nMessage-ID: <scan.{ann}>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: text/plain\r\n\r\nThe scan.\r\n\
-         --b1\r\nContent-Type: image/tiff\r\nContent-Disposition: attachment; filename=\"scan.tiff\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
-         --b1--\r\n",
-        lines.join("\r\n")
-    );
-    append(&shop, "INBOX", raw.as_bytes()).await;
+    let raw =
+        mail_with_files(&ann, &shop, &format!("scan.{ann}"), &[("scan.tiff", "image/tiff", &scan)]);
+    append(&shop, "INBOX", &raw).await;
     // The event names the attachment without its bytes: a stream consumer reading the
     // default 4 MiB would otherwise stop at this event for good.
     let received = gw.received(&format!("scan.{ann}")).await;
