@@ -28,12 +28,21 @@ pub async fn apply(
             }
             Ok(())
         }
+        WebhookEvent::Unreadable { provider_message_id, from, reason } => {
+            let from = identity(account, &from);
+            let store = &state.store;
+            store
+                .reject_inbound(
+                    &account.id,
+                    account.channel,
+                    &provider_message_id,
+                    Some(from),
+                    &reason,
+                )
+                .await
+        }
         WebhookEvent::Inbound(message) => {
-            // A sender the rules cannot normalise (an alphanumeric SMS sender) is kept as given.
-            let from = normalize(account.channel, &message.from).unwrap_or_else(|_| Identity {
-                channel: account.channel,
-                address: message.from.clone(),
-            });
+            let from = identity(account, &message.from);
             let inbound = NewInbound {
                 id: new_id("msg"),
                 from,
@@ -45,4 +54,11 @@ pub async fn apply(
             state.store.receive(inbound).await.map(|_| ())
         }
     }
+}
+
+/// A sender's identity on the account's channel; one the rules cannot normalise (an
+/// alphanumeric SMS sender) is kept as given.
+fn identity(account: &Account, address: &str) -> Identity {
+    normalize(account.channel, address)
+        .unwrap_or_else(|_| Identity { channel: account.channel, address: address.to_string() })
 }

@@ -170,7 +170,7 @@ async fn handle(
             state.metrics.mailbox(&account.id, "rejected");
             return state
                 .store
-                .reject_inbound(&account.id, Channel::Email, &url, &e.to_string())
+                .reject_inbound(&account.id, Channel::Email, &url, None, &e.to_string())
                 .await;
         }
     };
@@ -204,7 +204,7 @@ async fn complain(
             "feedback report about <{}>, which is not a message this account sent",
             complaint.original_message_id
         );
-        return state.store.reject_inbound(&account.id, Channel::Email, url, &why).await;
+        return state.store.reject_inbound(&account.id, Channel::Email, url, None, &why).await;
     };
     let identity = normalize(Channel::Email, &message.to)
         .unwrap_or(Identity { channel: Channel::Email, address: message.to });

@@ -164,13 +164,19 @@ pub enum EventKind {
     ContactForgotten {
         contact_id: String,
     },
-    /// Something arrived that could not become a message (malformed or oversized mail).
+    /// Something arrived that could not become a message (malformed or oversized mail, a
+    /// message of a kind the canonical model lacks).
     InboundRejected {
         account: String,
         channel: Channel,
-        /// Where it is at the provider (an IMAP URL).
+        /// Where it is at the provider (an IMAP URL, a provider message id).
         reference: String,
         reason: String,
+        /// Who sent it, when known.
+        #[serde(default)]
+        from: String,
+        #[serde(default)]
+        contact_id: String,
     },
     /// A person opted out of an account's messages, or back in.
     ConsentChanged {

@@ -258,6 +258,13 @@ impl WebhookRequest {
 pub enum WebhookEvent {
     Status(StatusReport),
     Inbound(InboundMessage),
+    /// A message a person sent that the canonical model has no kind for (a WhatsApp
+    /// contact card): reported, not dropped, so that the product can answer them.
+    Unreadable {
+        provider_message_id: String,
+        from: String,
+        reason: String,
+    },
     /// Every message we sent to `peer` up to `up_to_ms` reached `status` (Messenger's
     /// delivery and read watermarks).
     Watermark {

@@ -441,12 +441,14 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
                 contact_id: contact_id.clone(),
             })
         }
-        EventKind::InboundRejected { account, channel, reference, reason } => {
+        EventKind::InboundRejected { account, channel, reference, reason, from, contact_id } => {
             pb::event::Kind::InboundRejected(pb::InboundRejected {
                 account: account.clone(),
                 channel: channel_to_pb(*channel) as i32,
                 reference: reference.clone(),
                 reason: reason.clone(),
+                from: from.clone(),
+                contact_id: contact_id.clone(),
             })
         }
         EventKind::ConsentChanged {

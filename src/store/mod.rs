@@ -429,12 +429,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Records that something arrived on `account` that could not become a message, as an
-    /// `inbound_rejected` event.
+    /// `inbound_rejected` event; with the person who sent it, when known, as a contact
+    /// (found or made), whom forgetting scrubs from the event too.
     async fn reject_inbound(
         &self,
         account: &str,
         channel: Channel,
         reference: &str,
+        from: Option<Identity>,
         reason: &str,
     ) -> Result<(), StoreError>;
 

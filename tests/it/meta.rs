@@ -440,7 +440,7 @@ async fn inbound_kinds_signatures_handshake_and_redeliveries() {
     assert_eq!(
         list.len(),
         6,
-        "start, our reply, and four inbound kinds once each (the order kind is skipped)"
+        "start, our reply, and four inbound kinds once each (the order kind has no canonical form)"
     );
     let kinds: Vec<_> =
         list.iter().map(|m| m.content.as_ref().and_then(|c| c.kind.clone())).collect();
@@ -449,12 +449,19 @@ async fn inbound_kinds_signatures_handshake_and_redeliveries() {
     assert!(
         matches!(&kinds[4], Some(pb::content::Kind::Reaction(r)) if r.message_id == reply.provider_message_id)
     );
-    let metrics = crate::send::reqwest_get(&t.url("/metrics")).await;
-    assert!(
-        metrics
-            .contains(r#"omnigate_webhook_parts_ignored_total{account="wa",result="ignored"} 2"#),
-        "{metrics}"
-    );
+    // The order is still the person's: reported, with who sent it, rather than dropped.
+    let request =
+        pb::StreamEventsRequest { kinds: vec!["inbound_rejected".into()], ..Default::default() };
+    let mut rejected = t.client.stream_events(request).await.expect("stream").into_inner();
+    let next = tokio::time::timeout(Duration::from_secs(10), rejected.message()).await;
+    let Some(pb::event::Kind::InboundRejected(order)) =
+        next.expect("in time").expect("stream").expect("an event").kind
+    else {
+        panic!("filtered to inbound_rejected")
+    };
+    assert_eq!((order.reference.as_str(), order.from.as_str()), ("wamid.ODD", PERSON));
+    assert_eq!(order.contact_id, ours.contact_id);
+    assert!(order.reason.contains(r#"type "order""#), "{}", order.reason);
 
     // Forged and unsigned posts are refused.
     let http = omnigate_adapters::http::client(Duration::from_secs(5));

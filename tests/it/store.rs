@@ -1018,15 +1018,37 @@ async fn mailbox_cursors(store: Arc<dyn Store>) {
     store.save_mailbox_cursor("mail", 9, 0).await.expect("new validity");
     assert_eq!(store.mailbox_cursor("mail").await.expect("read"), Some((9, 0)));
     assert_eq!(store.mailbox_cursor("other").await.expect("read"), Some((1, 3)));
-    store
-        .reject_inbound("mail", Channel::Email, "imap://h/INBOX;UIDVALIDITY=9/;UID=1", "no sender")
-        .await
-        .expect("event");
+    let url = "imap://h/INBOX;UIDVALIDITY=9/;UID=1";
+    store.reject_inbound("mail", Channel::Email, url, None, "no sender").await.expect("event");
     let events = store.events_after(0, 10).await.expect("events");
     assert!(matches!(
         &events.last().expect("event").kind,
-        EventKind::InboundRejected { account, reason, .. } if account == "mail" && reason == "no sender"
+        EventKind::InboundRejected { account, reason, from, .. }
+            if account == "mail" && reason == "no sender" && from.is_empty()
     ));
+
+    // With its sender: their contact is found or made, and forgetting them scrubs the event.
+    let person = Identity { channel: Channel::Whatsapp, address: "+14155550777".into() };
+    let card = "a contact card";
+    store
+        .reject_inbound("wa", Channel::Whatsapp, "wamid.CARD", Some(person.clone()), card)
+        .await
+        .expect("event");
+    let contact = store.find_contact(person).await.expect("read").expect("made");
+    let last = |events: Vec<omnigate::model::Event>| events.into_iter().last().expect("event").kind;
+    let EventKind::InboundRejected { from, contact_id, reference, .. } =
+        last(store.events_after(0, 100).await.expect("events"))
+    else {
+        panic!("not a rejection")
+    };
+    assert_eq!(
+        (from.as_str(), contact_id.as_str(), reference.as_str()),
+        ("+14155550777", contact.id.as_str(), "wamid.CARD")
+    );
+    store.forget_contact(&contact.id).await.expect("forget");
+    let scrubbed = store.events_after(0, 100).await.expect("events");
+    assert!(scrubbed.iter().any(|e| matches!(&e.kind,
+        EventKind::InboundRejected { reference, from, .. } if reference == "wamid.CARD" && from.is_empty())));
 }
 
 /// Retention deletes old events oldest first but never the newest (the sequence goes on

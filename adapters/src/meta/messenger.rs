@@ -162,13 +162,32 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
             }
             return 0;
         }
-        return match parse_message(m, sender, recipient) {
-            Some(inbound) => {
-                events.push(WebhookEvent::Inbound(inbound));
-                0
-            }
-            None => 1,
-        };
+        let Some(mid) = m["mid"].as_str() else { return 1 };
+        events.push(match content(m) {
+            Some(content) => WebhookEvent::Inbound(InboundMessage {
+                provider_message_id: mid.to_string(),
+                from: sender.to_string(),
+                to: recipient.to_string(),
+                content,
+                reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
+                references: Vec::new(),
+                consent: None,
+                conversation: None,
+            }),
+            // A shared post, a story mention, a template's fallback...: still the person's.
+            None => WebhookEvent::Unreadable {
+                provider_message_id: mid.to_string(),
+                from: sender.to_string(),
+                reason: format!(
+                    "a message with {}, which omnigate cannot represent",
+                    match m["attachments"][0]["type"].as_str() {
+                        Some(kind) => format!("an attachment of type {kind:?}"),
+                        None => "neither text nor an attachment".into(),
+                    }
+                ),
+            },
+        });
+        return 0;
     }
     if let Some(d) = e.get("delivery") {
         for mid in d["mids"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -237,8 +256,8 @@ fn status_report(mid: &str, status: MessageStatus, word: &str) -> StatusReport {
     }
 }
 
-fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMessage> {
-    let mid = m["mid"].as_str()?;
+/// A person's message as canonical content, when it has one.
+fn content(m: &Value) -> Option<Content> {
     let content = if let Some(payload) = m["quick_reply"]["payload"].as_str() {
         Content::Choice(Choice {
             id: payload.to_string(),
@@ -269,14 +288,5 @@ fn parse_message(m: &Value, sender: &str, recipient: &str) -> Option<InboundMess
             ..Media::default()
         })
     };
-    Some(InboundMessage {
-        provider_message_id: mid.to_string(),
-        from: sender.to_string(),
-        to: recipient.to_string(),
-        content,
-        reply_to: m["reply_to"]["mid"].as_str().map(str::to_string),
-        references: Vec::new(),
-        consent: None,
-        conversation: None,
-    })
+    Some(content)
 }

@@ -337,9 +337,25 @@ fn whatsapp_webhooks_become_canonical_events() {
         }),
     );
     let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    assert_eq!(parsed.ignored, 1, "the garbage part is counted, not fatal");
+    // WhatsApp's `unsupported` message is still the person's: reported with its reason.
+    let unreadable: Vec<_> = parsed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            WebhookEvent::Unreadable { provider_message_id, from, reason } => {
+                Some((provider_message_id.as_str(), from.as_str(), reason.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        parsed.ignored, 2,
-        "the unsupported message and the garbage one are counted, not fatal"
+        unreadable,
+        [(
+            "wamid.F",
+            "+16315551234",
+            "a WhatsApp message of type \"unsupported\", which omnigate cannot represent: Message type unknown"
+        )]
     );
     let inbound: Vec<_> = parsed
         .events
@@ -410,7 +426,9 @@ fn messenger_receipts_and_messages() {
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 13,
               "delivery": { "mids": ["m_ours"], "watermark": 13 } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 14, "read": { "watermark": 14 } },
-            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 15, "postback_unknown": {} }
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 15, "postback_unknown": {} },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 16,
+              "message": { "mid": "m_5", "attachments": [{ "type": "fallback", "payload": { "title": "a post" } }] } }
         ] },
         { "id": "PAGE", "time": 2 }
     ]});
@@ -437,6 +455,12 @@ fn messenger_receipts_and_messages() {
     assert!(matches!(
         &parsed.events[5],
         WebhookEvent::Watermark { status: MessageStatus::Read, up_to_ms: 14, .. }
+    ));
+    // A shared post has no canonical form, but it is the person's message all the same.
+    assert!(matches!(
+        &parsed.events[6],
+        WebhookEvent::Unreadable { provider_message_id, from, reason }
+            if provider_message_id == "m_5" && from == "PSID" && reason.contains(r#"type "fallback""#)
     ));
 }
 

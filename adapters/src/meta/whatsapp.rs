@@ -229,7 +229,7 @@ pub fn parse_value(value: &Value, events: &mut Vec<WebhookEvent>) -> usize {
     }
     for message in value["messages"].as_array().into_iter().flatten() {
         match parse_message(message, our_number) {
-            Some(inbound) => events.push(WebhookEvent::Inbound(inbound)),
+            Some(event) => events.push(event),
             None => ignored += 1,
         }
     }
@@ -272,11 +272,42 @@ fn parse_status(s: &Value) -> Option<StatusReport> {
     })
 }
 
-fn parse_message(m: &Value, our_number: &str) -> Option<InboundMessage> {
+/// A person's message; `None` when it is not readable as one at all (no id or sender).
+fn parse_message(m: &Value, our_number: &str) -> Option<WebhookEvent> {
     let id = m["id"].as_str()?;
     let from = m["from"].as_str()?;
+    let from = format!("+{}", from.trim_start_matches('+'));
     let kind = m["type"].as_str().unwrap_or("text");
-    let o = &m[kind];
+    let Some(content) = content(kind, &m[kind]) else {
+        // Contact cards, orders, and what WhatsApp itself calls `unsupported` (its
+        // `errors[0].title` says why), or a known kind without its fields.
+        let why = m["errors"][0]["title"].as_str().map(|t| format!(": {t}")).unwrap_or_default();
+        return Some(WebhookEvent::Unreadable {
+            provider_message_id: id.to_string(),
+            from,
+            reason: format!(
+                "a WhatsApp message of type {kind:?}, which omnigate cannot represent{why}"
+            ),
+        });
+    };
+    Some(WebhookEvent::Inbound(InboundMessage {
+        provider_message_id: id.to_string(),
+        from,
+        to: if our_number.is_empty() {
+            String::new()
+        } else {
+            format!("+{}", our_number.trim_start_matches('+'))
+        },
+        content,
+        reply_to: m["context"]["id"].as_str().map(str::to_string),
+        references: Vec::new(),
+        consent: None,
+        conversation: None,
+    }))
+}
+
+/// The canonical content of a message of type `kind` whose object is `o`.
+fn content(kind: &str, o: &Value) -> Option<Content> {
     let content = match kind {
         "text" => Content::Text(Text { body: o["body"].as_str()?.to_string(), preview_url: false }),
         "image" | "audio" | "video" | "document" | "sticker" => Content::Media(Media {
@@ -319,18 +350,5 @@ fn parse_message(m: &Value, our_number: &str) -> Option<InboundMessage> {
         }),
         _ => return None,
     };
-    Some(InboundMessage {
-        provider_message_id: id.to_string(),
-        from: format!("+{}", from.trim_start_matches('+')),
-        to: if our_number.is_empty() {
-            String::new()
-        } else {
-            format!("+{}", our_number.trim_start_matches('+'))
-        },
-        content,
-        reply_to: m["context"]["id"].as_str().map(str::to_string),
-        references: Vec::new(),
-        consent: None,
-        conversation: None,
-    })
+    Some(content)
 }

@@ -1107,8 +1107,8 @@ fn insert_event(
         | EventKind::ConversationClosed { conversation } => conversation.contact_id.as_str(),
         EventKind::ContactMerged { contact, .. } => contact.id.as_str(),
         EventKind::ContactForgotten { contact_id }
-        | EventKind::ConsentChanged { contact_id, .. } => contact_id.as_str(),
-        EventKind::InboundRejected { .. } => "",
+        | EventKind::ConsentChanged { contact_id, .. }
+        | EventKind::InboundRejected { contact_id, .. } => contact_id.as_str(),
     };
     // Given here rather than by the database, so that the insert needs no answer and a
     // PostgreSQL batch sends it with what follows; and so that SQLite builds no temporary
@@ -1161,6 +1161,7 @@ pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, Stor
                 contact.opt_outs.clear();
             }
             EventKind::ConsentChanged { address, .. } => address.clear(),
+            EventKind::InboundRejected { from, .. } => from.clear(),
             _ => continue,
         }
         db.execute(
