@@ -186,6 +186,13 @@ pub trait Sender: Send + Sync {
         ))
     }
 
+    /// Deletes what the provider keeps of `media` a person sent (their data, when they are
+    /// forgotten); media already gone counts as deleted. By default there is nothing the
+    /// gateway can delete (Messenger's attachment URLs, mail in a mailbox).
+    async fn delete_media(&self, _media: &Media) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Fetches item `index` of `media` that a person sent to this account, from the
     /// provider that keeps it, with the account's credentials: a product team holds no
     /// provider credentials, and a WhatsApp media id means nothing without them.

@@ -70,6 +70,20 @@ impl Shelf {
         token
     }
 
+    /// Deletes an item; answers whether it was kept.
+    pub fn remove(&self, token: &str) -> bool {
+        self.items.by_token.lock().is_ok_and(|mut items| items.remove(token).is_some())
+    }
+
+    /// How many items are kept.
+    pub fn len(&self) -> usize {
+        self.items.by_token.lock().map(|items| items.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn get(&self, token: &str) -> Option<Item> {
         self.items.by_token.lock().ok()?.get(token).cloned()
     }

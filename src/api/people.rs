@@ -100,8 +100,26 @@ pub async fn forget_contact(
     state: &AppState,
     id: &str,
 ) -> Result<pb::ForgetContactResponse, Status> {
-    let erased =
-        state.store.forget_contact(required(id, "contact_id")?).await.map_err(store_status)?;
+    let id = required(id, "contact_id")?;
+    // What providers keep of the person goes first: once forgotten, the gateway no longer
+    // knows where it is. A failure erases nothing, so that forgetting again finishes.
+    let media = state.store.media_of_contact(id).await.map_err(store_status)?;
+    for (account, item) in &media {
+        let Some(account) = state.accounts.get(account) else {
+            tracing::warn!(%account, "media of a forgotten contact stays at the provider: its account is no longer configured");
+            continue;
+        };
+        if let Err(e) = account.sender.delete_media(item).await {
+            return Err(convert::provider_status(omnigate_adapters::ProviderError {
+                message: format!(
+                    "deleting the media contact {id} sent to account {} failed, so nothing was erased; forget them again: {}",
+                    account.id, e.message
+                ),
+                ..e
+            }));
+        }
+    }
+    let erased = state.store.forget_contact(id).await.map_err(store_status)?;
     Ok(pb::ForgetContactResponse { messages_erased: erased })
 }
 

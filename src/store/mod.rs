@@ -361,6 +361,13 @@ pub trait Store: Send + Sync + 'static {
     /// also in the event log. Answers how many messages were erased.
     async fn forget_contact(&self, id: &str) -> Result<u64, StoreError>;
 
+    /// The media the contact sent, by the account that received each, oldest first: what
+    /// providers keep of them, to delete when they are forgotten.
+    async fn media_of_contact(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, omnigate_adapters::Media)>, StoreError>;
+
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
 
     async fn list_conversations(

@@ -209,3 +209,47 @@ async fn a_stalled_download_does_not_hold_the_drain() {
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     assert!(ended.message().contains("fetch the media again"), "{ended:?}");
 }
+
+/// Forgetting a person deletes what providers keep of the media they sent (Twilio keeps MMS
+/// media until deleted, Meta WhatsApp media for 30 days) before erasing the messages; media
+/// already gone counts as deleted.
+#[tokio::test]
+async fn forgetting_a_person_deletes_their_media_at_the_providers() {
+    let mut t = support::gateway().start().await;
+    let inbound_url = t.url("/webhooks/twilio/sms/inbound");
+    let number = "+14155550710";
+    let media: &[(&str, &[u8])] =
+        &[("image/png", &pattern(3000, 4)), ("image/gif", &pattern(900, 5))];
+    let (_, sid) = t
+        .sandbox()
+        .deliver_inbound_mms(&inbound_url, number, FROM, "two", media)
+        .await
+        .expect("post");
+    let mms = t.received(&sid).await;
+    let photo = t.meta().keep_media("image/jpeg", &pattern(2000, 6));
+    let gone_already = t.meta().keep_media("audio/ogg", &pattern(500, 7));
+    for (id, media_id, kind) in
+        [("wamid.F1", &photo, "image"), ("wamid.F2", &gone_already, "audio")]
+    {
+        let message = json!({ "from": &number[1..], "id": id, "timestamp": "1700000000", "type": kind,
+                              kind: { "id": media_id, "mime_type": "x/y" } });
+        assert_eq!(t.meta().whatsapp_inbound(WA_NUMBER_ID, message).await.expect("post"), 200);
+        let on_whatsapp = t.received(id).await;
+        assert_eq!(on_whatsapp.contact_id, mms.contact_id, "one person on both channels");
+    }
+    assert_eq!((t.sandbox().media_kept(), t.meta().media_kept()), (2, 2));
+    let deleted = omnigate_adapters::http::client(std::time::Duration::from_secs(5))
+        .delete(format!("{}/v23.0/{gone_already}", t.meta().api_base()))
+        .bearer_auth("meta-token")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 200);
+
+    let forget = pb::ForgetContactRequest { contact_id: mms.contact_id.clone() };
+    let erased = t.client.forget_contact(forget).await.expect("forgotten").into_inner();
+    assert_eq!(erased.messages_erased, 3);
+    assert_eq!((t.sandbox().media_kept(), t.meta().media_kept()), (0, 0));
+    let refused = fetch(&mut t, &mms.id, 0).await.expect_err("erased");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+}

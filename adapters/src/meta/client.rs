@@ -137,6 +137,21 @@ impl Sender for MetaSender {
         posted.map_err(|f| f.error)
     }
 
+    /// WhatsApp media by id (`DELETE /{version}/{media-id}`, OpenAPI `deleteMedia`, which
+    /// takes ids from media message webhooks); Meta keeps it 30 days otherwise. Messenger and
+    /// Instagram attachments have no such call.
+    async fn delete_media(&self, media: &Media) -> Result<(), ProviderError> {
+        if self.account.channel != Channel::Whatsapp || media.provider_media_id.is_empty() {
+            return Ok(());
+        }
+        let path = self.media_path(&media.provider_media_id)?;
+        match self.graph.delete(&path).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.error.provider_code == GONE => Ok(()),
+            Err(f) => Err(f.error),
+        }
+    }
+
     /// WhatsApp media by id: the lookup (`GET /{version}/{media-id}`, OpenAPI
     /// `retrieveMediaUrl`) answers a URL valid for 5 minutes that takes the same Bearer
     /// token (`downloadMedia`). Messenger and Instagram attachments carry a URL of their own.
@@ -162,7 +177,8 @@ impl Sender for MetaSender {
 const GONE: &str = "100/33";
 
 impl MetaSender {
-    async fn fetch_by_id(&self, id: &str) -> Result<MediaDownload, ProviderError> {
+    /// The Graph path of a media id, limited to this phone number's media.
+    fn media_path(&self, id: &str) -> Result<String, ProviderError> {
         // A path segment of ours: an id from a webhook must not reach another Graph path.
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(ProviderError::gateway(
@@ -170,7 +186,11 @@ impl MetaSender {
                 format!("{id:?} is not a Graph media id"),
             ));
         }
-        let path = format!("{id}?phone_number_id={}", self.account.endpoint_id);
+        Ok(format!("{id}?phone_number_id={}", self.account.endpoint_id))
+    }
+
+    async fn fetch_by_id(&self, id: &str) -> Result<MediaDownload, ProviderError> {
+        let path = self.media_path(id)?;
         let found =
             self.graph.get(&path).await.map_err(|f| match f.error.provider_code.as_str() {
                 // An object id Graph cannot load (the OpenAPI document's example of a bad id):

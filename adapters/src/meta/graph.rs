@@ -37,6 +37,11 @@ impl GraphClient {
         self.call(self.http.get(format!("{}/{path}", self.base))).await
     }
 
+    /// DELETEs `/{version}/{path}`; answers as [`GraphClient::post`] does.
+    pub async fn delete(&self, path: &str) -> Result<Value, SendFailure> {
+        self.call(self.http.delete(format!("{}/{path}", self.base))).await
+    }
+
     pub fn token(&self) -> &str {
         &self.token
     }

@@ -138,7 +138,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     });
     let app = Router::new()
         .route("/{version}/{endpoint}/messages", post(send))
-        .route("/{version}/{media_id}", get(media_lookup))
+        .route("/{version}/{media_id}", get(media_lookup).delete(media_delete))
         .route("/whatsapp_business/attachments/", get(media_download))
         .with_state(inner.clone());
     tokio::spawn(async move {
@@ -233,6 +233,11 @@ impl SandboxHandle {
     /// inbound `image`/`audio`/`document`... object.
     pub fn keep_media(&self, mime_type: &str, bytes: &[u8]) -> String {
         self.inner.shelf.put(mime_type, bytes.to_vec())
+    }
+
+    /// How many media items the sandbox still keeps.
+    pub fn media_kept(&self) -> usize {
+        self.inner.shelf.len()
     }
 
     /// Keeps a Messenger or Instagram attachment; answers its `payload.url`, on the CDN.
@@ -411,6 +416,23 @@ async fn media_lookup(
         "id": media_id,
     });
     (StatusCode::OK, axum::Json(found)).into_response()
+}
+
+/// `DELETE /{version}/{media-id}` (OpenAPI `deleteMedia`): `{"success": true}`.
+async fn media_delete(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((_version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers) {
+        return refusal;
+    }
+    if !sandbox.shelf.remove(&media_id) {
+        let message =
+            format!("Unsupported delete request. Object with ID '{media_id}' does not exist");
+        return graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message);
+    }
+    (StatusCode::OK, axum::Json(json!({ "success": true }))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -213,6 +213,34 @@ impl Sender for TwilioSender {
         Ok(found)
     }
 
+    /// Deletes the Media resources of an inbound MMS (`DELETE .../Media/{Sid}.json`, 204;
+    /// Twilio keeps media until deleted). A URL elsewhere than the account's API host is not
+    /// one Twilio lets us delete; one already gone (404) is done.
+    async fn delete_media(&self, media: &Media) -> Result<(), ProviderError> {
+        let ours = reqwest::Url::parse(&self.account.api_base).ok().map(|u| u.origin());
+        let (user, password) = self.credentials();
+        for url in media.urls() {
+            let on_api = reqwest::Url::parse(url).is_ok_and(|u| Some(u.origin()) == ours);
+            if !on_api || !url.contains("/Media/ME") {
+                continue;
+            }
+            let response = self
+                .http
+                .delete(format!("{url}.json"))
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .map_err(|e| errors::classify_transport(&e).error)?;
+            let status = response.status();
+            if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            let body = response.bytes().await.map_err(|e| errors::classify_transport(&e).error)?;
+            return Err(errors::classify_http(status.as_u16(), &body, None).error);
+        }
+        Ok(())
+    }
+
     /// An inbound MMS's `MediaUrl{N}`, with the account's credentials when it is on the
     /// account's API host (needed once "HTTP Basic auth for media" is on; Twilio then
     /// redirects to a short-lived URL elsewhere, which gets none).

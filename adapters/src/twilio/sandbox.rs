@@ -133,6 +133,11 @@ impl SandboxHandle {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
+    /// How many media items of inbound MMS the sandbox still keeps.
+    pub fn media_kept(&self) -> usize {
+        self.inner.shelf.len()
+    }
+
     /// Every list request, answered or not.
     pub fn lookup_count(&self) -> u64 {
         self.inner.lookups.load(Ordering::Relaxed)
@@ -219,7 +224,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         )
         .route(
             "/2010-04-01/Accounts/{account_sid}/Messages/{message_sid}/Media/{media_sid}",
-            get(fetch_media),
+            get(fetch_media).delete(delete_media),
         )
         .with_state(inner.clone());
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -370,6 +375,31 @@ async fn fetch_media(
         Some(token) => {
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, sandbox.shelf.cdn_url(&token))])
                 .into_response()
+        }
+        None => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
+    }
+}
+
+/// `DELETE .../Media/{Sid}.json` (OpenAPI `DeleteMedia`): 204, and the media is gone.
+async fn delete_media(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((account_sid, message_sid, media_sid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers, &account_sid) {
+        return refusal;
+    }
+    let removed = media_sid.strip_suffix(".json").and_then(|sid| {
+        let mut kept = sandbox.media.lock().ok()?;
+        match kept.get(sid) {
+            Some((parent, _)) if *parent == message_sid => kept.remove(sid),
+            _ => None,
+        }
+    });
+    match removed {
+        Some((_, token)) => {
+            sandbox.shelf.remove(&token);
+            StatusCode::NO_CONTENT.into_response()
         }
         None => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
     }

@@ -459,6 +459,14 @@ impl<C: Conn> Store for SqlStore<C> {
         self.write(move |db, events, _| people::forget_contact(db, events, &id, now_ms())).await
     }
 
+    async fn media_of_contact(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, omnigate_adapters::Media)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| ops::media_of_contact(db, &id)).await
+    }
+
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
         let id = id.to_string();
         self.read(move |db| people::load_conversation(db, &id)).await

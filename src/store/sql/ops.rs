@@ -1139,6 +1139,22 @@ fn erase(message: &mut Message) {
 }
 
 /// Erases a contact's messages, and the copies of them in the event log.
+pub fn media_of_contact(
+    db: &dyn Db,
+    contact_id: &str,
+) -> Result<Vec<(String, omnigate_adapters::Media)>, StoreError> {
+    let rows =
+        db.query("SELECT doc FROM messages WHERE contact_id = $1 ORDER BY seq", args![contact_id])?;
+    let mut media = Vec::new();
+    for row in rows {
+        let m: Message = row.doc(0)?;
+        if let (Direction::Inbound, Content::Media(item)) = (m.direction, m.content) {
+            media.push((m.account, item));
+        }
+    }
+    Ok(media)
+}
+
 pub fn scrub_contact_messages(db: &dyn Db, contact_id: &str) -> Result<u64, StoreError> {
     let rows = db.query("SELECT doc FROM messages WHERE contact_id = $1", args![contact_id])?;
     let count = rows.len() as u64;
