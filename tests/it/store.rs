@@ -1028,7 +1028,8 @@ async fn mailbox_cursors(store: Arc<dyn Store>) {
     ));
 
     // With its sender: their contact is found or made, and forgetting them scrubs the event.
-    let person = Identity { channel: Channel::Whatsapp, address: "+14155550777".into() };
+    let person_again = || Identity { channel: Channel::Whatsapp, address: "+14155550777".into() };
+    let person = person_again();
     let card = "a contact card";
     store
         .reject_inbound("wa", Channel::Whatsapp, "wamid.CARD", Some(person.clone()), card)
@@ -1045,6 +1046,17 @@ async fn mailbox_cursors(store: Arc<dyn Store>) {
         (from.as_str(), contact_id.as_str(), reference.as_str()),
         ("+14155550777", contact.id.as_str(), "wamid.CARD")
     );
+    // Reported again (a provider's redelivery): once is enough.
+    store
+        .reject_inbound("wa", Channel::Whatsapp, "wamid.CARD", Some(person_again()), card)
+        .await
+        .expect("again");
+    let cards = store.events_after(0, 100).await.expect("events");
+    let cards = cards.iter().filter(|e| {
+        matches!(&e.kind,
+        EventKind::InboundRejected { reference, .. } if reference == "wamid.CARD")
+    });
+    assert_eq!(cards.count(), 1);
     store.forget_contact(&contact.id).await.expect("forget");
     let scrubbed = store.events_after(0, 100).await.expect("events");
     assert!(scrubbed.iter().any(|e| matches!(&e.kind,
@@ -1067,11 +1079,19 @@ async fn retention(store: Arc<dyn Store>) {
         .record_attempt(&old_failed.id, Attempt::Failed { status: MessageStatus::Failed, error })
         .await
         .expect("failed");
+    let (old_mail, young_mail) =
+        ("imap://h/INBOX;UIDVALIDITY=1/;UID=1", "imap://h/INBOX;UIDVALIDITY=1/;UID=2");
+    let reject = |reference: &'static str| {
+        let store = store.clone();
+        async move { store.reject_inbound("mail", Channel::Email, reference, None, "unreadable").await }
+    };
+    reject(old_mail).await.expect("rejected");
     tokio::time::sleep(Duration::from_millis(5)).await;
     let cutoff = now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let young = accept(store.as_ref(), new_message("+14155550504", None, "d")).await;
     sent(store.as_ref(), &young.id, "SM504").await;
+    reject(young_mail).await.expect("rejected");
     let hook = omnigate::model::Webhook {
         id: "whk_r".into(),
         url: "http://127.0.0.1:9/".into(),
@@ -1117,6 +1137,12 @@ async fn retention(store: Arc<dyn Store>) {
     let after = store.events_after(newest, 100).await.expect("after");
     assert_eq!(after.first().map(|e| e.sequence), Some(newest + 1), "the sequence goes on");
     assert!(store.get_message(&next.id).await.expect("get").is_some());
+
+    // The record of a rejection ages out with the messages: news again after that only.
+    let last = store.last_sequence().await.expect("last");
+    reject(old_mail).await.expect("rejected");
+    reject(young_mail).await.expect("rejected");
+    assert_eq!(store.last_sequence().await.expect("last"), last + 1, "only the old one again");
 }
 
 /// Canceling takes a message out of the outbox for good, once; a message the provider has,

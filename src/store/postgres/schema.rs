@@ -168,6 +168,16 @@ CREATE INDEX early_receipts_message ON early_receipts (message_id) WHERE message
 -- sender's reputation; mail from the address, or an opt-in, lifts it.
 ALTER TABLE opt_outs ADD COLUMN bounced BIGINT NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- What arrived but could not become a message, by where it is at the provider: a
+-- provider's redelivery (or a mailbox read again) reports it once.
+CREATE TABLE inbound_rejections (
+    account TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (account, reference)
+);
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

@@ -263,26 +263,14 @@ impl<C: Conn> Store for SqlStore<C> {
         from: Option<Identity>,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut kind = crate::model::EventKind::InboundRejected {
+        let rejected = ops::Rejected {
             account: account.to_string(),
             channel,
             reference: reference.to_string(),
+            from,
             reason: reason.to_string(),
-            from: String::new(),
-            contact_id: String::new(),
         };
-        self.write(move |db, events, _| {
-            if let (
-                Some(identity),
-                crate::model::EventKind::InboundRejected { from, contact_id, .. },
-            ) = (&from, &mut kind)
-            {
-                *contact_id = people::resolve_contact(db, identity, now_ms())?.id;
-                from.clone_from(&identity.address);
-            }
-            ops::append_event(db, events, kind)
-        })
-        .await
+        self.write(move |db, events, _| ops::reject_inbound(db, events, rejected, now_ms())).await
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError> {

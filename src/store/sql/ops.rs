@@ -874,6 +874,7 @@ pub fn purge(db: &dyn Db, cutoff: &Cutoff, limit: usize) -> Result<Purged, Store
         )?;
     }
     if let Some(before) = cutoff.messages_before {
+        db.execute("DELETE FROM inbound_rejections WHERE at < $1", args![before])?;
         // Ids sort by creation time, so the unique index on id finds the old ones.
         purged.messages = db.execute(
             "DELETE FROM messages WHERE id IN (
@@ -1139,6 +1140,50 @@ fn erase(message: &mut Message) {
 }
 
 /// Erases a contact's messages, and the copies of them in the event log.
+/// Something that arrived on an account but could not become a message.
+pub struct Rejected {
+    pub account: String,
+    pub channel: Channel,
+    /// Where it is at the provider: an IMAP URL, a provider message id.
+    pub reference: String,
+    pub from: Option<Identity>,
+    pub reason: String,
+}
+
+/// Reports `rejected` as an event, once per reference: a provider's redelivery (or a
+/// mailbox read again) is not news. With its sender, their contact is found or made, so
+/// that the product can answer them and forgetting them scrubs the event.
+pub fn reject_inbound(
+    db: &dyn Db,
+    events: &mut Vec<Event>,
+    rejected: Rejected,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let added = db.execute(
+        "INSERT INTO inbound_rejections (account, reference, at) VALUES ($1, $2, $3)
+         ON CONFLICT (account, reference) DO NOTHING",
+        args![&rejected.account, &rejected.reference, now],
+    )?;
+    if added == 0 {
+        return Ok(());
+    }
+    let (from, contact_id) = match &rejected.from {
+        Some(identity) => {
+            (identity.address.clone(), people::resolve_contact(db, identity, now)?.id)
+        }
+        None => (String::new(), String::new()),
+    };
+    let kind = EventKind::InboundRejected {
+        account: rejected.account,
+        channel: rejected.channel,
+        reference: rejected.reference,
+        reason: rejected.reason,
+        from,
+        contact_id,
+    };
+    append_event(db, events, kind)
+}
+
 pub fn media_of_contact(
     db: &dyn Db,
     contact_id: &str,

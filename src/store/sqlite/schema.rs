@@ -197,6 +197,16 @@ CREATE INDEX early_receipts_message ON early_receipts (message_id) WHERE message
 -- sender's reputation; mail from the address, or an opt-in, lifts it.
 ALTER TABLE opt_outs ADD COLUMN bounced INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- What arrived but could not become a message, by where it is at the provider: a
+-- provider's redelivery (or a mailbox read again) reports it once.
+CREATE TABLE inbound_rejections (
+    account TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (account, reference)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
