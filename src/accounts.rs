@@ -126,6 +126,7 @@ fn build_one(
                 verify_token: m.verify_token.resolve(&key("verify_token"))?,
                 request_timeout: Duration::from_millis(m.request_timeout_ms),
                 lost_send_wait: Duration::from_millis(m.lost_send_wait_ms),
+                waba_id: m.waba_id.clone(),
             };
             let webhook_url = format!("{public_url}/webhooks/meta/{}/events", m.id);
             Ok(Account {

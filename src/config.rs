@@ -410,6 +410,10 @@ pub struct MetaAccountConfig {
     /// webhooks that echo its id before it goes again.
     #[serde(default = "sixty_thousand")]
     pub lost_send_wait_ms: u64,
+    /// WhatsApp: the WhatsApp Business Account id that owns the number's message
+    /// templates, for `ListTemplates`.
+    #[serde(default)]
+    pub waba_id: String,
 }
 
 fn graph_api_base() -> String {

@@ -88,6 +88,17 @@ enum Command {
         /// The message id (`msg_...`).
         id: String,
     },
+    /// Lists a WhatsApp account's message templates (`ListTemplates`), one JSON line each.
+    Templates {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The WhatsApp account; default: the channel's default account.
+        #[arg(long, default_value = "")]
+        account: String,
+        /// Only the templates of this name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
     /// Tells the person their message was read (`MarkRead`): WhatsApp, Messenger, Instagram.
     MarkRead {
         #[command(flatten)]
@@ -366,6 +377,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let message = answer.message.context("empty answer")?;
             println!("{}", serde_json::to_string_pretty(&message)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Templates { api, account, name } => {
+            let mut client = api.connect().await?;
+            print_pages(async |page_token| {
+                let request = pb::ListTemplatesRequest {
+                    account: account.clone(),
+                    name: name.clone(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client.list_templates(request).await?.into_inner();
+                Ok((page.templates, page.next_page_token))
+            })
+            .await
         }
         Command::MarkRead { api, id, typing } => {
             let request = pb::MarkReadRequest { message_id: id, typing };

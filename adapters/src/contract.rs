@@ -186,6 +186,20 @@ pub trait Sender: Send + Sync {
         ))
     }
 
+    /// A page of the message templates this account may send (WhatsApp), up to `limit`,
+    /// after the page token `after` (empty: the first), those named `name` only when given.
+    async fn templates(
+        &self,
+        _name: &str,
+        _limit: u32,
+        _after: &str,
+    ) -> Result<TemplatePage, ProviderError> {
+        Err(ProviderError::gateway(
+            ErrorCode::InvalidContent,
+            "this channel has no message templates",
+        ))
+    }
+
     /// Deletes what the provider keeps of `media` a person sent (their data, when they are
     /// forgotten); media already gone counts as deleted. By default there is nothing the
     /// gateway can delete (Messenger's attachment URLs, mail in a mailbox).
@@ -206,6 +220,30 @@ pub trait Sender: Send + Sync {
             "this account's provider keeps no media to fetch",
         ))
     }
+}
+
+/// Message templates as the provider holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplatePage {
+    pub templates: Vec<TemplateInfo>,
+    /// Where the next page starts; empty on the last.
+    pub after: String,
+}
+
+/// One template in one language.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplateInfo {
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    /// `MARKETING`, `UTILITY`, `AUTHENTICATION`.
+    pub category: String,
+    /// `APPROVED`, `PENDING`, `REJECTED`, `PAUSED`...: only an approved one can be sent.
+    pub status: String,
+    /// The text of its body component, with its `{{n}}` parameters.
+    pub body: String,
+    /// All its components (header, body, footer, buttons), as the provider's JSON.
+    pub components_json: String,
 }
 
 /// Media as its provider serves it, read as it arrives.

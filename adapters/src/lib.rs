@@ -34,8 +34,8 @@ pub mod twilio;
 
 pub use contract::{
     Accepted, Consent, FailureClass, InboundMessage, MediaBody, MediaDownload, Outbound, Parsed,
-    SendFailure, Sender, StatusReport, Thread, WebhookAck, WebhookError, WebhookEvent,
-    WebhookHandler, WebhookRequest,
+    SendFailure, Sender, StatusReport, TemplateInfo, TemplatePage, Thread, WebhookAck,
+    WebhookError, WebhookEvent, WebhookHandler, WebhookRequest,
 };
 pub use model::{
     Attachment, Channel, Choice, Content, Email, ErrorCode, Interactive, InteractiveAction,

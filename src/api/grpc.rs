@@ -170,6 +170,39 @@ impl Gateway for GatewayService {
         }))
     }
 
+    async fn list_templates(
+        &self,
+        request: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let req = request.into_inner();
+        let account =
+            routing::account_for(&self.state, omnigate_adapters::Channel::Whatsapp, &req.account)?;
+        let limit = match req.page_size {
+            0 => 25,
+            n if n > 100 => return Err(Status::invalid_argument("page_size is at most 100")),
+            n => n,
+        };
+        let page = account
+            .sender
+            .templates(&req.name, limit, &req.page_token)
+            .await
+            .map_err(convert::provider_status)?;
+        let templates = page
+            .templates
+            .into_iter()
+            .map(|t| pb::WhatsAppTemplate {
+                id: t.id,
+                name: t.name,
+                language: t.language,
+                category: t.category,
+                status: t.status,
+                body: t.body,
+                components_json: t.components_json,
+            })
+            .collect();
+        Ok(Response::new(pb::ListTemplatesResponse { templates, next_page_token: page.after }))
+    }
+
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,

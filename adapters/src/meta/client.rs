@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::contract::{Accepted, MediaDownload, Outbound, SendFailure, Sender};
+use crate::contract::{Accepted, MediaDownload, Outbound, SendFailure, Sender, TemplatePage};
 use crate::http::MediaAuth;
 use crate::model::{Channel, Content, ErrorCode, Media, ProviderError};
 
@@ -135,6 +135,32 @@ impl Sender for MetaSender {
             },
         };
         posted.map_err(|f| f.error)
+    }
+
+    /// `GET /{version}/{waba-id}/message_templates` (OpenAPI
+    /// `getTemplateByNameDefaultFields`), paged by Graph's `after` cursor.
+    async fn templates(
+        &self,
+        name: &str,
+        limit: u32,
+        after: &str,
+    ) -> Result<TemplatePage, ProviderError> {
+        let waba = &self.account.waba_id;
+        if self.account.channel != Channel::Whatsapp || waba.is_empty() {
+            return Err(ProviderError::gateway(
+                ErrorCode::InvalidContent,
+                "templates belong to a WhatsApp Business Account: set the account's waba_id",
+            ));
+        }
+        let limit = limit.to_string();
+        let query: Vec<(&str, &str)> =
+            [("limit", limit.as_str()), ("after", after), ("name", name)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+        let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+        let page = self.graph.get(&format!("{waba}/message_templates?{query}")).await;
+        Ok(whatsapp::template_page(&page.map_err(|f| f.error)?))
     }
 
     /// WhatsApp media by id (`DELETE /{version}/{media-id}`, OpenAPI `deleteMedia`, which

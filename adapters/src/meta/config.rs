@@ -22,6 +22,9 @@ pub struct MetaAccount {
     /// WhatsApp and Messenger: how long a send whose answer was lost waits for a webhook
     /// that echoes its id before it is sent again.
     pub lost_send_wait: Duration,
+    /// WhatsApp: the WhatsApp Business Account id, which owns the message templates; empty
+    /// when not configured.
+    pub waba_id: String,
 }
 
 impl std::fmt::Debug for MetaAccount {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for MetaAccount {
             .field("api_base", &self.api_base)
             .field("version", &self.version)
             .field("endpoint_id", &self.endpoint_id)
+            .field("waba_id", &self.waba_id)
             .finish_non_exhaustive()
     }
 }

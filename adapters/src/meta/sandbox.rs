@@ -139,6 +139,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let app = Router::new()
         .route("/{version}/{endpoint}/messages", post(send))
         .route("/{version}/{media_id}", get(media_lookup).delete(media_delete))
+        .route("/{version}/{waba_id}/message_templates", get(message_templates))
         .route("/whatsapp_business/attachments/", get(media_download))
         .with_state(inner.clone());
     tokio::spawn(async move {
@@ -433,6 +434,57 @@ async fn media_delete(
         return graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message);
     }
     (StatusCode::OK, axum::Json(json!({ "success": true }))).into_response()
+}
+
+/// The templates every sandbox WhatsApp Business Account has: those of the OpenAPI
+/// document's example answer (`hello_world` among them, which the demo sends).
+fn sandbox_templates() -> Vec<Value> {
+    let raw = include_str!("../../spec/meta/whatsapp-templates-example.json");
+    let example: Value = serde_json::from_str(raw).unwrap_or_default();
+    example["example"]["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct TemplateQuery {
+    name: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /{version}/{waba-id}/message_templates`: `data`, and `paging` with cursors (and
+/// `next` while more follow), as Graph pages.
+async fn message_templates(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path((version, waba_id)): Path<(String, String)>,
+    Query(query): Query<TemplateQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = sandbox.refusal(&headers) {
+        return refusal;
+    }
+    use base64::Engine;
+    let cursor = |n: usize| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_string());
+    let start = query
+        .after
+        .and_then(|a| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(a).ok())
+        .and_then(|b| String::from_utf8(b).ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let limit = query.limit.unwrap_or(25).max(1);
+    let all: Vec<Value> = sandbox_templates()
+        .into_iter()
+        .filter(|t| query.name.as_deref().is_none_or(|n| t["name"] == n))
+        .collect();
+    let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+    let end = start + page.len();
+    let mut paging = json!({ "cursors": { "before": cursor(start), "after": cursor(end) } });
+    if end < all.len() {
+        let addr = sandbox.addr;
+        paging["next"] = json!(format!(
+            "http://{addr}/{version}/{waba_id}/message_templates?limit={limit}&after={}",
+            cursor(end)
+        ));
+    }
+    (StatusCode::OK, axum::Json(json!({ "data": page, "paging": paging }))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -287,6 +287,7 @@ fn account() -> MetaAccount {
         verify_token: "verify-me".into(),
         request_timeout: std::time::Duration::from_secs(1),
         lost_send_wait: std::time::Duration::from_secs(60),
+        waba_id: "102290129340398".into(),
     }
 }
 
@@ -603,4 +604,72 @@ fn read_receipts_match_metas_example() {
         messenger::sender_action("6245120000000703", "mark_seen"),
         json!({ "recipient": { "id": "6245120000000703" }, "sender_action": "mark_seen" })
     );
+}
+
+fn templates_example() -> Value {
+    serde_json::from_str::<Value>(include_str!("../../spec/meta/whatsapp-templates-example.json"))
+        .expect("fixture JSON")["example"]
+        .clone()
+}
+
+/// Meta's own example answer of `message_templates` reads as templates (the body's text,
+/// all components kept); `paging.cursors.after` leads on only with a `next` page, which the
+/// example (a last page) has not.
+#[test]
+fn template_pages_read_metas_example() {
+    let example = templates_example();
+    let page = whatsapp::template_page(&example);
+    let names: Vec<_> =
+        page.templates.iter().map(|t| (t.name.as_str(), t.status.as_str())).collect();
+    assert_eq!(names, [("hello_world", "APPROVED"), ("2023_april_promo", "APPROVED")]);
+    let promo = &page.templates[1];
+    assert_eq!((promo.id.as_str(), promo.language.as_str()), ("920070352646140", "en_US"));
+    assert!(promo.body.starts_with("Hi {{1}}, our Fall Sale is on!"), "{}", promo.body);
+    let components: Value = serde_json::from_str(&promo.components_json).expect("JSON");
+    assert_eq!(components, example["data"][1]["components"]);
+    assert_eq!(page.after, "", "no next page");
+    let mut more = example.clone();
+    more["paging"]["next"] =
+        json!("https://graph.facebook.com/v23.0/1/message_templates?after=MjQZD");
+    assert_eq!(whatsapp::template_page(&more).after, "MjQZD");
+}
+
+/// The sandbox answers `message_templates` with the example's templates, Graph's paging
+/// (cursors, `next` while more follow) and its token check; the sender pages through it.
+#[tokio::test]
+async fn the_sender_pages_through_the_sandboxs_templates() {
+    let sandbox = super::sandbox::start(super::sandbox::SandboxConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        access_token: "t".into(),
+        app_secret: "app-secret".into(),
+        callback_delay_ms: 0,
+        latency_ms: 0,
+        rules: Vec::new(),
+    })
+    .await
+    .expect("sandbox");
+    let sender = MetaSender::new(MetaAccount { api_base: sandbox.api_base(), ..account() });
+    let first = sender.templates("", 1, "").await.expect("page");
+    assert_eq!(first.templates.len(), 1);
+    assert!(!first.after.is_empty());
+    let second = sender.templates("", 1, &first.after).await.expect("page");
+    assert_eq!(second.after, "", "the last page");
+    let example = whatsapp::template_page(&templates_example());
+    assert_eq!([first.templates, second.templates].concat(), example.templates);
+    let named = sender.templates("hello_world", 25, "").await.expect("named");
+    assert_eq!(named.templates.len(), 1);
+    let wrong = MetaSender::new(MetaAccount {
+        api_base: sandbox.api_base(),
+        access_token: "wrong".into(),
+        ..account()
+    });
+    let refused = wrong.templates("", 25, "").await.expect_err("token");
+    assert_eq!(refused.code, ErrorCode::Authentication);
+    let no_waba = MetaSender::new(MetaAccount {
+        waba_id: String::new(),
+        api_base: sandbox.api_base(),
+        ..account()
+    });
+    let refused = no_waba.templates("", 25, "").await.expect_err("no waba");
+    assert!(refused.message.contains("waba_id"), "{refused:?}");
 }

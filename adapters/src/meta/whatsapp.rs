@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::contract::{InboundMessage, StatusReport, WebhookEvent};
+use crate::contract::{InboundMessage, StatusReport, TemplateInfo, TemplatePage, WebhookEvent};
 use crate::model::{
     Channel, Choice, Content, InteractiveAction, Location, Media, MediaKind, MessageStatus,
     ProviderError, Reaction, TemplateParameter, Text, unsupported,
@@ -211,6 +211,36 @@ pub fn read_receipt(provider_message_id: &str, typing: bool) -> Value {
         body["typing_indicator"] = json!({ "type": "text" });
     }
     body
+}
+
+/// A `message_templates` answer: `data` (each with `components`, of which the `BODY` has
+/// the text) and `paging`, whose `cursors.after` leads on when there is a `next` page.
+pub fn template_page(answer: &Value) -> TemplatePage {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let templates = answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| TemplateInfo {
+            id: text(&t["id"]),
+            name: text(&t["name"]),
+            language: text(&t["language"]),
+            category: text(&t["category"]),
+            status: text(&t["status"]),
+            body: t["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "BODY")
+                .map(|c| text(&c["text"]))
+                .unwrap_or_default(),
+            components_json: t["components"].to_string(),
+        })
+        .collect();
+    let paging = &answer["paging"];
+    let after =
+        if paging["next"].is_string() { text(&paging["cursors"]["after"]) } else { String::new() };
+    TemplatePage { templates, after }
 }
 
 pub fn sent_id(answer: &Value) -> Option<String> {
