@@ -513,6 +513,20 @@ fn arbitrary_signed_bodies_never_panic() {
     }
 }
 
+/// A Graph sandbox that takes this file's account's token.
+async fn sandbox() -> super::sandbox::SandboxHandle {
+    super::sandbox::start(super::sandbox::SandboxConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        access_token: "t".into(),
+        app_secret: "app-secret".into(),
+        callback_delay_ms: 0,
+        latency_ms: 0,
+        rules: Vec::new(),
+    })
+    .await
+    .expect("sandbox")
+}
+
 fn media_lookup_spec() -> Value {
     serde_json::from_str(include_str!("../../spec/meta/whatsapp-media-lookup.json"))
         .expect("fixture JSON")
@@ -525,16 +539,7 @@ fn media_lookup_spec() -> Value {
 #[tokio::test]
 async fn media_lookup_has_metas_shape_and_the_sender_fetches_with_its_token() {
     let spec = media_lookup_spec();
-    let sandbox = super::sandbox::start(super::sandbox::SandboxConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        access_token: "t".into(),
-        app_secret: "app-secret".into(),
-        callback_delay_ms: 0,
-        latency_ms: 0,
-        rules: Vec::new(),
-    })
-    .await
-    .expect("sandbox");
+    let sandbox = sandbox().await;
     let id = sandbox.keep_media("audio/ogg", b"OggS voice note");
     let http = crate::http::client(std::time::Duration::from_secs(5));
     let lookup = format!("{}/v23.0/{id}?phone_number_id=106540352242922", sandbox.api_base());
@@ -638,16 +643,7 @@ fn template_pages_read_metas_example() {
 /// (cursors, `next` while more follow) and its token check; the sender pages through it.
 #[tokio::test]
 async fn the_sender_pages_through_the_sandboxs_templates() {
-    let sandbox = super::sandbox::start(super::sandbox::SandboxConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        access_token: "t".into(),
-        app_secret: "app-secret".into(),
-        callback_delay_ms: 0,
-        latency_ms: 0,
-        rules: Vec::new(),
-    })
-    .await
-    .expect("sandbox");
+    let sandbox = sandbox().await;
     let sender = MetaSender::new(MetaAccount { api_base: sandbox.api_base(), ..account() });
     let first = sender.templates("", 1, "").await.expect("page");
     assert_eq!(first.templates.len(), 1);
