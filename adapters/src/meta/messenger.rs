@@ -220,6 +220,30 @@ pub fn parse_event(e: &Value, events: &mut Vec<WebhookEvent>) -> usize {
             None => 1,
         };
     }
+    // A tap on a postback button (a template's, the persistent menu's, Get Started): what
+    // the person chose, as a quick reply's choice is.
+    if let Some(p) = e.get("postback") {
+        let (Some(payload), Some(ts)) = (p["payload"].as_str(), e["timestamp"].as_i64()) else {
+            return 1;
+        };
+        let id =
+            p["mid"].as_str().map_or_else(|| format!("postback:{sender}:{ts}"), str::to_string);
+        events.push(WebhookEvent::Inbound(InboundMessage {
+            provider_message_id: id,
+            from: sender.to_string(),
+            to: recipient.to_string(),
+            content: Content::Choice(Choice {
+                id: payload.to_string(),
+                title: p["title"].as_str().unwrap_or_default().to_string(),
+                description: String::new(),
+            }),
+            reply_to: None,
+            references: Vec::new(),
+            consent: None,
+            conversation: None,
+        }));
+        return 0;
+    }
     if let Some(r) = e.get("reaction") {
         let (Some(mid), Some(ts)) = (r["mid"].as_str(), e["timestamp"].as_i64()) else { return 1 };
         let emoji = match r["action"].as_str() {

@@ -428,6 +428,8 @@ fn messenger_receipts_and_messages() {
               "delivery": { "mids": ["m_ours"], "watermark": 13 } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 14, "read": { "watermark": 14 } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 15, "postback_unknown": {} },
+            { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 17,
+              "postback": { "title": "Get Started", "payload": "GET_STARTED" } },
             { "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": 16,
               "message": { "mid": "m_5", "attachments": [{ "type": "fallback", "payload": { "title": "a post" } }] } }
         ] },
@@ -457,9 +459,16 @@ fn messenger_receipts_and_messages() {
         &parsed.events[5],
         WebhookEvent::Watermark { status: MessageStatus::Read, up_to_ms: 14, .. }
     ));
-    // A shared post has no canonical form, but it is the person's message all the same.
+    // DETAILS.md 4: `postback: {title, payload, mid?}`, a tap on a postback button: the
+    // person's choice, with an id made of who and when where Meta gives no mid.
     assert!(matches!(
         &parsed.events[6],
+        WebhookEvent::Inbound(m) if m.provider_message_id == "postback:PSID:17"
+            && matches!(&m.content, Content::Choice(c) if c.id == "GET_STARTED" && c.title == "Get Started")
+    ));
+    // A shared post has no canonical form, but it is the person's message all the same.
+    assert!(matches!(
+        &parsed.events[7],
         WebhookEvent::Unreadable { provider_message_id, from, reason }
             if provider_message_id == "m_5" && from == "PSID" && reason.contains(r#"type "fallback""#)
     ));
