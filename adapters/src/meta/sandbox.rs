@@ -398,10 +398,7 @@ async fn media_lookup(
         return refusal;
     }
     let Some(item) = sandbox.shelf.get(&media_id) else {
-        let message = format!(
-            "Unsupported get request. Object with ID '{media_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
-        );
-        return graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message);
+        return no_object("get", &media_id);
     };
     use sha2::Digest;
     let sha256: String =
@@ -429,9 +426,7 @@ async fn media_delete(
         return refusal;
     }
     if !sandbox.shelf.remove(&media_id) {
-        let message =
-            format!("Unsupported delete request. Object with ID '{media_id}' does not exist");
-        return graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message);
+        return no_object("delete", &media_id);
     }
     (StatusCode::OK, axum::Json(json!({ "success": true }))).into_response()
 }
@@ -505,6 +500,14 @@ async fn media_download(
         Some(item) => crate::sandbox_media::body(item),
         None => (StatusCode::NOT_FOUND, "no such media").into_response(),
     }
+}
+
+/// Graph's answer for an object id it cannot load (code 100, subcode 33).
+fn no_object(method: &str, id: &str) -> Response {
+    let message = format!(
+        "Unsupported {method} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+    );
+    graph_error(StatusCode::BAD_REQUEST, 100, Some(33), &message)
 }
 
 fn graph_error(status: StatusCode, code: i64, subcode: Option<i64>, message: &str) -> Response {

@@ -247,9 +247,7 @@ impl Sandbox {
         if !authorized {
             return Some(twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"));
         }
-        (account_sid != self.config.account_sid).then(|| {
-            twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
-        })
+        (account_sid != self.config.account_sid).then(not_found)
     }
 
     fn new_sid(&self, prefix: &str) -> String {
@@ -376,7 +374,7 @@ async fn fetch_media(
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, sandbox.shelf.cdn_url(&token))])
                 .into_response()
         }
-        None => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
+        None => not_found(),
     }
 }
 
@@ -401,8 +399,13 @@ async fn delete_media(
             sandbox.shelf.remove(&token);
             StatusCode::NO_CONTENT.into_response()
         }
-        None => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
+        None => not_found(),
     }
+}
+
+/// Twilio's answer for a resource that is not there (another account's, or gone).
+fn not_found() -> Response {
+    twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
 }
 
 fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
