@@ -79,12 +79,19 @@ pub enum MediaAuth<'a> {
     Bearer(&'a str),
 }
 
-/// GETs media at `url` for `provider`. Redirects are followed here, since the shared client
-/// follows none, and credentials go only to the origin of `url`: a redirect to another
-/// origin (a CDN's pre-signed URL) must not receive the account's secret, and a CDN that
-/// signs its URLs refuses a request that carries a second credential.
+/// The client of media fetches: unlike [`client`], it follows redirects, and reqwest drops
+/// the credentials of a request redirected to another host, port or scheme, so a CDN's
+/// pre-signed URL never receives the account's secret (a CDN that signs its URLs refuses a
+/// request that carries a second credential).
+fn media_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        build(builder(MEDIA_TIMEOUT).redirect(reqwest::redirect::Policy::limited(MEDIA_REDIRECTS)))
+    })
+}
+
+/// GETs media at `url` for `provider`, presenting `auth` to the origin of `url` only.
 pub async fn fetch_media(
-    http: &reqwest::Client,
     url: &str,
     auth: &MediaAuth<'_>,
     provider: &str,
@@ -96,70 +103,57 @@ pub async fn fetch_media(
         provider_code,
         retryable,
     };
-    let mut at = reqwest::Url::parse(url)
+    let at = reqwest::Url::parse(url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| {
-        let message = format!("the media URL {url:?} is not an http(s) URL");
-        fail(crate::ErrorCode::InvalidContent, message, String::new(), false)
-    })?;
-    let origin = at.origin();
-    for _ in 0..=MEDIA_REDIRECTS {
-        let mut request = http.get(at.clone()).timeout(MEDIA_TIMEOUT);
-        if at.origin() == origin {
-            request = match auth {
-                MediaAuth::None => request,
-                MediaAuth::Basic { user, password } => request.basic_auth(user, Some(password)),
-                MediaAuth::Bearer(token) => request.bearer_auth(token),
-            };
-        }
-        let response = request.send().await.map_err(|e| {
-            let message = format!("fetching media: {e}");
-            fail(crate::ErrorCode::ProviderUnavailable, message, String::new(), true)
+            let message = format!("the media URL {url:?} is not an http(s) URL");
+            fail(crate::ErrorCode::InvalidContent, message, String::new(), false)
         })?;
-        let status = response.status();
-        if status.is_redirection() {
-            let next = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| at.join(l).ok());
-            at = next.ok_or_else(|| {
-                let message = format!("the media URL answered {status} without a usable Location");
-                fail(crate::ErrorCode::Rejected, message, status.as_u16().to_string(), false)
-            })?;
-            continue;
+    let request = match auth {
+        MediaAuth::None => media_client().get(at),
+        MediaAuth::Basic { user, password } => {
+            media_client().get(at).basic_auth(user, Some(password))
         }
-        if !status.is_success() {
-            let (code, why, retryable) = match status.as_u16() {
-                401 | 403 => (
-                    crate::ErrorCode::Authentication,
-                    "refused the account's credentials for",
-                    false,
-                ),
-                // Providers keep media for a while only (WhatsApp: 30 days).
-                404 | 410 => (crate::ErrorCode::Expired, "no longer has", false),
-                429 => (crate::ErrorCode::RateLimited, "throttled the fetch of", true),
-                500.. => (crate::ErrorCode::ProviderUnavailable, "failed to serve", true),
-                _ => (crate::ErrorCode::Rejected, "refused to serve", false),
-            };
-            let message = format!("{provider} {why} this media (HTTP {status})");
-            return Err(fail(code, message, status.as_u16().to_string(), retryable));
+        MediaAuth::Bearer(token) => media_client().get(at).bearer_auth(token),
+    };
+    let response = request.send().await.map_err(|e| match e.is_redirect() {
+        true => {
+            fail(crate::ErrorCode::Rejected, format!("fetching media: {e}"), String::new(), false)
         }
-        let mime_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|t| t.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        return Ok(crate::MediaDownload {
-            mime_type,
-            size: response.content_length(),
-            body: Box::new(MediaResponse { response, provider: provider.to_string() }),
-        });
+        false => fail(
+            crate::ErrorCode::ProviderUnavailable,
+            format!("fetching media: {e}"),
+            String::new(),
+            true,
+        ),
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let (code, why, retryable) = match status.as_u16() {
+            401 | 403 => {
+                (crate::ErrorCode::Authentication, "refused the account's credentials for", false)
+            }
+            // Providers keep media for a while only (WhatsApp: 30 days).
+            404 | 410 => (crate::ErrorCode::Expired, "no longer has", false),
+            429 => (crate::ErrorCode::RateLimited, "throttled the fetch of", true),
+            500.. => (crate::ErrorCode::ProviderUnavailable, "failed to serve", true),
+            _ => (crate::ErrorCode::Rejected, "refused to serve", false),
+        };
+        let message = format!("{provider} {why} this media (HTTP {status})");
+        return Err(fail(code, message, status.as_u16().to_string(), retryable));
     }
-    let message = format!("the media URL redirected more than {MEDIA_REDIRECTS} times");
-    Err(fail(crate::ErrorCode::Rejected, message, String::new(), false))
+    let mime_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok(crate::MediaDownload {
+        mime_type,
+        size: response.content_length(),
+        body: Box::new(MediaResponse { response, provider: provider.to_string() }),
+    })
 }
 
 struct MediaResponse {

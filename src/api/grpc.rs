@@ -217,12 +217,7 @@ impl Gateway for GatewayService {
         let Some(provider_id) = &message.provider_message_id else {
             return refuse("has no provider id to mark".into());
         };
-        let Some(account) = self.state.accounts.get(&message.account) else {
-            return refuse(format!(
-                "came to account {}, which is no longer configured",
-                message.account
-            ));
-        };
+        let account = account_of(&self.state, &message)?;
         if let Err(e) = account.sender.mark_read(provider_id, &message.from, req.typing).await {
             let channel = message.channel;
             return Err(convert::provider_status(omnigate_adapters::ProviderError {
@@ -435,6 +430,19 @@ impl Gateway for GatewayService {
         tokio::spawn(follow(self.state.clone(), from, req.kinds, live, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// The account a stored message came by, for a call to its provider.
+pub(super) fn account_of<'a>(
+    state: &'a AppState,
+    message: &crate::model::Message,
+) -> Result<&'a Arc<crate::accounts::Account>, Status> {
+    state.accounts.get(&message.account).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "account {} of message {} is no longer configured, so its provider cannot be asked",
+            message.account, message.id
+        ))
+    })
 }
 
 pub(super) async fn stored_message(

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::convert::provider_status;
-use super::grpc::stored_message;
+use super::grpc::{account_of, stored_message};
 use crate::app::AppState;
 use crate::model::{Direction, Message};
 
@@ -52,8 +52,7 @@ pub async fn get_media(
             return Err(past(media.item_count()));
         }
         Content::Media(media) => {
-            let account =
-                state.accounts.get(&message.account).ok_or_else(|| gone_account(&message))?;
+            let account = account_of(state, &message)?;
             let download =
                 account.sender.fetch_media(media, index).await.map_err(provider_status)?;
             (download, media.mime_type.as_str())
@@ -84,13 +83,6 @@ pub async fn get_media(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-fn gone_account(message: &Message) -> Status {
-    Status::failed_precondition(format!(
-        "account {} of message {} is no longer configured, so its provider cannot be asked",
-        message.account, message.id
-    ))
-}
-
 /// An email attachment: its bytes when stored, else the part its IMAP URL names, fetched
 /// from the account's mailbox (larger attachments than `max_inline_attachment_bytes` are
 /// left there).
@@ -111,7 +103,7 @@ async fn attachment_download(
     let url = ImapUrl::parse(&attachment.url).ok_or_else(|| {
         Status::failed_precondition(format!("{:?} is not an IMAP URL of ours", attachment.url))
     })?;
-    let account = state.accounts.get(&message.account).ok_or_else(|| gone_account(message))?;
+    let account = account_of(state, message)?;
     let inbox = account.inbox.as_ref().ok_or_else(|| {
         Status::failed_precondition(format!(
             "account {} no longer reads a mailbox, where this attachment is",

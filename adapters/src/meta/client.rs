@@ -195,7 +195,7 @@ impl Sender for MetaSender {
             return self.fetch_by_id(&media.provider_media_id).await;
         }
         let url = media.urls().nth(index).ok_or_else(no_item)?;
-        crate::http::fetch_media(self.graph.http(), url, &MediaAuth::None, PROVIDER).await
+        crate::http::fetch_media(url, &MediaAuth::None, PROVIDER).await
     }
 }
 
@@ -232,8 +232,7 @@ impl MetaSender {
             retryable: false,
         })?;
         let token = MediaAuth::Bearer(self.graph.token());
-        let mut download =
-            crate::http::fetch_media(self.graph.http(), url, &token, PROVIDER).await?;
+        let mut download = crate::http::fetch_media(url, &token, PROVIDER).await?;
         if download.mime_type.is_empty() {
             download.mime_type = found["mime_type"].as_str().unwrap_or_default().to_string();
         }

@@ -46,10 +46,6 @@ impl GraphClient {
         &self.token
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, SendFailure> {
         let response = request.bearer_auth(&self.token).send().await.map_err(|e| transport(&e))?;
         let status = response.status().as_u16();

@@ -260,7 +260,7 @@ impl Sender for TwilioSender {
             }
             _ => MediaAuth::None,
         };
-        crate::http::fetch_media(&self.http, url, &auth, PROVIDER).await
+        crate::http::fetch_media(url, &auth, PROVIDER).await
     }
 }
 

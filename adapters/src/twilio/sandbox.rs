@@ -250,6 +250,12 @@ impl Sandbox {
         (account_sid != self.config.account_sid).then(not_found)
     }
 
+    /// The shelf token of Media resource `media_sid` of message `message_sid`, if kept.
+    fn media_token(&self, message_sid: &str, media_sid: &str) -> Option<String> {
+        let kept = self.media.lock().ok()?;
+        kept.get(media_sid).filter(|(parent, _)| parent == message_sid).map(|(_, t)| t.clone())
+    }
+
     fn new_sid(&self, prefix: &str) -> String {
         let n = self.next_sid.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
@@ -366,9 +372,7 @@ async fn fetch_media(
     if let Some(refusal) = sandbox.refusal(&headers, &account_sid) {
         return refusal;
     }
-    let token = sandbox.media.lock().ok().and_then(|kept| {
-        kept.get(&media_sid).filter(|(parent, _)| *parent == message_sid).map(|(_, t)| t.clone())
-    });
+    let token = sandbox.media_token(&message_sid, &media_sid);
     match token {
         Some(token) => {
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, sandbox.shelf.cdn_url(&token))])
@@ -387,15 +391,12 @@ async fn delete_media(
     if let Some(refusal) = sandbox.refusal(&headers, &account_sid) {
         return refusal;
     }
-    let removed = media_sid.strip_suffix(".json").and_then(|sid| {
-        let mut kept = sandbox.media.lock().ok()?;
-        match kept.get(sid) {
-            Some((parent, _)) if *parent == message_sid => kept.remove(sid),
-            _ => None,
-        }
-    });
-    match removed {
-        Some((_, token)) => {
+    let sid = media_sid.strip_suffix(".json").unwrap_or_default();
+    match sandbox.media_token(&message_sid, sid) {
+        Some(token) => {
+            if let Ok(mut kept) = sandbox.media.lock() {
+                kept.remove(sid);
+            }
             sandbox.shelf.remove(&token);
             StatusCode::NO_CONTENT.into_response()
         }
