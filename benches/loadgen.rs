@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench loadgen` (or `-- --messages 20000 --concurrency 64`). Reports
 //! accepted durable messages/s, end-to-end messages/s (to DELIVERED), p50/p99 accept
-//! latency and peak RSS, each gateway rate also as a ratio of the echo rate. The
-//! PostgreSQL runs use a fresh database on the server `OMNIGATE_TEST_POSTGRES` names
+//! latency and peak RSS, each gateway rate also as a ratio of the echo rate, beside the rate
+//! of an SMS's network exchanges alone (the most end to end could reach). `--people N`
+//! sends to N people in turn instead of a new person each message. The PostgreSQL runs use a fresh database on the server `OMNIGATE_TEST_POSTGRES` names
 //! (default: the one `scripts/postgres.sh` starts), as the tests do; `--no-postgres`
 //! skips them.
 
@@ -44,10 +45,14 @@ struct Args {
     /// Run one phase alone (`accept`, or `fleetN` for N replicas), for profiling.
     only: Option<String>,
     postgres: bool,
+    /// Distinct recipients the messages cycle over: by default each message goes to a new
+    /// person (the costliest acceptance: a contact, an identity and a conversation each).
+    people: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { messages: 20_000, concurrency: 64, only: None, postgres: true };
+    let mut a =
+        Args { messages: 20_000, concurrency: 64, only: None, postgres: true, people: usize::MAX };
     let argv: Vec<String> = std::env::args().collect();
     a.postgres = !argv.iter().any(|a| a == "--no-postgres");
     for pair in argv.windows(2) {
@@ -55,6 +60,7 @@ fn args() -> Args {
             "--messages" => a.messages = pair[1].parse().unwrap_or(a.messages),
             "--concurrency" => a.concurrency = pair[1].parse().unwrap_or(a.concurrency),
             "--only" => a.only = Some(pair[1].clone()),
+            "--people" => a.people = pair[1].parse().unwrap_or(a.people).max(1),
             _ => {}
         }
     }
@@ -133,7 +139,8 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn echo_baseline(args: &Args) -> (f64, Duration, Duration) {
+/// A bare echo server; answers channels to it.
+async fn start_echo() -> Vec<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
@@ -141,17 +148,52 @@ async fn echo_baseline(args: &Args) -> (f64, Duration, Duration) {
             .add_service(echo::echo_server::EchoServer::new(EchoService))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let chans = channels(format!("http://{addr}"), 4).await;
-    let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
-        let mut client = echo::echo_client::EchoClient::new(chans[i % chans.len()].clone());
+    channels(format!("http://{addr}"), 4).await
+}
+
+async fn echo_call(channel: Channel) {
+    let r = echo::EchoRequest { to: "+14155550100".into(), body: "benchmark message".into() };
+    echo::echo_client::EchoClient::new(channel).echo(r).await.expect("echo");
+}
+
+async fn echo_baseline(args: &Args) -> (f64, Duration, Duration) {
+    let chans = start_echo().await;
+    let (elapsed, lat) =
+        drive(args.messages, args.concurrency, move |i| echo_call(chans[i % chans.len()].clone()))
+            .await;
+    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+/// The exchanges of one SMS end to end with nothing else: an echo call (the send request),
+/// then three form POSTs over the HTTP stacks the gateway and the sandbox use (reqwest to
+/// axum, pooled HTTP/1.1), standing for the provider API call and its `sent` and
+/// `delivered` callbacks. No store, no signatures, no events: SMS end to end cannot pass
+/// this rate on the same machine, whatever the gateway does.
+async fn exchanges_ceiling(args: &Args) -> f64 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(|form: String| async move {
+            (axum::http::StatusCode::CREATED, format!("{{\"sid\":\"SM{}\"}}", form.len()))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = omnigate_adapters::http::client(Duration::from_secs(30));
+    let chans = start_echo().await;
+    let form = [("To", "+14155550100"), ("From", "+15005550006"), ("Body", "benchmark message")];
+    let (elapsed, _) = drive(args.messages, args.concurrency, move |i| {
+        let (http, url, channel) = (http.clone(), url.clone(), chans[i % chans.len()].clone());
         async move {
-            let r =
-                echo::EchoRequest { to: "+14155550100".into(), body: "benchmark message".into() };
-            client.echo(r).await.expect("echo");
+            echo_call(channel).await;
+            for _ in 0..3 {
+                let answer = http.post(&url).form(&form).send().await.expect("post");
+                answer.bytes().await.expect("answer");
+            }
         }
     })
     .await;
-    (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
+    args.messages as f64 / elapsed.as_secs_f64()
 }
 
 fn gateway_config(dir: &std::path::Path, per_second: u32) -> Config {
@@ -252,10 +294,11 @@ async fn accept_run(args: &Args) -> (f64, Duration, Duration, StoreStats) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = Gateway::start(gateway_config(dir.path(), 10)).await.expect("gateway");
     let chans = channels(format!("http://{}", gateway.grpc_addr), 4).await;
+    let people = args.people;
     let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
         let mut client = GatewayClient::new(chans[i % chans.len()].clone());
         async move {
-            client.send_message(sms(i)).await.expect("accepted");
+            client.send_message(sms(i % people)).await.expect("accepted");
         }
     })
     .await;
@@ -274,6 +317,7 @@ async fn store_run(args: &Args) -> (f64, Duration, Duration) {
     let store = omnigate::app::open_store(&gateway_config(dir.path(), 10), "bench", metrics, true)
         .await
         .expect("store");
+    let people = args.people;
     let (elapsed, lat) = drive(args.messages, args.concurrency, move |i| {
         let store = store.clone();
         async move {
@@ -281,7 +325,7 @@ async fn store_run(args: &Args) -> (f64, Duration, Duration) {
                 omnigate_adapters::Channel::Sms,
                 "sms",
                 "+15005550006",
-                &format!("+1415{:07}", i % 10_000_000),
+                &format!("+1415{:07}", i % people % 10_000_000),
                 omnigate_adapters::Content::text("benchmark message"),
                 Duration::from_secs(60),
             );
@@ -292,10 +336,10 @@ async fn store_run(args: &Args) -> (f64, Duration, Duration) {
     (args.messages as f64 / elapsed.as_secs_f64(), pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-fn sms(i: usize) -> pb::SendMessageRequest {
+fn sms(person: usize) -> pb::SendMessageRequest {
     pb::SendMessageRequest {
         channel: pb::Channel::Sms as i32,
-        to: format!("+1415{:07}", i % 10_000_000),
+        to: format!("+1415{:07}", person % 10_000_000),
         content: Some(pb::Content {
             kind: Some(pb::content::Kind::Text(pb::Text {
                 body: "benchmark message".into(),
@@ -306,11 +350,11 @@ fn sms(i: usize) -> pb::SendMessageRequest {
     }
 }
 
-/// A WhatsApp template (allowed outside the service window) to a distinct person each.
-fn whatsapp(i: usize) -> pb::SendMessageRequest {
+/// A WhatsApp template (allowed outside the service window) to `person`.
+fn whatsapp(person: usize) -> pb::SendMessageRequest {
     pb::SendMessageRequest {
         channel: pb::Channel::Whatsapp as i32,
-        to: format!("+1631{:07}", i % 10_000_000),
+        to: format!("+1631{:07}", person % 10_000_000),
         content: Some(pb::Content {
             kind: Some(pb::content::Kind::Template(pb::Template {
                 name: "order_update".into(),
@@ -322,11 +366,11 @@ fn whatsapp(i: usize) -> pb::SendMessageRequest {
     }
 }
 
-/// An email with a subject, text and HTML to a distinct address each (SMTP sandbox).
-fn email(i: usize) -> pb::SendMessageRequest {
+/// An email with a subject, text and HTML to `person` (SMTP sandbox).
+fn email(person: usize) -> pb::SendMessageRequest {
     pb::SendMessageRequest {
         channel: pb::Channel::Email as i32,
-        to: format!("person{i}@example.com"),
+        to: format!("person{person}@example.com"),
         content: Some(pb::Content {
             kind: Some(pb::content::Kind::Email(pb::Email {
                 subject: "Your order".into(),
@@ -339,7 +383,7 @@ fn email(i: usize) -> pb::SendMessageRequest {
     }
 }
 
-/// A channel's load: what each message is, and the status at which it counts as done.
+/// A channel's load: what a message to person N is, and the status at which it counts as done.
 type Load = (fn(usize) -> pb::SendMessageRequest, pb::MessageStatus);
 const SMS: Load = (sms, pb::MessageStatus::Delivered);
 const WHATSAPP: Load = (whatsapp, pb::MessageStatus::Delivered);
@@ -393,10 +437,11 @@ async fn measure(
         chans.extend(channels(addr, 4).await);
     }
     let started = Instant::now();
+    let people = args.people;
     let (elapsed, lat) = drive(total, args.concurrency, move |i| {
         let mut client = GatewayClient::new(chans[i % chans.len()].clone());
         async move {
-            client.send_message(request(i)).await.expect("accepted");
+            client.send_message(request(i % people)).await.expect("accepted");
         }
     })
     .await;
@@ -414,8 +459,8 @@ async fn measure(
 /// SMS routes of the fleet runs: one account each, so replicas share the sending.
 const FLEET_ROUTES: usize = 3;
 
-fn fleet_sms(i: usize) -> pb::SendMessageRequest {
-    pb::SendMessageRequest { account: format!("sms-{}", i % FLEET_ROUTES), ..sms(i) }
+fn fleet_sms(person: usize) -> pb::SendMessageRequest {
+    pb::SendMessageRequest { account: format!("sms-{}", person % FLEET_ROUTES), ..sms(person) }
 }
 
 /// SMS end to end through `replicas` gateways on one fresh PostgreSQL database.
@@ -483,6 +528,10 @@ fn main() {
                     let (rate, p50, p99) = echo_baseline(&args).await;
                     println!("echo {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?}");
                 }
+                "ceiling" => {
+                    let rate = exchanges_ceiling(&args).await;
+                    println!("an SMS's exchanges alone {rate:.0}/s, {:.0} us CPU each", cpu_each());
+                }
                 "accept" => {
                     let (rate, p50, p99, store) = accept_run(&args).await;
                     println!("accepted {rate:.0}/s p50 {p50:.2?} p99 {p99:.2?} batch {:.1}, writer busy {:.0}%", store.group, store.writer_busy * 100.0);
@@ -500,18 +549,19 @@ fn main() {
                     println!("accepted {:.0}/s end to end {:.0}/s p50 {:.2?} p99 {:.2?} batch {:.1}, writer busy {:.0}%", f.accepted_per_s, f.e2e_per_s, f.p50, f.p99, f.store.group, f.store.writer_busy * 100.0);
                 }
                 other => {
-                    eprintln!("--only {other:?}: expected store, echo, accept, sms, whatsapp, email or fleetN");
+                    eprintln!("--only {other:?}: expected store, echo, ceiling, accept, sms, whatsapp, email or fleetN");
                     std::process::exit(2);
                 }
             }
             return;
         }
         // Warm both paths once (connections, page cache) before measuring.
-        let warm = Args { messages: 2_000, concurrency: args.concurrency, only: None, postgres: false };
+        let warm = Args { messages: 2_000, only: None, postgres: false, ..args };
         echo_baseline(&warm).await;
         gateway_run(&warm, SMS).await;
 
         let (echo_rate, echo_p50, echo_p99) = echo_baseline(&args).await;
+        let ceiling = exchanges_ceiling(&args).await;
         let (accept_rate, accept_p50, accept_p99, accept_store) = accept_run(&args).await;
         let g = gateway_run(&args, SMS).await;
         let w = gateway_run(&args, WHATSAPP).await;
@@ -526,6 +576,7 @@ fn main() {
         println!("| run | rate (/s) | vs echo | p50 | p99 |");
         println!("|---|---:|---:|---:|---:|");
         println!("| bare tonic echo (baseline) | {echo_rate:.0} | 1.00 | {echo_p50:.2?} | {echo_p99:.2?} |");
+        println!("| an SMS's exchanges alone (1 echo call + 3 HTTP POSTs, no gateway) | {ceiling:.0} | {:.2} | | |", ceiling / echo_rate);
         println!("| SMS accepted, route paced (durable, SQLite) | {accept_rate:.0} | {:.2} | {accept_p50:.2?} | {accept_p99:.2?} |", accept_rate / echo_rate);
         println!("| SMS accepted while delivering | {:.0} | {:.2} | {:.2?} | {:.2?} |", g.accepted_per_s, g.accepted_per_s / echo_rate, g.p50, g.p99);
         println!("| SMS end to end (to DELIVERED) | {:.0} | {:.2} | | |", g.e2e_per_s, g.e2e_per_s / echo_rate);
