@@ -366,6 +366,7 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
             dead_letters: 0,
             last_error: String::new(),
             missed: 0,
+            previous: None,
         };
         store.save_webhook(webhook).await?;
     }

@@ -279,6 +279,17 @@ enum WebhookAction {
         #[arg(long)]
         from: u64,
     },
+    /// Gives a subscription a new signing secret, printed only now; the old one also signs
+    /// for `--grace-hours` more, while receivers switch.
+    Rotate {
+        id: String,
+        /// Hours the old secret keeps signing (0: none, for a secret that leaked; at most 168).
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u32,
+        /// The new secret ("whsec_" + base64); default: a new random one.
+        #[arg(long, default_value = "", env = "OMNIGATE_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+    },
 }
 
 /// Where the config comes from.
@@ -505,6 +516,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 WebhookAction::Replay { id, from } => {
                     let request = pb::ReplayWebhookRequest { id, from_sequence: from };
                     client.replay_webhook(request).await?.into_inner()
+                }
+                WebhookAction::Rotate { id, grace_hours, secret } => {
+                    let grace = omnigate_proto::pbjson_types::Duration {
+                        seconds: i64::from(grace_hours) * 3600,
+                        nanos: 0,
+                    };
+                    let request = pb::RotateWebhookSecretRequest { id, secret, grace: Some(grace) };
+                    client.rotate_webhook_secret(request).await?.into_inner()
                 }
             };
             println!("{}", serde_json::to_string(&shown)?);

@@ -301,6 +301,16 @@ pub struct Webhook {
     /// Events retention deleted before this subscription delivered them.
     #[serde(default)]
     pub missed: u64,
+    /// The secret before the last rotation, while it still signs beside `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated-out webhook secret and when it stops signing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub until: Millis,
 }
 
 #[cfg(test)]

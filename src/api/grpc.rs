@@ -409,6 +409,13 @@ impl Gateway for GatewayService {
         webhooks::replay(&self.state, r.into_inner()).await.map(Response::new)
     }
 
+    async fn rotate_webhook_secret(
+        &self,
+        r: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        webhooks::rotate(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     type StreamEventsStream = EventStream;
 
     async fn stream_events(

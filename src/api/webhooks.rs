@@ -1,14 +1,20 @@
 //! The webhook subscription RPCs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use omnigate_proto::v1 as pb;
 use tonic::Status;
 
-use super::convert::store_status;
+use super::convert::{store_status, timestamp};
 use crate::app::AppState;
-use crate::model::{EventKind, Webhook, new_id};
+use crate::model::{EventKind, PreviousSecret, Webhook, new_id, now_ms};
 use crate::webhooks::sign;
+
+/// How long a rotated-out secret keeps signing unless the rotation says otherwise: a day,
+/// for receivers deployed daily to pick up the new one.
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks event kind names against the ones events carry.
 pub fn check_kinds(kinds: &[String]) -> Result<(), Status> {
@@ -32,7 +38,22 @@ pub fn to_pb(w: &Webhook, with_secret: bool) -> pb::Webhook {
         dead_letters: w.dead_letters,
         last_error: w.last_error.clone(),
         missed_events: w.missed,
+        previous_secret_expires_at: w
+            .previous
+            .as_ref()
+            .filter(|p| p.until > now_ms())
+            .map(|p| timestamp(p.until)),
     }
+}
+
+/// The secret a request gives, checked, or a new one when it gives none.
+fn secret_or_new(given: String) -> Result<String, Status> {
+    if given.is_empty() {
+        return sign::generate_secret()
+            .map_err(|e| Status::internal(format!("no randomness for a secret: {e}")));
+    }
+    sign::key(&given).map_err(|e| Status::invalid_argument(format!("secret: {e}")))?;
+    Ok(given)
 }
 
 /// `cursor`, if this store could have handed it out, and retention has not deleted events
@@ -58,13 +79,7 @@ pub async fn create(
         return Err(Status::invalid_argument("url must be an http(s) URL"));
     }
     check_kinds(&r.kinds)?;
-    let secret = if r.secret.is_empty() {
-        sign::generate_secret()
-            .map_err(|e| Status::internal(format!("no randomness for a secret: {e}")))?
-    } else {
-        sign::key(&r.secret).map_err(|e| Status::invalid_argument(format!("secret: {e}")))?;
-        r.secret
-    };
+    let secret = secret_or_new(r.secret)?;
     let cursor = if r.from_now {
         state.store.last_sequence().await.map_err(store_status)?
     } else {
@@ -80,6 +95,7 @@ pub async fn create(
         dead_letters: 0,
         last_error: String::new(),
         missed: 0,
+        previous: None,
     };
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;
@@ -104,18 +120,77 @@ pub async fn replay(
     r: pb::ReplayWebhookRequest,
 ) -> Result<pb::Webhook, Status> {
     let from = checked_cursor(state, r.from_sequence).await?;
-    state.deliveries.stop(&r.id).await;
-    let mut webhook = state
+    let webhook = change(state, &r.id, |w| {
+        w.cursor = from;
+        w.active = true;
+    })
+    .await?;
+    Ok(to_pb(&webhook, false))
+}
+
+pub async fn rotate(
+    state: &Arc<AppState>,
+    r: pb::RotateWebhookSecretRequest,
+) -> Result<pb::Webhook, Status> {
+    let grace = match r.grace {
+        None => DEFAULT_GRACE,
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            return Err(Status::invalid_argument("grace must not be negative"));
+        }
+        Some(d) => Duration::new(d.seconds as u64, d.nanos as u32),
+    };
+    if grace > MAX_GRACE {
+        return Err(Status::invalid_argument(format!(
+            "grace is at most {} days",
+            MAX_GRACE.as_secs() / 86_400
+        )));
+    }
+    let secret = secret_or_new(r.secret)?;
+    let until = now_ms() + grace.as_millis() as i64;
+    let webhook = change(state, &r.id, |w| {
+        let old = std::mem::replace(&mut w.secret, secret);
+        w.previous = (!grace.is_zero()).then_some(PreviousSecret { secret: old, until });
+    })
+    .await?;
+    Ok(to_pb(&webhook, true))
+}
+
+/// Changes a subscription with its worker stopped (so that the cursor the worker saves as
+/// it stops is not written over the change), then starts the worker again if active.
+async fn change(
+    state: &Arc<AppState>,
+    id: &str,
+    f: impl FnOnce(&mut Webhook),
+) -> Result<Webhook, Status> {
+    let first = find(state, id).await?;
+    state.deliveries.stop(id).await;
+    // Read again for the cursor the worker saved as it stopped.
+    let outcome = match find(state, id).await {
+        Ok(mut webhook) => {
+            f(&mut webhook);
+            state.store.save_webhook(webhook).await.map_err(store_status)
+        }
+        Err(e) => Err(e),
+    };
+    // Unchanged, the worker runs again as it was: an event may go out twice, none is lost.
+    let running = match &outcome {
+        Ok(changed) => Some(changed.clone()),
+        Err(e) if e.code() == tonic::Code::NotFound => None,
+        Err(_) => Some(first),
+    };
+    if let Some(webhook) = running.filter(|w| w.active) {
+        state.deliveries.run(webhook).await;
+    }
+    outcome
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Webhook, Status> {
+    state
         .store
         .list_webhooks()
         .await
         .map_err(store_status)?
         .into_iter()
-        .find(|w| w.id == r.id)
-        .ok_or_else(|| Status::not_found(format!("webhook {} not found", r.id)))?;
-    webhook.cursor = from;
-    webhook.active = true;
-    let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
-    state.deliveries.run(webhook.clone()).await;
-    Ok(to_pb(&webhook, false))
+        .find(|w| w.id == id)
+        .ok_or_else(|| Status::not_found(format!("webhook {id} not found")))
 }

@@ -6,6 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::model::{Millis, Webhook};
+
 const PREFIX: &str = "whsec_";
 
 /// A new secret: `whsec_` + base64 of 32 random bytes from the operating system.
@@ -27,7 +29,39 @@ pub fn key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+/// The keys a subscription signs with: its secret's, and for a while after a rotation the
+/// one before.
+pub struct Keys {
+    current: Vec<u8>,
+    previous: Option<(Vec<u8>, Millis)>,
+}
+
+impl Keys {
+    pub fn of(webhook: &Webhook) -> Result<Self, String> {
+        let previous = match &webhook.previous {
+            // A stored secret that no longer parses only loses its grace, not the deliveries.
+            Some(p) => key(&p.secret).ok().map(|k| (k, p.until)),
+            None => None,
+        };
+        Ok(Keys { current: key(&webhook.secret)?, previous })
+    }
+
+    /// The `webhook-signature` header: the current secret's signature, then, until the
+    /// previous secret expires, its signature too. Standard Webhooks makes the header a
+    /// space-delimited list for exactly this, so a receiver accepts either.
+    pub fn header(&self, id: &str, timestamp: i64, body: &[u8], now: Millis) -> String {
+        let mut header = signature(&self.current, id, timestamp, body);
+        if let Some((previous, until)) = &self.previous
+            && now < *until
+        {
+            header.push(' ');
+            header.push_str(&signature(previous, id, timestamp, body));
+        }
+        header
+    }
+}
+
+fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -54,5 +88,31 @@ mod tests {
         assert!(key("whsec_AAAA").is_err(), "too short");
         let fresh = generate_secret().expect("os randomness");
         assert_eq!(key(&fresh).expect("valid").len(), 32);
+    }
+
+    #[test]
+    fn a_rotated_out_secret_signs_beside_the_new_one_until_it_expires() {
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let new = generate_secret().expect("os randomness");
+        let webhook = Webhook {
+            id: "whk_1".into(),
+            url: "https://crm.example/hook".into(),
+            secret: new.clone(),
+            kinds: Vec::new(),
+            active: true,
+            cursor: 0,
+            dead_letters: 0,
+            last_error: String::new(),
+            missed: 0,
+            previous: Some(crate::model::PreviousSecret { secret: old.into(), until: 5_000 }),
+        };
+        let keys = Keys::of(&webhook).expect("keys");
+        let sign = |secret: &str| signature(&key(secret).expect("key"), "evt_1", 1, b"{}");
+        assert_eq!(
+            keys.header("evt_1", 1, b"{}", 4_999),
+            format!("{} {}", sign(&new), sign(old)),
+            "the new secret's signature first, then the old one's, space-delimited"
+        );
+        assert_eq!(keys.header("evt_1", 1, b"{}", 5_000), sign(&new), "expired");
     }
 }

@@ -31,7 +31,7 @@ pub async fn run(deliveries: Arc<Deliveries>, webhook: Webhook, stop: Cancellati
 }
 
 async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: CancellationToken) {
-    let key = match sign::key(&webhook.secret) {
+    let keys = match sign::Keys::of(&webhook) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(webhook = %webhook.id, error = %e, "webhook secret unusable; not delivering");
@@ -84,7 +84,7 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                 webhook.cursor = event.sequence;
                 continue;
             }
-            match deliver(deliveries, &webhook, &key, &event, &stop).await {
+            match deliver(deliveries, &webhook, &keys, &event, &stop).await {
                 Outcome::Delivered => {
                     webhook.cursor = event.sequence;
                     webhook.last_error.clear();
@@ -177,7 +177,7 @@ pub fn body(event: &Event) -> Vec<u8> {
 async fn deliver(
     deliveries: &Deliveries,
     webhook: &Webhook,
-    key: &[u8],
+    keys: &sign::Keys,
     event: &Event,
     stop: &CancellationToken,
 ) -> Outcome {
@@ -192,14 +192,15 @@ async fn deliver(
         if sleep_or_stop(stop, jittered).await {
             return Outcome::Stopped;
         }
-        let timestamp = crate::model::now_ms() / 1000;
+        let now = crate::model::now_ms();
+        let timestamp = now / 1000;
         let response = deliveries
             .http
             .post(&webhook.url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign::signature(key, &id, timestamp, &body))
+            .header("webhook-signature", keys.header(&id, timestamp, &body, now))
             .body(body.clone())
             .send()
             .await;

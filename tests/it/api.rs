@@ -279,8 +279,8 @@ async fn the_cli_sends_email_with_a_subject_and_metadata() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"), "{out:?}");
 }
 
-/// `omnigate webhooks` adds (showing the secret once), lists, replays and deletes CRM
-/// subscriptions.
+/// `omnigate webhooks` adds (showing the secret once), lists, replays, rotates the secret
+/// of and deletes CRM subscriptions.
 #[tokio::test]
 async fn the_cli_manages_webhooks() {
     let t = support::gateway().start().await;
@@ -312,6 +312,19 @@ async fn the_cli_manages_webhooks() {
     assert_eq!(replayed["id"], id.as_str());
     let (ok, _, err) = run(&["webhooks", "replay", &id, "--from", "1000000"]).await;
     assert!(!ok && err.contains("past the last event"), "{err}");
+
+    let (ok, out, err) = run(&["webhooks", "rotate", &id, "--grace-hours", "2"]).await;
+    assert!(ok, "{err}");
+    let rotated: Value = serde_json::from_str(&out).expect("JSON");
+    let secret = rotated["secret"].as_str().expect("the new secret shows once");
+    assert!(secret.starts_with("whsec_") && secret != hook["secret"], "{rotated}");
+    let until = rotated["previousSecretExpiresAt"].as_str().expect("grace end");
+    let hours = |rfc3339: &str| rfc3339[11..13].parse::<i64>().expect("hour");
+    // Two hours after the rotation, which may have been in the hour before this one.
+    let now_hour = (omnigate::model::now_ms() / 3_600_000) % 24;
+    assert!([(now_hour + 1) % 24, (now_hour + 2) % 24].contains(&hours(until)), "{until}");
+    let (ok, _, err) = run(&["webhooks", "rotate", &id, "--grace-hours", "169"]).await;
+    assert!(!ok && err.contains("at most 7 days"), "{err}");
 
     let (ok, out, err) = run(&["webhooks", "delete", &id]).await;
     assert!(ok && out.contains("deleted"), "{err}");

@@ -1102,6 +1102,7 @@ async fn retention(store: Arc<dyn Store>) {
         dead_letters: 0,
         last_error: String::new(),
         missed: 0,
+        previous: None,
     };
     let hook = store.save_webhook(hook).await.expect("webhook");
     store.dead_letter(hook, 1, "HTTP 500").await.expect("dead letter");
