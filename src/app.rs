@@ -367,6 +367,7 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
             last_error: String::new(),
             missed: 0,
             previous: None,
+            revision: 0,
         };
         store.save_webhook(webhook).await?;
     }

@@ -304,6 +304,11 @@ pub struct Webhook {
     /// The secret before the last rotation, while it still signs beside `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<PreviousSecret>,
+    /// Counts changes through the API (replays, rotations). A delivery worker saves its
+    /// progress only over the revision it started from, so that in a fleet the replica
+    /// that delivers never writes a change made through another one back to what it was.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A rotated-out webhook secret and when it stops signing.

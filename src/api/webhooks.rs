@@ -96,6 +96,7 @@ pub async fn create(
         last_error: String::new(),
         missed: 0,
         previous: None,
+        revision: 0,
     };
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;
@@ -168,6 +169,7 @@ async fn change(
     let outcome = match find(state, id).await {
         Ok(mut webhook) => {
             f(&mut webhook);
+            webhook.revision += 1;
             state.store.save_webhook(webhook).await.map_err(store_status)
         }
         Err(e) => Err(e),

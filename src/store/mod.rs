@@ -405,13 +405,20 @@ pub trait Store: Send + Sync + 'static {
     /// Answers whether it existed.
     async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Records that `sequence` was given up on, and moves the cursor past it.
+    /// Saves a delivery worker's progress (cursor, counts, last error, a 410's disabling)
+    /// unless the subscription was deleted or changed to another revision since the worker
+    /// read it; answers whether it saved.
+    async fn save_webhook_progress(&self, webhook: Webhook) -> Result<bool, StoreError>;
+
+    /// Records that `sequence` was given up on, and moves the cursor past it; as
+    /// [`Store::save_webhook_progress`], nothing when the subscription was deleted or
+    /// changed meanwhile (then answers `None`).
     async fn dead_letter(
         &self,
         webhook: Webhook,
         sequence: u64,
         error: &str,
-    ) -> Result<Webhook, StoreError>;
+    ) -> Result<Option<Webhook>, StoreError>;
 
     /// The email thread that message `message_id` continues: the Message-IDs of its
     /// conversation's earlier emails and the subject they go by.

@@ -27,6 +27,13 @@ use crate::telemetry::Metrics;
 /// 2 h, 5 h, 10 h, 10 h (about 28 h in all), each with jitter.
 pub const DEFAULT_SCHEDULE_SECS: [f64; 7] = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0];
 
+/// A running delivery loop, and the revision of the subscription it started from.
+struct Worker {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+    revision: u64,
+}
+
 pub struct Deliveries {
     store: Arc<dyn Store>,
     /// Only the replica that owns [`crate::fleet::WEBHOOKS`] delivers.
@@ -34,7 +41,7 @@ pub struct Deliveries {
     http: reqwest::Client,
     schedule: Vec<Duration>,
     metrics: Arc<Metrics>,
-    workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
+    workers: Mutex<HashMap<String, Worker>>,
     /// Set by [`Deliveries::close`]: no worker starts after it.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -68,19 +75,21 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Starts workers for active subscriptions made through another replica, and stops
-    /// those of subscriptions removed or disabled there.
+    /// Starts workers for active subscriptions made through another replica, restarts
+    /// those of subscriptions changed there (a replay, a new secret), and stops those of
+    /// subscriptions removed or disabled there.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
         let stored = self.store.list_webhooks().await?;
-        let running: Vec<String> = self.workers.lock().await.keys().cloned().collect();
-        for id in running {
-            if !stored.iter().any(|w| w.id == id && w.active) {
-                self.stop(&id).await;
+        let running: Vec<(String, u64)> =
+            self.workers.lock().await.iter().map(|(id, w)| (id.clone(), w.revision)).collect();
+        for (id, _) in &running {
+            if !stored.iter().any(|w| &w.id == id && w.active) {
+                self.stop(id).await;
             }
         }
         for webhook in stored {
-            let known = self.workers.lock().await.contains_key(&webhook.id);
-            if webhook.active && !known {
+            let current = running.iter().any(|(id, r)| *id == webhook.id && *r == webhook.revision);
+            if webhook.active && !current {
                 self.run(webhook).await;
             }
         }
@@ -97,17 +106,17 @@ impl Deliveries {
             return;
         }
         let stop = CancellationToken::new();
-        let id = webhook.id.clone();
+        let (id, revision) = (webhook.id.clone(), webhook.revision);
         let handle = tokio::spawn(worker::run(self.clone(), webhook, stop.clone()));
-        self.workers.lock().await.insert(id, (stop, handle));
+        self.workers.lock().await.insert(id, Worker { stop, handle, revision });
     }
 
     /// Stops a worker and waits until it has written its last cursor.
     pub async fn stop(&self, id: &str) {
         let running = self.workers.lock().await.remove(id);
-        if let Some((stop, handle)) = running {
-            stop.cancel();
-            let _ = handle.await;
+        if let Some(worker) = running {
+            worker.stop.cancel();
+            let _ = worker.handle.await;
         }
     }
 
@@ -120,9 +129,9 @@ impl Deliveries {
     /// Stops every worker, saving their cursors; [`Deliveries::resume`] starts them again.
     pub async fn shutdown(&self) {
         let all: Vec<_> = self.workers.lock().await.drain().collect();
-        for (_, (stop, handle)) in all {
-            stop.cancel();
-            let _ = handle.await;
+        for (_, worker) in all {
+            worker.stop.cancel();
+            let _ = worker.handle.await;
         }
     }
 }

@@ -105,6 +105,7 @@ mod tests {
             last_error: String::new(),
             missed: 0,
             previous: Some(crate::model::PreviousSecret { secret: old.into(), until: 5_000 }),
+            revision: 1,
         };
         let keys = Keys::of(&webhook).expect("keys");
         let sign = |secret: &str| signature(&key(secret).expect("key"), "evt_1", 1, b"{}");

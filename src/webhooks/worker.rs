@@ -56,7 +56,9 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                 deliveries.metrics.event_deliveries(&webhook.id, "missed", missed);
                 webhook.missed += missed;
                 webhook.cursor = oldest - 1;
-                save(deliveries, &webhook).await;
+                if !save(deliveries, &webhook).await {
+                    return;
+                }
                 continue;
             }
             Err(e) => {
@@ -99,10 +101,11 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                 }
                 Outcome::GaveUp(error) => {
                     match store.dead_letter(webhook.clone(), event.sequence, &error).await {
-                        Ok(w) => {
+                        Ok(Some(w)) => {
                             webhook = w;
                             deliveries.metrics.event_deliveries(&webhook.id, "dead_lettered", 1);
                         }
+                        Ok(None) => return,
                         Err(e) => {
                             tracing::error!(webhook = %webhook.id, error = %e, "cannot record a dead letter");
                             return;
@@ -116,8 +119,8 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
             }
             deliveries.metrics.event_lag(&webhook.id, lag.behind(webhook.cursor));
         }
-        if webhook.cursor != before {
-            save(deliveries, &webhook).await;
+        if webhook.cursor != before && !save(deliveries, &webhook).await {
+            return;
         }
     }
 }
@@ -146,9 +149,20 @@ impl Lag {
     }
 }
 
-async fn save(deliveries: &Deliveries, webhook: &Webhook) {
-    if let Err(e) = deliveries.store.save_webhook(webhook.clone()).await {
-        tracing::error!(webhook = %webhook.id, error = %e, "cannot save the webhook cursor; events may be sent again");
+/// Saves the worker's progress; answers false when the subscription was deleted or changed
+/// since this worker started (through another replica), and the worker must stop: the
+/// fleet's next reconciliation starts one from what is stored, if anything.
+async fn save(deliveries: &Deliveries, webhook: &Webhook) -> bool {
+    match deliveries.store.save_webhook_progress(webhook.clone()).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(webhook = %webhook.id, "subscription changed or deleted elsewhere; its worker stops");
+            false
+        }
+        Err(e) => {
+            tracing::error!(webhook = %webhook.id, error = %e, "cannot save the webhook cursor; events may be sent again");
+            true
+        }
     }
 }
 

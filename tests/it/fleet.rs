@@ -524,3 +524,88 @@ async fn a_cancellation_through_another_replica_is_decided_by_the_dispatching_on
     let refused = client.cancel_message(request).await.expect_err("already sent");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 }
+
+/// Subscription changes made through a replica that does not deliver the CRM webhooks
+/// reach the one that does: after a rotation the next deliveries are signed with the new
+/// secret (the deliverer's cursor saves do not write the old one back), and a subscription
+/// deleted there stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_changes_through_any_replica_reach_the_one_that_delivers() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = twilio_sandbox(0).await;
+    let (a, b) = (
+        Replica::new(dir.path(), "r1", &db, &sandbox),
+        Replica::new(dir.path(), "r2", &db, &sandbox),
+    );
+    let (_ra, client_a) = a.start().await;
+    let (_rb, client_b) = b.start().await;
+    settled(&db, &[a.node.to_string(), b.node.to_string()]).await;
+    let mut deliverer = None;
+    for _ in 0..100 {
+        let leases = leases(&db).await;
+        deliverer = leases.into_iter().find(|(name, _)| name == omnigate::fleet::WEBHOOKS);
+        if deliverer.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, owner) = deliverer.expect("a replica delivers the webhooks");
+    let (mut other, sender) =
+        if owner == a.node { (client_b, client_a) } else { (client_a, client_b) };
+
+    let (crm, url) = crate::webhooks::receiver().await;
+    let subscription = pb::CreateWebhookRequest { url, from_now: true, ..Default::default() };
+    let hook = other.create_webhook(subscription).await.expect("created").into_inner();
+    // Events keep coming while the test waits for what the CRM gets.
+    let load = tokio::spawn(async move {
+        let mut sender = sender;
+        for i in 0.. {
+            let _ = sender.send_message(request(i)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let signed_with = |secret: &str| {
+        let got = crm.got.lock().expect("got");
+        got.iter()
+            .filter(|(id, ts, sig, body)| crate::webhooks::verify(secret, id, ts, sig, body))
+            .count()
+    };
+    crate::webhooks::until("a delivery by the other replica", || signed_with(&hook.secret) > 0)
+        .await;
+
+    let rotation = pb::RotateWebhookSecretRequest {
+        id: hook.id.clone(),
+        secret: String::new(),
+        grace: Some(omnigate_proto::pbjson_types::Duration { seconds: 0, nanos: 0 }),
+    };
+    let rotated = other.rotate_webhook_secret(rotation).await.expect("rotated").into_inner();
+    crate::webhooks::until("deliveries signed with the new secret", || {
+        signed_with(&rotated.secret) >= 3
+    })
+    .await;
+    let before = crm.got.lock().expect("got").len();
+    crate::webhooks::until("more deliveries", || crm.got.lock().expect("got").len() >= before + 3)
+        .await;
+    let later: Vec<_> = crm.got.lock().expect("got")[before..].to_vec();
+    for (id, ts, sig, body) in &later {
+        assert!(
+            crate::webhooks::verify(&rotated.secret, id, ts, sig, body),
+            "{id} with the new secret"
+        );
+        assert!(
+            !crate::webhooks::verify(&hook.secret, id, ts, sig, body),
+            "{id} not with the old one"
+        );
+    }
+
+    other.delete_webhook(pb::DeleteWebhookRequest { id: hook.id.clone() }).await.expect("deleted");
+    // A few reconciliations (every lease_secs / 3) while deliveries would go on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listed = other.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+    assert!(listed.into_inner().webhooks.is_empty(), "the deleted subscription stays deleted");
+    let stopped = crm.got.lock().expect("got").len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(crm.got.lock().expect("got").len(), stopped, "and nothing more is delivered");
+    load.abort();
+}

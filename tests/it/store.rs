@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::pg::TestDb;
 use omnigate::model::Identity;
-use omnigate::model::{EventKind, new_id, now_ms};
+use omnigate::model::{EventKind, Webhook, new_id, now_ms};
 use omnigate::store::sql::Settings;
 use omnigate::store::{
     AcceptOutcome, Attempt, ContactUpdate, NewInbound, NewMessage, Store, StoreError,
@@ -347,7 +347,43 @@ const CASES: &[(&str, Case)] = &[
     ("opt-outs", |s| Box::pin(opt_outs(s))),
     ("unsure retries", |s| Box::pin(unsure_retries(s))),
     ("hard bounces", |s| Box::pin(hard_bounces(s))),
+    ("webhook progress", |s| Box::pin(webhook_progress(s))),
 ];
+
+/// A delivery worker's saves land only on the revision it started from: a change made
+/// meanwhile (through another replica, in a fleet) is not written back to what it was,
+/// and a deleted subscription does not come back.
+async fn webhook_progress(store: Arc<dyn Store>) {
+    let hook = omnigate::model::Webhook {
+        id: "whk_p".into(),
+        url: "http://127.0.0.1:9/".into(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        kinds: Vec::new(),
+        active: true,
+        cursor: 0,
+        dead_letters: 0,
+        last_error: String::new(),
+        missed: 0,
+        previous: None,
+        revision: 0,
+    };
+    let stored = || async { store.list_webhooks().await.expect("list") };
+    let worker = store.save_webhook(hook.clone()).await.expect("created");
+    assert!(
+        store.save_webhook_progress(Webhook { cursor: 5, ..worker.clone() }).await.expect("saved")
+    );
+    let changed = Webhook { secret: "whsec_new".into(), cursor: 2, revision: 1, ..worker.clone() };
+    store.save_webhook(changed.clone()).await.expect("changed");
+    let stale = Webhook { cursor: 9, ..worker.clone() };
+    assert!(!store.save_webhook_progress(stale.clone()).await.expect("answered"), "stale");
+    assert!(store.dead_letter(stale, 9, "HTTP 500").await.expect("answered").is_none());
+    assert_eq!(stored().await, vec![changed.clone()], "the change stands");
+    let moved = store.dead_letter(changed.clone(), 3, "HTTP 500").await.expect("answered");
+    assert_eq!(moved.map(|w| (w.cursor, w.dead_letters)), Some((3, 1)), "current: recorded");
+    assert!(store.delete_webhook("whk_p").await.expect("deleted"));
+    assert!(!store.save_webhook_progress(changed).await.expect("answered"));
+    assert!(stored().await.is_empty(), "deleted stays deleted");
+}
 
 /// A mail server's "no such address" bars the address as an opt-out does, with its own
 /// error; the person's own word outranks it, and mail from the address lifts it alone.
@@ -1103,6 +1139,7 @@ async fn retention(store: Arc<dyn Store>) {
         last_error: String::new(),
         missed: 0,
         previous: None,
+        revision: 0,
     };
     let hook = store.save_webhook(hook).await.expect("webhook");
     store.dead_letter(hook, 1, "HTTP 500").await.expect("dead letter");

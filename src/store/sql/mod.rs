@@ -526,14 +526,31 @@ impl<C: Conn> Store for SqlStore<C> {
         .await
     }
 
+    async fn save_webhook_progress(&self, webhook: Webhook) -> Result<bool, StoreError> {
+        self.write(move |db, _, _| {
+            if !same_revision(db, &webhook)? {
+                return Ok(false);
+            }
+            db.execute(
+                "UPDATE webhooks SET doc = $2 WHERE id = $1",
+                db::args![&webhook.id, &serde_json::to_string(&webhook)?],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn dead_letter(
         &self,
         mut webhook: Webhook,
         sequence: u64,
         error: &str,
-    ) -> Result<Webhook, StoreError> {
+    ) -> Result<Option<Webhook>, StoreError> {
         let error = error.to_string();
         self.write(move |db, _, _| {
+            if !same_revision(db, &webhook)? {
+                return Ok(None);
+            }
             db.execute(
                 "INSERT INTO webhook_dead_letters (webhook_id, sequence, error, at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (webhook_id, sequence) DO UPDATE SET error = excluded.error, at = excluded.at",
@@ -546,7 +563,7 @@ impl<C: Conn> Store for SqlStore<C> {
                 "UPDATE webhooks SET doc = $2 WHERE id = $1",
                 db::args![&webhook.id, &serde_json::to_string(&webhook)?],
             )?;
-            Ok(webhook)
+            Ok(Some(webhook))
         })
         .await
     }
@@ -564,4 +581,13 @@ impl<C: Conn> Store for SqlStore<C> {
         let _ = tokio::task::spawn_blocking(move || closers.into_iter().for_each(|close| close()))
             .await;
     }
+}
+
+/// Whether `webhook` is still stored at the revision it was read at.
+fn same_revision(db: &dyn Db, webhook: &Webhook) -> Result<bool, StoreError> {
+    let stored = db.query_opt("SELECT doc FROM webhooks WHERE id = $1", db::args![&webhook.id])?;
+    Ok(match stored {
+        Some(row) => row.doc::<Webhook>(0)?.revision == webhook.revision,
+        None => false,
+    })
 }
