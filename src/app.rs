@@ -368,6 +368,8 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
             missed: 0,
             previous: None,
             revision: 0,
+            independent: sub.independent,
+            retrying: 0,
         };
         store.save_webhook(webhook).await?;
     }

@@ -207,6 +207,10 @@ pub struct WebhookSubscription {
     /// Event kinds; empty: all.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// Each event on its own, a failed one retried while later ones go on; default: in
+    /// order, one at a time.
+    #[serde(default)]
+    pub independent: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

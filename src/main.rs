@@ -270,6 +270,10 @@ enum WebhookAction {
         /// command line others can list; default: a new random one.
         #[arg(long, default_value = "", env = "OMNIGATE_WEBHOOK_SECRET", hide_env_values = true)]
         secret: String,
+        /// Deliver each event on its own, retrying a failed one while later ones go on
+        /// (order not kept); default: one at a time, in order.
+        #[arg(long)]
+        independent: bool,
     },
     /// Removes a subscription.
     Delete { id: String },
@@ -498,13 +502,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
-                WebhookAction::Add { url, kinds, from, secret } => {
+                WebhookAction::Add { url, kinds, from, secret, independent } => {
+                    let delivery = if independent {
+                        pb::WebhookDelivery::Independent
+                    } else {
+                        pb::WebhookDelivery::InOrder
+                    };
                     let request = pb::CreateWebhookRequest {
                         url,
                         secret,
                         kinds,
                         from_sequence: from.unwrap_or(0),
                         from_now: from.is_none(),
+                        delivery: delivery as i32,
                     };
                     client.create_webhook(request).await?.into_inner()
                 }

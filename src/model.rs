@@ -309,6 +309,23 @@ pub struct Webhook {
     /// that delivers never writes a change made through another one back to what it was.
     #[serde(default)]
     pub revision: u64,
+    /// Delivers each event on its own: one that fails is retried on the schedule while the
+    /// later ones go on, so order is not kept. Otherwise events go one at a time, in order.
+    #[serde(default)]
+    pub independent: bool,
+    /// Events waiting for a retry (independent delivery); filled when listed, not stored.
+    #[serde(skip)]
+    pub retrying: u64,
+}
+
+/// An event an independently delivering subscription tries again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRetry {
+    pub sequence: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub due_at: Millis,
+    pub error: String,
 }
 
 /// A rotated-out webhook secret and when it stops signing.

@@ -43,6 +43,12 @@ pub fn to_pb(w: &Webhook, with_secret: bool) -> pb::Webhook {
             .as_ref()
             .filter(|p| p.until > now_ms())
             .map(|p| timestamp(p.until)),
+        delivery: if w.independent {
+            pb::WebhookDelivery::Independent
+        } else {
+            pb::WebhookDelivery::InOrder
+        } as i32,
+        retrying: w.retrying,
     }
 }
 
@@ -79,6 +85,11 @@ pub async fn create(
         return Err(Status::invalid_argument("url must be an http(s) URL"));
     }
     check_kinds(&r.kinds)?;
+    let independent = match pb::WebhookDelivery::try_from(r.delivery) {
+        Ok(pb::WebhookDelivery::Unspecified | pb::WebhookDelivery::InOrder) => false,
+        Ok(pb::WebhookDelivery::Independent) => true,
+        Err(_) => return Err(Status::invalid_argument(format!("unknown delivery {}", r.delivery))),
+    };
     let secret = secret_or_new(r.secret)?;
     let cursor = if r.from_now {
         state.store.last_sequence().await.map_err(store_status)?
@@ -97,6 +108,8 @@ pub async fn create(
         missed: 0,
         previous: None,
         revision: 0,
+        independent,
+        retrying: 0,
     };
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions,
-    Webhook, new_id, now_ms,
+    Webhook, WebhookRetry, new_id, now_ms,
 };
 
 /// An outbound message to accept.
@@ -405,12 +405,32 @@ pub trait Store: Send + Sync + 'static {
     /// Answers whether it existed.
     async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// Schedules (or reschedules) another attempt at an event for an independently
+    /// delivering subscription; answers false, scheduling nothing, when it was deleted.
+    async fn schedule_webhook_retry(
+        &self,
+        webhook_id: &str,
+        retry: WebhookRetry,
+    ) -> Result<bool, StoreError>;
+
+    /// A subscription's scheduled retries, the earliest due first.
+    async fn webhook_retries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookRetry>, StoreError>;
+
+    /// Drops a retry: delivered, or its event no longer exists.
+    async fn finish_webhook_retry(&self, webhook_id: &str, sequence: u64)
+    -> Result<(), StoreError>;
+
     /// Saves a delivery worker's progress (cursor, counts, last error, a 410's disabling)
     /// unless the subscription was deleted or changed to another revision since the worker
     /// read it; answers whether it saved.
     async fn save_webhook_progress(&self, webhook: Webhook) -> Result<bool, StoreError>;
 
-    /// Records that `sequence` was given up on, and moves the cursor past it; as
+    /// Records that `sequence` was given up on (dropping its retry, if any), and moves the
+    /// cursor past it; as
     /// [`Store::save_webhook_progress`], nothing when the subscription was deleted or
     /// changed meanwhile (then answers `None`).
     async fn dead_letter(

@@ -106,6 +106,8 @@ mod tests {
             missed: 0,
             previous: Some(crate::model::PreviousSecret { secret: old.into(), until: 5_000 }),
             revision: 1,
+            independent: false,
+            retrying: 0,
         };
         let keys = Keys::of(&webhook).expect("keys");
         let sign = |secret: &str| signature(&key(secret).expect("key"), "evt_1", 1, b"{}");

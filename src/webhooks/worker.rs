@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Deliveries, sign};
 use crate::api::convert::event_to_pb;
-use crate::model::{Event, Webhook};
+use crate::model::{Event, Millis, Webhook, WebhookRetry, now_ms};
 use crate::store::StoreError;
 
 const PAGE: usize = 100;
@@ -20,7 +20,20 @@ enum Outcome {
     /// 410: the receiver wants no more.
     Gone,
     GaveUp(String),
+    /// Failed, and scheduled for another attempt (independent delivery): move on.
+    Retrying,
     Stopped,
+}
+
+/// What the receiver made of one attempt.
+enum Answer {
+    Delivered,
+    Gone,
+    Failed {
+        error: String,
+        /// The receiver's Retry-After, if it gave one.
+        wait: Duration,
+    },
 }
 
 pub async fn run(deliveries: Arc<Deliveries>, webhook: Webhook, stop: CancellationToken) {
@@ -42,6 +55,14 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
     let mut live = store.subscribe();
     let mut lag = Lag { head: store.last_sequence().await.unwrap_or(0) };
     loop {
+        let next_retry = if webhook.independent {
+            match retry_due(deliveries, &mut webhook, &keys, &stop).await {
+                Some(next) => next,
+                None => return,
+            }
+        } else {
+            None
+        };
         let page = match store.events_after(webhook.cursor, PAGE).await {
             Ok(page) => page,
             Err(StoreError::Purged { oldest, .. }) => {
@@ -76,6 +97,7 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                 _ = stop.cancelled() => return,
                 // New commits (or a lagging feed) mean there may be more to read.
                 _ = live.recv() => continue,
+                _ = until(next_retry) => continue,
             }
         }
         let before = webhook.cursor;
@@ -93,12 +115,10 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                     deliveries.metrics.event_deliveries(&webhook.id, "delivered", 1);
                 }
                 Outcome::Gone => {
-                    webhook.active = false;
-                    webhook.last_error = format!("410 Gone at event {}; disabled", event.sequence);
-                    deliveries.metrics.event_deliveries(&webhook.id, "gone", 1);
-                    save(deliveries, &webhook).await;
+                    disable(deliveries, &mut webhook, event.sequence).await;
                     return;
                 }
+                Outcome::Retrying => webhook.cursor = event.sequence,
                 Outcome::GaveUp(error) => {
                     match store.dead_letter(webhook.clone(), event.sequence, &error).await {
                         Ok(Some(w)) => {
@@ -188,6 +208,26 @@ pub fn body(event: &Event) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
+/// Sleeps until `at`, or for ever when there is nothing to wait for.
+async fn until(at: Option<Millis>) {
+    match at {
+        Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// A 410 Gone: the subscription stops until a replay.
+async fn disable(deliveries: &Deliveries, webhook: &mut Webhook, sequence: u64) {
+    webhook.active = false;
+    webhook.last_error = format!("410 Gone at event {sequence}; disabled");
+    deliveries.metrics.event_deliveries(&webhook.id, "gone", 1);
+    save(deliveries, webhook).await;
+}
+
 async fn deliver(
     deliveries: &Deliveries,
     webhook: &Webhook,
@@ -195,44 +235,170 @@ async fn deliver(
     event: &Event,
     stop: &CancellationToken,
 ) -> Outcome {
-    // Stable across retries, so receivers deduplicate.
-    let id = format!("evt_{}", event.sequence);
-    let body = body(event);
+    if webhook.independent {
+        return match attempt(deliveries, webhook, keys, event).await {
+            Answer::Delivered => Outcome::Delivered,
+            Answer::Gone => Outcome::Gone,
+            Answer::Failed { error, wait } => {
+                retry_later(deliveries, webhook, event.sequence, 1, wait, error).await
+            }
+        };
+    }
     let mut last_error = String::new();
     let delays = std::iter::once(Duration::ZERO).chain(deliveries.schedule.iter().copied());
     let mut wait = Duration::ZERO;
     for delay in delays {
-        let jittered = delay.mul_f64(0.9 + 0.2 * fastrand::f64()).max(wait);
-        if sleep_or_stop(stop, jittered).await {
+        if sleep_or_stop(stop, jittered(delay).max(wait)).await {
             return Outcome::Stopped;
         }
-        let now = crate::model::now_ms();
-        let timestamp = now / 1000;
-        let response = deliveries
-            .http
-            .post(&webhook.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", keys.header(&id, timestamp, &body, now))
-            .body(body.clone())
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status().is_success() => return Outcome::Delivered,
-            Ok(r) if r.status().as_u16() == 410 => return Outcome::Gone,
-            Ok(r) => {
-                // 429, 502 and 504 ask us to slow down; honour Retry-After when given.
-                wait = omnigate_adapters::http::retry_after(r.headers()).unwrap_or(Duration::ZERO);
-                last_error = format!("HTTP {} from {}", r.status().as_u16(), webhook.url);
-            }
-            Err(e) => {
-                wait = Duration::ZERO;
-                last_error = format!("{} unreachable: {e}", webhook.url);
-            }
+        match attempt(deliveries, webhook, keys, event).await {
+            Answer::Delivered => return Outcome::Delivered,
+            Answer::Gone => return Outcome::Gone,
+            Answer::Failed { error, wait: asked } => (last_error, wait) = (error, asked),
         }
-        deliveries.metrics.event_deliveries(&webhook.id, "failed", 1);
-        tracing::debug!(webhook = %webhook.id, sequence = event.sequence, error = %last_error, "webhook attempt failed");
     }
     Outcome::GaveUp(last_error)
+}
+
+/// Schedules the attempt after `attempts` failed ones, or gives up when the schedule has
+/// none left.
+async fn retry_later(
+    deliveries: &Deliveries,
+    webhook: &Webhook,
+    sequence: u64,
+    attempts: u32,
+    wait: Duration,
+    error: String,
+) -> Outcome {
+    let Some(delay) = deliveries.schedule.get(attempts as usize - 1) else {
+        return Outcome::GaveUp(error);
+    };
+    let due_at = now_ms() + jittered(*delay).max(wait).as_millis() as Millis;
+    let retry = WebhookRetry { sequence, attempts, due_at, error };
+    match deliveries.store.schedule_webhook_retry(&webhook.id, retry).await {
+        Ok(true) => Outcome::Retrying,
+        // Deleted meanwhile: the worker's next save finds out and stops it.
+        Ok(false) => Outcome::Stopped,
+        Err(e) => {
+            tracing::error!(webhook = %webhook.id, sequence, error = %e, "cannot schedule a webhook retry; stopping");
+            Outcome::Stopped
+        }
+    }
+}
+
+/// Makes the attempts of an independently delivering subscription that are due. Answers
+/// when the next one is due (`Some(None)`: none waits), or `None` when the worker must stop.
+async fn retry_due(
+    deliveries: &Deliveries,
+    webhook: &mut Webhook,
+    keys: &sign::Keys,
+    stop: &CancellationToken,
+) -> Option<Option<Millis>> {
+    let store = &deliveries.store;
+    let retries = match store.webhook_retries(&webhook.id, PAGE).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(webhook = %webhook.id, error = %e, "cannot read webhook retries");
+            return Some(Some(now_ms() + 1_000));
+        }
+    };
+    for retry in retries {
+        if retry.due_at > now_ms() {
+            return Some(Some(retry.due_at));
+        }
+        if stop.is_cancelled() {
+            return None;
+        }
+        let event = match store.events_after(retry.sequence.saturating_sub(1), 1).await {
+            Ok(page) => page.into_iter().next().filter(|e| e.sequence == retry.sequence),
+            Err(StoreError::Purged { .. }) => None,
+            Err(e) => {
+                tracing::warn!(webhook = %webhook.id, error = %e, "cannot read an event to retry");
+                return Some(Some(now_ms() + 1_000));
+            }
+        };
+        let outcome = match &event {
+            // Retention deleted it meanwhile.
+            None => {
+                deliveries.metrics.event_deliveries(&webhook.id, "missed", 1);
+                webhook.missed += 1;
+                Outcome::Delivered
+            }
+            Some(event) => match attempt(deliveries, webhook, keys, event).await {
+                Answer::Delivered => {
+                    deliveries.metrics.event_deliveries(&webhook.id, "delivered", 1);
+                    Outcome::Delivered
+                }
+                Answer::Gone => Outcome::Gone,
+                Answer::Failed { error, wait } => {
+                    let attempts = retry.attempts.saturating_add(1);
+                    retry_later(deliveries, webhook, retry.sequence, attempts, wait, error).await
+                }
+            },
+        };
+        match outcome {
+            Outcome::Delivered => {
+                if let Err(e) = store.finish_webhook_retry(&webhook.id, retry.sequence).await {
+                    tracing::warn!(webhook = %webhook.id, error = %e, "cannot drop a finished retry");
+                }
+            }
+            Outcome::Retrying => {}
+            Outcome::Gone => {
+                disable(deliveries, webhook, retry.sequence).await;
+                return None;
+            }
+            Outcome::GaveUp(error) => {
+                match store.dead_letter(webhook.clone(), retry.sequence, &error).await {
+                    Ok(Some(w)) => {
+                        *webhook = w;
+                        deliveries.metrics.event_deliveries(&webhook.id, "dead_lettered", 1);
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::error!(webhook = %webhook.id, error = %e, "cannot record a dead letter");
+                        return None;
+                    }
+                }
+            }
+            Outcome::Stopped => return None,
+        }
+    }
+    Some(None)
+}
+
+/// One POST of `event` to the subscription.
+async fn attempt(
+    deliveries: &Deliveries,
+    webhook: &Webhook,
+    keys: &sign::Keys,
+    event: &Event,
+) -> Answer {
+    // Stable across retries, so receivers deduplicate.
+    let id = format!("evt_{}", event.sequence);
+    let body = body(event);
+    let now = now_ms();
+    let timestamp = now / 1000;
+    let response = deliveries
+        .http
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", keys.header(&id, timestamp, &body, now))
+        .body(body)
+        .send()
+        .await;
+    let (error, wait) = match response {
+        Ok(r) if r.status().is_success() => return Answer::Delivered,
+        Ok(r) if r.status().as_u16() == 410 => return Answer::Gone,
+        // 429, 502 and 504 ask us to slow down; honour Retry-After when given.
+        Ok(r) => (
+            format!("HTTP {} from {}", r.status().as_u16(), webhook.url),
+            omnigate_adapters::http::retry_after(r.headers()).unwrap_or(Duration::ZERO),
+        ),
+        Err(e) => (format!("{} unreachable: {e}", webhook.url), Duration::ZERO),
+    };
+    deliveries.metrics.event_deliveries(&webhook.id, "failed", 1);
+    tracing::debug!(webhook = %webhook.id, sequence = event.sequence, error = %error, "webhook attempt failed");
+    Answer::Failed { error, wait }
 }

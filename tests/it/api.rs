@@ -291,13 +291,21 @@ async fn the_cli_manages_webhooks() {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success(), stdout, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let added = ["webhooks", "add", "http://127.0.0.1:9/crm", "--kind", "message_received"];
+    let added = [
+        "webhooks",
+        "add",
+        "http://127.0.0.1:9/crm",
+        "--kind",
+        "message_received",
+        "--independent",
+    ];
     let (ok, out, err) = run(&added).await;
     assert!(ok, "{err}");
     let hook: Value = serde_json::from_str(&out).expect("JSON");
     let id = hook["id"].as_str().expect("id").to_string();
     assert!(hook["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{hook}");
     assert_eq!(hook["kinds"], serde_json::json!(["message_received"]));
+    assert_eq!(hook["delivery"], "WEBHOOK_DELIVERY_INDEPENDENT");
 
     let (ok, out, err) = run(&["webhooks", "list"]).await;
     assert!(ok, "{err}");

@@ -366,6 +366,8 @@ async fn webhook_progress(store: Arc<dyn Store>) {
         missed: 0,
         previous: None,
         revision: 0,
+        independent: false,
+        retrying: 0,
     };
     let stored = || async { store.list_webhooks().await.expect("list") };
     let worker = store.save_webhook(hook.clone()).await.expect("created");
@@ -380,7 +382,32 @@ async fn webhook_progress(store: Arc<dyn Store>) {
     assert_eq!(stored().await, vec![changed.clone()], "the change stands");
     let moved = store.dead_letter(changed.clone(), 3, "HTTP 500").await.expect("answered");
     assert_eq!(moved.map(|w| (w.cursor, w.dead_letters)), Some((3, 1)), "current: recorded");
+
+    // Retries of independent delivery: by due time, rescheduled in place, dropped when
+    // delivered or given up on, and with their subscription.
+    let retry = |sequence: u64, attempts: u32, due_at: i64| omnigate::model::WebhookRetry {
+        sequence,
+        attempts,
+        due_at,
+        error: format!("HTTP 500 #{attempts}"),
+    };
+    for r in [retry(7, 1, 300), retry(5, 1, 100), retry(6, 1, 200)] {
+        assert!(store.schedule_webhook_retry("whk_p", r).await.expect("scheduled"));
+    }
+    assert!(store.schedule_webhook_retry("whk_p", retry(5, 2, 400)).await.expect("again"));
+    let due = store.webhook_retries("whk_p", 10).await.expect("retries");
+    assert_eq!(due, vec![retry(6, 1, 200), retry(7, 1, 300), retry(5, 2, 400)]);
+    assert_eq!(store.webhook_retries("whk_p", 1).await.expect("retries").len(), 1, "limit");
+    assert_eq!(stored().await[0].retrying, 3, "counted when listed");
+    store.finish_webhook_retry("whk_p", 6).await.expect("finished");
+    let current =
+        Webhook { cursor: 3, dead_letters: 1, last_error: "HTTP 500".into(), ..changed.clone() };
+    store.dead_letter(current, 7, "HTTP 500").await.expect("dead letter").expect("current");
+    let left = store.webhook_retries("whk_p", 10).await.expect("retries");
+    assert_eq!(left, vec![retry(5, 2, 400)], "a dead letter drops its retry");
+    assert!(!store.schedule_webhook_retry("whk_none", retry(1, 1, 1)).await.expect("answered"));
     assert!(store.delete_webhook("whk_p").await.expect("deleted"));
+    assert!(store.webhook_retries("whk_p", 10).await.expect("retries").is_empty());
     assert!(!store.save_webhook_progress(changed).await.expect("answered"));
     assert!(stored().await.is_empty(), "deleted stays deleted");
 }
@@ -1140,6 +1167,8 @@ async fn retention(store: Arc<dyn Store>) {
         missed: 0,
         previous: None,
         revision: 0,
+        independent: false,
+        retrying: 0,
     };
     let hook = store.save_webhook(hook).await.expect("webhook");
     store.dead_letter(hook, 1, "HTTP 500").await.expect("dead letter");

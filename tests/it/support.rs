@@ -40,6 +40,8 @@ pub struct Builder {
     server: String,
     /// `store.url`; a fresh SQLite file in the test's directory when empty.
     store_url: String,
+    /// `webhooks.retry_schedule_secs`.
+    webhook_retries: String,
 }
 
 pub fn gateway() -> Builder {
@@ -56,6 +58,7 @@ pub fn gateway() -> Builder {
         extra: String::new(),
         server: String::new(),
         store_url: String::new(),
+        webhook_retries: "[0.05, 0.05, 0.05]".into(),
     }
 }
 
@@ -96,6 +99,12 @@ impl Builder {
     }
 
     /// More config, appended as TOML (accounts, sandboxes).
+    /// The CRM webhooks' retry schedule, a TOML array of seconds.
+    pub fn webhook_retries(mut self, schedule: &str) -> Self {
+        self.webhook_retries = schedule.into();
+        self
+    }
+
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
         self.extra.push('\n');
@@ -149,7 +158,7 @@ url = "{store}"
 inactivity_timeout_secs = {inactivity}
 
 [webhooks]
-retry_schedule_secs = [0.05, 0.05, 0.05]
+retry_schedule_secs = {webhook_retries}
 timeout_ms = 2000
 
 [sandbox.twilio]
@@ -238,6 +247,7 @@ smtp = {{ host = "sandbox" }}
             inactivity = self.inactivity_secs,
             pair_rate = self.pair_rate,
             server = self.server,
+            webhook_retries = self.webhook_retries,
         );
         Config::from_toml(&text).expect("test config is valid")
     }

@@ -31,6 +31,10 @@ pub struct Receiver {
     moved: AtomicU32,
     /// Requests are recorded, then answered once no one holds this for writing.
     pub gate: tokio::sync::RwLock<()>,
+    /// Answer 500 to bodies holding this text, when set.
+    refuse_holding: Mutex<Option<String>>,
+    /// The webhook-ids of the requests answered 2xx, in order.
+    pub accepted: Mutex<Vec<String>>,
 }
 
 async fn receive(
@@ -51,6 +55,13 @@ async fn receive(
     if r.fail_first.load(Ordering::SeqCst) > 0 {
         r.fail_first.fetch_sub(1, Ordering::SeqCst);
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let refused = r.refuse_holding.lock().ok().and_then(|t| t.clone());
+    if refused.is_some_and(|text| String::from_utf8_lossy(&body).contains(&text)) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    if let Ok(mut accepted) = r.accepted.lock() {
+        accepted.push(h("webhook-id"));
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -242,6 +253,99 @@ async fn a_rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
     );
 }
 
+/// The webhook-id of `message`'s event reaching `status`, once the gateway has it.
+async fn status_event(t: &mut support::TestGateway, message: &str, status: &str) -> String {
+    let mut client = t.client.clone();
+    let mut events = client
+        .stream_events(pb::StreamEventsRequest { from_sequence: 0, ..Default::default() })
+        .await
+        .expect("stream")
+        .into_inner();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event in time")
+            .expect("stream")
+            .expect("open");
+        if let Some(pb::event::Kind::MessageStatusChanged(c)) = &event.kind
+            && let Some(m) = &c.message
+            && m.id == message
+            && pb::MessageStatus::try_from(m.status).is_ok_and(|s| s.as_str_name() == status)
+        {
+            return format!("evt_{}", event.sequence);
+        }
+    }
+}
+
+/// Independent delivery: an event the receiver keeps refusing is retried on the schedule
+/// (kept in the store, so also across a restart) while the events after it go on, and
+/// arrives later, out of order; one refused through the whole schedule is dead-lettered.
+#[tokio::test]
+async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
+    let mut t = support::gateway().webhook_retries("[1.0, 1.0]").start().await;
+    let (rx, url) = receiver().await;
+    *rx.refuse_holding.lock().expect("lock") = Some("hold me".into());
+    let request = pb::CreateWebhookRequest {
+        url,
+        delivery: pb::WebhookDelivery::Independent as i32,
+        ..Default::default()
+    };
+    let hook = t.client.create_webhook(request).await.expect("created").into_inner();
+    assert_eq!(hook.delivery, pb::WebhookDelivery::Independent as i32);
+    let held = t.send("+14155550721", "hold me").await;
+    t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
+    let later = t.send("+14155550722", "go ahead").await;
+    t.wait_for(&later.id, pb::MessageStatus::Delivered).await;
+    let held_event = status_event(&mut t, &held.id, "MESSAGE_STATUS_DELIVERED").await;
+    let later_event = status_event(&mut t, &later.id, "MESSAGE_STATUS_DELIVERED").await;
+    let accepted = |id: &str| rx.accepted.lock().expect("lock").iter().position(|a| a == id);
+    until("the later event, past the refused ones", || accepted(&later_event).is_some()).await;
+    assert_eq!(accepted(&held_event), None, "refused so far");
+    let listed = t.client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+    let listed = listed.into_inner().webhooks.remove(0);
+    assert!(listed.retrying >= 1, "waiting for a retry: {listed:?}");
+    let later_seq: u64 = later_event["evt_".len()..].parse().expect("sequence");
+    assert!(listed.cursor >= later_seq, "the cursor moved on: {listed:?}");
+
+    // The retries are in the store: a restart keeps them.
+    t.restart().await;
+    rx.refuse_holding.lock().expect("lock").take();
+    until("the refused event, on a retry", || accepted(&held_event).is_some()).await;
+    assert!(accepted(&held_event) > accepted(&later_event), "out of order, as asked");
+    let retried = |t: &mut support::TestGateway| {
+        let mut client = t.client.clone();
+        async move {
+            let listed = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+            listed.into_inner().webhooks.remove(0)
+        }
+    };
+    let mut listed = retried(&mut t).await;
+    for _ in 0..200 {
+        if listed.retrying == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        listed = retried(&mut t).await;
+    }
+    assert_eq!((listed.retrying, listed.dead_letters), (0, 0), "{listed:?}");
+
+    *rx.refuse_holding.lock().expect("lock") = Some("never".into());
+    let never = t.send("+14155550723", "never").await;
+    t.wait_for(&never.id, pb::MessageStatus::Delivered).await;
+    let never_event = status_event(&mut t, &never.id, "MESSAGE_STATUS_DELIVERED").await;
+    for _ in 0..300 {
+        listed = retried(&mut t).await;
+        if listed.dead_letters >= 3 && listed.retrying == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ACCEPTED, SENT and DELIVERED hold the text; each tried three times.
+    assert_eq!((listed.dead_letters, listed.retrying), (3, 0), "{listed:?}");
+    let attempts = rx.got.lock().expect("lock").iter().filter(|g| g.0 == never_event).count();
+    assert_eq!(attempts, 3, "one attempt and the schedule's two retries");
+}
+
 /// The first subscription, once it has dead-lettered an event (or as it is after 5 s).
 async fn once_dead_lettered(t: &mut support::TestGateway) -> pb::Webhook {
     let mut listed = pb::Webhook::default();
@@ -370,4 +474,19 @@ async fn last_attempt_dead_letters_then_replay_redelivers_and_410_disables() {
         .await
         .expect_err("bad secret");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
+
+/// A subscription from the config file may ask for independent delivery too.
+#[tokio::test]
+async fn a_configured_subscription_may_deliver_independently() {
+    let t = support::gateway()
+        .extra(
+            "[[webhooks.subscriptions]]\nurl = \"http://127.0.0.1:9/crm\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nindependent = true\n",
+        )
+        .start()
+        .await;
+    let listed = t.client.clone().list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+    let listed = listed.into_inner().webhooks;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].delivery, pb::WebhookDelivery::Independent as i32);
 }

@@ -178,6 +178,19 @@ CREATE TABLE inbound_rejections (
     PRIMARY KEY (account, reference)
 );
 "#,
+    r#"
+-- Events that a subscription delivering each event on its own (not in order) failed to
+-- deliver and tries again on its schedule, so that its cursor moves on past them.
+CREATE TABLE webhook_retries (
+    webhook_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, sequence)
+);
+CREATE INDEX webhook_retries_due ON webhook_retries (webhook_id, due_at);
+"#,
 ];
 
 /// Fails unless the database is at this release's schema version (when migrations are a

@@ -35,7 +35,9 @@ use super::{
     AcceptOutcome, Attempt, ContactUpdate, ConversationFilter, Cutoff, Job, NewInbound, NewMessage,
     Purged, Store, StoreError,
 };
-use crate::model::{Contact, Conversation, Event, Identity, Message, Millis, Webhook, now_ms};
+use crate::model::{
+    Contact, Conversation, Event, Identity, Message, Millis, Webhook, WebhookRetry, now_ms,
+};
 use crate::telemetry::Metrics;
 
 /// A conversation quiet for longer than this is closed when the person comes back.
@@ -510,10 +512,84 @@ impl<C: Conn> Store for SqlStore<C> {
 
     async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
         self.read(|db| {
-            db.query("SELECT doc FROM webhooks ORDER BY id", db::args![])?
-                .iter()
-                .map(|r| r.doc(0))
-                .collect()
+            let retrying = db.query(
+                "SELECT webhook_id, COUNT(*) FROM webhook_retries GROUP BY webhook_id",
+                db::args![],
+            )?;
+            let mut all = Vec::new();
+            for row in db.query("SELECT doc FROM webhooks ORDER BY id", db::args![])? {
+                let mut webhook: Webhook = row.doc(0)?;
+                for r in &retrying {
+                    if r.text(0)? == webhook.id {
+                        webhook.retrying = r.int(1)? as u64;
+                    }
+                }
+                all.push(webhook);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn schedule_webhook_retry(
+        &self,
+        webhook_id: &str,
+        retry: WebhookRetry,
+    ) -> Result<bool, StoreError> {
+        let id = webhook_id.to_string();
+        self.write(move |db, _, _| {
+            if db.query_opt("SELECT 1 FROM webhooks WHERE id = $1", db::args![&id])?.is_none() {
+                return Ok(false);
+            }
+            db.execute(
+                "INSERT INTO webhook_retries (webhook_id, sequence, attempts, due_at, error) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (webhook_id, sequence) DO UPDATE
+                 SET attempts = excluded.attempts, due_at = excluded.due_at, error = excluded.error",
+                db::args![&id, retry.sequence, retry.attempts, retry.due_at, &retry.error],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn webhook_retries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookRetry>, StoreError> {
+        let id = webhook_id.to_string();
+        self.read(move |db| {
+            db.query(
+                "SELECT sequence, attempts, due_at, error FROM webhook_retries WHERE webhook_id = $1
+                 ORDER BY due_at LIMIT $2",
+                db::args![&id, limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(WebhookRetry {
+                    sequence: r.int(0)? as u64,
+                    attempts: u32::try_from(r.int(1)?).unwrap_or(u32::MAX),
+                    due_at: r.int(2)?,
+                    error: r.text(3)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn finish_webhook_retry(
+        &self,
+        webhook_id: &str,
+        sequence: u64,
+    ) -> Result<(), StoreError> {
+        let id = webhook_id.to_string();
+        self.write(move |db, _, _| {
+            db.execute(
+                "DELETE FROM webhook_retries WHERE webhook_id = $1 AND sequence = $2",
+                db::args![&id, sequence],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -521,6 +597,7 @@ impl<C: Conn> Store for SqlStore<C> {
     async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.write(move |db, _, _| {
+            db.execute("DELETE FROM webhook_retries WHERE webhook_id = $1", db::args![&id])?;
             Ok(db.execute("DELETE FROM webhooks WHERE id = $1", db::args![&id])? > 0)
         })
         .await
@@ -551,6 +628,10 @@ impl<C: Conn> Store for SqlStore<C> {
             if !same_revision(db, &webhook)? {
                 return Ok(None);
             }
+            db.execute(
+                "DELETE FROM webhook_retries WHERE webhook_id = $1 AND sequence = $2",
+                db::args![&webhook.id, sequence],
+            )?;
             db.execute(
                 "INSERT INTO webhook_dead_letters (webhook_id, sequence, error, at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (webhook_id, sequence) DO UPDATE SET error = excluded.error, at = excluded.at",

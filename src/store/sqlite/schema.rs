@@ -207,6 +207,19 @@ CREATE TABLE inbound_rejections (
     PRIMARY KEY (account, reference)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Events that a subscription delivering each event on its own (not in order) failed to
+-- deliver and tries again on its schedule, so that its cursor moves on past them.
+CREATE TABLE webhook_retries (
+    webhook_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, sequence)
+);
+CREATE INDEX webhook_retries_due ON webhook_retries (webhook_id, due_at);
+"#,
 ];
 
 /// Applies every migration this file has not seen; answers the resulting version.
