@@ -356,21 +356,14 @@ async fn configured_webhooks(store: &dyn Store, config: &Config) -> anyhow::Resu
         }
         // Named after its URL: replicas starting together make the same one, not two.
         let digest = sha2::Sha256::digest(sub.url.as_bytes());
-        let webhook = crate::model::Webhook {
-            id: format!("whk_cfg_{}", crate::model::hex(&digest[..8])),
-            url: sub.url.clone(),
-            secret: sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?,
-            kinds: sub.kinds.clone(),
-            active: true,
-            cursor: store.last_sequence().await?,
-            dead_letters: 0,
-            last_error: String::new(),
-            missed: 0,
-            previous: None,
-            revision: 0,
-            independent: sub.independent,
-            retrying: 0,
-        };
+        let webhook = crate::model::Webhook::new(
+            format!("whk_cfg_{}", crate::model::hex(&digest[..8])),
+            sub.url.clone(),
+            sub.secret.resolve(&format!("webhooks.subscriptions[{i}].secret"))?,
+            sub.kinds.clone(),
+            store.last_sequence().await?,
+        );
+        let webhook = crate::model::Webhook { independent: sub.independent, ..webhook };
         store.save_webhook(webhook).await?;
     }
     Ok(())

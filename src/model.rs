@@ -328,6 +328,27 @@ pub struct WebhookRetry {
     pub error: String,
 }
 
+impl Webhook {
+    /// A new active subscription, delivering in order after `cursor`.
+    pub fn new(id: String, url: String, secret: String, kinds: Vec<String>, cursor: u64) -> Self {
+        Webhook {
+            id,
+            url,
+            secret,
+            kinds,
+            active: true,
+            cursor,
+            dead_letters: 0,
+            last_error: String::new(),
+            missed: 0,
+            previous: None,
+            revision: 0,
+            independent: false,
+            retrying: 0,
+        }
+    }
+}
+
 /// A rotated-out webhook secret and when it stops signing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousSecret {

@@ -96,21 +96,8 @@ pub async fn create(
     } else {
         checked_cursor(state, r.from_sequence).await?
     };
-    let webhook = Webhook {
-        id: new_id("whk"),
-        url: r.url,
-        secret,
-        kinds: r.kinds,
-        active: true,
-        cursor,
-        dead_letters: 0,
-        last_error: String::new(),
-        missed: 0,
-        previous: None,
-        revision: 0,
-        independent,
-        retrying: 0,
-    };
+    let webhook =
+        Webhook { independent, ..Webhook::new(new_id("whk"), r.url, secret, r.kinds, cursor) };
     let webhook = state.store.save_webhook(webhook).await.map_err(store_status)?;
     state.deliveries.run(webhook.clone()).await;
     Ok(to_pb(&webhook, true))

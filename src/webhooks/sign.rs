@@ -95,19 +95,14 @@ mod tests {
         let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let new = generate_secret().expect("os randomness");
         let webhook = Webhook {
-            id: "whk_1".into(),
-            url: "https://crm.example/hook".into(),
-            secret: new.clone(),
-            kinds: Vec::new(),
-            active: true,
-            cursor: 0,
-            dead_letters: 0,
-            last_error: String::new(),
-            missed: 0,
             previous: Some(crate::model::PreviousSecret { secret: old.into(), until: 5_000 }),
-            revision: 1,
-            independent: false,
-            retrying: 0,
+            ..Webhook::new(
+                "whk_1".into(),
+                "https://crm.example/hook".into(),
+                new.clone(),
+                vec![],
+                0,
+            )
         };
         let keys = Keys::of(&webhook).expect("keys");
         let sign = |secret: &str| signature(&key(secret).expect("key"), "evt_1", 1, b"{}");

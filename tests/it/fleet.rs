@@ -85,6 +85,11 @@ backoff_max_ms = 500
         }
     }
 
+    /// Two replicas, r1 and r2.
+    fn pair(dir: &Path, db: &TestDb, sandbox: &SandboxHandle) -> (Replica, Replica) {
+        (Replica::new(dir, "r1", db, sandbox), Replica::new(dir, "r2", db, sandbox))
+    }
+
     async fn start(&self) -> (Running, Client) {
         spawn(&self.config, &self.grpc).await
     }
@@ -262,10 +267,7 @@ async fn receipts_and_inbound_reach_any_replica_and_every_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Callbacks are posted by the test, to the replica it picks.
     let sandbox = twilio_sandbox(0).await;
-    let (a, b) = (
-        Replica::new(dir.path(), "r1", &db, &sandbox),
-        Replica::new(dir.path(), "r2", &db, &sandbox),
-    );
+    let (a, b) = Replica::pair(dir.path(), &db, &sandbox);
     // The same CRM subscription in both replicas' configs: one replica delivers it.
     let (crm, crm_url) = crate::webhooks::receiver().await;
     for r in [&a, &b] {
@@ -534,10 +536,7 @@ async fn webhook_changes_through_any_replica_reach_the_one_that_delivers() {
     let db = TestDb::create();
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = twilio_sandbox(0).await;
-    let (a, b) = (
-        Replica::new(dir.path(), "r1", &db, &sandbox),
-        Replica::new(dir.path(), "r2", &db, &sandbox),
-    );
+    let (a, b) = Replica::pair(dir.path(), &db, &sandbox);
     let (_ra, client_a) = a.start().await;
     let (_rb, client_b) = b.start().await;
     settled(&db, &[a.node.to_string(), b.node.to_string()]).await;

@@ -354,21 +354,8 @@ const CASES: &[(&str, Case)] = &[
 /// meanwhile (through another replica, in a fleet) is not written back to what it was,
 /// and a deleted subscription does not come back.
 async fn webhook_progress(store: Arc<dyn Store>) {
-    let hook = omnigate::model::Webhook {
-        id: "whk_p".into(),
-        url: "http://127.0.0.1:9/".into(),
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        kinds: Vec::new(),
-        active: true,
-        cursor: 0,
-        dead_letters: 0,
-        last_error: String::new(),
-        missed: 0,
-        previous: None,
-        revision: 0,
-        independent: false,
-        retrying: 0,
-    };
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let hook = Webhook::new("whk_p".into(), "http://127.0.0.1:9/".into(), secret.into(), vec![], 0);
     let stored = || async { store.list_webhooks().await.expect("list") };
     let worker = store.save_webhook(hook.clone()).await.expect("created");
     assert!(
@@ -1155,21 +1142,8 @@ async fn retention(store: Arc<dyn Store>) {
     let young = accept(store.as_ref(), new_message("+14155550504", None, "d")).await;
     sent(store.as_ref(), &young.id, "SM504").await;
     reject(young_mail).await.expect("rejected");
-    let hook = omnigate::model::Webhook {
-        id: "whk_r".into(),
-        url: "http://127.0.0.1:9/".into(),
-        secret: "whsec_AAAA".into(),
-        kinds: Vec::new(),
-        active: true,
-        cursor: 0,
-        dead_letters: 0,
-        last_error: String::new(),
-        missed: 0,
-        previous: None,
-        revision: 0,
-        independent: false,
-        retrying: 0,
-    };
+    let hook =
+        Webhook::new("whk_r".into(), "http://127.0.0.1:9/".into(), "whsec_AAAA".into(), vec![], 0);
     let hook = store.save_webhook(hook).await.expect("webhook");
     store.dead_letter(hook, 1, "HTTP 500").await.expect("dead letter");
 
