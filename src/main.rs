@@ -283,6 +283,8 @@ enum WebhookAction {
         #[arg(long)]
         from: u64,
     },
+    /// Prints the events a subscription gave up on, one proto3 JSON object per line.
+    DeadLetters { id: String },
     /// Gives a subscription a new signing secret, printed only now; the old one also signs
     /// for `--grace-hours` more, while receivers switch.
     Rotate {
@@ -526,6 +528,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 WebhookAction::Replay { id, from } => {
                     let request = pb::ReplayWebhookRequest { id, from_sequence: from };
                     client.replay_webhook(request).await?.into_inner()
+                }
+                WebhookAction::DeadLetters { id } => {
+                    let mut page_token = String::new();
+                    loop {
+                        let request = pb::ListWebhookDeadLettersRequest {
+                            webhook_id: id.clone(),
+                            page_size: 500,
+                            page_token,
+                        };
+                        let page = client.list_webhook_dead_letters(request).await?.into_inner();
+                        for dead in &page.dead_letters {
+                            println!("{}", serde_json::to_string(dead)?);
+                        }
+                        if page.next_page_token.is_empty() {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        page_token = page.next_page_token;
+                    }
                 }
                 WebhookAction::Rotate { id, grace_hours, secret } => {
                     let grace = omnigate_proto::pbjson_types::Duration {

@@ -318,6 +318,14 @@ pub struct Webhook {
     pub retrying: u64,
 }
 
+/// An event a subscription gave up on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub sequence: u64,
+    pub error: String,
+    pub at: Millis,
+}
+
 /// An event an independently delivering subscription tries again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookRetry {

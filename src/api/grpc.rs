@@ -409,6 +409,13 @@ impl Gateway for GatewayService {
         webhooks::replay(&self.state, r.into_inner()).await.map(Response::new)
     }
 
+    async fn list_webhook_dead_letters(
+        &self,
+        r: Request<pb::ListWebhookDeadLettersRequest>,
+    ) -> Result<Response<pb::ListWebhookDeadLettersResponse>, Status> {
+        webhooks::dead_letters(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     async fn rotate_webhook_secret(
         &self,
         r: Request<pb::RotateWebhookSecretRequest>,

@@ -189,7 +189,7 @@ pub async fn list_opt_outs(
     })
 }
 
-fn page_size(asked: u32) -> usize {
+pub(super) fn page_size(asked: u32) -> usize {
     let size = match asked {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),

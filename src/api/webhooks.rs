@@ -156,6 +156,41 @@ pub async fn rotate(
     Ok(to_pb(&webhook, true))
 }
 
+pub async fn dead_letters(
+    state: &AppState,
+    r: pb::ListWebhookDeadLettersRequest,
+) -> Result<pb::ListWebhookDeadLettersResponse, Status> {
+    find(state, &r.webhook_id).await?;
+    let size = super::people::page_size(r.page_size);
+    // The token is the last sequence shown.
+    let after = match r.page_token.as_str() {
+        "" => 0,
+        token => token
+            .parse()
+            .map_err(|_| Status::invalid_argument("page_token is not one this API gave"))?,
+    };
+    let mut page = state
+        .store
+        .webhook_dead_letters(&r.webhook_id, after, size + 1)
+        .await
+        .map_err(store_status)?;
+    let more = page.len() > size;
+    page.truncate(size);
+    let next_page_token = match page.last() {
+        Some(d) if more => d.sequence.to_string(),
+        _ => String::new(),
+    };
+    let dead_letters = page
+        .into_iter()
+        .map(|d| pb::WebhookDeadLetter {
+            sequence: d.sequence,
+            error: d.error,
+            at: Some(timestamp(d.at)),
+        })
+        .collect();
+    Ok(pb::ListWebhookDeadLettersResponse { dead_letters, next_page_token })
+}
+
 /// Changes a subscription with its worker stopped (so that the cursor the worker saves as
 /// it stops is not written over the change), then starts the worker again if active.
 async fn change(

@@ -22,8 +22,8 @@ use omnigate_adapters::{
 use tokio::sync::broadcast;
 
 use crate::model::{
-    Contact, Conversation, ConversationState, Event, Identity, Message, Millis, SendOptions,
-    Webhook, WebhookRetry, new_id, now_ms,
+    Contact, Conversation, ConversationState, DeadLetter, Event, Identity, Message, Millis,
+    SendOptions, Webhook, WebhookRetry, new_id, now_ms,
 };
 
 /// An outbound message to accept.
@@ -419,6 +419,14 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: &str,
         limit: usize,
     ) -> Result<Vec<WebhookRetry>, StoreError>;
+
+    /// A subscription's dead letters after sequence `after`, by sequence.
+    async fn webhook_dead_letters(
+        &self,
+        webhook_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Drops a retry: delivered, or its event no longer exists.
     async fn finish_webhook_retry(&self, webhook_id: &str, sequence: u64)

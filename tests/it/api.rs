@@ -321,6 +321,11 @@ async fn the_cli_manages_webhooks() {
     let (ok, _, err) = run(&["webhooks", "replay", &id, "--from", "1000000"]).await;
     assert!(!ok && err.contains("past the last event"), "{err}");
 
+    let (ok, out, err) = run(&["webhooks", "dead-letters", &id]).await;
+    assert!(ok && out.trim().is_empty(), "none yet: {out}{err}");
+    let (ok, _, err) = run(&["webhooks", "dead-letters", "whk_none"]).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+
     let (ok, out, err) = run(&["webhooks", "rotate", &id, "--grace-hours", "2"]).await;
     assert!(ok, "{err}");
     let rotated: Value = serde_json::from_str(&out).expect("JSON");

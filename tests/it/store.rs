@@ -393,6 +393,17 @@ async fn webhook_progress(store: Arc<dyn Store>) {
     let left = store.webhook_retries("whk_p", 10).await.expect("retries");
     assert_eq!(left, vec![retry(5, 2, 400)], "a dead letter drops its retry");
     assert!(!store.schedule_webhook_retry("whk_none", retry(1, 1, 1)).await.expect("answered"));
+    let dead = |after: u64, limit: usize| {
+        let store = store.clone();
+        async move {
+            let page = store.webhook_dead_letters("whk_p", after, limit).await.expect("dead");
+            page.into_iter().map(|d| (d.sequence, d.error)).collect::<Vec<_>>()
+        }
+    };
+    let both = vec![(3, "HTTP 500".to_string()), (7, "HTTP 500".to_string())];
+    assert_eq!(dead(0, 10).await, both, "by sequence");
+    assert_eq!(dead(3, 10).await, both[1..], "after a sequence");
+    assert_eq!(dead(0, 1).await, both[..1], "limited");
     assert!(store.delete_webhook("whk_p").await.expect("deleted"));
     assert!(store.webhook_retries("whk_p", 10).await.expect("retries").is_empty());
     assert!(!store.save_webhook_progress(changed).await.expect("answered"));

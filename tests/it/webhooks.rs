@@ -342,6 +342,28 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
     }
     // ACCEPTED, SENT and DELIVERED hold the text; each tried three times.
     assert_eq!((listed.dead_letters, listed.retrying), (3, 0), "{listed:?}");
+    let dead = |page_token: String| pb::ListWebhookDeadLettersRequest {
+        webhook_id: hook.id.clone(),
+        page_size: 2,
+        page_token,
+    };
+    let mut client = t.client.clone();
+    let first = client.list_webhook_dead_letters(dead(String::new())).await.expect("dead");
+    let first = first.into_inner();
+    assert_eq!(first.dead_letters.len(), 2);
+    let second = client.list_webhook_dead_letters(dead(first.next_page_token)).await.expect("dead");
+    let second = second.into_inner();
+    assert_eq!((second.dead_letters.len(), second.next_page_token.as_str()), (1, ""));
+    let all: Vec<_> = first.dead_letters.iter().chain(&second.dead_letters).collect();
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence), "by sequence: {all:?}");
+    assert_eq!(format!("evt_{}", all[2].sequence), never_event, "the DELIVERED event last");
+    assert!(all.iter().all(|d| d.error.contains("HTTP 500") && d.at.is_some()), "{all:?}");
+    let unknown =
+        pb::ListWebhookDeadLettersRequest { webhook_id: "whk_none".into(), ..dead(String::new()) };
+    let refused = client.list_webhook_dead_letters(unknown).await.expect_err("unknown");
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let refused = client.list_webhook_dead_letters(dead("x".into())).await.expect_err("token");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let attempts = rx.got.lock().expect("lock").iter().filter(|g| g.0 == never_event).count();
     assert_eq!(attempts, 3, "one attempt and the schedule's two retries");
 }

@@ -36,7 +36,8 @@ use super::{
     Purged, Store, StoreError,
 };
 use crate::model::{
-    Contact, Conversation, Event, Identity, Message, Millis, Webhook, WebhookRetry, now_ms,
+    Contact, Conversation, DeadLetter, Event, Identity, Message, Millis, Webhook, WebhookRetry,
+    now_ms,
 };
 use crate::telemetry::Metrics;
 
@@ -573,6 +574,26 @@ impl<C: Conn> Store for SqlStore<C> {
                     error: r.text(3)?,
                 })
             })
+            .collect()
+        })
+        .await
+    }
+
+    async fn webhook_dead_letters(
+        &self,
+        webhook_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let id = webhook_id.to_string();
+        self.read(move |db| {
+            db.query(
+                "SELECT sequence, error, at FROM webhook_dead_letters WHERE webhook_id = $1 AND sequence > $2
+                 ORDER BY sequence LIMIT $3",
+                db::args![&id, after, limit],
+            )?
+            .iter()
+            .map(|r| Ok(DeadLetter { sequence: r.int(0)? as u64, error: r.text(1)?, at: r.int(2)? }))
             .collect()
         })
         .await
