@@ -20,8 +20,9 @@ enum Outcome {
     /// 410: the receiver wants no more.
     Gone,
     GaveUp(String),
-    /// Failed, and scheduled for another attempt (independent delivery): move on.
-    Retrying,
+    /// Failed with this error, and scheduled for another attempt (independent delivery):
+    /// move on.
+    Retrying(String),
     Stopped,
 }
 
@@ -118,7 +119,10 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
                     disable(deliveries, &mut webhook, event.sequence).await;
                     return;
                 }
-                Outcome::Retrying => webhook.cursor = event.sequence,
+                Outcome::Retrying(error) => {
+                    webhook.cursor = event.sequence;
+                    webhook.last_error = error;
+                }
                 Outcome::GaveUp(error) => {
                     match store.dead_letter(webhook.clone(), event.sequence, &error).await {
                         Ok(Some(w)) => {
@@ -274,9 +278,9 @@ async fn retry_later(
         return Outcome::GaveUp(error);
     };
     let due_at = now_ms() + jittered(*delay).max(wait).as_millis() as Millis;
-    let retry = WebhookRetry { sequence, attempts, due_at, error };
+    let retry = WebhookRetry { sequence, attempts, due_at, error: error.clone() };
     match deliveries.store.schedule_webhook_retry(&webhook.id, retry).await {
-        Ok(true) => Outcome::Retrying,
+        Ok(true) => Outcome::Retrying(error),
         // Deleted meanwhile: the worker's next save finds out and stops it.
         Ok(false) => Outcome::Stopped,
         Err(e) => {
@@ -342,7 +346,7 @@ async fn retry_due(
                     tracing::warn!(webhook = %webhook.id, error = %e, "cannot drop a finished retry");
                 }
             }
-            Outcome::Retrying => {}
+            Outcome::Retrying(error) => webhook.last_error = error,
             Outcome::Gone => {
                 disable(deliveries, webhook, retry.sequence).await;
                 return None;

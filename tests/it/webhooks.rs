@@ -294,6 +294,19 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
     assert_eq!(hook.delivery, pb::WebhookDelivery::Independent as i32);
     let held = t.send("+14155550721", "hold me").await;
     t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
+    let mut client = t.client.clone();
+    let mut listed = pb::Webhook::default();
+    for _ in 0..250 {
+        let all = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+        listed = all.into_inner().webhooks.remove(0);
+        if listed.retrying == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ACCEPTED, SENT and DELIVERED hold the text, and wait for their retries.
+    assert_eq!(listed.retrying, 3, "{listed:?}");
+    assert!(listed.last_error.contains("HTTP 500"), "why: {listed:?}");
     let later = t.send("+14155550722", "go ahead").await;
     t.wait_for(&later.id, pb::MessageStatus::Delivered).await;
     let held_event = status_event(&mut t, &held.id, "MESSAGE_STATUS_DELIVERED").await;
