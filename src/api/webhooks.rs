@@ -203,9 +203,20 @@ async fn change(
     // Read again for the cursor the worker saved as it stopped.
     let outcome = match find(state, id).await {
         Ok(mut webhook) => {
+            let read_at = webhook.revision;
             f(&mut webhook);
             webhook.revision += 1;
-            state.store.save_webhook(webhook).await.map_err(store_status)
+            match state.store.update_webhook(webhook.clone(), read_at).await {
+                Ok(true) => Ok(webhook),
+                // Deleted, or changed, through another replica since it was read here.
+                Ok(false) => match find(state, id).await {
+                    Ok(_) => Err(Status::aborted(format!(
+                        "webhook {id} was changed at the same time; read it and try again"
+                    ))),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(store_status(e)),
+            }
         }
         Err(e) => Err(e),
     };

@@ -432,14 +432,15 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_webhook_retry(&self, webhook_id: &str, sequence: u64)
     -> Result<(), StoreError>;
 
-    /// Saves a delivery worker's progress (cursor, counts, last error, a 410's disabling)
-    /// unless the subscription was deleted or changed to another revision since the worker
-    /// read it; answers whether it saved.
-    async fn save_webhook_progress(&self, webhook: Webhook) -> Result<bool, StoreError>;
+    /// Replaces a stored subscription if it is still at revision `read_at`: a change
+    /// through the API (which bumps the revision) or a delivery worker's progress (which
+    /// keeps it) never lands over another change made meanwhile, nor brings back a deleted
+    /// subscription. Answers whether it saved.
+    async fn update_webhook(&self, webhook: Webhook, read_at: u64) -> Result<bool, StoreError>;
 
     /// Records that `sequence` was given up on (dropping its retry, if any), and moves the
     /// cursor past it; as
-    /// [`Store::save_webhook_progress`], nothing when the subscription was deleted or
+    /// [`Store::update_webhook`], nothing when the subscription was deleted or
     /// changed meanwhile (then answers `None`).
     async fn dead_letter(
         &self,

@@ -177,7 +177,7 @@ impl Lag {
 /// since this worker started (through another replica), and the worker must stop: the
 /// fleet's next reconciliation starts one from what is stored, if anything.
 async fn save(deliveries: &Deliveries, webhook: &Webhook) -> bool {
-    match deliveries.store.save_webhook_progress(webhook.clone()).await {
+    match deliveries.store.update_webhook(webhook.clone(), webhook.revision).await {
         Ok(true) => true,
         Ok(false) => {
             tracing::info!(webhook = %webhook.id, "subscription changed or deleted elsewhere; its worker stops");

@@ -358,13 +358,11 @@ async fn webhook_progress(store: Arc<dyn Store>) {
     let hook = Webhook::new("whk_p".into(), "http://127.0.0.1:9/".into(), secret.into(), vec![], 0);
     let stored = || async { store.list_webhooks().await.expect("list") };
     let worker = store.save_webhook(hook.clone()).await.expect("created");
-    assert!(
-        store.save_webhook_progress(Webhook { cursor: 5, ..worker.clone() }).await.expect("saved")
-    );
+    assert!(store.update_webhook(Webhook { cursor: 5, ..worker.clone() }, 0).await.expect("saved"));
     let changed = Webhook { secret: "whsec_new".into(), cursor: 2, revision: 1, ..worker.clone() };
-    store.save_webhook(changed.clone()).await.expect("changed");
+    assert!(store.update_webhook(changed.clone(), 0).await.expect("changed"), "read at 0");
     let stale = Webhook { cursor: 9, ..worker.clone() };
-    assert!(!store.save_webhook_progress(stale.clone()).await.expect("answered"), "stale");
+    assert!(!store.update_webhook(stale.clone(), 0).await.expect("answered"), "stale");
     assert!(store.dead_letter(stale, 9, "HTTP 500").await.expect("answered").is_none());
     assert_eq!(stored().await, vec![changed.clone()], "the change stands");
     let moved = store.dead_letter(changed.clone(), 3, "HTTP 500").await.expect("answered");
@@ -406,7 +404,7 @@ async fn webhook_progress(store: Arc<dyn Store>) {
     assert_eq!(dead(0, 1).await, both[..1], "limited");
     assert!(store.delete_webhook("whk_p").await.expect("deleted"));
     assert!(store.webhook_retries("whk_p", 10).await.expect("retries").is_empty());
-    assert!(!store.save_webhook_progress(changed).await.expect("answered"));
+    assert!(!store.update_webhook(changed.clone(), 1).await.expect("answered"), "deleted");
     assert!(stored().await.is_empty(), "deleted stays deleted");
 }
 

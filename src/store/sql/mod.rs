@@ -624,9 +624,9 @@ impl<C: Conn> Store for SqlStore<C> {
         .await
     }
 
-    async fn save_webhook_progress(&self, webhook: Webhook) -> Result<bool, StoreError> {
+    async fn update_webhook(&self, webhook: Webhook, read_at: u64) -> Result<bool, StoreError> {
         self.write(move |db, _, _| {
-            if !same_revision(db, &webhook)? {
+            if !at_revision(db, &webhook.id, read_at)? {
                 return Ok(false);
             }
             db.execute(
@@ -646,7 +646,7 @@ impl<C: Conn> Store for SqlStore<C> {
     ) -> Result<Option<Webhook>, StoreError> {
         let error = error.to_string();
         self.write(move |db, _, _| {
-            if !same_revision(db, &webhook)? {
+            if !at_revision(db, &webhook.id, webhook.revision)? {
                 return Ok(None);
             }
             db.execute(
@@ -685,11 +685,11 @@ impl<C: Conn> Store for SqlStore<C> {
     }
 }
 
-/// Whether `webhook` is still stored at the revision it was read at.
-fn same_revision(db: &dyn Db, webhook: &Webhook) -> Result<bool, StoreError> {
-    let stored = db.query_opt("SELECT doc FROM webhooks WHERE id = $1", db::args![&webhook.id])?;
+/// Whether subscription `id` is stored at `revision`.
+fn at_revision(db: &dyn Db, id: &str, revision: u64) -> Result<bool, StoreError> {
+    let stored = db.query_opt("SELECT doc FROM webhooks WHERE id = $1", db::args![id])?;
     Ok(match stored {
-        Some(row) => row.doc::<Webhook>(0)?.revision == webhook.revision,
+        Some(row) => row.doc::<Webhook>(0)?.revision == revision,
         None => false,
     })
 }
