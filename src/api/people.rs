@@ -177,16 +177,29 @@ pub async fn list_opt_outs(
     };
     let mut page =
         state.store.list_opt_outs(&r.account, after, size + 1).await.map_err(store_status)?;
-    let more = page.len() > size;
-    page.truncate(size);
-    let next_page_token = match page.last() {
-        Some(o) if more => serde_json::to_string(&(&o.account, &o.address)).unwrap_or_default(),
-        _ => String::new(),
-    };
+    let next_page_token = next_page(&mut page, size, |o| {
+        serde_json::to_string(&(&o.account, &o.address)).unwrap_or_default()
+    });
     Ok(pb::ListOptOutsResponse {
         opt_outs: page.iter().map(convert::opt_out_to_pb).collect(),
         next_page_token,
     })
+}
+
+/// Cuts a page read with one row more than `size` (which tells that another page follows)
+/// to `size`, and answers the next page's token, made from the last row shown; empty when
+/// this page is the last.
+pub(super) fn next_page<T>(
+    page: &mut Vec<T>,
+    size: usize,
+    token: impl FnOnce(&T) -> String,
+) -> String {
+    let more = page.len() > size;
+    page.truncate(size);
+    match page.last() {
+        Some(last) if more => token(last),
+        _ => String::new(),
+    }
 }
 
 pub(super) fn page_size(asked: u32) -> usize {
@@ -228,12 +241,8 @@ pub async fn list_conversations(
         limit: size + 1,
     };
     let mut page = state.store.list_conversations(filter).await.map_err(store_status)?;
-    let more = page.len() > size;
-    page.truncate(size);
-    let next_page_token = match page.last() {
-        Some(c) if more => format!("{}/{}", c.last_activity_at, c.id),
-        _ => String::new(),
-    };
+    let next_page_token =
+        next_page(&mut page, size, |c| format!("{}/{}", c.last_activity_at, c.id));
     Ok(pb::ListConversationsResponse {
         conversations: page.iter().map(convert::conversation_to_pb).collect(),
         next_page_token,

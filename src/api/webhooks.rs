@@ -174,12 +174,7 @@ pub async fn dead_letters(
         .webhook_dead_letters(&r.webhook_id, after, size + 1)
         .await
         .map_err(store_status)?;
-    let more = page.len() > size;
-    page.truncate(size);
-    let next_page_token = match page.last() {
-        Some(d) if more => d.sequence.to_string(),
-        _ => String::new(),
-    };
+    let next_page_token = super::people::next_page(&mut page, size, |d| d.sequence.to_string());
     let dead_letters = page
         .into_iter()
         .map(|d| pb::WebhookDeadLetter {
