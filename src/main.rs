@@ -296,6 +296,44 @@ enum WebhookAction {
         #[arg(long, default_value = "", env = "OMNIGATE_WEBHOOK_SECRET", hide_env_values = true)]
         secret: String,
     },
+    /// Changes a subscription in place: its id, secret, cursor and waiting retries stay.
+    Update {
+        id: String,
+        /// Where events go from now on.
+        #[arg(long)]
+        url: Option<String>,
+        /// An event kind to deliver from now on (repeatable), instead of the ones before.
+        #[arg(long = "kind", conflicts_with = "all_kinds")]
+        kinds: Vec<String>,
+        /// Deliver every kind of event from now on.
+        #[arg(long)]
+        all_kinds: bool,
+        #[arg(long, value_enum)]
+        delivery: Option<Delivery>,
+        /// Stop delivering; events wait after the cursor until `--resume`.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Deliver again, from the cursor on (a replay instead starts where it is told).
+        #[arg(long)]
+        resume: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Delivery {
+    /// One event at a time, in sequence order.
+    InOrder,
+    /// Each event on its own; a failed one is retried while later ones go on.
+    Independent,
+}
+
+impl From<Delivery> for pb::WebhookDelivery {
+    fn from(d: Delivery) -> Self {
+        match d {
+            Delivery::InOrder => pb::WebhookDelivery::InOrder,
+            Delivery::Independent => pb::WebhookDelivery::Independent,
+        }
+    }
 }
 
 /// Where the config comes from.
@@ -554,6 +592,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     };
                     let request = pb::RotateWebhookSecretRequest { id, secret, grace: Some(grace) };
                     client.rotate_webhook_secret(request).await?.into_inner()
+                }
+                WebhookAction::Update { id, url, kinds, all_kinds, delivery, pause, resume } => {
+                    let mut paths = Vec::new();
+                    let mut webhook = pb::Webhook { id, ..Default::default() };
+                    if let Some(url) = url {
+                        webhook.url = url;
+                        paths.push("url");
+                    }
+                    if all_kinds || !kinds.is_empty() {
+                        webhook.kinds = kinds;
+                        paths.push("kinds");
+                    }
+                    if let Some(delivery) = delivery {
+                        webhook.delivery = pb::WebhookDelivery::from(delivery) as i32;
+                        paths.push("delivery");
+                    }
+                    if pause || resume {
+                        webhook.state = if pause {
+                            pb::WebhookState::Disabled
+                        } else {
+                            pb::WebhookState::Active
+                        } as i32;
+                        paths.push("state");
+                    }
+                    if paths.is_empty() {
+                        anyhow::bail!(
+                            "nothing to change: give --url, --kind, --all-kinds, --delivery, --pause or --resume"
+                        );
+                    }
+                    let update_mask = omnigate_proto::pbjson_types::FieldMask {
+                        paths: paths.into_iter().map(String::from).collect(),
+                    };
+                    let request = pb::UpdateWebhookRequest {
+                        webhook: Some(webhook),
+                        update_mask: Some(update_mask),
+                    };
+                    client.update_webhook(request).await?.into_inner()
                 }
             };
             println!("{}", serde_json::to_string(&shown)?);

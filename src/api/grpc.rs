@@ -423,6 +423,13 @@ impl Gateway for GatewayService {
         webhooks::rotate(&self.state, r.into_inner()).await.map(Response::new)
     }
 
+    async fn update_webhook(
+        &self,
+        r: Request<pb::UpdateWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        webhooks::update(&self.state, r.into_inner()).await.map(Response::new)
+    }
+
     type StreamEventsStream = EventStream;
 
     async fn stream_events(

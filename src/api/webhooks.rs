@@ -52,6 +52,22 @@ pub fn to_pb(w: &Webhook, with_secret: bool) -> pb::Webhook {
     }
 }
 
+fn check_url(url: &str) -> Result<(), Status> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(Status::invalid_argument("url must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+/// Whether a `WebhookDelivery` asks for each event on its own.
+fn independent(delivery: i32) -> Result<bool, Status> {
+    match pb::WebhookDelivery::try_from(delivery) {
+        Ok(pb::WebhookDelivery::Unspecified | pb::WebhookDelivery::InOrder) => Ok(false),
+        Ok(pb::WebhookDelivery::Independent) => Ok(true),
+        Err(_) => Err(Status::invalid_argument(format!("unknown delivery {delivery}"))),
+    }
+}
+
 /// The secret a request gives, checked, or a new one when it gives none.
 fn secret_or_new(given: String) -> Result<String, Status> {
     if given.is_empty() {
@@ -81,15 +97,9 @@ pub async fn create(
     state: &Arc<AppState>,
     r: pb::CreateWebhookRequest,
 ) -> Result<pb::Webhook, Status> {
-    if !(r.url.starts_with("https://") || r.url.starts_with("http://")) {
-        return Err(Status::invalid_argument("url must be an http(s) URL"));
-    }
+    check_url(&r.url)?;
     check_kinds(&r.kinds)?;
-    let independent = match pb::WebhookDelivery::try_from(r.delivery) {
-        Ok(pb::WebhookDelivery::Unspecified | pb::WebhookDelivery::InOrder) => false,
-        Ok(pb::WebhookDelivery::Independent) => true,
-        Err(_) => return Err(Status::invalid_argument(format!("unknown delivery {}", r.delivery))),
-    };
+    let independent = independent(r.delivery)?;
     let secret = secret_or_new(r.secret)?;
     let cursor = if r.from_now {
         state.store.last_sequence().await.map_err(store_status)?
@@ -154,6 +164,112 @@ pub async fn rotate(
     })
     .await?;
     Ok(to_pb(&webhook, true))
+}
+
+/// The fields `UpdateWebhook` changes.
+const UPDATABLE: [&str; 4] = ["url", "kinds", "delivery", "state"];
+
+/// What an `UpdateWebhook` request changes, checked before anything is.
+#[derive(Default)]
+struct Update {
+    url: Option<String>,
+    kinds: Option<Vec<String>>,
+    independent: Option<bool>,
+    active: Option<bool>,
+}
+
+impl Update {
+    fn of(w: pb::Webhook, mask: Option<Vec<String>>) -> Result<Update, Status> {
+        let paths = match mask {
+            Some(paths) => paths,
+            // AIP-134: no mask means the fields the request sets.
+            None => [
+                (!w.url.is_empty(), "url"),
+                (!w.kinds.is_empty(), "kinds"),
+                (w.delivery != 0, "delivery"),
+                (w.state != 0, "state"),
+            ]
+            .into_iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, path)| path.to_string())
+            .collect(),
+        };
+        if paths.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "nothing to change: name fields among {UPDATABLE:?} in update_mask, or set them"
+            )));
+        }
+        let mut update = Update::default();
+        for path in paths {
+            match path.as_str() {
+                "url" => {
+                    check_url(&w.url)?;
+                    update.url = Some(w.url.clone());
+                }
+                "kinds" => {
+                    check_kinds(&w.kinds)?;
+                    update.kinds = Some(w.kinds.clone());
+                }
+                "delivery" => update.independent = Some(independent(w.delivery)?),
+                "state" => {
+                    update.active = Some(match pb::WebhookState::try_from(w.state) {
+                        Ok(pb::WebhookState::Active) => true,
+                        Ok(pb::WebhookState::Disabled) => false,
+                        _ => {
+                            return Err(Status::invalid_argument(
+                                "state must be WEBHOOK_STATE_ACTIVE or WEBHOOK_STATE_DISABLED",
+                            ));
+                        }
+                    });
+                }
+                "secret" => {
+                    return Err(Status::invalid_argument(
+                        "the secret changes with RotateWebhookSecret, which keeps the old one signing for a while",
+                    ));
+                }
+                "cursor" => {
+                    return Err(Status::invalid_argument("the cursor changes with ReplayWebhook"));
+                }
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "update_mask path {other:?} is not one of {UPDATABLE:?}"
+                    )));
+                }
+            }
+        }
+        Ok(update)
+    }
+
+    fn apply(self, w: &mut Webhook) {
+        if let Some(url) = self.url {
+            w.url = url;
+        }
+        if let Some(kinds) = self.kinds {
+            w.kinds = kinds;
+        }
+        if let Some(independent) = self.independent {
+            w.independent = independent;
+        }
+        if let Some(active) = self.active {
+            w.active = active;
+        }
+    }
+}
+
+pub async fn update(
+    state: &Arc<AppState>,
+    r: pb::UpdateWebhookRequest,
+) -> Result<pb::Webhook, Status> {
+    let Some(given) = r.webhook else {
+        return Err(Status::invalid_argument("webhook (its id and the new values) is required"));
+    };
+    if given.id.is_empty() {
+        return Err(Status::invalid_argument("webhook.id is required"));
+    }
+    let id = given.id.clone();
+    let update = Update::of(given, r.update_mask.map(|m| m.paths))?;
+    let webhook = change(state, &id, |w| update.apply(w)).await?;
+    Ok(to_pb(&webhook, false))
 }
 
 pub async fn dead_letters(

@@ -55,8 +55,10 @@ async fn follow(deliveries: &Deliveries, mut webhook: Webhook, stop: Cancellatio
     let store = deliveries.store.clone();
     let mut live = store.subscribe();
     let mut lag = Lag { head: store.last_sequence().await.unwrap_or(0) };
+    // Events already scheduled keep their schedule after a change to in-order delivery.
+    let retries = webhook.independent || webhook.retrying > 0;
     loop {
-        let next_retry = if webhook.independent {
+        let next_retry = if retries {
             match retry_due(deliveries, &mut webhook, &keys, &stop).await {
                 Some(next) => next,
                 None => return,

@@ -280,7 +280,7 @@ async fn the_cli_sends_email_with_a_subject_and_metadata() {
 }
 
 /// `omnigate webhooks` adds (showing the secret once), lists, replays, rotates the secret
-/// of and deletes CRM subscriptions.
+/// of, updates and deletes CRM subscriptions.
 #[tokio::test]
 async fn the_cli_manages_webhooks() {
     let t = support::gateway().start().await;
@@ -338,6 +338,24 @@ async fn the_cli_manages_webhooks() {
     assert!([(now_hour + 1) % 24, (now_hour + 2) % 24].contains(&hours(until)), "{until}");
     let (ok, _, err) = run(&["webhooks", "rotate", &id, "--grace-hours", "169"]).await;
     assert!(!ok && err.contains("at most 7 days"), "{err}");
+
+    let update = ["webhooks", "update", &id, "--url", "http://127.0.0.1:9/moved", "--all-kinds"];
+    let (ok, out, err) = run(&update).await;
+    assert!(ok, "{err}");
+    let updated: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(updated["url"], "http://127.0.0.1:9/moved");
+    assert!(updated.get("kinds").is_none(), "every kind now: {updated}");
+    assert_eq!(updated["delivery"], "WEBHOOK_DELIVERY_INDEPENDENT", "untouched: {updated}");
+    let (ok, out, err) =
+        run(&["webhooks", "update", &id, "--pause", "--delivery", "in-order"]).await;
+    assert!(ok, "{err}");
+    let paused: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(paused["state"], "WEBHOOK_STATE_DISABLED");
+    assert_eq!(paused["delivery"], "WEBHOOK_DELIVERY_IN_ORDER");
+    let (ok, _, err) = run(&["webhooks", "update", &id]).await;
+    assert!(!ok && err.contains("nothing to change"), "{err}");
+    let (ok, _, err) = run(&["webhooks", "update", &id, "--url", "ftp://crm"]).await;
+    assert!(!ok && err.contains("http(s)"), "{err}");
 
     let (ok, out, err) = run(&["webhooks", "delete", &id]).await;
     assert!(ok && out.contains("deleted"), "{err}");

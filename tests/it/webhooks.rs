@@ -294,16 +294,7 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
     assert_eq!(hook.delivery, pb::WebhookDelivery::Independent as i32);
     let held = t.send("+14155550721", "hold me").await;
     t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
-    let mut client = t.client.clone();
-    let mut listed = pb::Webhook::default();
-    for _ in 0..250 {
-        let all = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
-        listed = all.into_inner().webhooks.remove(0);
-        if listed.retrying == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listed = first_webhook_once(&mut t, |w| w.retrying == 3).await;
     // ACCEPTED, SENT and DELIVERED hold the text, and wait for their retries.
     assert_eq!(listed.retrying, 3, "{listed:?}");
     assert!(listed.last_error.contains("HTTP 500"), "why: {listed:?}");
@@ -325,34 +316,14 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
     rx.refuse_holding.lock().expect("lock").take();
     until("the refused event, on a retry", || accepted(&held_event).is_some()).await;
     assert!(accepted(&held_event) > accepted(&later_event), "out of order, as asked");
-    let retried = |t: &mut support::TestGateway| {
-        let mut client = t.client.clone();
-        async move {
-            let listed = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
-            listed.into_inner().webhooks.remove(0)
-        }
-    };
-    let mut listed = retried(&mut t).await;
-    for _ in 0..200 {
-        if listed.retrying == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        listed = retried(&mut t).await;
-    }
+    let listed = first_webhook_once(&mut t, |w| w.retrying == 0).await;
     assert_eq!((listed.retrying, listed.dead_letters), (0, 0), "{listed:?}");
 
     *rx.refuse_holding.lock().expect("lock") = Some("never".into());
     let never = t.send("+14155550723", "never").await;
     t.wait_for(&never.id, pb::MessageStatus::Delivered).await;
     let never_event = status_event(&mut t, &never.id, "MESSAGE_STATUS_DELIVERED").await;
-    for _ in 0..300 {
-        listed = retried(&mut t).await;
-        if listed.dead_letters >= 3 && listed.retrying == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listed = first_webhook_once(&mut t, |w| w.dead_letters >= 3 && w.retrying == 0).await;
     // ACCEPTED, SENT and DELIVERED hold the text; each tried three times.
     assert_eq!((listed.dead_letters, listed.retrying), (3, 0), "{listed:?}");
     let dead = |page_token: String| pb::ListWebhookDeadLettersRequest {
@@ -381,19 +352,18 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
     assert_eq!(attempts, 3, "one attempt and the schedule's two retries");
 }
 
-/// The first subscription, once it has dead-lettered an event (or as it is after 5 s).
-async fn once_dead_lettered(t: &mut support::TestGateway) -> pb::Webhook {
+/// The first subscription once `done` holds for it, or as it is after about 6 s (the
+/// caller's assertions then show it).
+async fn first_webhook_once(
+    t: &mut support::TestGateway,
+    done: impl Fn(&pb::Webhook) -> bool,
+) -> pb::Webhook {
+    let mut client = t.client.clone();
     let mut listed = pb::Webhook::default();
-    for _ in 0..250 {
-        listed = t
-            .client
-            .list_webhooks(pb::ListWebhooksRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .webhooks
-            .remove(0);
-        if listed.dead_letters > 0 {
+    for _ in 0..300 {
+        let all = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+        listed = all.into_inner().webhooks.remove(0);
+        if done(&listed) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -418,7 +388,7 @@ async fn a_redirecting_receiver_is_a_failed_attempt_not_a_delivery() {
         .await
         .expect("created");
     t.send("+14155550704", "x").await;
-    let listed = once_dead_lettered(&mut t).await;
+    let listed = first_webhook_once(&mut t, |w| w.dead_letters > 0).await;
     assert_eq!(listed.dead_letters, 1, "every attempt failed: {}", listed.last_error);
     assert!(listed.last_error.contains("HTTP 302"), "{}", listed.last_error);
     assert_eq!(rx.moved.load(Ordering::SeqCst), 0, "the redirect was not followed");
@@ -441,7 +411,7 @@ async fn last_attempt_dead_letters_then_replay_redelivers_and_410_disables() {
         .into_inner();
     t.send("+14155550702", "x").await;
     until("four attempts at the first event", || rx.got.lock().expect("lock").len() >= 4).await;
-    let listed = once_dead_lettered(&mut t).await;
+    let listed = first_webhook_once(&mut t, |w| w.dead_letters > 0).await;
     assert_eq!(listed.dead_letters, 1);
     assert!(listed.last_error.contains("503"), "{}", listed.last_error);
     assert_eq!(listed.secret, "", "the secret is shown once");
@@ -524,4 +494,154 @@ async fn a_configured_subscription_may_deliver_independently() {
     let listed = listed.into_inner().webhooks;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].delivery, pb::WebhookDelivery::Independent as i32);
+}
+
+/// `UpdateWebhook` moves a subscription to another URL, pauses it and resumes it in place:
+/// its id and secret stay, and every event, from the first on, reaches the old receiver or
+/// the new one exactly once (none lost to the move or the pause, none repeated).
+#[tokio::test]
+async fn an_update_moves_pauses_and_resumes_a_subscription_losing_no_event() {
+    let mut t = support::gateway().start().await;
+    let (old_rx, old_url) = receiver().await;
+    let (new_rx, new_url) = receiver().await;
+    let hook = t.subscribe(old_url.clone()).await;
+    let mut client = t.client.clone();
+    let accepted =
+        |rx: &Receiver, id: &str| rx.accepted.lock().expect("lock").iter().any(|a| a == id);
+    let first = t.send("+14155550731", "before the move").await;
+    t.wait_for(&first.id, pb::MessageStatus::Delivered).await;
+    let first_event = status_event(&mut t, &first.id, "MESSAGE_STATUS_DELIVERED").await;
+    until("the first events at the old URL", || accepted(&old_rx, &first_event)).await;
+
+    // Without a mask, the fields the request sets change.
+    let webhook = pb::Webhook { id: hook.id.clone(), url: new_url.clone(), ..Default::default() };
+    let request = pb::UpdateWebhookRequest { webhook: Some(webhook), update_mask: None };
+    let moved = client.update_webhook(request).await.expect("moved").into_inner();
+    assert_eq!((moved.id.as_str(), moved.url.as_str()), (hook.id.as_str(), new_url.as_str()));
+    assert_eq!(moved.state, pb::WebhookState::Active as i32);
+    assert!(moved.secret.is_empty(), "the secret shows only when made");
+    let second = t.send("+14155550732", "after the move").await;
+    t.wait_for(&second.id, pb::MessageStatus::Delivered).await;
+    let second_event = status_event(&mut t, &second.id, "MESSAGE_STATUS_DELIVERED").await;
+    until("the second events at the new URL", || accepted(&new_rx, &second_event)).await;
+    let signed = new_rx.got.lock().expect("lock").iter().find(|g| g.0 == second_event).cloned();
+    let (id, ts, sig, body) = signed.expect("delivered");
+    assert!(verify(&hook.secret, &id, &ts, &sig, &body), "the same secret signs at the new URL");
+
+    let set_state = |state: pb::WebhookState| pb::UpdateWebhookRequest {
+        webhook: Some(pb::Webhook {
+            id: hook.id.clone(),
+            state: state as i32,
+            ..Default::default()
+        }),
+        update_mask: Some(omnigate_proto::pbjson_types::FieldMask { paths: vec!["state".into()] }),
+    };
+    let paused = client.update_webhook(set_state(pb::WebhookState::Disabled)).await;
+    assert_eq!(paused.expect("paused").get_ref().state, pb::WebhookState::Disabled as i32);
+    let third = t.send("+14155550733", "while paused").await;
+    t.wait_for(&third.id, pb::MessageStatus::Delivered).await;
+    let third_event = status_event(&mut t, &third.id, "MESSAGE_STATUS_DELIVERED").await;
+    let third_seq: u64 = third_event["evt_".len()..].parse().expect("sequence");
+    // Whatever a still-running worker would do in this time, it would do to the cursor.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+    let listed = listed.into_inner().webhooks.remove(0);
+    assert_eq!(listed.state, pb::WebhookState::Disabled as i32);
+    assert!(listed.cursor < third_seq, "nothing delivered while paused: {listed:?}");
+    assert!(!accepted(&new_rx, &third_event), "nothing delivered while paused");
+
+    let resumed = client.update_webhook(set_state(pb::WebhookState::Active)).await;
+    assert_eq!(resumed.expect("resumed").get_ref().cursor, listed.cursor, "from where it stopped");
+    until("the events held by the pause", || accepted(&new_rx, &third_event)).await;
+    let mut seen: Vec<u64> = [&old_rx, &new_rx]
+        .iter()
+        .flat_map(|rx| rx.accepted.lock().expect("lock").clone())
+        .map(|id| id["evt_".len()..].parse().expect("sequence"))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=third_seq).collect::<Vec<_>>(), "each event once, none missing");
+    let first_seq: u64 = first_event["evt_".len()..].parse().expect("sequence");
+    let at_old = old_rx.accepted.lock().expect("lock").len() as u64;
+    assert_eq!(at_old, first_seq, "the old URL got nothing after the move");
+
+    let unchanged = |paths: &[&str], webhook: pb::Webhook| pb::UpdateWebhookRequest {
+        webhook: Some(pb::Webhook { id: hook.id.clone(), ..webhook }),
+        update_mask: Some(omnigate_proto::pbjson_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    let ftp = pb::Webhook { url: "ftp://crm.example".into(), ..Default::default() };
+    let bad_kind = pb::Webhook { kinds: vec!["message_sent".into()], ..Default::default() };
+    for (request, code, why) in [
+        (unchanged(&["url"], ftp), tonic::Code::InvalidArgument, "http(s)"),
+        (unchanged(&["kinds"], bad_kind), tonic::Code::InvalidArgument, "unknown event kind"),
+        (
+            unchanged(&["secret"], Default::default()),
+            tonic::Code::InvalidArgument,
+            "RotateWebhookSecret",
+        ),
+        (unchanged(&["cursor"], Default::default()), tonic::Code::InvalidArgument, "ReplayWebhook"),
+        (unchanged(&["name"], Default::default()), tonic::Code::InvalidArgument, "not one of"),
+        (unchanged(&["state"], Default::default()), tonic::Code::InvalidArgument, "state must be"),
+        (unchanged(&[], Default::default()), tonic::Code::InvalidArgument, "nothing to change"),
+        (
+            pb::UpdateWebhookRequest { webhook: None, update_mask: None },
+            tonic::Code::InvalidArgument,
+            "required",
+        ),
+        (
+            pb::UpdateWebhookRequest {
+                webhook: Some(pb::Webhook {
+                    id: "whk_none".into(),
+                    url: new_url.clone(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+            },
+            tonic::Code::NotFound,
+            "not found",
+        ),
+    ] {
+        let refused = client.update_webhook(request).await.expect_err("refused");
+        assert_eq!(refused.code(), code, "{refused:?}");
+        assert!(refused.message().contains(why), "{refused:?}");
+    }
+    let kept = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
+    let kept = kept.into_inner().webhooks.remove(0);
+    assert_eq!((kept.url, kept.state), (new_url, pb::WebhookState::Active as i32), "unchanged");
+}
+
+/// A subscription switched from independent to in-order delivery still makes the retries
+/// it had scheduled: they are not stranded in the store, counted as retrying forever.
+#[tokio::test]
+async fn retries_scheduled_before_a_switch_to_in_order_delivery_still_run() {
+    let mut t = support::gateway().webhook_retries("[1.0, 1.0]").start().await;
+    let (rx, url) = receiver().await;
+    *rx.refuse_holding.lock().expect("lock") = Some("hold me".into());
+    let request = pb::CreateWebhookRequest {
+        url,
+        delivery: pb::WebhookDelivery::Independent as i32,
+        ..Default::default()
+    };
+    let hook = t.client.create_webhook(request).await.expect("created").into_inner();
+    let held = t.send("+14155550741", "hold me").await;
+    t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
+    let listed = first_webhook_once(&mut t, |w| w.retrying == 3).await;
+    assert_eq!(listed.retrying, 3, "{listed:?}");
+
+    let webhook = pb::Webhook {
+        id: hook.id.clone(),
+        delivery: pb::WebhookDelivery::InOrder as i32,
+        ..Default::default()
+    };
+    let request = pb::UpdateWebhookRequest { webhook: Some(webhook), update_mask: None };
+    let switched = t.client.update_webhook(request).await.expect("switched").into_inner();
+    assert_eq!(switched.delivery, pb::WebhookDelivery::InOrder as i32);
+    assert_eq!(switched.retrying, 3, "the schedule stays: {switched:?}");
+    rx.refuse_holding.lock().expect("lock").take();
+    let held_event = status_event(&mut t, &held.id, "MESSAGE_STATUS_DELIVERED").await;
+    let accepted = |id: &str| rx.accepted.lock().expect("lock").iter().any(|a| a == id);
+    until("the held events, on their retries", || accepted(&held_event)).await;
+    let listed = first_webhook_once(&mut t, |w| w.retrying == 0).await;
+    assert_eq!((listed.retrying, listed.dead_letters), (0, 0), "{listed:?}");
 }
