@@ -60,6 +60,14 @@ mod tests {
         OneClick { base_url: "https://gw.example/unsubscribe/mail".into(), secret: secret.into() }
     }
 
+    /// Configs and errors are logged with `{:?}`: the signing secret must not show.
+    #[test]
+    fn debug_output_shows_the_base_url_but_not_the_secret() {
+        let shown = format!("{:?}", one_click("s3cret-value"));
+        assert!(shown.contains("https://gw.example/unsubscribe/mail"), "{shown}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+    }
+
     #[test]
     fn a_link_names_its_recipient_under_the_accounts_signature() {
         let link = one_click("s3cret").link("ann@example.com");

@@ -52,7 +52,7 @@ pub fn classify(
             provider_error(ErrorCode::RateLimited),
             Some(retry_after.unwrap_or(PAIR_RATE_PAUSE)),
         ),
-        1 | 2 | 1200 | 131000 | 131016 => {
+        1 | 2 | 1200 | 131000 | 131016 | 131057 => {
             SendFailure::retryable(provider_error(ErrorCode::ProviderUnavailable), retry_after)
         }
         _ if error.is_transient || http_status >= 500 => {
@@ -76,7 +76,7 @@ pub fn canonical_code(code: i64, subcode: Option<i64>) -> ErrorCode {
             ErrorCode::InvalidContent
         }
         (4 | 130429 | 131048 | 131056 | 613, _) => ErrorCode::RateLimited,
-        (1 | 2 | 131000 | 131016, _) => ErrorCode::ProviderUnavailable,
+        (1 | 2 | 131000 | 131016 | 131057, _) => ErrorCode::ProviderUnavailable,
         _ => ErrorCode::Rejected,
     }
 }
@@ -125,5 +125,35 @@ mod tests {
             assert!(f.error.provider_code.starts_with(&code.to_string()));
         }
         assert_eq!(classify(400, &e(10, Some(2018278)), None).error.provider_code, "10/2018278");
+    }
+
+    /// DETAILS.md §2 and §3.3: 1, 2, 131000, 131016, 131057 (maintenance) and Messenger's
+    /// 1200 are temporary whatever HTTP status carries them ("do not rely on HTTP status
+    /// alone"), so a 400 with one of them is retried too.
+    #[test]
+    fn temporary_codes_are_retried_by_code_not_by_status() {
+        for code in [1, 2, 1200, 131000, 131016, 131057] {
+            let f = classify(400, &e(code, None), None);
+            assert_eq!(f.class, FailureClass::Retryable { retry_after: None }, "{code}");
+            assert_eq!(f.error.code, ErrorCode::ProviderUnavailable, "{code}");
+        }
+    }
+
+    /// The codes a failed status in a webhook carries, as the message's final error.
+    #[test]
+    fn failed_statuses_keep_the_class_of_their_code() {
+        for (code, canonical) in [
+            (131050, ErrorCode::RecipientOptedOut),
+            (4, ErrorCode::RateLimited),
+            (130429, ErrorCode::RateLimited),
+            (131048, ErrorCode::RateLimited),
+            (131056, ErrorCode::RateLimited),
+            (613, ErrorCode::RateLimited),
+            (131000, ErrorCode::ProviderUnavailable),
+            (131057, ErrorCode::ProviderUnavailable),
+            (131049, ErrorCode::Rejected),
+        ] {
+            assert_eq!(canonical_code(code, None), canonical, "{code}");
+        }
     }
 }

@@ -678,3 +678,21 @@ async fn the_sender_pages_through_the_sandboxs_templates() {
     let refused = no_waba.templates("", 25, "").await.expect_err("no waba");
     assert!(refused.message.contains("waba_id"), "{refused:?}");
 }
+
+/// DETAILS.md 2.2: other `field` values (`account_update`, template status updates...)
+/// arrive on the same URL and are ignored with a 200; each one, and each unreadable item
+/// of a `messages` change, counts once.
+#[test]
+fn every_ignored_change_and_item_is_counted() {
+    let h = MetaWebhooks::new(&account());
+    let body = json!({ "object": "whatsapp_business_account", "entry": [{ "id": "WABA", "changes": [
+        { "field": "account_update", "value": { "event": "VERIFIED_ACCOUNT" } },
+        { "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001234", "phone_number_id": "106540352242922" },
+            "messages": [{ "garbage": true }, { "garbage": true }] } }
+    ] }] });
+    let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    assert_eq!(parsed.ignored, 3);
+    assert!(parsed.events.is_empty());
+}

@@ -133,4 +133,33 @@ mod tests {
         assert_eq!(canonical_code(21612), ErrorCode::Undeliverable);
         assert_eq!(canonical_code(30003), ErrorCode::Undeliverable);
     }
+
+    /// DETAILS.md 1.4 for the codes a callback's `ErrorCode` may carry: 30001 queue
+    /// overflow (transient), 21611 a full sender queue, 20003 authentication, 21617 a body
+    /// over 1,600 characters; an unknown or missing code is an undelivered message.
+    #[test]
+    fn callback_error_codes_keep_their_class() {
+        for (code, canonical) in [
+            ("30001", ErrorCode::ProviderUnavailable),
+            ("21611", ErrorCode::RateLimited),
+            ("20429", ErrorCode::RateLimited),
+            ("20003", ErrorCode::Authentication),
+            ("21617", ErrorCode::InvalidContent),
+            ("30007", ErrorCode::Rejected),
+        ] {
+            let e = callback_error(Some(code), "failed");
+            assert_eq!((e.code, e.provider_code.as_str()), (canonical, code));
+        }
+        let e = callback_error(None, "undelivered");
+        assert_eq!((e.code, e.provider_code.as_str()), (ErrorCode::Undeliverable, ""));
+        assert!(e.message.contains("undelivered"), "{}", e.message);
+    }
+
+    /// A 401 is an authentication failure whatever code (or none) its body has.
+    #[test]
+    fn unauthorized_is_authentication_without_a_code() {
+        let f = classify_http(401, b"Unauthorized", None);
+        assert_eq!((f.class, f.error.code), (FailureClass::Permanent, ErrorCode::Authentication));
+        assert_eq!(f.error.provider_code, "401");
+    }
 }

@@ -103,6 +103,10 @@ mod tests {
             &voice_params(),
             "0ZXoZLH/DfblKGATFgpif+LLRf4="
         ));
+        // Only the scheme's own port is optional: a signature for the URL without a port
+        // does not vouch for a request that reached another one.
+        let other_port = "https://mycompany.com:8443/myapp.php?foo=1&bar=2";
+        assert!(!verify("12345", other_port, &voice_params(), "kvajT1Ptam85bY51eRf/AJRuM3w="));
         let mut tampered = voice_params();
         tampered[2].1 = "9999".into();
         assert!(!verify("12345", without, &tampered, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));

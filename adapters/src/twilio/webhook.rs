@@ -208,6 +208,8 @@ mod tests {
         let WebhookEvent::Inbound(m) = &events[0] else { panic!("not inbound") };
         let Content::Media(media) = &m.content else { panic!("not media") };
         assert_eq!(media.urls().collect::<Vec<_>>(), ["https://a/1", "https://a/2"]);
+        // DETAILS.md 1.3: `MediaContentType{N}` beside each `MediaUrl{N}`.
+        assert_eq!(media.mime_type, "image/jpeg");
         assert_eq!(media.caption, "look");
     }
 
