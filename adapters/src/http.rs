@@ -189,6 +189,45 @@ mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
+    /// A URL whose server answers every request with `status` and no body.
+    async fn answering(status: u16) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/media/1", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// A failed media fetch says whether fetching again may work: throttling and server
+    /// errors may pass, refused credentials and media the provider no longer keeps will not.
+    #[tokio::test]
+    async fn media_fetch_failures_say_whether_fetching_again_may_work() {
+        use crate::ErrorCode::*;
+        for (status, code, retryable) in [
+            (429, RateLimited, true),
+            (503, ProviderUnavailable, true),
+            (401, Authentication, false),
+            (404, Expired, false),
+            (410, Expired, false),
+            (400, Rejected, false),
+        ] {
+            let url = answering(status).await;
+            let Err(e) = fetch_media(&url, &MediaAuth::None, "Test").await else {
+                panic!("HTTP {status} fetched");
+            };
+            assert_eq!((e.code, e.retryable), (code, retryable), "{status}: {e:?}");
+            assert_eq!(e.provider_code, status.to_string());
+            assert!(e.message.contains(&format!("HTTP {status}")), "{}", e.message);
+        }
+    }
+
     /// Sends beyond what a cap on idle connections would keep: every connection of the
     /// first burst serves the second, none is opened again.
     #[tokio::test]

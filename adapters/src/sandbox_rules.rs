@@ -54,3 +54,24 @@ pub fn loopback_any() -> SocketAddr {
 pub fn default_callback_delay_ms() -> u64 {
     50
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Rule, RuleSet};
+
+    fn rule(to_prefix: &str, fault: &'static str, times: Option<u32>) -> Rule<&'static str> {
+        Rule { to_prefix: to_prefix.into(), fault, times }
+    }
+
+    /// A rule applies to as many matching requests as `times` says, then the next matching
+    /// rule does; `all_for` tells every matching rule's fault without counting.
+    #[test]
+    fn a_rule_applies_its_number_of_times_then_gives_way() {
+        let rules = RuleSet::new(vec![rule("+1555", "429", Some(2)), rule("+1555", "500", None)]);
+        assert_eq!(rules.all_for("+15550001").collect::<Vec<_>>(), [&"429", &"500"]);
+        let faults: Vec<_> = (0..4).map(|_| rules.fault_for("+15550001").copied()).collect();
+        assert_eq!(faults, [Some("429"), Some("429"), Some("500"), Some("500")]);
+        assert_eq!(rules.fault_for("+14150001"), None, "another prefix");
+        assert_eq!(rules.all_for("+14150001").count(), 0);
+    }
+}

@@ -44,7 +44,9 @@ fn read(message: &Message<'_>) -> Result<Report, String> {
     let diagnostic: String = line.trim().chars().take(MAX_DIAGNOSTIC).collect();
     Ok(Report {
         original_message_id,
-        recipient: first_address(notice).unwrap_or_default(),
+        // Only a report without a diagnostic names its recipient in the error; this one
+        // always has the status line.
+        recipient: String::new(),
         action,
         status,
         diagnostic,
@@ -93,14 +95,5 @@ fn status_in(text: &str) -> Option<(String, &str)> {
     ['5', '4'].into_iter().find_map(|class| {
         found(class, &enhanced)
             .or_else(|| found(class, &reply).map(|(_, line)| (format!("{class}.0.0"), line)))
-    })
-}
-
-/// The first `<address>` the notice names: the recipient it is about.
-fn first_address(notice: &str) -> Option<String> {
-    notice.split('<').skip(1).find_map(|rest| {
-        let address = rest.split('>').next()?;
-        (address.contains('@') && !address.contains(char::is_whitespace))
-            .then(|| address.to_string())
     })
 }

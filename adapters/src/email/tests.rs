@@ -318,6 +318,23 @@ fn free_text_bounces_are_read_by_their_codes_not_by_numbers_that_look_alike() {
     assert!(
         matches!(parse(reasonless, &source()), Err(MailError::Report(e)) if e.contains("status"))
     );
+    // Reply codes are three digits with a second digit of 0 to 5 (RFC 5321 4.2.1); other
+    // words starting with a 5 are no failure.
+    for word in ["5ab", "570", "5501"] {
+        let notice = format!(
+            "From: MAILER-DAEMON@mx.example.test\r\n\r\nRef {word} at the gateway\r\n\r\nMessage-ID: <msg_5@omnigate.test>\r\n"
+        );
+        let read = parse(notice.as_bytes(), &source());
+        assert!(
+            matches!(read, Err(MailError::Report(ref e)) if e.contains("status")),
+            "{word}: {read:?}"
+        );
+    }
+    // A quoted Message-ID with a space in it is no id of ours.
+    let spaced = b"From: MAILER-DAEMON@mx.example.test\r\n\r\n550 5.1.1 no such user\r\n\r\nMessage-ID: <msg 6@omnigate.test>\r\n";
+    assert!(
+        matches!(parse(spaced, &source()), Err(MailError::Report(e)) if e.contains("Message-ID"))
+    );
 }
 
 #[test]
