@@ -50,6 +50,10 @@ mod tests {
         assert_eq!(reply_part(wrapped), "Fine");
         let outlook = "Thanks!\n\n-----Original Message-----\nFrom: Shop\n";
         assert_eq!(reply_part(outlook), "Thanks!");
+        let outlook_web = "Sure\n________________________________\nFrom: Shop\n";
+        assert_eq!(reply_part(outlook_web), "Sure");
+        let forwarded = "See below\n-- Forwarded message --\nFrom: Ann\n";
+        assert_eq!(reply_part(forwarded), "See below");
         let bare = "ok\n> earlier\n> text";
         assert_eq!(reply_part(bare), "ok");
         assert_eq!(reply_part("no quote here\nsecond line"), "no quote here\nsecond line");

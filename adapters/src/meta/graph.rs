@@ -102,3 +102,33 @@ fn usage_backoff(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 fn transport(err: &reqwest::Error) -> SendFailure {
     crate::http::transport_failure(err, PROVIDER, "Graph API")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::usage_backoff;
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use std::time::Duration;
+
+    fn usage(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-business-use-case-usage", HeaderValue::from_str(value).expect("value"));
+        headers
+    }
+
+    /// DETAILS.md §2.4: Meta sends no Retry-After when it throttles; the longest
+    /// `estimated_time_to_regain_access` (minutes) of `X-Business-Use-Case-Usage` stands in.
+    #[test]
+    fn business_use_case_usage_gives_the_pause_in_minutes() {
+        let throttled = usage(concat!(
+            r#"{"102290129340398": [{"type": "whatsapp_business_management", "call_count": 100, "#,
+            r#""total_cputime": 12, "total_time": 15, "estimated_time_to_regain_access": 7}], "#,
+            r#""5550001": [{"type": "pages", "call_count": 40, "estimated_time_to_regain_access": 2}]}"#
+        ));
+        assert_eq!(usage_backoff(&throttled), Some(Duration::from_secs(7 * 60)));
+        let fine = usage(r#"{"1": [{"call_count": 20, "estimated_time_to_regain_access": 0}]}"#);
+        assert_eq!(usage_backoff(&fine), None, "nothing to wait for");
+        assert_eq!(usage_backoff(&usage("not json")), None);
+        assert_eq!(usage_backoff(&usage(r#"{"1": {"odd": "shape"}}"#)), None);
+        assert_eq!(usage_backoff(&HeaderMap::new()), None);
+    }
+}
