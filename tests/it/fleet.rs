@@ -529,8 +529,8 @@ async fn a_cancellation_through_another_replica_is_decided_by_the_dispatching_on
 
 /// Subscription changes made through a replica that does not deliver the CRM webhooks
 /// reach the one that does: after a rotation the next deliveries are signed with the new
-/// secret (the deliverer's cursor saves do not write the old one back), and a subscription
-/// deleted there stays deleted.
+/// secret (the deliverer's cursor saves do not write the old one back), after an update
+/// they go to the new URL alone, and a subscription deleted there stays deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_changes_through_any_replica_reach_the_one_that_delivers() {
     let db = TestDb::create();
@@ -598,13 +598,25 @@ async fn webhook_changes_through_any_replica_reach_the_one_that_delivers() {
         );
     }
 
+    let (moved_crm, moved_url) = crate::webhooks::receiver().await;
+    let moved = pb::Webhook { id: hook.id.clone(), url: moved_url, ..Default::default() };
+    let update = pb::UpdateWebhookRequest { webhook: Some(moved), update_mask: None };
+    other.update_webhook(update).await.expect("moved");
+    crate::webhooks::until("deliveries at the new URL", || {
+        moved_crm.got.lock().expect("got").len() >= 3
+    })
+    .await;
+    let left = crm.got.lock().expect("got").len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(crm.got.lock().expect("got").len(), left, "nothing more at the old URL");
+
     other.delete_webhook(pb::DeleteWebhookRequest { id: hook.id.clone() }).await.expect("deleted");
     // A few reconciliations (every lease_secs / 3) while deliveries would go on.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let listed = other.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list");
     assert!(listed.into_inner().webhooks.is_empty(), "the deleted subscription stays deleted");
-    let stopped = crm.got.lock().expect("got").len();
+    let stopped = moved_crm.got.lock().expect("got").len();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(crm.got.lock().expect("got").len(), stopped, "and nothing more is delivered");
+    assert_eq!(moved_crm.got.lock().expect("got").len(), stopped, "and nothing more is delivered");
     load.abort();
 }
