@@ -85,4 +85,12 @@ mod tests {
         assert!(missing.message().contains("Bearer"), "{}", missing.message());
         assert!(ApiTokens::new([]).check(&MetadataMap::new()).is_ok(), "open without tokens");
     }
+
+    /// During a rotation two entries (say, two environment variables) may hold the same
+    /// token for a while; matching both must not cancel out.
+    #[test]
+    fn a_token_listed_twice_still_passes() {
+        let tokens = ApiTokens::new(["rotating-token-0123456789", "rotating-token-0123456789"]);
+        assert!(tokens.check(&with("Bearer rotating-token-0123456789")).is_ok());
+    }
 }

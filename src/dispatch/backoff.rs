@@ -52,6 +52,26 @@ mod tests {
         assert!(Backoff::try_new(Duration::from_secs(1), Duration::from_secs(2), 1.0).is_err());
     }
 
+    /// A constant delay (initial = max) is a policy some providers' guidance asks for.
+    #[test]
+    fn a_constant_delay_is_a_valid_policy() {
+        let b = Backoff::try_new(Duration::from_secs(5), Duration::from_secs(5), 0.0)
+            .expect("initial = max");
+        assert_eq!(b.delay(1, None, 0.7), Duration::from_secs(5));
+        assert_eq!(b.delay(9, None, 0.7), Duration::from_secs(5));
+    }
+
+    /// The draw spreads the delay from `1 - jitter` to `1 + jitter` times the base, in
+    /// order, so a low draw is the short end of the band.
+    #[test]
+    fn the_draw_moves_the_delay_from_the_short_end_to_the_long_end() {
+        let b =
+            Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60), 0.5).expect("policy");
+        assert_eq!(b.delay(1, None, 0.0), Duration::from_millis(500));
+        assert_eq!(b.delay(1, None, 0.5), Duration::from_secs(1));
+        assert_eq!(b.delay(1, None, 0.9), Duration::from_millis(1_400));
+    }
+
     /// Property: for any attempt and random draw, the delay stays within the jitter band of
     /// the capped exponential, never exceeds max unless Retry-After asks for more, and never
     /// undercuts Retry-After.
