@@ -29,12 +29,29 @@ pub fn no_nagle(stream: &mut tokio::net::TcpStream) {
 pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     // Several crates may race to install the process-wide provider; any winner is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = match tls() {
+        Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls.clone()),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(POOL_IDLE)
         .user_agent(concat!("omnigate/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
+}
+
+/// The TLS settings every client shares, on the process's one copy of the system roots
+/// (reqwest would read its own for each client), offering HTTP/2 and HTTP/1.1 as reqwest
+/// does. `None` (no config could be made) leaves reqwest to its own.
+fn tls() -> Option<&'static rustls::ClientConfig> {
+    static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut config = (*crate::tls::client_config(None).ok()?).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Some(config)
+    })
+    .as_ref()
 }
 
 pub fn build(builder: reqwest::ClientBuilder) -> reqwest::Client {
@@ -188,6 +205,15 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    /// reqwest takes a preconfigured rustls config only of the rustls version it was built
+    /// with; another would fail every build, and `build` fall back to a client reading its
+    /// own roots.
+    #[test]
+    fn clients_take_the_shared_tls_config() {
+        assert!(tls().is_some());
+        assert!(builder(Duration::from_secs(1)).build().is_ok());
+    }
 
     /// A URL whose server answers every request with `status` and no body.
     async fn answering(status: u16) -> String {

@@ -10,6 +10,7 @@
 //! - [`model`]: the canonical message model (channels, content, statuses, errors).
 //! - [`contract`]: the traits an adapter implements, split by role (send, webhook).
 //! - [`http`]: the shared outbound HTTP client (rustls) and Retry-After parsing.
+//! - [`tls`]: trust roots for outbound TLS, the system's read once per process.
 //! - `sandbox_rules`: fault rules every sandbox shares (feature `sandbox`).
 //! - `sandbox_media`: people's media the sandboxes keep, and the CDN serving it.
 //! - [`twilio`]: Twilio Programmable Messaging (SMS/MMS), with its sandbox.
@@ -29,6 +30,8 @@ pub mod email;
 pub mod http;
 #[cfg(feature = "meta")]
 pub mod meta;
+#[cfg(any(feature = "twilio", feature = "meta", feature = "email"))]
+pub mod tls;
 #[cfg(feature = "twilio")]
 pub mod twilio;
 

@@ -144,9 +144,9 @@ fn read(raw: &[u8], reader: &str) -> (omnigate_adapters::InboundMessage, omnigat
     }
 }
 
-/// Sends as a person would from their mail client, through the real submission server.
-async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
-    let account = EmailAccount {
+/// A person's mail client account on the real submission server (STARTTLS on 587).
+fn client_account(from: &str) -> EmailAccount {
+    EmailAccount {
         address: from.into(),
         display_name: String::new(),
         smtp: SmtpConfig {
@@ -164,10 +164,32 @@ async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
         fetch_private_urls: false,
         one_click_unsubscribe: None,
         plus_address_replies: false,
-    };
+    }
+}
+
+/// Sends as a person would from their mail client, through the real submission server.
+async fn reply_as(from: &str, to: &str, text: &str, thread: Thread) {
     let mut out = Outbound::new(format!("reply{}", fastrand::u64(..)), to, Content::text(text));
     out.thread = thread;
-    EmailSender::new(account).expect("sender").send(&out).await.expect("reply submitted");
+    let sender = EmailSender::new(client_account(from)).expect("sender");
+    sender.send(&out).await.expect("reply submitted");
+}
+
+/// The test servers' certificates come from the tests' own CA, which the system does not
+/// trust: without `ca_file` naming it, STARTTLS and implicit TLS alike refuse the server,
+/// so no mail (nor the SMTP password) goes to a server that cannot prove who it is.
+#[tokio::test]
+async fn a_mail_server_whose_ca_is_not_trusted_is_refused() {
+    let from = unique("untrusted", "example.test");
+    for (port, security) in [(587, Security::StartTls), (465, Security::Tls)] {
+        let mut account = client_account(&from);
+        (account.smtp.port, account.smtp.security, account.ca_file) = (port, security, None);
+        let out = Outbound::new(format!("untrusted-{port}"), &from, Content::text("hello"));
+        let sender = EmailSender::new(account).expect("sender");
+        let refused = sender.send(&out).await.expect_err("an untrusted server is refused");
+        let why = refused.error.message.to_lowercase();
+        assert!(why.contains("certificate") || why.contains("issuer"), "{port}: {why}");
+    }
 }
 
 fn email(subject: &str, text: &str, html: &str) -> pb::content::Kind {

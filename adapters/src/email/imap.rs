@@ -104,7 +104,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn new(config: ImapConfig, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
-        let tls = TlsConnector::from(super::tls::client_config(ca_file)?);
+        let tls = TlsConnector::from(crate::tls::client_config(ca_file)?);
         Ok(Mailbox { config, tls })
     }
 

@@ -31,7 +31,6 @@ pub mod render;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod smtp;
-pub mod tls;
 pub mod unsubscribe;
 
 pub use config::{EmailAccount, ImapConfig, Security, SmtpConfig};

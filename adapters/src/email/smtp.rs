@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp;
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter, RcptParameter};
 use lettre::transport::smtp::response::Response;
@@ -35,16 +37,19 @@ impl EmailSender {
         match smtp.security {
             Security::None => {}
             Security::Tls => {
-                implicit = Some(super::tls::client_config(account.ca_file.as_deref())?)
+                implicit = Some(crate::tls::client_config(account.ca_file.as_deref())?)
             }
             Security::StartTls => {
-                let mut params = TlsParameters::builder(smtp.host.clone());
-                if let Some(path) = &account.ca_file {
-                    for cert in super::tls::read_pem(path)? {
-                        let cert =
-                            Certificate::from_der(cert.to_vec()).map_err(|e| e.to_string())?;
-                        params = params.add_root_certificate(cert);
-                    }
+                // The process's copy of the system roots rather than lettre reading its own.
+                let mut params = TlsParameters::builder(smtp.host.clone())
+                    .certificate_store(CertificateStore::None);
+                let extra = match &account.ca_file {
+                    Some(path) => crate::tls::read_pem(path)?,
+                    None => Vec::new(),
+                };
+                for cert in crate::tls::system_certs().iter().chain(&extra) {
+                    let cert = Certificate::from_der(cert.to_vec()).map_err(|e| e.to_string())?;
+                    params = params.add_root_certificate(cert);
                 }
                 starttls = Some(params.build_rustls().map_err(|e| format!("smtp tls: {e}"))?);
             }

@@ -55,7 +55,7 @@ impl Target {
         let tls = match config.get_ssl_mode() {
             SslMode::Disable | SslMode::Prefer => None,
             _ => {
-                let config = omnigate_adapters::email::tls::client_config(ca_file)
+                let config = omnigate_adapters::tls::client_config(ca_file)
                     .map_err(|e| StoreError::Invalid(format!("store.ca_file: {e}")))?;
                 Some(MakeRustlsConnect::new((*config).clone()))
             }
