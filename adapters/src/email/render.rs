@@ -94,8 +94,9 @@ pub fn subject_for(explicit: &str, thread: &Thread, text: &str) -> String {
         return line.to_string();
     }
     let cut: String = line.chars().take(MAX_CHARS).collect();
-    // At a word boundary when there is one, so the subject does not end mid-word.
-    let cut = cut.rsplit_once(' ').map(|(head, _)| head).filter(|h| !h.is_empty()).unwrap_or(&cut);
+    // At a word boundary when there is one, so the subject does not end mid-word. The line
+    // is trimmed, so what precedes its last space is never empty.
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
     format!("{cut}…")
 }
 
@@ -250,10 +251,30 @@ mod tests {
             subject_for("", &none, "\n  Where is my parcel?\nthanks"),
             "Where is my parcel?"
         );
-        let long = "word ".repeat(30);
-        let s = subject_for("", &none, &long);
-        assert!(s.ends_with('…') && s.chars().count() <= 61, "{s}");
-        assert!(!s.contains("wor…"), "cut mid-word: {s}");
+        // 60 characters end inside the ninth "parcel": the subject ends after the eighth.
+        let long = "parcel ".repeat(30);
+        assert_eq!(subject_for("", &none, &long), format!("{}…", ["parcel"; 8].join(" ")));
+        let one_word = "x".repeat(70);
+        assert_eq!(subject_for("", &none, &one_word), format!("{}…", "x".repeat(60)));
+    }
+
+    #[test]
+    fn media_becomes_attachments_named_as_the_media_under_the_caption() {
+        let media = crate::model::Media {
+            url: "https://cdn.example.test/invoice.pdf".into(),
+            mime_type: "application/pdf".into(),
+            caption: "Your invoice".into(),
+            filename: "invoice-42.pdf".into(),
+            ..crate::model::Media::default()
+        };
+        let body = body_of(&Content::Media(media), &Thread::default()).expect("body");
+        assert_eq!(body.text, "Your invoice");
+        assert_eq!(body.subject, "Your invoice");
+        let [a] = &body.attachments[..] else { panic!("{:?}", body.attachments) };
+        assert_eq!(
+            (a.url.as_str(), a.mime_type.as_str(), a.filename.as_str()),
+            ("https://cdn.example.test/invoice.pdf", "application/pdf", "invoice-42.pdf")
+        );
     }
 
     #[test]

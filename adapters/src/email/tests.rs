@@ -368,6 +368,7 @@ fn mail_a_program_sent_is_marked_automatic() {
         "",
         "Auto-Submitted: no\r\n",
         "Auto-Submitted: No (a person)\r\n",
+        "Auto-Submitted: no(a person)\r\n",
         "Precedence: first-class\r\n",
         "Return-Path: <bob@example.test>\r\n",
     ] {
@@ -645,4 +646,52 @@ fn imap_urls_read_back_to_their_mail_and_part() {
     ] {
         assert_eq!(ImapUrl::parse(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn a_plain_text_mail_has_no_html() {
+    let raw = b"From: bob@example.test\r\nMessage-ID: <t@example.test>\r\n\r\nJust text.\r\n";
+    let (_, email) = parsed_email(raw);
+    assert_eq!(email.text, "Just text.\n");
+    // mail-parser renders HTML from the text for any mail; only HTML the sender wrote is kept.
+    assert_eq!(email.html, "");
+}
+
+/// Kept headers leave out the servers' trace (DKIM, ARC, SPF results) and the canonical
+/// fields, keep a header's first occurrence, and stop at 16 KiB of names and values, so a
+/// mail built to be all headers cannot bloat every stored message and event.
+#[test]
+fn kept_headers_leave_out_the_trace_and_stop_at_their_budget() {
+    let head = |extra: &str| {
+        format!(
+            "From: bob@example.test\r\nMessage-ID: <h@example.test>\r\n\
+             DKIM-Signature: v=1; a=rsa-sha256\r\nARC-Seal: i=1; cv=none\r\n\
+             Received-SPF: pass\r\nX-Original-To: shop@omnigate.test\r\n\
+             X-Campaign: first\r\nX-Campaign: second\r\n{extra}\r\nhi\r\n"
+        )
+    };
+    let (_, email) = parsed_email(head("").as_bytes());
+    let names: Vec<&str> = email.headers.keys().map(String::as_str).collect();
+    assert_eq!(names, ["X-Campaign"], "{:?}", email.headers);
+    assert_eq!(email.headers["X-Campaign"], "first");
+
+    // "X-Campaign" + "first" use 15 bytes: a header of the rest of the budget is kept whole,
+    // one byte more and it (and what follows) is left out.
+    let filler = |len: usize| format!("X-Filler: {}\r\nX-After: 1\r\n", "f".repeat(len));
+    let exact = 16 * 1024 - 15 - "X-Filler".len();
+    let (_, kept) = parsed_email(head(&filler(exact)).as_bytes());
+    assert_eq!(kept.headers.get("X-Filler").map(String::len), Some(exact));
+    assert!(!kept.headers.contains_key("X-After"), "the budget is spent");
+    let (_, over) = parsed_email(head(&filler(exact + 1)).as_bytes());
+    assert!(!over.headers.contains_key("X-Filler") && !over.headers.contains_key("X-After"));
+    assert_eq!(over.headers["X-Campaign"], "first");
+}
+
+/// A part IMAP hands over alone (`BODY[n.MIME]` then `BODY[n]`), decoded from base64.
+#[test]
+fn a_mime_entity_decodes_to_its_type_and_bytes() {
+    let entity = b"Content-Type: image/PNG; name=dot.png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n";
+    let (mime_type, bytes) = super::parse::decode_entity(entity).expect("an entity");
+    assert_eq!(mime_type, "image/png");
+    assert_eq!(bytes, b"\x89PNG\r\n\x1a\n");
 }
