@@ -277,11 +277,18 @@ async fn status_event(t: &mut support::TestGateway, message: &str, status: &str)
     }
 }
 
-/// Independent delivery: an event the receiver keeps refusing is retried on the schedule
-/// (kept in the store, so also across a restart) while the events after it go on, and
-/// arrives later, out of order; one refused through the whole schedule is dead-lettered.
-#[tokio::test]
-async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
+/// A message delivered while its subscription (delivering each event on its own, retried
+/// twice a second apart) had a receiver refusing it: its events wait for their retries.
+struct Held {
+    t: support::TestGateway,
+    rx: Arc<Receiver>,
+    hook: pb::Webhook,
+    held: pb::Message,
+    /// The subscription once the events wait.
+    listed: pb::Webhook,
+}
+
+async fn held_by_an_independent_subscription() -> Held {
     let mut t = support::gateway().webhook_retries("[1.0, 1.0]").start().await;
     let (rx, url) = receiver().await;
     *rx.refuse_holding.lock().expect("lock") = Some("hold me".into());
@@ -291,12 +298,21 @@ async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
         ..Default::default()
     };
     let hook = t.client.create_webhook(request).await.expect("created").into_inner();
-    assert_eq!(hook.delivery, pb::WebhookDelivery::Independent as i32);
     let held = t.send("+14155550721", "hold me").await;
     t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
     let listed = first_webhook_once(&mut t, |w| w.retrying == 3).await;
     // ACCEPTED, SENT and DELIVERED hold the text, and wait for their retries.
     assert_eq!(listed.retrying, 3, "{listed:?}");
+    Held { t, rx, hook, held, listed }
+}
+
+/// Independent delivery: an event the receiver keeps refusing is retried on the schedule
+/// (kept in the store, so also across a restart) while the events after it go on, and
+/// arrives later, out of order; one refused through the whole schedule is dead-lettered.
+#[tokio::test]
+async fn independent_delivery_retries_a_refused_event_while_later_ones_go_on() {
+    let Held { mut t, rx, hook, held, listed } = held_by_an_independent_subscription().await;
+    assert_eq!(hook.delivery, pb::WebhookDelivery::Independent as i32);
     assert!(listed.last_error.contains("HTTP 500"), "why: {listed:?}");
     let later = t.send("+14155550722", "go ahead").await;
     t.wait_for(&later.id, pb::MessageStatus::Delivered).await;
@@ -615,20 +631,7 @@ async fn an_update_moves_pauses_and_resumes_a_subscription_losing_no_event() {
 /// it had scheduled: they are not stranded in the store, counted as retrying forever.
 #[tokio::test]
 async fn retries_scheduled_before_a_switch_to_in_order_delivery_still_run() {
-    let mut t = support::gateway().webhook_retries("[1.0, 1.0]").start().await;
-    let (rx, url) = receiver().await;
-    *rx.refuse_holding.lock().expect("lock") = Some("hold me".into());
-    let request = pb::CreateWebhookRequest {
-        url,
-        delivery: pb::WebhookDelivery::Independent as i32,
-        ..Default::default()
-    };
-    let hook = t.client.create_webhook(request).await.expect("created").into_inner();
-    let held = t.send("+14155550741", "hold me").await;
-    t.wait_for(&held.id, pb::MessageStatus::Delivered).await;
-    let listed = first_webhook_once(&mut t, |w| w.retrying == 3).await;
-    assert_eq!(listed.retrying, 3, "{listed:?}");
-
+    let Held { mut t, rx, hook, held, .. } = held_by_an_independent_subscription().await;
     let webhook = pb::Webhook {
         id: hook.id.clone(),
         delivery: pb::WebhookDelivery::InOrder as i32,
