@@ -233,7 +233,7 @@ fn references(thread: &Thread) -> String {
     if recent > 0 {
         ids.push(&refs[0]);
     }
-    ids.extend(&refs[recent.max(usize::from(recent > 0))..]);
+    ids.extend(&refs[recent..]);
     ids.iter().map(|id| format!("<{id}>")).collect::<Vec<_>>().join(" ")
 }
 

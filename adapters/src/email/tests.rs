@@ -695,3 +695,41 @@ fn a_mime_entity_decodes_to_its_type_and_bytes() {
     assert_eq!(mime_type, "image/png");
     assert_eq!(bytes, b"\x89PNG\r\n\x1a\n");
 }
+
+/// The From carries the account's display name, and the plus-addressed Reply-To (replies
+/// thread by it) goes out only where the client set no Reply-To of its own: a second one
+/// would make the mail invalid (RFC 5322 3.6 allows one).
+#[test]
+fn from_carries_the_name_and_a_clients_own_reply_to_wins() {
+    let mut account = account();
+    account.plus_address_replies = true;
+    let thread = Thread { conversation_id: "conv_7".into(), ..Thread::default() };
+    let render_with = |headers: &[(&str, &str)]| {
+        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let email = Email { text: "hi".into(), headers, ..Email::default() };
+        let body = render::body_of(&Content::Email(email), &thread).expect("body");
+        let id = render::message_id_for("msg_r", &account);
+        render::compose(&account, "ann@example.test", &id, &thread, &body, vec![])
+            .expect("mime")
+            .formatted()
+    };
+    let reply_tos = |raw: &[u8]| {
+        let raw = String::from_utf8_lossy(raw).to_ascii_lowercase();
+        raw.split("\r\n")
+            .filter(|l| l.starts_with("reply-to:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    let plain = render_with(&[]);
+    let parsed = mail_parser::MessageParser::default().parse(&plain).expect("mime");
+    let from = parsed.from().and_then(|a| a.first()).expect("from");
+    assert_eq!(from.name(), Some("Zoë's Shop"));
+    assert_eq!(from.address(), Some("shop@omnigate.test"));
+    let [ours] = &reply_tos(&plain)[..] else { panic!("{:?}", reply_tos(&plain)) };
+    assert!(ours.contains("shop+conv_7@omnigate.test"), "{ours}");
+
+    let own = render_with(&[("Reply-To", "team@omnigate.test")]);
+    let [theirs] = &reply_tos(&own)[..] else { panic!("{:?}", reply_tos(&own)) };
+    assert!(theirs.contains("team@omnigate.test"), "{theirs}");
+}

@@ -276,6 +276,33 @@ fn messenger_bodies_follow_the_send_api() {
     );
 }
 
+/// Instagram reacts through `sender_action: "react"` (shared/providers README, Instagram
+/// Messaging), with no message and no messaging type; Messenger's Send API has no reaction.
+#[test]
+fn instagram_reactions_are_sender_actions_and_messenger_has_none() {
+    let react = |emoji: &str| {
+        Content::Reaction(Reaction { provider_message_id: "aWdfZAG1f".into(), emoji: emoji.into() })
+    };
+    let body =
+        messenger::encode(Channel::Instagram, "17841400000", &react("\u{2764}\u{fe0f}"), None)
+            .expect("a heart");
+    assert_eq!(
+        body,
+        json!({
+            "recipient": { "id": "17841400000" },
+            "sender_action": "react",
+            "payload": { "message_id": "aWdfZAG1f", "reaction": "love" }
+        })
+    );
+    let undo =
+        messenger::encode(Channel::Instagram, "17841400000", &react(""), None).expect("undo");
+    assert_eq!(undo["sender_action"], "unreact");
+    let thumbs = messenger::encode(Channel::Instagram, "1", &react("\u{1F44D}"), None);
+    assert!(thumbs.expect_err("hearts only").message.contains("hearts"));
+    let on_messenger = messenger::encode(Channel::Messenger, "1", &react("\u{2764}"), None);
+    assert_eq!(on_messenger.expect_err("no reactions").code, ErrorCode::InvalidContent);
+}
+
 fn account() -> MetaAccount {
     MetaAccount {
         channel: Channel::Whatsapp,
