@@ -276,6 +276,56 @@ fn messenger_bodies_follow_the_send_api() {
     );
 }
 
+/// What the Send API cannot carry is refused at acceptance, limits at their edges: up to 13
+/// quick replies of up to 20 characters ("A maximum of 13 quick replies are supported and
+/// each quick reply allows up to 20 characters", Meta's quick replies page), no header or
+/// footer, one attachment URL.
+#[test]
+fn messenger_refuses_what_the_send_api_cannot_carry() {
+    let quick = |n: usize, title: &str| {
+        Content::Interactive(Interactive {
+            body: "Pick".into(),
+            action: InteractiveAction::QuickReplies(
+                (0..n)
+                    .map(|i| Choice { id: i.to_string(), title: title.into(), ..Choice::default() })
+                    .collect(),
+            ),
+            ..Interactive::default()
+        })
+    };
+    let encode = |content: &Content| messenger::encode(Channel::Messenger, "1", content, None);
+    let twenty = "t".repeat(20);
+    let body = encode(&quick(13, &twenty)).expect("13 replies of 20 characters");
+    assert_eq!(body["message"]["quick_replies"].as_array().map(Vec::len), Some(13));
+    for (content, why) in [
+        (quick(0, "t"), "1 to 13"),
+        (quick(14, "t"), "1 to 13"),
+        (quick(1, &"t".repeat(21)), "over 20 characters"),
+    ] {
+        let e = encode(&content).expect_err(why);
+        assert!(e.message.contains(why), "{why}: {}", e.message);
+    }
+    let Content::Interactive(headed) = quick(1, "t") else { unreachable!() };
+    for headed in [
+        Interactive { header: "H".into(), ..headed.clone() },
+        Interactive { footer: "F".into(), ..headed },
+    ] {
+        let e = encode(&Content::Interactive(headed)).expect_err("no header or footer");
+        assert!(e.message.contains("header or footer"), "{}", e.message);
+    }
+    let media = |url: &str, extra: &[&str]| {
+        Content::Media(Media {
+            url: url.into(),
+            extra_urls: extra.iter().map(|u| u.to_string()).collect(),
+            ..Media::default()
+        })
+    };
+    for content in [media("", &[]), media("https://e.com/a.png", &["https://e.com/b.png"])] {
+        let e = encode(&content).expect_err("one URL");
+        assert!(e.message.contains("exactly one attachment URL"), "{}", e.message);
+    }
+}
+
 /// Instagram reacts through `sender_action: "react"` (shared/providers README, Instagram
 /// Messaging), with no message and no messaging type; Messenger's Send API has no reaction.
 #[test]
