@@ -143,3 +143,176 @@ pub fn metadata<'a>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use omnigate_adapters::{Attachment, Location, Media, Reaction, Template, Text};
+
+    use super::*;
+
+    fn refused(result: Result<(), Status>) -> String {
+        let status = result.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        status.message().to_string()
+    }
+
+    #[test]
+    fn text_is_refused_when_blank_or_over_its_limit_at_the_byte() {
+        let text = |body: String| content(&Content::Text(Text { body, ..Text::default() }));
+        assert!(refused(text(" \n".into())).contains("empty"));
+        assert!(text("x".repeat(MAX_BODY_BYTES)).is_ok());
+        assert!(refused(text("x".repeat(MAX_BODY_BYTES + 1))).contains("bytes"));
+    }
+
+    #[test]
+    fn media_needs_a_web_url_or_a_provider_id_for_every_item() {
+        let media = |url: &str, extra: &[&str], id: &str| {
+            content(&Content::Media(Media {
+                url: url.into(),
+                extra_urls: extra.iter().map(|u| u.to_string()).collect(),
+                provider_media_id: id.into(),
+                ..Media::default()
+            }))
+        };
+        assert!(
+            media("https://cdn.example.test/a.png", &["http://cdn.example.test/b"], "").is_ok()
+        );
+        assert!(media("", &[], "1013859600285441").is_ok());
+        assert!(refused(media("", &[], "")).contains("url or a provider_media_id"));
+        let ftp = refused(media("https://a.test/x", &["ftp://a.test/y"], ""));
+        assert!(ftp.contains("ftp://a.test/y"), "the item named: {ftp}");
+        assert!(refused(media("file:///etc/passwd", &[], "")).contains("not an http(s) URL"));
+    }
+
+    #[test]
+    fn locations_stay_on_the_globe_edges_included() {
+        let at = |latitude: f64, longitude: f64| {
+            content(&Content::Location(Location { latitude, longitude, ..Location::default() }))
+        };
+        assert!(at(90.0, -180.0).is_ok() && at(-90.0, 180.0).is_ok());
+        for (lat, lon) in [(90.5, 0.0), (0.0, -180.5), (f64::NAN, 0.0), (0.0, f64::INFINITY)] {
+            assert!(refused(at(lat, lon)).contains("latitude"), "{lat} {lon}");
+        }
+    }
+
+    #[test]
+    fn templates_reactions_and_choices_say_what_they_miss() {
+        let template = |name: &str, language: &str| {
+            content(&Content::Template(Template {
+                name: name.into(),
+                language: language.into(),
+                ..Template::default()
+            }))
+        };
+        assert!(template("order_update", "en_US").is_ok());
+        assert!(refused(template("", "en_US")).contains("name and a language"));
+        assert!(refused(template("order_update", "")).contains("name and a language"));
+        let reaction = |id: &str| {
+            content(&Content::Reaction(Reaction {
+                provider_message_id: id.into(),
+                emoji: "👍".into(),
+            }))
+        };
+        assert!(reaction("wamid.X").is_ok());
+        assert!(refused(reaction("")).contains("message_id"));
+        let choice = Content::Choice(omnigate_adapters::Choice::default());
+        assert!(refused(content(&choice)).contains("cannot be sent"));
+    }
+
+    #[test]
+    fn emails_are_checked_field_by_field() {
+        let ok =
+            Email { subject: "Your order".into(), text: "Shipped.".into(), ..Email::default() };
+        let check = |e: &Email| content(&Content::Email(e.clone()));
+        assert!(check(&ok).is_ok());
+        let only_html = Email { text: String::new(), html: "<p>Shipped</p>".into(), ..ok.clone() };
+        assert!(check(&only_html).is_ok());
+        assert!(refused(check(&Email { text: " ".into(), ..ok.clone() })).contains("text, html"));
+        let injected = Email { subject: "Hi\r\nBcc: x@y.test".into(), ..ok.clone() };
+        assert!(refused(check(&injected)).contains("one line"));
+        let at_limit = Email { subject: "s".repeat(MAX_SUBJECT_CHARS), ..ok.clone() };
+        assert!(check(&at_limit).is_ok());
+        let long = Email { subject: "s".repeat(MAX_SUBJECT_CHARS + 1), ..ok.clone() };
+        assert!(refused(check(&long)).contains("subject is over"));
+        let half = MAX_EMAIL_BODY_BYTES / 2;
+        let full = Email { text: "t".repeat(half), html: "h".repeat(half), ..ok.clone() };
+        assert!(check(&full).is_ok());
+        let over = Email { html: "h".repeat(half + 1), ..full };
+        assert!(refused(check(&over)).contains("text and html are over"));
+        let headers = |n: usize| -> BTreeMap<String, String> {
+            (0..n).map(|i| (format!("X-H{i}"), "v".to_string())).collect()
+        };
+        assert!(check(&Email { headers: headers(MAX_EMAIL_HEADERS), ..ok.clone() }).is_ok());
+        let many = Email { headers: headers(MAX_EMAIL_HEADERS + 1), ..ok.clone() };
+        assert!(refused(check(&many)).contains("entries"));
+        let bcc = Email { headers: [("Bcc".into(), "x@y.test".into())].into(), ..ok.clone() };
+        assert!(refused(check(&bcc)).starts_with("content.email.headers: "));
+    }
+
+    #[test]
+    fn each_email_attachment_is_a_url_or_data_with_a_plain_name() {
+        let with = |a: Attachment| {
+            content(&Content::Email(Email {
+                text: "t".into(),
+                attachments: vec![a],
+                ..Email::default()
+            }))
+        };
+        let data =
+            Attachment { filename: "a.txt".into(), data: b"x".to_vec(), ..Attachment::default() };
+        assert!(with(data.clone()).is_ok());
+        let linked =
+            Attachment { url: "https://a.test/x.pdf".into(), data: Vec::new(), ..data.clone() };
+        assert!(with(linked.clone()).is_ok());
+        assert!(with(Attachment { url: "http://a.test/x".into(), ..linked.clone() }).is_ok());
+        for (bad, why) in [
+            (Attachment { data: Vec::new(), ..data.clone() }, "needs a url or data"),
+            (Attachment { url: "https://a.test/x".into(), ..data.clone() }, "both a url and data"),
+            (Attachment { url: "ftp://a.test/x".into(), ..linked.clone() }, "not an http(s) URL"),
+            (Attachment { filename: "../etc/passwd".into(), ..data.clone() }, "plain file name"),
+            (Attachment { filename: "a\r\nb".into(), ..data.clone() }, "plain file name"),
+            (Attachment { filename: "a\\b".into(), ..data.clone() }, "plain file name"),
+            (Attachment { mime_type: "pdf".into(), ..data.clone() }, "type/subtype"),
+        ] {
+            let reason = refused(with(bad));
+            assert!(
+                reason.starts_with("content.email.attachments[0]") && reason.contains(why),
+                "{reason}"
+            );
+        }
+        assert!(with(Attachment { mime_type: "application/pdf".into(), ..data }).is_ok());
+    }
+
+    #[test]
+    fn idempotency_keys_and_metadata_are_bounded_at_their_limits() {
+        assert!(idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY)).is_ok());
+        assert!(refused(idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY + 1))).contains("bytes"));
+        let entries = |n: usize, value: usize| -> BTreeMap<String, String> {
+            (0..n).map(|i| (format!("{i:02}"), "v".repeat(value))).collect()
+        };
+        assert!(metadata(entries(MAX_METADATA_ENTRIES, 1).iter()).is_ok());
+        let many = entries(MAX_METADATA_ENTRIES + 1, 1);
+        assert!(refused(metadata(many.iter())).contains("entries"));
+        // Two-character keys: 8 entries of 1022-byte values make 8 KiB exactly.
+        let exact = entries(8, MAX_METADATA_BYTES / 8 - 2);
+        assert!(metadata(exact.iter()).is_ok());
+        let mut over = exact;
+        over.insert("xx".into(), String::new());
+        assert!(refused(metadata(over.iter())).contains("bytes"));
+    }
+
+    #[test]
+    fn send_at_is_now_when_past_and_at_most_the_longest_ttl_ahead() {
+        let now = 1_700_000_000_000;
+        let max = MAX_TTL.as_millis() as i64;
+        assert_eq!(send_at(None, now).expect("now"), None);
+        assert_eq!(send_at(Some(now - 1), now).expect("past"), None);
+        assert_eq!(send_at(Some(now), now).expect("this instant"), None);
+        assert_eq!(send_at(Some(now + 1), now).expect("later"), Some(now + 1));
+        assert_eq!(send_at(Some(now + max), now).expect("the edge"), Some(now + max));
+        let status = send_at(Some(now + max + 1), now).expect_err("too far");
+        assert!(status.message().contains("30 days"), "{status:?}");
+    }
+}
