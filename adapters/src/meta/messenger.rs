@@ -133,13 +133,13 @@ fn check_text(channel: Channel, text: &str) -> Result<(), ProviderError> {
 /// DETAILS.md 4).
 pub const MAX_METADATA: usize = 1000;
 
-/// The message id in a send's answer: `{"recipient_id", "message_id"}`.
 /// A `sender_action` (`mark_seen`, `typing_on`, `typing_off`): sent instead of a message,
 /// one action a request.
 pub fn sender_action(recipient: &str, action: &str) -> Value {
     json!({ "recipient": { "id": recipient }, "sender_action": action })
 }
 
+/// The message id in a send's answer: `{"recipient_id", "message_id"}`.
 pub fn sent_id(answer: &Value) -> Option<String> {
     answer["message_id"].as_str().map(str::to_string)
 }

@@ -773,3 +773,71 @@ fn every_ignored_change_and_item_is_counted() {
     assert_eq!(parsed.ignored, 3);
     assert!(parsed.events.is_empty());
 }
+
+/// DETAILS.md 4: `reaction: {mid, action: "react"|"unreact", reaction, emoji}`; an undone
+/// reaction is a reaction with no emoji. Attachments come by type; the first is the media,
+/// the rest ride along.
+#[test]
+fn messenger_reactions_and_attachments_become_canonical_content() {
+    let h = MetaWebhooks::new(&MetaAccount { channel: Channel::Messenger, ..account() });
+    let event = |ts: i64, body: Value| {
+        let mut e =
+            json!({ "sender": { "id": "PSID" }, "recipient": { "id": "PAGE" }, "timestamp": ts });
+        if let (Some(e), Some(body)) = (e.as_object_mut(), body.as_object()) {
+            e.extend(body.clone());
+        }
+        e
+    };
+    let attachment = |kind: &str| json!({ "type": kind, "payload": { "url": format!("https://cdn.example.test/{kind}") } });
+    let body = json!({ "object": "page", "entry": [{ "id": "PAGE", "time": 1, "messaging": [
+        event(20, json!({ "reaction": { "mid": "m_9", "action": "react", "reaction": "like", "emoji": "\u{1F44D}" } })),
+        event(21, json!({ "reaction": { "mid": "m_9", "action": "unreact", "reaction": "like" } })),
+        event(22, json!({ "message": { "mid": "m_10", "attachments": [attachment("image"), attachment("image")] } })),
+        event(23, json!({ "message": { "mid": "m_11", "attachments": [attachment("audio")] } })),
+        event(24, json!({ "message": { "mid": "m_12", "attachments": [attachment("video")] } })),
+        event(25, json!({ "message": { "mid": "m_13", "attachments": [attachment("file")] } })),
+    ] }] });
+    let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    let contents: Vec<&Content> = parsed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            WebhookEvent::Inbound(m) => Some(&m.content),
+            _ => None,
+        })
+        .collect();
+    let [react, unreact, image, audio, video, file] = &contents[..] else { panic!("{parsed:?}") };
+    assert!(
+        matches!(react, Content::Reaction(r) if r.provider_message_id == "m_9" && r.emoji == "\u{1F44D}")
+    );
+    assert!(
+        matches!(unreact, Content::Reaction(r) if r.provider_message_id == "m_9" && r.emoji.is_empty())
+    );
+    let media = |c: &Content| match c {
+        Content::Media(m) => (m.kind, m.url.clone(), m.extra_urls.len()),
+        other => panic!("not media: {other:?}"),
+    };
+    assert_eq!(media(image), (MediaKind::Image, "https://cdn.example.test/image".into(), 1));
+    assert_eq!(media(audio), (MediaKind::Audio, "https://cdn.example.test/audio".into(), 0));
+    assert_eq!(media(video).0, MediaKind::Video);
+    assert_eq!(media(file).0, MediaKind::Document);
+}
+
+/// A send's answer (Meta's Send API reference: `{"recipient_id", "message_id"}`), and text
+/// limits at their edges: Messenger counts 2,000 characters, Instagram 1,000 bytes.
+#[test]
+fn messenger_answers_and_text_limits() {
+    let answer = json!({ "recipient_id": "1254477777772919", "message_id": "AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P" });
+    assert_eq!(
+        messenger::sent_id(&answer).as_deref(),
+        Some(
+            "AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P"
+        )
+    );
+    assert_eq!(messenger::sent_id(&json!({ "recipient_id": "1" })), None);
+    let text = |channel, body: String| messenger::encode(channel, "1", &Content::text(body), None);
+    assert!(text(Channel::Messenger, "é".repeat(2000)).is_ok());
+    assert!(text(Channel::Messenger, "é".repeat(2001)).is_err());
+    assert!(text(Channel::Instagram, "é".repeat(500)).is_ok());
+    assert!(text(Channel::Instagram, format!("{}x", "é".repeat(500))).is_err());
+}
