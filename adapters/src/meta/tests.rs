@@ -841,3 +841,149 @@ fn messenger_answers_and_text_limits() {
     assert!(text(Channel::Instagram, "é".repeat(500)).is_ok());
     assert!(text(Channel::Instagram, format!("{}x", "é".repeat(500))).is_err());
 }
+
+/// WhatsApp's send limits at their edges (DETAILS.md 3: text body ≤ 4096 chars; reply
+/// buttons 1..3 with titles ≤ 20; list rows ≤ 10), a filename only on a document, and the
+/// send's answer: `{"messaging_product", "contacts", "messages": [{"id": "wamid.…"}]}`.
+#[test]
+fn whatsapp_limits_at_their_edges_and_the_send_answer() {
+    let text = |n: usize| whatsapp::encode("+1", &Content::text("é".repeat(n)), None);
+    assert!(text(4096).is_ok());
+    assert!(text(4097).is_err());
+    let buttons = |n: usize, title: &str| {
+        let choices = (0..n)
+            .map(|i| Choice { id: i.to_string(), title: title.into(), ..Choice::default() })
+            .collect();
+        let i = Interactive {
+            body: "b".into(),
+            action: InteractiveAction::Buttons(choices),
+            ..Interactive::default()
+        };
+        whatsapp::encode("+1", &Content::Interactive(i), None)
+    };
+    assert!(buttons(3, &"t".repeat(20)).is_ok());
+    assert!(buttons(0, "t").expect_err("none").message.contains("1 to 3"));
+    assert!(buttons(1, &"t".repeat(21)).expect_err("long").message.contains("over 20"));
+    let list = |rows: usize| {
+        let i = Interactive {
+            body: "b".into(),
+            action: InteractiveAction::List {
+                button: "Pick".into(),
+                sections: vec![Section {
+                    title: "S".into(),
+                    rows: (0..rows)
+                        .map(|r| Choice {
+                            id: r.to_string(),
+                            title: "r".into(),
+                            ..Choice::default()
+                        })
+                        .collect(),
+                }],
+            },
+            ..Interactive::default()
+        };
+        whatsapp::encode("+1", &Content::Interactive(i), None)
+    };
+    assert!(list(10).is_ok());
+    for rows in [0, 11] {
+        assert!(list(rows).expect_err("rows").message.contains("1 to 10 rows"), "{rows}");
+    }
+    let named = |kind: MediaKind| {
+        let m = Media {
+            url: "https://e.com/f".into(),
+            kind,
+            filename: "invoice.pdf".into(),
+            ..Media::default()
+        };
+        whatsapp::encode("+1", &Content::Media(m), None)
+    };
+    assert_eq!(
+        named(MediaKind::Document).expect("document")["document"]["filename"],
+        "invoice.pdf"
+    );
+    assert!(named(MediaKind::Image).expect_err("image").message.contains("filename"));
+
+    let answer = json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{ "input": "+16505551234", "wa_id": "16505551234" }],
+        "messages": [{ "id": "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA", "message_status": "accepted" }]
+    });
+    assert_eq!(
+        whatsapp::sent_id(&answer).as_deref(),
+        Some("wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA")
+    );
+    assert_eq!(whatsapp::sent_id(&json!({ "messages": [] })), None);
+}
+
+/// Every media type a person sends (DETAILS.md 3: image, audio, video, document with its
+/// filename, sticker), a template's quick-reply button (`button: {payload, text}`), a read
+/// receipt; parts of no known shape are counted.
+#[test]
+fn whatsapp_media_buttons_and_reads_come_in_whole() {
+    let h = MetaWebhooks::new(&account());
+    let message = |id: &str, kind: &str, object: Value| {
+        let mut m =
+            json!({ "from": "16315551234", "id": id, "timestamp": "1700000000", "type": kind });
+        m[kind] = object;
+        m
+    };
+    let media =
+        |mime: &str| json!({ "id": "4490709327384033", "mime_type": mime, "sha256": "abc" });
+    let mut document = media("application/pdf");
+    document["filename"] = json!("invoice.pdf");
+    let body = super::sandbox::whatsapp_envelope(
+        "106540352242922",
+        json!({
+            "messages": [
+                message("wamid.1", "audio", media("audio/ogg")),
+                message("wamid.2", "video", media("video/mp4")),
+                message("wamid.3", "document", document),
+                message("wamid.4", "sticker", media("image/webp")),
+                message("wamid.5", "image", media("image/jpeg")),
+                message("wamid.6", "button", json!({ "payload": "STOP_PROMOS", "text": "Stop promotions" })),
+                { "garbage": true }
+            ],
+            "statuses": [
+                { "id": "wamid.OURS", "status": "read", "timestamp": "1700000009", "recipient_id": "16315551234" },
+                { "id": "wamid.OURS", "status": "deleted", "timestamp": "1700000010", "recipient_id": "16315551234" }
+            ]
+        }),
+    );
+    let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
+    assert_eq!(parsed.ignored, 2, "the garbage message and the unknown status");
+    let contents: Vec<&Content> = parsed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            WebhookEvent::Inbound(m) => Some(&m.content),
+            _ => None,
+        })
+        .collect();
+    let kinds: Vec<_> = contents[..5]
+        .iter()
+        .map(|c| match c {
+            Content::Media(m) => (m.kind, m.mime_type.as_str(), m.filename.as_str()),
+            other => panic!("not media: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (MediaKind::Audio, "audio/ogg", ""),
+            (MediaKind::Video, "video/mp4", ""),
+            (MediaKind::Document, "application/pdf", "invoice.pdf"),
+            (MediaKind::Sticker, "image/webp", ""),
+            (MediaKind::Image, "image/jpeg", ""),
+        ]
+    );
+    assert!(
+        matches!(contents[5], Content::Choice(c) if c.id == "STOP_PROMOS" && c.title == "Stop promotions")
+    );
+    let read = parsed.events.iter().find_map(|e| match e {
+        WebhookEvent::Status(s) => Some(s),
+        _ => None,
+    });
+    assert!(
+        matches!(read, Some(s) if s.status == MessageStatus::Read && s.provider_message_id == "wamid.OURS")
+    );
+}
