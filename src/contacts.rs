@@ -91,5 +91,30 @@ mod tests {
             phone_sibling(&id),
             Some(Identity { channel: Channel::Sms, address: "+14155550100".into() })
         );
+        let sms = normalize(Channel::Sms, "+14155550100").expect("sms");
+        assert_eq!(phone_sibling(&sms).map(|i| i.channel), Some(Channel::Whatsapp));
+        let email = normalize(Channel::Email, "ann@example.com").expect("email");
+        assert_eq!(phone_sibling(&email), None, "only phones have siblings");
+    }
+
+    /// Each rule of E.164 and of an address on its own: one broken rule is enough.
+    #[test]
+    fn each_rule_refuses_on_its_own() {
+        // 8 and 15 digits are E.164's bounds; 7, 16, a letter or a leading 0 are not.
+        assert!(normalize(Channel::Sms, "+12345678").is_ok());
+        assert!(normalize(Channel::Sms, "+123456789012345").is_ok());
+        for raw in ["+1234567", "+1234567890123456", "+1415555010x", "+04155550100"] {
+            let e = normalize(Channel::Sms, raw).expect_err(raw);
+            assert!(e.reason.contains("E.164"), "{raw}: {e}");
+        }
+        for raw in ["@example.com", "ann@", "ann@example", "ann lee@example.com"] {
+            let e = normalize(Channel::Email, raw).expect_err(raw);
+            assert_eq!(e.reason, "is not an email address", "{raw}");
+        }
+        assert!(normalize(Channel::Instagram, "  ").is_err());
+        assert_eq!(
+            normalize(Channel::Instagram, " 17841400000 ").expect("id").address,
+            "17841400000"
+        );
     }
 }
