@@ -14,7 +14,6 @@ pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
-/// A new id with a readable prefix (`msg_`, `cnv_`), sortable by creation time (UUIDv7).
 /// Lower-case hexadecimal, for digests in ids and fingerprints.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -366,7 +365,26 @@ pub struct PreviousSecret {
 
 #[cfg(test)]
 mod tests {
-    use super::{ids_before, new_id, now_ms};
+    use super::{SendOptions, hex, ids_before, new_id, now_ms};
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte_high_nibble_first() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xf0, 0xff]), "000fa5f0ff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    /// Send options ride in the stored document only when there are any, so that most
+    /// messages' documents stay as small as they were.
+    #[test]
+    fn send_options_are_stored_only_when_set() {
+        assert!(SendOptions::default().is_empty());
+        let tagged = SendOptions { tag: Some("HUMAN_AGENT".into()), ..SendOptions::default() };
+        let replying =
+            SendOptions { reply_to_provider_id: Some("wamid.X".into()), ..SendOptions::default() };
+        for set in [tagged, replying] {
+            assert!(!set.is_empty(), "{set:?}");
+        }
+    }
 
     #[test]
     fn ids_sort_below_the_bound_of_any_later_time_and_above_an_earlier_one() {

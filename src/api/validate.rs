@@ -162,6 +162,8 @@ mod tests {
     fn text_is_refused_when_blank_or_over_its_limit_at_the_byte() {
         let text = |body: String| content(&Content::Text(Text { body, ..Text::default() }));
         assert!(refused(text(" \n".into())).contains("empty"));
+        // The documented limits, by value: clients size their requests by them.
+        assert_eq!((MAX_BODY_BYTES, MAX_METADATA_BYTES), (65_536, 8_192));
         assert!(text("x".repeat(MAX_BODY_BYTES)).is_ok());
         assert!(refused(text("x".repeat(MAX_BODY_BYTES + 1))).contains("bytes"));
     }
@@ -217,6 +219,14 @@ mod tests {
         };
         assert!(reaction("wamid.X").is_ok());
         assert!(refused(reaction("")).contains("message_id"));
+        let interactive = |body: &str| {
+            content(&Content::Interactive(omnigate_adapters::Interactive {
+                body: body.into(),
+                ..omnigate_adapters::Interactive::default()
+            }))
+        };
+        assert!(interactive("Pick a slot").is_ok());
+        assert!(refused(interactive(" ")).contains("interactive.body is empty"));
         let choice = Content::Choice(omnigate_adapters::Choice::default());
         assert!(refused(content(&choice)).contains("cannot be sent"));
     }
