@@ -95,7 +95,67 @@ fn quota(rate: RateLimit) -> Quota {
 
 #[cfg(test)]
 mod tests {
+    use omnigate_adapters::twilio::config::TwilioSenderId;
+    use omnigate_adapters::twilio::{TwilioAccount, TwilioSender};
+
     use super::*;
+
+    /// A route of a Twilio account no test sends through: only its pacing is under test.
+    fn route(rate: RateLimit, pair: Option<RateLimit>) -> AccountRoute {
+        let sender = TwilioSender::new(TwilioAccount {
+            api_base: "http://127.0.0.1:9".into(),
+            account_sid: "AC00000000000000000000000000000000".into(),
+            auth_token: "unused".into(),
+            api_key: None,
+            sender: TwilioSenderId::From("+15005550006".into()),
+            request_timeout: Duration::from_secs(1),
+        });
+        AccountRoute::new(Arc::new(sender), None, rate, pair)
+    }
+
+    /// A provider's Retry-After holds the route until it has passed, the longest of several
+    /// pauses winning; other routes of the account go on. (Tokio's paused clock: no waiting.)
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_its_route_until_it_has_passed() {
+        let r = route(RateLimit { per_second: 1_000_000.0, burst: 1_000 }, None);
+        let (held, free) = ("+15005550006".to_string(), "+15005550007".to_string());
+        r.pause(&held, Duration::from_secs(5));
+        r.pause(&held, Duration::from_secs(2));
+        let start = Instant::now();
+        r.ready(&free, NonZeroU32::MIN).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "another route is not held");
+        r.ready(&held, NonZeroU32::MIN).await;
+        assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+        let again = Instant::now();
+        r.ready(&held, NonZeroU32::MIN).await;
+        assert_eq!(again.elapsed(), Duration::ZERO, "a pause that has passed holds nothing");
+    }
+
+    /// A message dearer than the bucket (three segments on a burst of one) still gets its
+    /// tokens, a bucketful at a time, and spends them: the bucket is empty afterwards.
+    #[tokio::test]
+    async fn a_cost_over_the_burst_is_paid_a_bucketful_at_a_time() {
+        let r = route(RateLimit { per_second: 1_000.0, burst: 1 }, None);
+        let key = "+15005550006".to_string();
+        let three = NonZeroU32::new(3).expect("nonzero");
+        tokio::time::timeout(Duration::from_secs(10), r.ready(&key, three)).await.expect("paid");
+        assert!(r.limiter.check_key(&key).is_err(), "the last token was spent");
+    }
+
+    /// WhatsApp's pair limit: a recipient's first message goes, the next waits; another
+    /// recipient is not held back; without a pair limit nobody waits.
+    #[test]
+    fn the_pair_limit_holds_a_recipient_not_the_others() {
+        let pair = RateLimit { per_second: 1.0 / 6.0, burst: 1 };
+        let r = route(RateLimit { per_second: 80.0, burst: 80 }, Some(pair));
+        let (ann, bob) = ("+14155550100".to_string(), "+14155550101".to_string());
+        assert_eq!(r.pair_wait(&ann), None);
+        let wait = r.pair_wait(&ann).expect("held");
+        assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(6), "{wait:?}");
+        assert_eq!(r.pair_wait(&bob), None);
+        let unpaired = route(RateLimit { per_second: 80.0, burst: 80 }, None);
+        assert_eq!((unpaired.pair_wait(&ann), unpaired.pair_wait(&ann)), (None, None));
+    }
 
     #[test]
     fn quota_spaces_tokens_by_the_configured_rate() {
