@@ -163,7 +163,8 @@ mod tests {
         let text = |body: String| content(&Content::Text(Text { body, ..Text::default() }));
         assert!(refused(text(" \n".into())).contains("empty"));
         // The documented limits, by value: clients size their requests by them.
-        assert_eq!((MAX_BODY_BYTES, MAX_METADATA_BYTES), (65_536, 8_192));
+        let limits = (MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_EMAIL_BODY_BYTES);
+        assert_eq!(limits, (65_536, 8_192, 1_048_576));
         assert!(text("x".repeat(MAX_BODY_BYTES)).is_ok());
         assert!(refused(text("x".repeat(MAX_BODY_BYTES + 1))).contains("bytes"));
     }
