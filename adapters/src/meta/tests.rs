@@ -381,6 +381,17 @@ fn signed(body: &Value, secret: &str) -> WebhookRequest {
     }
 }
 
+/// The content of each person's message among the parsed events, in order.
+fn inbound_contents(parsed: &crate::contract::Parsed) -> Vec<&Content> {
+    fn content(e: &WebhookEvent) -> Option<&Content> {
+        match e {
+            WebhookEvent::Inbound(m) => Some(&m.content),
+            _ => None,
+        }
+    }
+    parsed.events.iter().filter_map(content).collect()
+}
+
 #[test]
 fn whatsapp_webhooks_become_canonical_events() {
     let h = MetaWebhooks::new(&account());
@@ -798,14 +809,7 @@ fn messenger_reactions_and_attachments_become_canonical_content() {
         event(25, json!({ "message": { "mid": "m_13", "attachments": [attachment("file")] } })),
     ] }] });
     let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
-    let contents: Vec<&Content> = parsed
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            WebhookEvent::Inbound(m) => Some(&m.content),
-            _ => None,
-        })
-        .collect();
+    let contents = inbound_contents(&parsed);
     let [react, unreact, image, audio, video, file] = &contents[..] else { panic!("{parsed:?}") };
     assert!(
         matches!(react, Content::Reaction(r) if r.provider_message_id == "m_9" && r.emoji == "\u{1F44D}")
@@ -951,14 +955,7 @@ fn whatsapp_media_buttons_and_reads_come_in_whole() {
     );
     let parsed = h.handle(&signed(&body, "app-secret")).expect("valid");
     assert_eq!(parsed.ignored, 2, "the garbage message and the unknown status");
-    let contents: Vec<&Content> = parsed
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            WebhookEvent::Inbound(m) => Some(&m.content),
-            _ => None,
-        })
-        .collect();
+    let contents = inbound_contents(&parsed);
     let kinds: Vec<_> = contents[..5]
         .iter()
         .map(|c| match c {
