@@ -258,6 +258,49 @@ impl Keeper {
 mod tests {
     use super::*;
 
+    /// Lease names are stored and compared across replicas, also across versions during a
+    /// rolling upgrade: their spelling is part of the schema.
+    #[test]
+    fn lease_names_keep_their_spelling() {
+        assert_eq!(route_key("sms-1", "+15005550006"), "route:sms-1:+15005550006");
+        assert_eq!(mailbox_key("support"), "mailbox:support");
+        assert_ne!(route_key("sms-1", "+15005550006"), route_key("sms-1", "+15005550007"));
+    }
+
+    /// A process alone owns every name and never loses one; a replica owns what the keeper
+    /// last set, and those waiting for a name to come or go are woken when it does.
+    #[tokio::test]
+    async fn ownership_follows_what_the_keeper_holds() {
+        let alone = Ownership::everything();
+        assert!(!alone.is_shared());
+        assert!(alone.owns(WEBHOOKS) && alone.owns_route("sms", "+15005550006"));
+        alone.until_owned("anything").await;
+        let never = tokio::time::timeout(Duration::from_millis(50), alone.until_lost(WEBHOOKS));
+        assert!(never.await.is_err(), "a process alone never loses a name");
+
+        let replica = Ownership::shared();
+        assert!(replica.is_shared());
+        let route = route_key("sms", "+15005550006");
+        assert!(!replica.owns(&route) && !replica.owns_route("sms", "+15005550006"));
+        let waiting = tokio::spawn({
+            let replica = replica.clone();
+            let route = route.clone();
+            async move { replica.until_owned(&route).await }
+        });
+        replica.set(HashSet::from([route.clone(), WEBHOOKS.to_string()]));
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("task");
+        assert!(replica.owns_route("sms", "+15005550006") && replica.owns(WEBHOOKS));
+        assert!(!replica.owns_route("sms", "+15005550007"));
+
+        let losing = tokio::spawn({
+            let replica = replica.clone();
+            async move { replica.until_lost(WEBHOOKS).await }
+        });
+        replica.set(HashSet::from([route.clone()]));
+        tokio::time::timeout(Duration::from_secs(5), losing).await.expect("woken").expect("task");
+        assert!(!replica.owns(WEBHOOKS) && replica.owns(&route));
+    }
+
     #[test]
     fn rendezvous_moves_only_the_names_of_a_replica_that_leaves() {
         let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
