@@ -182,4 +182,28 @@ mod tests {
         assert_eq!(gateway_method("/grpc.health.v1.Health/Check"), None);
         assert_eq!(gateway_method("/omnigate.v1.Gateway/SendMessage/x"), None);
     }
+
+    /// OpenTelemetry's RPC conventions mark a server span as an error only for the codes
+    /// that are the server's fault, not a caller's bad request.
+    #[test]
+    fn server_faults_alone_mark_a_span_as_an_error() {
+        let faults: Vec<&str> =
+            (0..=16).map(Code::from_i32).filter(|c| is_server_error(*c)).map(code_name).collect();
+        assert_eq!(
+            faults,
+            [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "UNIMPLEMENTED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS"
+            ]
+        );
+        let names: std::collections::HashSet<&str> =
+            (0..=16).map(Code::from_i32).map(code_name).collect();
+        assert_eq!(names.len(), 17, "one label a code");
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
 }
