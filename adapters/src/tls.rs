@@ -16,10 +16,18 @@ use rustls::pki_types::pem::PemObject;
 /// for at start and in memory. Unreadable or unusable certificates are left out rather than
 /// failing every connection: a CA file may be all that is needed.
 pub fn system_certs() -> &'static [CertificateDer<'static>] {
-    static CERTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    CERTS.get_or_init(|| {
-        let usable = |cert: &CertificateDer<'_>| RootCertStore::empty().add(cert.clone()).is_ok();
-        rustls_native_certs::load_native_certs().certs.into_iter().filter(usable).collect()
+    &system().0
+}
+
+/// The usable system certificates and the same as parsed trust anchors, made in one pass,
+/// so that each client config clones anchors rather than parsing every certificate again.
+fn system() -> &'static (Vec<CertificateDer<'static>>, RootCertStore) {
+    static SYSTEM: OnceLock<(Vec<CertificateDer<'static>>, RootCertStore)> = OnceLock::new();
+    SYSTEM.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let certs = rustls_native_certs::load_native_certs().certs;
+        let usable = certs.into_iter().filter(|cert| roots.add(cert.clone()).is_ok()).collect();
+        (usable, roots)
     })
 }
 
@@ -37,8 +45,7 @@ pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// A rustls client config (ring) that trusts the system roots and those of `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(system_certs().iter().cloned());
+    let mut roots = system().1.clone();
     if let Some(path) = ca_file {
         for cert in read_pem(path)? {
             roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
